@@ -1,0 +1,306 @@
+//! `dermedge bench`: start-up, latency and memory of each member and of the whole ensemble,
+//! with plain tract on the same file and input as the baseline.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use image::RgbImage;
+use serde::Serialize;
+use tract_onnx::prelude::*;
+
+use crate::ensemble::{Ensemble, EnsembleError, InferenceError};
+use crate::preprocess::{load_image_file, ImageError, ImageLimits};
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Ensemble(#[from] EnsembleError),
+    #[error(transparent)]
+    Inference(#[from] InferenceError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("plain tract failed on {path}: {message}")]
+    Baseline { path: PathBuf, message: String },
+}
+
+/// Minimum, median and 95th percentile of a series of timings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TimingStats {
+    pub runs: usize,
+    pub min_ms: f64,
+    pub median_ms: f64,
+    pub p95_ms: f64,
+}
+
+impl TimingStats {
+    /// Summarises `samples` (milliseconds); all zero when empty.
+    pub fn from_samples(samples: &[f64]) -> TimingStats {
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            if sorted.is_empty() {
+                0.0
+            } else {
+                sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+            }
+        };
+        TimingStats {
+            runs: sorted.len(),
+            min_ms: at(0.0),
+            median_ms: at(0.5),
+            p95_ms: at(0.95),
+        }
+    }
+}
+
+/// Peak resident set size of this process (VmHWM), in bytes, where the OS reports it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Figures for one member.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberBench {
+    pub file: String,
+    pub backbone: String,
+    pub precision: String,
+    pub file_bytes: u64,
+    /// Parse + type + declutter + optimise, in dermedge.
+    pub load_ms: f64,
+    /// The same file loaded with plain tract (`model_for_path` ... `into_runnable`).
+    pub tract_alone_load_ms: f64,
+    /// One member run in dermedge: tract plan plus softmax and output copy.
+    pub dermedge: TimingStats,
+    /// The same input through the plain tract plan.
+    pub tract_alone: TimingStats,
+    /// dermedge median over tract-alone median.
+    pub overhead_ratio: f64,
+}
+
+/// The whole benchmark report.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub ensemble: String,
+    pub threads: usize,
+    pub input: String,
+    pub image: String,
+    pub members: Vec<MemberBench>,
+    /// Whole-ensemble start-up: manifest, checksums, every member loaded and optimised.
+    pub ensemble_load_ms: f64,
+    /// Decoding the image file (when one is given).
+    pub decode: Option<TimingStats>,
+    /// Resize + normalise + every member + combine, per image.
+    pub per_image: TimingStats,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// What to benchmark and how long.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub manifest: PathBuf,
+    pub image: Option<PathBuf>,
+    pub warmup: usize,
+    pub runs: usize,
+    pub threads: usize,
+}
+
+fn time_ms<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let started = Instant::now();
+    let value = f();
+    (value, started.elapsed().as_secs_f64() * 1e3)
+}
+
+/// A deterministic, lesion-like test picture (a dark blob on skin tones) for runs without an image.
+pub fn synthetic_image(width: u32, height: u32) -> RgbImage {
+    RgbImage::from_fn(width, height, |x, y| {
+        let dx = x as f32 / width as f32 - 0.5;
+        let dy = y as f32 / height as f32 - 0.5;
+        let r = (dx * dx + dy * dy).sqrt();
+        let shade = (r * 2.0).min(1.0);
+        image::Rgb([
+            (120.0 + 110.0 * shade) as u8,
+            (70.0 + 100.0 * shade) as u8,
+            (50.0 + 90.0 * shade) as u8,
+        ])
+    })
+}
+
+fn plain_tract_plan(path: &Path, height: u32, width: u32) -> TractResult<Arc<TypedSimplePlan>> {
+    tract_onnx::onnx()
+        .model_for_path(path)?
+        .with_input_fact(0, f32::fact([1, 3, height as usize, width as usize]).into())?
+        .into_optimized()?
+        .into_runnable()
+}
+
+/// Runs the benchmark.
+pub fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
+    let (ensemble, ensemble_load_ms) = time_ms(|| Ensemble::load(&options.manifest));
+    let ensemble = ensemble?;
+    let spec = ensemble.manifest.input.clone();
+    let limits = ImageLimits::default();
+
+    let (image, decode) = match &options.image {
+        Some(path) => {
+            let samples: Vec<f64> = (0..options.runs.max(1))
+                .map(|_| time_ms(|| load_image_file(path, &limits)).1)
+                .collect();
+            let image = load_image_file(path, &limits)?.rgb;
+            (image, Some(TimingStats::from_samples(&samples)))
+        }
+        None => (synthetic_image(spec.width, spec.height), None),
+    };
+    let input = ensemble.input_for(&image);
+    let temperature = ensemble.manifest.decision.temperature.unwrap_or(1.0);
+
+    let mut members = Vec::new();
+    for member in &ensemble.members {
+        let baseline_error = |e: TractError| BenchError::Baseline {
+            path: member.path.clone(),
+            message: format!("{e:#}"),
+        };
+        let (plan, tract_alone_load_ms) =
+            time_ms(|| plain_tract_plan(&member.path, spec.height, spec.width));
+        let plan = plan.map_err(baseline_error)?;
+        for _ in 0..options.warmup {
+            member.probabilities(&input, temperature)?;
+            plan.run(tvec!(input.clone())).map_err(baseline_error)?;
+        }
+        let mut ours = Vec::with_capacity(options.runs);
+        let mut alone = Vec::with_capacity(options.runs);
+        for _ in 0..options.runs {
+            let (result, ms) = time_ms(|| member.probabilities(&input, temperature));
+            result?;
+            ours.push(ms);
+            let (result, ms) = time_ms(|| plan.run(tvec!(input.clone())));
+            result.map_err(baseline_error)?;
+            alone.push(ms);
+        }
+        let dermedge = TimingStats::from_samples(&ours);
+        let tract_alone = TimingStats::from_samples(&alone);
+        members.push(MemberBench {
+            file: member.spec.file.display().to_string(),
+            backbone: member.spec.backbone.clone(),
+            precision: member.spec.precision.clone(),
+            file_bytes: member.file_bytes,
+            load_ms: member.load_ms,
+            tract_alone_load_ms,
+            dermedge,
+            tract_alone,
+            overhead_ratio: dermedge.median_ms / tract_alone.median_ms,
+        });
+    }
+
+    for _ in 0..options.warmup {
+        ensemble.classify(&image)?;
+    }
+    let mut whole = Vec::with_capacity(options.runs);
+    for _ in 0..options.runs {
+        let (result, ms) = time_ms(|| ensemble.classify(&image));
+        result?;
+        whole.push(ms);
+    }
+
+    Ok(BenchReport {
+        ensemble: ensemble.manifest.id(),
+        threads: options.threads,
+        input: format!("1x3x{}x{}", spec.height, spec.width),
+        image: options
+            .image
+            .as_ref()
+            .map_or("synthetic".into(), |p| p.display().to_string()),
+        members,
+        ensemble_load_ms,
+        decode,
+        per_image: TimingStats::from_samples(&whole),
+        peak_rss_bytes: peak_rss_bytes(),
+    })
+}
+
+impl BenchReport {
+    /// A readable table of the report.
+    pub fn to_text(&self) -> String {
+        let stats =
+            |s: &TimingStats| format!("{:>8.2} {:>8.2} {:>8.2}", s.min_ms, s.median_ms, s.p95_ms);
+        let mut out = format!(
+            "ensemble {}  input {}  image {}  threads {}\n\n",
+            self.ensemble, self.input, self.image, self.threads
+        );
+        out.push_str(&format!(
+            "{:<28} {:>9} {:>9} {:>9} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>6}\n",
+            "member",
+            "MiB",
+            "load ms",
+            "tract ld",
+            "min",
+            "median",
+            "p95",
+            "t.min",
+            "t.median",
+            "t.p95",
+            "ratio"
+        ));
+        for m in &self.members {
+            out.push_str(&format!(
+                "{:<28} {:>9.2} {:>9.1} {:>9.1} | {} | {} | {:>6.3}\n",
+                format!("{} {}", m.backbone, m.precision),
+                m.file_bytes as f64 / (1 << 20) as f64,
+                m.load_ms,
+                m.tract_alone_load_ms,
+                stats(&m.dermedge),
+                stats(&m.tract_alone),
+                m.overhead_ratio
+            ));
+        }
+        out.push_str("(min/median/p95 in ms over the runs; t.* is plain tract on the same file and input; ratio = median / t.median)\n\n");
+        out.push_str(&format!(
+            "ensemble start-up (manifest, checksums, all members): {:.1} ms\n",
+            self.ensemble_load_ms
+        ));
+        if let Some(decode) = &self.decode {
+            out.push_str(&format!(
+                "image decode   min/median/p95 ms {}\n",
+                stats(decode)
+            ));
+        }
+        out.push_str(&format!(
+            "ensemble/image min/median/p95 ms {}  ({} runs: resize, normalise, every member, combine)\n",
+            stats(&self.per_image),
+            self.per_image.runs
+        ));
+        if let Some(rss) = self.peak_rss_bytes {
+            out.push_str(&format!(
+                "peak RSS {:.1} MiB\n",
+                rss as f64 / (1 << 20) as f64
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_pick_order_statistics() {
+        let samples: Vec<f64> = (1..=21).rev().map(f64::from).collect();
+        let s = TimingStats::from_samples(&samples);
+        assert_eq!(
+            (s.runs, s.min_ms, s.median_ms, s.p95_ms),
+            (21, 1.0, 11.0, 20.0)
+        );
+        assert_eq!(TimingStats::from_samples(&[]).runs, 0);
+    }
+
+    #[test]
+    fn reads_peak_rss_on_linux() {
+        if cfg!(target_os = "linux") {
+            assert!(peak_rss_bytes().unwrap() > 1 << 20);
+        }
+    }
+}

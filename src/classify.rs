@@ -1,0 +1,106 @@
+//! Classifying image files: expanding the inputs, and one outcome per image.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::ensemble::Ensemble;
+use crate::preprocess::{load_image_file, ImageLimits};
+use crate::record::{Classified, Failed, Outcome};
+
+/// File extensions picked up when a folder is given.
+pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png"];
+
+/// One item to classify: an image path, or an input that could not be listed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputItem {
+    Image(PathBuf),
+    Unreadable { input: PathBuf, error: String },
+}
+
+/// Expands files and folders (recursively, sorted, images by extension) into items. A path that
+/// does not exist or cannot be listed becomes an `Unreadable` item instead of stopping the run.
+pub fn expand_inputs(inputs: &[PathBuf]) -> Vec<InputItem> {
+    let mut items = Vec::new();
+    for input in inputs {
+        match std::fs::metadata(input) {
+            Ok(meta) if meta.is_dir() => collect_folder(input, &mut items),
+            Ok(_) => items.push(InputItem::Image(input.clone())),
+            Err(e) => items.push(InputItem::Unreadable {
+                input: input.clone(),
+                error: format!(
+                    "cannot open {}: {e}. Fix: check the path of the image or folder",
+                    input.display()
+                ),
+            }),
+        }
+    }
+    items
+}
+
+fn collect_folder(folder: &Path, items: &mut Vec<InputItem>) {
+    let entries = match std::fs::read_dir(folder) {
+        Ok(entries) => entries,
+        Err(e) => {
+            items.push(InputItem::Unreadable {
+                input: folder.to_path_buf(),
+                error: format!(
+                    "cannot list folder {}: {e}. Fix: check its permissions",
+                    folder.display()
+                ),
+            });
+            return;
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for path in paths {
+        if path.is_dir() {
+            collect_folder(&path, items);
+        } else if has_image_extension(&path) {
+            items.push(InputItem::Image(path));
+        }
+    }
+}
+
+fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+/// Classifies one listed item; any failure becomes a `Failed` outcome naming the input.
+pub fn classify_item(ensemble: &Ensemble, item: &InputItem, limits: &ImageLimits) -> Outcome {
+    match item {
+        InputItem::Unreadable { input, error } => Outcome::Failed(Failed {
+            input: input.display().to_string(),
+            error: error.clone(),
+        }),
+        InputItem::Image(path) => classify_file(ensemble, path, limits),
+    }
+}
+
+/// Reads, decodes and classifies one image file.
+pub fn classify_file(ensemble: &Ensemble, path: &Path, limits: &ImageLimits) -> Outcome {
+    let started = Instant::now();
+    let input = path.display().to_string();
+    let failed = |error: String| {
+        Outcome::Failed(Failed {
+            input: input.clone(),
+            error,
+        })
+    };
+    let image = match load_image_file(path, limits) {
+        Ok(image) => image,
+        Err(e) => return failed(e.to_string()),
+    };
+    match ensemble.classify(&image.rgb) {
+        Ok(prediction) => Outcome::Classified(Box::new(Classified::new(
+            input.clone(),
+            image.sha256,
+            ensemble,
+            &prediction,
+            started.elapsed().as_secs_f64() * 1e3,
+        ))),
+        Err(e) => failed(e.to_string()),
+    }
+}

@@ -1,0 +1,323 @@
+//! The `dermedge` command line: argument parsing and the subcommands' output.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::bench::{peak_rss_bytes, run_bench, BenchOptions};
+use crate::classify::{classify_item, expand_inputs};
+use crate::ensemble::Ensemble;
+use crate::journal::Journal;
+use crate::manifest::EnsembleStatus;
+use crate::preprocess::ImageLimits;
+use crate::record::{Outcome, DECISION_SUPPORT_NOTICE, FIXTURE_WARNING};
+
+/// Exit code: every input was classified.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: at least one input failed; the others were classified and journaled.
+pub const EXIT_SOME_FAILED: u8 = 1;
+/// Exit code: usage or configuration error (arguments, manifest, members, journal).
+pub const EXIT_CONFIG: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dermedge",
+    version,
+    about = "Classifies dermatoscope images with a CNN ensemble (tract) and logs the top-3 HAM10000 classes.",
+    after_help = DECISION_SUPPORT_NOTICE
+)]
+struct Cli {
+    /// The ensemble manifest.
+    #[arg(
+        long,
+        global = true,
+        env = "DERMEDGE_ENSEMBLE",
+        default_value = "models/ensemble.toml"
+    )]
+    ensemble: PathBuf,
+    /// Threads for tract's matrix kernels.
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Classify image files or folders of them (JPEG, PNG).
+    Classify(ClassifyArgs),
+    /// Show the ensemble: members, input spec, precision, sizes, verified checksums, classes.
+    Inspect(InspectArgs),
+    /// Measure start-up, per-member and ensemble latency, and peak memory.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct ClassifyArgs {
+    /// Image files or folders (searched recursively for .jpg, .jpeg, .png).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// One JSON object per input and line instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// The JSON Lines journal every result is appended to.
+    #[arg(
+        long,
+        env = "DERMEDGE_JOURNAL",
+        default_value = "dermedge-journal.jsonl"
+    )]
+    journal: PathBuf,
+    /// Do not write a journal.
+    #[arg(long, conflicts_with = "journal")]
+    no_journal: bool,
+}
+
+#[derive(Debug, Args)]
+struct InspectArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Image to run (default: a synthetic picture at the input size).
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// Untimed runs before measuring.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed runs.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    if cli.threads > 1 {
+        use tract_linalg::multithread::{set_default_executor, Executor};
+        set_default_executor(Executor::multithread(usize::from(cli.threads)));
+    }
+    let code = match &cli.command {
+        Command::Classify(args) => classify(&cli, args),
+        Command::Inspect(args) => inspect(&cli, args),
+        Command::Bench(args) => bench(&cli, args),
+    };
+    ExitCode::from(code)
+}
+
+fn config_error(error: impl std::fmt::Display) -> u8 {
+    eprintln!("dermedge: {error}");
+    EXIT_CONFIG
+}
+
+fn load_ensemble(cli: &Cli) -> Result<Ensemble, u8> {
+    Ensemble::load(&cli.ensemble).map_err(config_error)
+}
+
+fn classify(cli: &Cli, args: &ClassifyArgs) -> u8 {
+    let ensemble = match load_ensemble(cli) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let mut journal = if args.no_journal {
+        None
+    } else {
+        match Journal::open(&args.journal) {
+            Ok(j) => Some(j),
+            Err(e) => return config_error(e),
+        }
+    };
+    let limits = ImageLimits::default();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if !args.json {
+        let _ = writeln!(
+            out,
+            "ensemble {}  ({})",
+            ensemble.manifest.id(),
+            cli.ensemble.display()
+        );
+        if ensemble.manifest.status == EnsembleStatus::UntrainedFixture {
+            let _ = writeln!(out, "{FIXTURE_WARNING}");
+        }
+        let _ = writeln!(out);
+    }
+    let (mut classified, mut failed, mut journal_failures) = (0usize, 0usize, 0usize);
+    for item in expand_inputs(&args.inputs) {
+        let outcome = classify_item(&ensemble, &item, &limits);
+        if let Some(journal) = journal.as_mut() {
+            if let Err(e) = journal.append_outcome("file", &outcome) {
+                eprintln!("dermedge: {e}");
+                journal_failures += 1;
+            }
+        }
+        match &outcome {
+            Outcome::Classified(c) => {
+                classified += 1;
+                let _ = if args.json {
+                    writeln!(out, "{}", json_line(&outcome))
+                } else {
+                    writeln!(out, "{}", c.to_text(&ensemble))
+                };
+            }
+            Outcome::Failed(f) => {
+                failed += 1;
+                if args.json {
+                    let _ = writeln!(out, "{}", json_line(&outcome));
+                } else {
+                    eprintln!("error: {}: {}", f.input, f.error);
+                }
+            }
+        }
+        let _ = out.flush();
+    }
+    if !args.json {
+        let rss = peak_rss_bytes().map_or(String::new(), |b| {
+            format!(", peak RSS {:.1} MiB", b as f64 / (1 << 20) as f64)
+        });
+        let journaled = journal.as_ref().map_or("no journal".to_string(), |j| {
+            format!("journal {}", j.path().display())
+        });
+        let _ = writeln!(
+            out,
+            "{classified} classified, {failed} failed ({journaled}{rss})"
+        );
+        let _ = writeln!(out, "{DECISION_SUPPORT_NOTICE}");
+    }
+    if failed > 0 || journal_failures > 0 {
+        EXIT_SOME_FAILED
+    } else {
+        EXIT_OK
+    }
+}
+
+fn json_line(value: &impl Serialize) -> String {
+    serde_json::to_string(value)
+        .unwrap_or_else(|e| format!("{{\"error\":\"cannot serialise: {e}\"}}"))
+}
+
+#[derive(Serialize)]
+struct MemberInfo<'a> {
+    file: String,
+    backbone: &'a str,
+    precision: &'a str,
+    output: crate::manifest::MemberOutput,
+    weight: f32,
+    bytes: u64,
+    sha256: &'a str,
+    checksum_verified: bool,
+    load_ms: f64,
+}
+
+fn inspect(cli: &Cli, args: &InspectArgs) -> u8 {
+    let ensemble = match load_ensemble(cli) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let m = &ensemble.manifest;
+    let members: Vec<MemberInfo> = ensemble
+        .members
+        .iter()
+        .map(|member| MemberInfo {
+            file: member.path.display().to_string(),
+            backbone: &member.spec.backbone,
+            precision: &member.spec.precision,
+            output: member.spec.output,
+            weight: member.spec.weight,
+            bytes: member.file_bytes,
+            sha256: &member.spec.sha256,
+            checksum_verified: true,
+            load_ms: member.load_ms,
+        })
+        .collect();
+    if args.json {
+        let value = serde_json::json!({
+            "manifest": cli.ensemble.display().to_string(),
+            "ensemble": m.id(),
+            "status": m.status,
+            "description": m.description,
+            "input": m.input,
+            "classes": m.classes,
+            "decision": m.decision,
+            "members": members,
+        });
+        println!("{}", json_line(&value));
+        return EXIT_OK;
+    }
+    println!("ensemble  {}  ({})", m.id(), cli.ensemble.display());
+    println!(
+        "status    {}",
+        match m.status {
+            EnsembleStatus::Trained => "trained".to_string(),
+            EnsembleStatus::UntrainedFixture => FIXTURE_WARNING.to_string(),
+        }
+    );
+    if !m.description.is_empty() {
+        println!("about     {}", m.description);
+    }
+    let i = &m.input;
+    println!(
+        "input     1x3x{}x{} (NCHW f32), resize {:?}, channels {:?}, mean {:?}, std {:?}",
+        i.height, i.width, i.resize, i.channel_order, i.mean, i.std
+    );
+    println!("classes   {}", m.classes.len());
+    for (index, c) in m.classes.iter().enumerate() {
+        let kind = if c.malignant { "malignant" } else { "benign" };
+        println!("  {index}  {:<6} {:<10} {}", c.code, kind, c.name);
+    }
+    println!("members   {}", members.len());
+    for member in &members {
+        println!(
+            "  {}  {} {} {:?}, weight {}, {:.2} MiB, sha256 {} verified, loaded + optimised in {:.0} ms",
+            member.file,
+            member.backbone,
+            member.precision,
+            member.output,
+            member.weight,
+            member.bytes as f64 / (1 << 20) as f64,
+            member.sha256,
+            member.load_ms
+        );
+    }
+    let d = &m.decision;
+    println!(
+        "decision  temperature {}, referral threshold {}, uncertainty entropy {}",
+        d.temperature.map_or("1 (unset)".into(), |t| t.to_string()),
+        d.referral_threshold
+            .map_or("unset".into(), |t| t.to_string()),
+        d.uncertainty_entropy
+            .map_or("unset".into(), |t| t.to_string())
+    );
+    println!("{DECISION_SUPPORT_NOTICE}");
+    EXIT_OK
+}
+
+fn bench(cli: &Cli, args: &BenchArgs) -> u8 {
+    let options = BenchOptions {
+        manifest: cli.ensemble.clone(),
+        image: args.image.clone(),
+        warmup: args.warmup,
+        runs: args.runs as usize,
+        threads: usize::from(cli.threads),
+    };
+    match run_bench(&options) {
+        Ok(report) => {
+            if args.json {
+                println!("{}", json_line(&report));
+            } else {
+                print!("{}", report.to_text());
+            }
+            EXIT_OK
+        }
+        Err(e) => config_error(e),
+    }
+}

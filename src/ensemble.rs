@@ -1,0 +1,348 @@
+//! Loading the member networks with tract and combining their outputs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use image::RgbImage;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+
+use crate::decision::{self, Decision};
+use crate::manifest::{InputSpec, Manifest, ManifestError, MemberOutput, MemberSpec};
+use crate::preprocess::{sha256_hex, to_input_tensor};
+
+/// Largest member file accepted, in bytes.
+pub const MAX_MEMBER_BYTES: u64 = 512 << 20;
+
+/// Why an ensemble could not be loaded. Every message names the file and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum EnsembleError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("member {path} listed in {manifest} is missing ({source}). Fix: restore the file next to the manifest, or remove the member from [[members]]")]
+    MissingMember {
+        path: PathBuf,
+        manifest: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("member {path} is {size} bytes, over the {MAX_MEMBER_BYTES}-byte limit. Fix: ship a smaller (quantized) model")]
+    MemberTooLarge { path: PathBuf, size: u64 },
+    #[error("checksum mismatch for member {path}: {manifest} says sha256 {expected}, the file has {actual}. Fix: the file is damaged or was replaced; restore it, or re-export the ensemble with `dermedge-tools export` to rewrite the manifest")]
+    Checksum {
+        path: PathBuf,
+        manifest: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("member {path} is not a loadable ONNX model: {message}. Fix: the file is truncated or not ONNX; restore it or re-export it")]
+    Load { path: PathBuf, message: String },
+    #[error("member {path} takes input {declared}, but {manifest} [input] gives [1, 3, {height}, {width}]. Fix: make [input] width/height match the model, or re-export the model for that size")]
+    InputShape {
+        path: PathBuf,
+        manifest: PathBuf,
+        declared: String,
+        width: u32,
+        height: u32,
+    },
+    #[error("member {path} outputs shape {shape}, but {manifest} lists {classes} classes. Fix: list the model's classes in [[classes]], in output order, or use a model with a {classes}-way output")]
+    OutputShape {
+        path: PathBuf,
+        manifest: PathBuf,
+        shape: String,
+        classes: usize,
+    },
+}
+
+/// A member failed while running on an input.
+#[derive(Debug, thiserror::Error)]
+#[error("member {member} failed to run: {message}")]
+pub struct InferenceError {
+    pub member: String,
+    pub message: String,
+}
+
+/// One loaded, optimised member network.
+#[derive(Debug)]
+pub struct Member {
+    pub spec: MemberSpec,
+    pub path: PathBuf,
+    pub file_bytes: u64,
+    /// Wall time to parse, type, declutter and optimise the model, in milliseconds.
+    pub load_ms: f64,
+    plan: Arc<TypedSimplePlan>,
+}
+
+/// Reads a member file, checks its size and checksum, and returns its bytes.
+pub fn read_member_file(
+    path: &Path,
+    expected_sha256: &str,
+    manifest_path: &Path,
+) -> Result<Vec<u8>, EnsembleError> {
+    let missing = |source| EnsembleError::MissingMember {
+        path: path.to_path_buf(),
+        manifest: manifest_path.to_path_buf(),
+        source,
+    };
+    let size = std::fs::metadata(path).map_err(missing)?.len();
+    if size > MAX_MEMBER_BYTES {
+        return Err(EnsembleError::MemberTooLarge {
+            path: path.to_path_buf(),
+            size,
+        });
+    }
+    let bytes = std::fs::read(path).map_err(missing)?;
+    let actual = sha256_hex(&bytes);
+    if !actual.eq_ignore_ascii_case(expected_sha256) {
+        return Err(EnsembleError::Checksum {
+            path: path.to_path_buf(),
+            manifest: manifest_path.to_path_buf(),
+            expected: expected_sha256.to_string(),
+            actual,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Parses ONNX bytes and returns the model typed with its input pinned to `[1, 3, height, width]`
+/// and decluttered. Errors name `path`.
+pub fn typed_model_for_input(
+    bytes: &[u8],
+    path: &Path,
+    input: &InputSpec,
+    manifest_path: &Path,
+) -> Result<TypedModel, EnsembleError> {
+    let load_error = |e: TractError| EnsembleError::Load {
+        path: path.to_path_buf(),
+        message: format!("{e:#}"),
+    };
+    let model = tract_onnx::onnx()
+        .model_for_read(&mut std::io::Cursor::new(bytes))
+        .map_err(load_error)?;
+    let expected = [1usize, 3, input.height as usize, input.width as usize];
+    let input_shape_error = |declared: String| EnsembleError::InputShape {
+        path: path.to_path_buf(),
+        manifest: manifest_path.to_path_buf(),
+        declared,
+        width: input.width,
+        height: input.height,
+    };
+    if model.inputs.len() != 1 || model.outputs.len() != 1 {
+        return Err(EnsembleError::Load {
+            path: path.to_path_buf(),
+            message: format!(
+                "it has {} inputs and {} outputs; a member has exactly one of each",
+                model.inputs.len(),
+                model.outputs.len()
+            ),
+        });
+    }
+    let declared = model.input_fact(0).map_err(load_error)?.clone();
+    let declared_dims: Vec<Option<i64>> = declared
+        .shape
+        .dims()
+        .map(|d| d.concretize().and_then(|d| d.to_i64().ok()))
+        .collect();
+    let describe = || {
+        let dims: Vec<String> = declared_dims
+            .iter()
+            .map(|d| d.map_or("?".into(), |d| d.to_string()))
+            .collect();
+        format!("[{}]", dims.join(", "))
+    };
+    if !declared.shape.is_open() && declared_dims.len() != 4 {
+        return Err(input_shape_error(describe()));
+    }
+    for (axis, dim) in declared_dims.iter().enumerate().skip(1) {
+        if let Some(d) = dim {
+            if expected.get(axis).map(|e| *e as i64) != Some(*d) {
+                return Err(input_shape_error(describe()));
+            }
+        }
+    }
+    model
+        .with_input_fact(0, f32::fact(expected).into())
+        .and_then(|m| m.into_typed())
+        .and_then(|m| m.into_decluttered())
+        .map_err(|e| {
+            let message = format!("{e:#}");
+            if message.contains("shape") || message.contains("Shape") {
+                input_shape_error(format!("{} ({message})", describe()))
+            } else {
+                load_error(e)
+            }
+        })
+}
+
+impl Member {
+    /// Loads, checks and optimises the member `spec` of the manifest at `manifest_path`.
+    pub fn load(
+        spec: &MemberSpec,
+        manifest_path: &Path,
+        input: &InputSpec,
+        classes: usize,
+    ) -> Result<Member, EnsembleError> {
+        let dir = manifest_path.parent().unwrap_or(Path::new("."));
+        let path = dir.join(&spec.file);
+        let bytes = read_member_file(&path, &spec.sha256, manifest_path)?;
+        let started = Instant::now();
+        let typed = typed_model_for_input(&bytes, &path, input, manifest_path)?;
+        let output_shape = output_shape(&typed).map_err(|e| EnsembleError::Load {
+            path: path.clone(),
+            message: format!("{e:#}"),
+        })?;
+        let ok_shape = matches!(output_shape.as_slice(), [n] | [1, n] if *n == classes);
+        if !ok_shape {
+            return Err(EnsembleError::OutputShape {
+                path,
+                manifest: manifest_path.to_path_buf(),
+                shape: format!("{output_shape:?}"),
+                classes,
+            });
+        }
+        let plan = typed
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| EnsembleError::Load {
+                path: path.clone(),
+                message: format!("{e:#}"),
+            })?;
+        let load_ms = started.elapsed().as_secs_f64() * 1e3;
+        log::info!("loaded member {} in {load_ms:.0} ms", path.display());
+        Ok(Member {
+            spec: spec.clone(),
+            path,
+            file_bytes: bytes.len() as u64,
+            load_ms,
+            plan,
+        })
+    }
+
+    /// A short label: the backbone and file name.
+    pub fn label(&self) -> String {
+        format!("{} ({})", self.spec.backbone, self.spec.file.display())
+    }
+
+    /// Runs the network on a prepared input and returns its raw output values.
+    pub fn run_raw(&self, input: &TValue) -> Result<Vec<f32>, InferenceError> {
+        let fail = |e: TractError| InferenceError {
+            member: self.label(),
+            message: format!("{e:#}"),
+        };
+        let outputs = self.plan.run(tvec!(input.clone())).map_err(fail)?;
+        let view = outputs[0].to_plain_array_view::<f32>().map_err(fail)?;
+        Ok(view.iter().copied().collect())
+    }
+
+    /// Runs the network and returns class probabilities, temperature-scaled when the member
+    /// outputs logits.
+    pub fn probabilities(
+        &self,
+        input: &TValue,
+        temperature: f32,
+    ) -> Result<Vec<f32>, InferenceError> {
+        let raw = self.run_raw(input)?;
+        Ok(match self.spec.output {
+            MemberOutput::Logits => decision::softmax(&raw, temperature),
+            MemberOutput::Probabilities => raw,
+        })
+    }
+}
+
+fn output_shape(model: &TypedModel) -> TractResult<Vec<usize>> {
+    let fact = model.output_fact(0)?;
+    fact.shape
+        .as_concrete()
+        .map(|s| s.to_vec())
+        .ok_or_else(|| anyhow::anyhow!("output shape {:?} is not concrete", fact.shape))
+}
+
+/// One member's result for one input.
+#[derive(Debug, Clone)]
+pub struct MemberPrediction {
+    pub probabilities: Vec<f32>,
+    pub ms: f64,
+}
+
+/// The ensemble's result for one input.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    /// Weighted mean of the members' probabilities, in class order.
+    pub probabilities: Vec<f32>,
+    pub members: Vec<MemberPrediction>,
+    pub decision: Decision,
+}
+
+/// The manifest and its loaded members.
+#[derive(Debug)]
+pub struct Ensemble {
+    pub manifest: Manifest,
+    pub manifest_path: PathBuf,
+    pub members: Vec<Member>,
+    weights: Vec<f32>,
+}
+
+impl Ensemble {
+    /// Loads the manifest at `manifest_path` and every member, refusing on any mismatch.
+    pub fn load(manifest_path: &Path) -> Result<Ensemble, EnsembleError> {
+        let manifest = Manifest::load(manifest_path)?;
+        let members = manifest
+            .members
+            .iter()
+            .map(|spec| Member::load(spec, manifest_path, &manifest.input, manifest.classes.len()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let weights = manifest.normalised_weights();
+        Ok(Ensemble {
+            manifest,
+            manifest_path: manifest_path.to_path_buf(),
+            members,
+            weights,
+        })
+    }
+
+    /// The model input for an upright RGB image, ready to share between members.
+    pub fn input_for(&self, image: &RgbImage) -> TValue {
+        let spec = &self.manifest.input;
+        let data = to_input_tensor(image, spec);
+        tensor_from_nchw(data, spec)
+    }
+
+    /// Classifies a prepared input with every member and combines the results.
+    pub fn predict(&self, input: &TValue) -> Result<Prediction, InferenceError> {
+        let temperature = self.manifest.decision.temperature.unwrap_or(1.0);
+        let members = self
+            .members
+            .iter()
+            .map(|member| {
+                let started = Instant::now();
+                let probabilities = member.probabilities(input, temperature)?;
+                Ok(MemberPrediction {
+                    probabilities,
+                    ms: started.elapsed().as_secs_f64() * 1e3,
+                })
+            })
+            .collect::<Result<Vec<_>, InferenceError>>()?;
+        let per_member: Vec<&[f32]> = members.iter().map(|m| m.probabilities.as_slice()).collect();
+        let probabilities = decision::weighted_mean(&per_member, &self.weights);
+        let decision = Decision::new(&probabilities, &per_member, &self.manifest);
+        Ok(Prediction {
+            probabilities,
+            members,
+            decision,
+        })
+    }
+
+    /// Preprocesses and classifies an upright RGB image.
+    pub fn classify(&self, image: &RgbImage) -> Result<Prediction, InferenceError> {
+        self.predict(&self.input_for(image))
+    }
+}
+
+/// Wraps NCHW data of the spec's size as a tract input value.
+pub fn tensor_from_nchw(data: Vec<f32>, spec: &InputSpec) -> TValue {
+    let shape = [1, 3, spec.height as usize, spec.width as usize];
+    tract_ndarray::Array4::from_shape_vec(shape, data)
+        .expect("preprocessing yields exactly 3 * width * height values")
+        .into_tensor()
+        .into_tvalue()
+}

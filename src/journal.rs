@@ -1,0 +1,281 @@
+//! The append-only JSON Lines journal of every classified image or frame.
+//!
+//! Each record is one line written with a single `write` and flushed to disk with `fdatasync`
+//! before the next, so a crash or power cut can tear at most the line being written. A torn last
+//! line is moved aside to `<journal>.torn` the next time the journal is opened.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::Outcome;
+
+/// Errors opening or appending to the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot open journal {path}: {source}. Fix: pass --journal with a writable path, or create its folder")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot append to journal {path}: {source}. Earlier records are intact. Fix: free disk space or check the storage")]
+    Append {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// One journal line: when and from where, then the outcome's fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalRecord {
+    /// UTC time, RFC 3339.
+    pub time: String,
+    /// Where the input came from: `file` or a camera device.
+    pub source: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// An open journal file.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+    len: u64,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal, repairing a torn last line left by a crash.
+    pub fn open(path: &Path) -> Result<Journal, JournalError> {
+        let open_error = |source| JournalError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(open_error)?;
+        let len = repair_torn_tail(&mut file, path).map_err(open_error)?;
+        Ok(Journal {
+            path: path.to_path_buf(),
+            file,
+            len,
+        })
+    }
+
+    /// The journal's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one record and flushes it to disk. On failure the partial line is cut off so the
+    /// journal stays a sequence of whole records.
+    pub fn append(&mut self, record: &JournalRecord) -> Result<(), JournalError> {
+        let mut line = serde_json::to_vec(record).map_err(|e| JournalError::Append {
+            path: self.path.clone(),
+            source: e.into(),
+        })?;
+        line.push(b'\n');
+        let written = self
+            .file
+            .write_all(&line)
+            .and_then(|()| self.file.sync_data());
+        match written {
+            Ok(()) => {
+                self.len += line.len() as u64;
+                Ok(())
+            }
+            Err(source) => {
+                if let Err(e) = self.file.set_len(self.len) {
+                    log::error!(
+                        "journal {}: cannot cut a partial record: {e}",
+                        self.path.display()
+                    );
+                }
+                Err(JournalError::Append {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Appends the outcome for one input with the current time.
+    pub fn append_outcome(&mut self, source: &str, outcome: &Outcome) -> Result<(), JournalError> {
+        self.append(&JournalRecord {
+            time: utc_now_rfc3339(),
+            source: source.to_string(),
+            outcome: outcome.clone(),
+        })
+    }
+}
+
+/// Moves a last line without its newline to `<path>.torn`, truncates it off, and returns the
+/// journal's length afterwards.
+fn repair_torn_tail(file: &mut File, path: &Path) -> std::io::Result<u64> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(0);
+    }
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut last)?;
+    if last[0] == b'\n' {
+        return Ok(len);
+    }
+    let mut end_of_whole = 0u64;
+    let mut position = len;
+    let mut chunk = vec![0u8; 64 * 1024];
+    'search: while position > 0 {
+        let start = position.saturating_sub(chunk.len() as u64);
+        let n = (position - start) as usize;
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk[..n])?;
+        if let Some(i) = chunk[..n].iter().rposition(|b| *b == b'\n') {
+            end_of_whole = start + i as u64 + 1;
+            break 'search;
+        }
+        position = start;
+    }
+    let mut torn = Vec::with_capacity((len - end_of_whole) as usize);
+    file.seek(SeekFrom::Start(end_of_whole))?;
+    file.read_to_end(&mut torn)?;
+    let mut aside_path = path.as_os_str().to_owned();
+    aside_path.push(".torn");
+    let mut aside = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(PathBuf::from(aside_path))?;
+    aside.write_all(&torn)?;
+    aside.write_all(b"\n")?;
+    aside.sync_data()?;
+    file.set_len(end_of_whole)?;
+    file.sync_data()?;
+    log::warn!(
+        "journal {}: moved a torn last record ({} bytes) to {}.torn",
+        path.display(),
+        torn.len(),
+        path.display()
+    );
+    Ok(end_of_whole)
+}
+
+/// Reads every whole record of a journal; lines that do not parse are returned as errors with
+/// their line numbers.
+pub fn read_journal(path: &Path) -> std::io::Result<Vec<Result<JournalRecord, String>>> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            serde_json::from_str(line).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))
+        })
+        .collect())
+}
+
+/// The current UTC time as RFC 3339 with milliseconds.
+pub fn utc_now_rfc3339() -> String {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339_from_unix_millis(since_epoch.as_millis() as i64)
+}
+
+/// Formats milliseconds since the Unix epoch as RFC 3339 UTC.
+pub fn rfc3339_from_unix_millis(millis: i64) -> String {
+    let seconds = millis.div_euclid(1000);
+    let ms = millis.rem_euclid(1000);
+    let days = seconds.div_euclid(86_400);
+    let of_day = seconds.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
+}
+
+/// Proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Failed;
+
+    fn record(input: &str) -> JournalRecord {
+        JournalRecord {
+            time: "2026-01-01T00:00:00.000Z".into(),
+            source: "file".into(),
+            outcome: Outcome::Failed(Failed {
+                input: input.into(),
+                error: "e".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn formats_known_dates() {
+        assert_eq!(rfc3339_from_unix_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339_from_unix_millis(951_782_400_123),
+            "2000-02-29T00:00:00.123Z"
+        );
+        assert_eq!(
+            rfc3339_from_unix_millis(1_795_651_199_999),
+            "2026-11-25T23:59:59.999Z"
+        );
+    }
+
+    #[test]
+    fn appends_and_repairs_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        let mut journal = Journal::open(&path).unwrap();
+        journal.append(&record("a")).unwrap();
+        journal.append(&record("b")).unwrap();
+        drop(journal);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"time":"2026-01-01T0"#).unwrap();
+        drop(f);
+
+        let mut journal = Journal::open(&path).unwrap();
+        journal.append(&record("c")).unwrap();
+        let records = read_journal(&path).unwrap();
+        let inputs: Vec<String> = records
+            .into_iter()
+            .map(|r| r.unwrap().outcome.input().to_string())
+            .collect();
+        assert_eq!(inputs, vec!["a", "b", "c"]);
+        let torn = std::fs::read_to_string(dir.path().join("j.jsonl.torn")).unwrap();
+        assert_eq!(torn, "{\"time\":\"2026-01-01T0\n");
+    }
+
+    #[test]
+    fn a_journal_that_is_only_a_torn_line_becomes_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        std::fs::write(&path, b"{\"partial").unwrap();
+        let journal = Journal::open(&path).unwrap();
+        assert_eq!(journal.len, 0);
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+    }
+}

@@ -1,0 +1,19 @@
+//! dermedge: an edge runtime that classifies dermatoscope images into the seven HAM10000
+//! classes with an ensemble of CNNs run by tract, as decision support for a clinician.
+//!
+//! The binary (`dermedge`) is a thin layer over this library; the training tools
+//! (`dermedge-tools`) call [`preprocess`] so that training and device prepare images the same way.
+
+pub mod bench;
+pub mod classify;
+pub mod cli;
+pub mod decision;
+pub mod ensemble;
+pub mod journal;
+pub mod manifest;
+pub mod preprocess;
+pub mod record;
+
+pub use ensemble::{Ensemble, EnsembleError, Prediction};
+pub use manifest::Manifest;
+pub use record::DECISION_SUPPORT_NOTICE;

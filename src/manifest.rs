@@ -1,0 +1,369 @@
+//! The ensemble manifest (`ensemble.toml`): what the members are, how inputs are prepared,
+//! which classes come out in which order, and the decision settings applied to the result.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Largest manifest file accepted, in bytes.
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+/// Most members one ensemble may hold.
+pub const MAX_MEMBERS: usize = 16;
+
+/// Errors found while reading or checking a manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read ensemble manifest {path}: {source}. Fix: pass --ensemble with the path of an ensemble.toml")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("ensemble manifest {path} is {size} bytes, over the {MAX_MANIFEST_BYTES}-byte limit. Fix: point --ensemble at a real ensemble.toml")]
+    TooLarge { path: PathBuf, size: u64 },
+    #[error("ensemble manifest {path} is not valid: {message}. Fix: correct the TOML (see models/ensemble.toml for the format)")]
+    Parse { path: PathBuf, message: String },
+    #[error("ensemble manifest {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// Whether an ensemble's outputs carry any clinical meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EnsembleStatus {
+    /// Trained and evaluated; its model card gives the figures.
+    Trained,
+    /// Untrained weights for tests and plumbing: outputs are meaningless.
+    UntrainedFixture,
+}
+
+/// How a source image is brought to the model's input size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResizePolicy {
+    /// Scale both axes to the input size, ignoring aspect ratio.
+    Stretch,
+    /// Scale so the image covers the input size, then crop the centre.
+    CenterCrop,
+}
+
+/// Channel order of the model input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelOrder {
+    Rgb,
+    Bgr,
+}
+
+/// What a member's single output holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberOutput {
+    /// Unnormalised scores; the runtime applies (temperature-scaled) softmax.
+    Logits,
+    /// Already a probability distribution.
+    Probabilities,
+}
+
+/// The preprocessing every member expects: one spec for the whole ensemble.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    pub width: u32,
+    pub height: u32,
+    pub resize: ResizePolicy,
+    /// Per-channel mean, in the model's channel order, applied after scaling pixels to [0, 1].
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation, same order as `mean`.
+    pub std: [f32; 3],
+    pub channel_order: ChannelOrder,
+}
+
+/// One output class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassInfo {
+    /// Short code, as in HAM10000 (`mel`, `nv`, ...).
+    pub code: String,
+    pub name: String,
+    pub malignant: bool,
+}
+
+/// One member network of the ensemble.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSpec {
+    /// ONNX file, relative to the manifest's folder.
+    pub file: PathBuf,
+    /// SHA-256 of the file, lowercase hex.
+    pub sha256: String,
+    /// Weight in the ensemble mean; weights are normalised to sum to one.
+    #[serde(default = "default_weight")]
+    pub weight: f32,
+    pub backbone: String,
+    /// Numeric precision of the file's weights (`f32`, `int8`).
+    pub precision: String,
+    pub output: MemberOutput,
+}
+
+fn default_weight() -> f32 {
+    1.0
+}
+
+/// Settings applied to the ensemble's output, fitted by the tools on a validation split.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionSettings {
+    /// Divides logits before softmax (temperature scaling); 1.0 when absent.
+    pub temperature: Option<f32>,
+    /// Refer when the summed probability of malignant classes reaches this value.
+    pub referral_threshold: Option<f32>,
+    /// Flag as uncertain when the normalised entropy of the ensemble output reaches this value.
+    pub uncertainty_entropy: Option<f32>,
+}
+
+/// A parsed and checked `ensemble.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: String,
+    pub version: String,
+    pub status: EnsembleStatus,
+    #[serde(default)]
+    pub description: String,
+    pub input: InputSpec,
+    pub classes: Vec<ClassInfo>,
+    pub members: Vec<MemberSpec>,
+    #[serde(default)]
+    pub decision: DecisionSettings,
+}
+
+impl Manifest {
+    /// Reads, parses and checks a manifest file.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let read_error = |source| ManifestError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let size = std::fs::metadata(path).map_err(read_error)?.len();
+        if size > MAX_MANIFEST_BYTES {
+            return Err(ManifestError::TooLarge {
+                path: path.to_path_buf(),
+                size,
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read_error)?;
+        Manifest::parse(&text, path)
+    }
+
+    /// Parses and checks manifest text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
+        let manifest: Manifest = toml::from_str(text).map_err(|e| ManifestError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        manifest.check().map_err(|message| ManifestError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(manifest)
+    }
+
+    /// The manifest as TOML text.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a manifest always serialises to TOML")
+    }
+
+    /// `name@version`, the identifier written with every result.
+    pub fn id(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+
+    /// Member weights normalised to sum to one.
+    pub fn normalised_weights(&self) -> Vec<f32> {
+        let total: f32 = self.members.iter().map(|m| m.weight).sum();
+        self.members.iter().map(|m| m.weight / total).collect()
+    }
+
+    /// Class codes in output order.
+    pub fn class_codes(&self) -> Vec<&str> {
+        self.classes.iter().map(|c| c.code.as_str()).collect()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.name.trim().is_empty() || self.version.trim().is_empty() {
+            return Err("`name` and `version` must not be empty. Fix: set both".into());
+        }
+        if self.classes.len() < 2 {
+            return Err(format!(
+                "{} class(es) listed; an ensemble needs at least 2. Fix: list every output class in [[classes]], in output order",
+                self.classes.len()
+            ));
+        }
+        let mut seen = HashSet::new();
+        for class in &self.classes {
+            if !seen.insert(class.code.as_str()) {
+                return Err(format!(
+                    "class code `{}` is listed twice. Fix: give each [[classes]] entry its own code",
+                    class.code
+                ));
+            }
+        }
+        if self.members.is_empty() || self.members.len() > MAX_MEMBERS {
+            return Err(format!(
+                "{} member(s) listed; 1 to {MAX_MEMBERS} are allowed. Fix: list the member ONNX files in [[members]]",
+                self.members.len()
+            ));
+        }
+        for member in &self.members {
+            if !(member.weight.is_finite() && member.weight > 0.0) {
+                return Err(format!(
+                    "member {} has weight {}; weights must be positive. Fix: set `weight` above 0",
+                    member.file.display(),
+                    member.weight
+                ));
+            }
+            if member.sha256.len() != 64 || !member.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "member {} has sha256 `{}`, not 64 hex digits. Fix: run `sha256sum` on the file and paste the digest",
+                    member.file.display(),
+                    member.sha256
+                ));
+            }
+        }
+        let input = &self.input;
+        if !(1..=4096).contains(&input.width) || !(1..=4096).contains(&input.height) {
+            return Err(format!(
+                "input size {}x{} is out of range (1 to 4096 per side). Fix: set [input] width and height",
+                input.width, input.height
+            ));
+        }
+        if input.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
+            || input.mean.iter().any(|m| !m.is_finite())
+        {
+            return Err("[input] std must be positive and mean finite. Fix: correct them".into());
+        }
+        let decision = &self.decision;
+        if let Some(t) = decision.temperature {
+            if !(t.is_finite() && t > 0.0) {
+                return Err(format!(
+                    "[decision] temperature {t} must be positive. Fix: set it above 0 or remove it"
+                ));
+            }
+        }
+        for (key, value) in [
+            ("referral_threshold", decision.referral_threshold),
+            ("uncertainty_entropy", decision.uncertainty_entropy),
+        ] {
+            if let Some(v) = value {
+                if !(0.0..=1.0).contains(&v) {
+                    return Err(format!(
+                        "[decision] {key} {v} is outside 0..=1. Fix: set a probability between 0 and 1"
+                    ));
+                }
+            }
+        }
+        if decision.referral_threshold.is_some() && !self.classes.iter().any(|c| c.malignant) {
+            return Err(
+                "[decision] referral_threshold is set but no class is marked malignant. Fix: mark the malignant classes"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The seven HAM10000 diagnostic classes in the order the project's models emit them.
+pub fn ham10000_classes() -> Vec<ClassInfo> {
+    [
+        (
+            "akiec",
+            "Actinic keratosis / intraepithelial carcinoma (Bowen's disease)",
+            true,
+        ),
+        ("bcc", "Basal cell carcinoma", true),
+        ("bkl", "Benign keratosis-like lesion", false),
+        ("df", "Dermatofibroma", false),
+        ("mel", "Melanoma", true),
+        ("nv", "Melanocytic nevus", false),
+        ("vasc", "Vascular lesion", false),
+    ]
+    .into_iter()
+    .map(|(code, name, malignant)| ClassInfo {
+        code: code.into(),
+        name: name.into(),
+        malignant,
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        Manifest {
+            name: "t".into(),
+            version: "1".into(),
+            status: EnsembleStatus::UntrainedFixture,
+            description: String::new(),
+            input: InputSpec {
+                width: 8,
+                height: 6,
+                resize: ResizePolicy::Stretch,
+                mean: [0.5; 3],
+                std: [0.5; 3],
+                channel_order: ChannelOrder::Rgb,
+            },
+            classes: ham10000_classes(),
+            members: vec![MemberSpec {
+                file: "m.onnx".into(),
+                sha256: "ab".repeat(32),
+                weight: 2.0,
+                backbone: "tiny-cnn".into(),
+                precision: "f32".into(),
+                output: MemberOutput::Logits,
+            }],
+            decision: DecisionSettings::default(),
+        }
+    }
+
+    #[test]
+    fn round_trips_through_toml() {
+        let m = sample();
+        let back = Manifest::parse(&m.to_toml(), Path::new("x.toml")).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.id(), "t@1");
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        let text = sample().to_toml().replace("weight = 2.0", "wieght = 2.0");
+        let err = Manifest::parse(&text, Path::new("e.toml")).unwrap_err();
+        assert!(err.to_string().contains("wieght"), "{err}");
+
+        let mut m = sample();
+        m.members[0].sha256 = "xyz".into();
+        let err = Manifest::parse(&m.to_toml(), Path::new("e.toml")).unwrap_err();
+        assert!(err.to_string().contains("64 hex digits"), "{err}");
+
+        let mut m = sample();
+        m.classes.truncate(1);
+        let err = Manifest::parse(&m.to_toml(), Path::new("e.toml")).unwrap_err();
+        assert!(err.to_string().contains("at least 2"), "{err}");
+
+        let mut m = sample();
+        m.decision.referral_threshold = Some(1.5);
+        let err = Manifest::parse(&m.to_toml(), Path::new("e.toml")).unwrap_err();
+        assert!(err.to_string().contains("outside 0..=1"), "{err}");
+    }
+
+    #[test]
+    fn normalises_weights() {
+        let mut m = sample();
+        let mut second = m.members[0].clone();
+        second.weight = 6.0;
+        m.members.push(second);
+        assert_eq!(m.normalised_weights(), vec![0.25, 0.75]);
+    }
+}

@@ -1,0 +1,327 @@
+//! The one preprocessing path, shared by the runtime and the training tools: bytes -> checked
+//! decode -> EXIF orientation -> resize -> normalised NCHW `f32`.
+
+use std::io::{Cursor, Read};
+use std::path::{Path, PathBuf};
+
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+use sha2::{Digest, Sha256};
+
+use crate::manifest::{ChannelOrder, InputSpec, ResizePolicy};
+
+/// Bounds checked before an image is decoded, so a hostile header cannot force a large allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageLimits {
+    pub max_bytes: u64,
+    pub max_width: u32,
+    pub max_height: u32,
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        ImageLimits {
+            max_bytes: 64 << 20,
+            max_width: 8192,
+            max_height: 8192,
+        }
+    }
+}
+
+/// Why an image could not be turned into a model input.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is empty (0 bytes). Fix: recapture or re-copy the image")]
+    Empty { path: PathBuf },
+    #[error("{path} is {size} bytes, over the {limit}-byte limit. Fix: export the image at a lower resolution")]
+    TooManyBytes {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
+    #[error("{path} is not a JPEG or PNG image (its content matches neither). Fix: pass JPEG or PNG files")]
+    UnknownFormat { path: PathBuf },
+    #[error("{path} claims {width}x{height} pixels, over the {max_width}x{max_height} limit. Fix: downscale the image before classifying it")]
+    TooLarge {
+        path: PathBuf,
+        width: u32,
+        height: u32,
+        max_width: u32,
+        max_height: u32,
+    },
+    #[error("{path} could not be decoded ({message}). Fix: the file is damaged or truncated; recapture or re-copy it")]
+    Decode { path: PathBuf, message: String },
+}
+
+/// An image read from disk or a camera, with the hash of its exact bytes.
+#[derive(Debug, Clone)]
+pub struct LoadedImage {
+    pub rgb: RgbImage,
+    /// SHA-256 of the encoded bytes, lowercase hex.
+    pub sha256: String,
+}
+
+/// SHA-256 of `bytes` as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// Reads an image file within `limits`, hashes it and decodes it upright.
+pub fn load_image_file(path: &Path, limits: &ImageLimits) -> Result<LoadedImage, ImageError> {
+    let read_error = |source| ImageError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let size = file.metadata().map_err(read_error)?.len();
+    if size > limits.max_bytes {
+        return Err(ImageError::TooManyBytes {
+            path: path.to_path_buf(),
+            size,
+            limit: limits.max_bytes,
+        });
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(limits.max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > limits.max_bytes {
+        return Err(ImageError::TooManyBytes {
+            path: path.to_path_buf(),
+            size: bytes.len() as u64,
+            limit: limits.max_bytes,
+        });
+    }
+    load_image_bytes(&bytes, path, limits)
+}
+
+/// Hashes and decodes encoded image bytes; `origin` names them in errors.
+pub fn load_image_bytes(
+    bytes: &[u8],
+    origin: &Path,
+    limits: &ImageLimits,
+) -> Result<LoadedImage, ImageError> {
+    let rgb = decode_upright(bytes, origin, limits)?;
+    Ok(LoadedImage {
+        rgb,
+        sha256: sha256_hex(bytes),
+    })
+}
+
+fn decode_upright(
+    bytes: &[u8],
+    origin: &Path,
+    limits: &ImageLimits,
+) -> Result<RgbImage, ImageError> {
+    if bytes.is_empty() {
+        return Err(ImageError::Empty {
+            path: origin.to_path_buf(),
+        });
+    }
+    let decode_error = |e: image::ImageError| ImageError::Decode {
+        path: origin.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| ImageError::Read {
+            path: origin.to_path_buf(),
+            source: e,
+        })?;
+    if !matches!(reader.format(), Some(ImageFormat::Jpeg | ImageFormat::Png)) {
+        return Err(ImageError::UnknownFormat {
+            path: origin.to_path_buf(),
+        });
+    }
+    let mut decoder_limits = image::Limits::default();
+    decoder_limits.max_image_width = Some(limits.max_width);
+    decoder_limits.max_image_height = Some(limits.max_height);
+    decoder_limits.max_alloc = Some(u64::from(limits.max_width) * u64::from(limits.max_height) * 8);
+    reader.limits(decoder_limits);
+    let mut decoder = reader.into_decoder().map_err(|e| match e {
+        image::ImageError::Limits(_) => too_large(bytes, origin, limits),
+        other => decode_error(other),
+    })?;
+    let (width, height) = decoder.dimensions();
+    if width > limits.max_width || height > limits.max_height {
+        return Err(ImageError::TooLarge {
+            path: origin.to_path_buf(),
+            width,
+            height,
+            max_width: limits.max_width,
+            max_height: limits.max_height,
+        });
+    }
+    if width == 0 || height == 0 {
+        return Err(ImageError::Decode {
+            path: origin.to_path_buf(),
+            message: format!("the header gives {width}x{height} pixels"),
+        });
+    }
+    let orientation = decoder.orientation().map_err(decode_error)?;
+    let mut image = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
+    image.apply_orientation(orientation);
+    Ok(image.into_rgb8())
+}
+
+/// Builds the size error when the decoder refused to open the image for its limits, reading the
+/// claimed size without limits on the header alone.
+fn too_large(bytes: &[u8], origin: &Path, limits: &ImageLimits) -> ImageError {
+    let (width, height) = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .ok()
+        .and_then(|r| r.into_dimensions().ok())
+        .unwrap_or((0, 0));
+    ImageError::TooLarge {
+        path: origin.to_path_buf(),
+        width,
+        height,
+        max_width: limits.max_width,
+        max_height: limits.max_height,
+    }
+}
+
+/// Resizes `image` to the spec's input size by its resize policy.
+pub fn resize_for_input(image: &RgbImage, spec: &InputSpec) -> RgbImage {
+    let (w, h) = (spec.width, spec.height);
+    if image.dimensions() == (w, h) {
+        return image.clone();
+    }
+    match spec.resize {
+        ResizePolicy::Stretch => image::imageops::resize(image, w, h, FilterType::Triangle),
+        ResizePolicy::CenterCrop => {
+            let (iw, ih) = image.dimensions();
+            let scale = f64::max(f64::from(w) / f64::from(iw), f64::from(h) / f64::from(ih));
+            let sw = ((f64::from(iw) * scale).round() as u32).max(w);
+            let sh = ((f64::from(ih) * scale).round() as u32).max(h);
+            let scaled = image::imageops::resize(image, sw, sh, FilterType::Triangle);
+            image::imageops::crop_imm(&scaled, (sw - w) / 2, (sh - h) / 2, w, h).to_image()
+        }
+    }
+}
+
+/// Normalises an image already at the input size into NCHW `f32` (batch 1), channel order and
+/// mean/std as the spec says.
+pub fn normalise_nchw(image: &RgbImage, spec: &InputSpec) -> Vec<f32> {
+    let (w, h) = image.dimensions();
+    let plane = (w * h) as usize;
+    let mut out = vec![0f32; 3 * plane];
+    let source_channel = match spec.channel_order {
+        ChannelOrder::Rgb => [0, 1, 2],
+        ChannelOrder::Bgr => [2, 1, 0],
+    };
+    let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / (255.0 * spec.std[c]));
+    let offset: [f32; 3] = std::array::from_fn(|c| -spec.mean[c] / spec.std[c]);
+    for (i, pixel) in image.pixels().enumerate() {
+        for c in 0..3 {
+            out[c * plane + i] = f32::from(pixel.0[source_channel[c]]) * scale[c] + offset[c];
+        }
+    }
+    out
+}
+
+/// The full model input for an upright RGB image: resize then normalise.
+pub fn to_input_tensor(image: &RgbImage, spec: &InputSpec) -> Vec<f32> {
+    normalise_nchw(&resize_for_input(image, spec), spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Rgb;
+
+    fn spec(width: u32, height: u32, resize: ResizePolicy, order: ChannelOrder) -> InputSpec {
+        InputSpec {
+            width,
+            height,
+            resize,
+            mean: [0.5, 0.25, 0.0],
+            std: [0.5, 0.25, 1.0],
+            channel_order: order,
+        }
+    }
+
+    #[test]
+    fn normalises_by_hand_computed_values() {
+        let mut img = RgbImage::new(2, 1);
+        img.put_pixel(0, 0, Rgb([255, 0, 51]));
+        img.put_pixel(1, 0, Rgb([0, 255, 102]));
+        let t = to_input_tensor(&img, &spec(2, 1, ResizePolicy::Stretch, ChannelOrder::Rgb));
+        // R: (1 - 0.5) / 0.5 = 1, (0 - 0.5) / 0.5 = -1; G: (0 - .25) / .25 = -1, (1 - .25) / .25 = 3;
+        // B: 0.2, 0.4.
+        let expected = [1.0, -1.0, -1.0, 3.0, 0.2, 0.4];
+        for (a, b) in t.iter().zip(expected) {
+            assert!((a - b).abs() < 1e-6, "{t:?}");
+        }
+        let t = to_input_tensor(&img, &spec(2, 1, ResizePolicy::Stretch, ChannelOrder::Bgr));
+        // First plane is now blue, normalised with mean[0]/std[0]: (0.2 - 0.5) / 0.5 = -0.6.
+        assert!(
+            (t[0] + 0.6).abs() < 1e-6 && (t[1] + 0.2).abs() < 1e-6,
+            "{t:?}"
+        );
+        assert!(
+            (t[4] - 1.0).abs() < 1e-6 && (t[5] + 1.0).abs() < 1e-6,
+            "{t:?}"
+        );
+    }
+
+    #[test]
+    fn center_crop_keeps_the_middle_and_stretch_keeps_everything() {
+        let mut img = RgbImage::from_pixel(8, 4, Rgb([0, 255, 0]));
+        for y in 0..4 {
+            for x in 0..2 {
+                img.put_pixel(x, y, Rgb([255, 0, 0]));
+                img.put_pixel(7 - x, y, Rgb([0, 0, 255]));
+            }
+        }
+        let cropped = resize_for_input(
+            &img,
+            &spec(2, 2, ResizePolicy::CenterCrop, ChannelOrder::Rgb),
+        );
+        assert_eq!(cropped.dimensions(), (2, 2));
+        for p in cropped.pixels() {
+            assert!(p.0[1] > 200 && p.0[0] < 60 && p.0[2] < 60, "{p:?}");
+        }
+        let stretched =
+            resize_for_input(&img, &spec(4, 2, ResizePolicy::Stretch, ChannelOrder::Rgb));
+        assert!(stretched.get_pixel(0, 0).0[0] > 200);
+        assert!(stretched.get_pixel(3, 1).0[2] > 200);
+    }
+
+    #[test]
+    fn hashes_like_sha256sum() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn refuses_bad_bytes_with_the_right_error() {
+        let limits = ImageLimits::default();
+        let p = Path::new("x.jpg");
+        assert!(matches!(
+            load_image_bytes(b"", p, &limits),
+            Err(ImageError::Empty { .. })
+        ));
+        assert!(matches!(
+            load_image_bytes(b"hello, not an image", p, &limits),
+            Err(ImageError::UnknownFormat { .. })
+        ));
+        let truncated = &[0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10][..];
+        assert!(matches!(
+            load_image_bytes(truncated, p, &limits),
+            Err(ImageError::Decode { .. })
+        ));
+    }
+}

@@ -1,0 +1,6 @@
+//! dermedge-tools: the host-side companion of the `dermedge` runtime. It writes the ONNX members
+//! the runtime loads, with the runtime library's own preprocessing.
+
+pub mod fixture;
+pub mod onnx;
+pub mod rng;

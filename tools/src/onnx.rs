@@ -1,0 +1,221 @@
+//! The project's ONNX writer: builds `tract_onnx::pb` protobuf messages for the operators the
+//! project's networks use and encodes them with prost.
+
+use prost::Message;
+use tract_onnx::pb::attribute_proto::AttributeType;
+use tract_onnx::pb::tensor_proto::DataType;
+use tract_onnx::pb::tensor_shape_proto::{dimension, Dimension};
+use tract_onnx::pb::type_proto::{Tensor as TensorType, Value as TypeValue};
+use tract_onnx::pb::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
+};
+
+/// ONNX opset the writer targets.
+pub const OPSET: i64 = 13;
+
+/// A convolution's parameters with BatchNorm already folded in.
+#[derive(Debug, Clone)]
+pub struct ConvParams {
+    pub out_channels: usize,
+    pub in_channels_per_group: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub groups: usize,
+    /// `[out, in / groups, k, k]`, row-major.
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+/// A dense layer; `weight` is `[inputs, outputs]` row-major (burn's layout), written as Gemm with
+/// `transB = 0`.
+#[derive(Debug, Clone)]
+pub struct DenseParams {
+    pub inputs: usize,
+    pub outputs: usize,
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+/// Accumulates nodes and initializers into one graph.
+#[derive(Debug, Default)]
+pub struct GraphBuilder {
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+    next_id: usize,
+}
+
+fn int_attr(name: &str, value: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i: value,
+        ..Default::default()
+    }
+}
+
+fn ints_attr(name: &str, values: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Ints as i32,
+        ints: values.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn tensor_value_info(name: &str, shape: &[usize]) -> ValueInfoProto {
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(TypeValue::TensorType(TensorType {
+                elem_type: DataType::Float as i32,
+                shape: Some(TensorShapeProto {
+                    dim: shape
+                        .iter()
+                        .map(|d| Dimension {
+                            value: Some(dimension::Value::DimValue(*d as i64)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+impl GraphBuilder {
+    /// An empty graph.
+    pub fn new() -> GraphBuilder {
+        GraphBuilder::default()
+    }
+
+    fn fresh(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        format!("{prefix}_{}", self.next_id)
+    }
+
+    /// Adds an f32 initializer and returns its name.
+    pub fn constant(&mut self, prefix: &str, dims: &[usize], data: &[f32]) -> String {
+        debug_assert_eq!(dims.iter().product::<usize>(), data.len());
+        let name = self.fresh(prefix);
+        self.initializers.push(TensorProto {
+            name: name.clone(),
+            dims: dims.iter().map(|d| *d as i64).collect(),
+            data_type: DataType::Float as i32,
+            raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        name
+    }
+
+    /// Adds a node with one output and returns the output's name.
+    pub fn node(&mut self, op: &str, inputs: &[&str], attributes: Vec<AttributeProto>) -> String {
+        let output = self.fresh(&op.to_lowercase());
+        self.nodes.push(NodeProto {
+            name: format!("{output}_node"),
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.clone()],
+            attribute: attributes,
+            ..Default::default()
+        });
+        output
+    }
+
+    /// A convolution with "same"-style padding `kernel / 2`.
+    pub fn conv(&mut self, x: &str, p: &ConvParams) -> String {
+        let w = self.constant(
+            "conv_w",
+            &[p.out_channels, p.in_channels_per_group, p.kernel, p.kernel],
+            &p.weight,
+        );
+        let b = self.constant("conv_b", &[p.out_channels], &p.bias);
+        let pad = (p.kernel / 2) as i64;
+        let k = p.kernel as i64;
+        let s = p.stride as i64;
+        self.node(
+            "Conv",
+            &[x, &w, &b],
+            vec![
+                ints_attr("kernel_shape", &[k, k]),
+                ints_attr("strides", &[s, s]),
+                ints_attr("pads", &[pad, pad, pad, pad]),
+                ints_attr("dilations", &[1, 1]),
+                int_attr("group", p.groups as i64),
+            ],
+        )
+    }
+
+    /// `max(x, 0)`.
+    pub fn relu(&mut self, x: &str) -> String {
+        self.node("Relu", &[x], vec![])
+    }
+
+    /// `min(max(x, 0), 6)`.
+    pub fn relu6(&mut self, x: &str) -> String {
+        let lo = self.constant("clip_min", &[], &[0.0]);
+        let hi = self.constant("clip_max", &[], &[6.0]);
+        self.node("Clip", &[x, &lo, &hi], vec![])
+    }
+
+    /// Element-wise sum.
+    pub fn add(&mut self, a: &str, b: &str) -> String {
+        self.node("Add", &[a, b], vec![])
+    }
+
+    /// Global average pooling then flattening to `[N, C]`.
+    pub fn global_pool_flatten(&mut self, x: &str) -> String {
+        let pooled = self.node("GlobalAveragePool", &[x], vec![]);
+        self.node("Flatten", &[&pooled], vec![int_attr("axis", 1)])
+    }
+
+    /// A dense layer as Gemm (`transB = 0`).
+    pub fn dense(&mut self, x: &str, p: &DenseParams) -> String {
+        let w = self.constant("fc_w", &[p.inputs, p.outputs], &p.weight);
+        let b = self.constant("fc_b", &[p.outputs], &p.bias);
+        self.node("Gemm", &[x, &w, &b], vec![int_attr("transB", 0)])
+    }
+
+    /// Closes the graph into a model with one input and one output, both f32 with fixed shapes.
+    pub fn finish(
+        mut self,
+        input: (&str, &[usize]),
+        output: (&str, &[usize]),
+        doc: &str,
+    ) -> ModelProto {
+        let named_output = "logits";
+        self.nodes.push(NodeProto {
+            name: "output_identity".into(),
+            op_type: "Identity".into(),
+            input: vec![output.0.to_string()],
+            output: vec![named_output.into()],
+            ..Default::default()
+        });
+        ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: OPSET,
+            }],
+            producer_name: "dermedge-tools".into(),
+            producer_version: env!("CARGO_PKG_VERSION").into(),
+            doc_string: doc.into(),
+            graph: Some(GraphProto {
+                name: "dermedge".into(),
+                node: self.nodes,
+                initializer: self.initializers,
+                input: vec![tensor_value_info(input.0, input.1)],
+                output: vec![tensor_value_info(named_output, output.1)],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// Encodes a model as ONNX protobuf bytes.
+pub fn encode(model: &ModelProto) -> Vec<u8> {
+    model.encode_to_vec()
+}
