@@ -171,7 +171,7 @@ impl Manifest {
 
     /// The manifest as TOML text.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("a manifest always serialises to TOML")
+        toml::to_string(self).expect("a manifest always serialises to TOML")
     }
 
     /// `name@version`, the identifier written with every result.

@@ -180,8 +180,20 @@ fn too_large(bytes: &[u8], origin: &Path, limits: &ImageLimits) -> ImageError {
     let (width, height) = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .ok()
-        .and_then(|r| r.into_dimensions().ok())
+        .and_then(|mut reader| {
+            reader.no_limits();
+            reader.into_dimensions().ok()
+        })
         .unwrap_or((0, 0));
+    if width == 0 || height == 0 {
+        return ImageError::Decode {
+            path: origin.to_path_buf(),
+            message: format!(
+                "its header exceeds the {}x{}-pixel decoding limit",
+                limits.max_width, limits.max_height
+            ),
+        };
+    }
     ImageError::TooLarge {
         path: origin.to_path_buf(),
         width,
@@ -269,10 +281,8 @@ mod tests {
             (t[0] + 0.6).abs() < 1e-6 && (t[1] + 0.2).abs() < 1e-6,
             "{t:?}"
         );
-        assert!(
-            (t[4] - 1.0).abs() < 1e-6 && (t[5] + 1.0).abs() < 1e-6,
-            "{t:?}"
-        );
+        // Last plane is red, normalised with mean[2]/std[2] = 0/1: 1.0 and 0.0.
+        assert!((t[4] - 1.0).abs() < 1e-6 && t[5].abs() < 1e-6, "{t:?}");
     }
 
     #[test]
@@ -296,6 +306,46 @@ mod tests {
             resize_for_input(&img, &spec(4, 2, ResizePolicy::Stretch, ChannelOrder::Rgb));
         assert!(stretched.get_pixel(0, 0).0[0] > 200);
         assert!(stretched.get_pixel(3, 1).0[2] > 200);
+    }
+
+    /// A 16x8 JPEG, left half red and right half blue, with an EXIF orientation tag.
+    fn jpeg_with_orientation(orientation: u16) -> Vec<u8> {
+        let img = RgbImage::from_fn(16, 8, |x, _| {
+            if x < 8 {
+                Rgb([255, 0, 0])
+            } else {
+                Rgb([0, 0, 255])
+            }
+        });
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95)
+            .encode_image(&img)
+            .unwrap();
+        let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01".to_vec();
+        exif.extend(orientation.to_be_bytes());
+        exif.extend([0, 0, 0, 0, 0, 0]);
+        let mut out = jpeg[..2].to_vec();
+        out.extend([0xFF, 0xE1]);
+        out.extend(((exif.len() + 2) as u16).to_be_bytes());
+        out.extend(exif);
+        out.extend(&jpeg[2..]);
+        out
+    }
+
+    #[test]
+    fn applies_exif_orientation() {
+        let limits = ImageLimits::default();
+        let upright =
+            load_image_bytes(&jpeg_with_orientation(1), Path::new("a.jpg"), &limits).unwrap();
+        assert_eq!(upright.rgb.dimensions(), (16, 8));
+        // 6: the camera was turned; the picture must be rotated 90 degrees clockwise to be upright.
+        let rotated =
+            load_image_bytes(&jpeg_with_orientation(6), Path::new("b.jpg"), &limits).unwrap();
+        assert_eq!(rotated.rgb.dimensions(), (8, 16));
+        let top = rotated.rgb.get_pixel(4, 2).0;
+        let bottom = rotated.rgb.get_pixel(4, 13).0;
+        assert!(top[0] > 200 && top[2] < 60, "{top:?}");
+        assert!(bottom[2] > 200 && bottom[0] < 60, "{bottom:?}");
     }
 
     #[test]

@@ -213,3 +213,31 @@ pub fn write_fixture_ensemble(
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dermedge::Ensemble;
+
+    #[test]
+    fn same_seed_same_bytes() {
+        let a = fixture_onnx(FixtureArch::TinyCnn, 32, 24, 7, 5);
+        assert_eq!(a, fixture_onnx(FixtureArch::TinyCnn, 32, 24, 7, 5));
+        assert_ne!(a, fixture_onnx(FixtureArch::TinyCnn, 32, 24, 7, 6));
+    }
+
+    #[test]
+    fn mobilenetv2_fixture_loads_in_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest =
+            write_fixture_ensemble(dir.path(), FixtureArch::Mobilenetv2, 1, 96, 96, 3).unwrap();
+        let ensemble = Ensemble::load(&manifest).unwrap();
+        let image = image::RgbImage::from_pixel(120, 90, image::Rgb([180, 120, 100]));
+        let prediction = ensemble.classify(&image).unwrap();
+        assert_eq!(prediction.probabilities.len(), 7);
+        assert!((prediction.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+        // 2.2 M weights at 4 bytes each.
+        let bytes = ensemble.members[0].file_bytes;
+        assert!((8_000_000..10_000_000).contains(&bytes), "{bytes}");
+    }
+}

@@ -219,3 +219,101 @@ impl GraphBuilder {
 pub fn encode(model: &ModelProto) -> Vec<u8> {
     model.encode_to_vec()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::prelude::*;
+
+    fn run(model: &ModelProto, input: Tensor) -> Vec<f32> {
+        let bytes = encode(model);
+        let plan = tract_onnx::onnx()
+            .model_for_read(&mut std::io::Cursor::new(bytes))
+            .unwrap()
+            .into_optimized()
+            .unwrap()
+            .into_runnable()
+            .unwrap();
+        let out = plan.run(tvec!(input.into_tvalue())).unwrap();
+        out[0]
+            .to_plain_array_view::<f32>()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    #[test]
+    fn conv_relu_pool_dense_match_hand_computation() {
+        // Input 1x1x3x3 = 1..9; a 3x3 kernel of ones with bias -20 and padding 1 gives the
+        // neighbourhood sums minus 20: corners 12-20, edges 21-20 .. , centre 45-20.
+        let mut g = GraphBuilder::new();
+        let conv = g.conv(
+            "x",
+            &ConvParams {
+                out_channels: 1,
+                in_channels_per_group: 1,
+                kernel: 3,
+                stride: 1,
+                groups: 1,
+                weight: vec![1.0; 9],
+                bias: vec![-20.0],
+            },
+        );
+        let relu = g.relu(&conv);
+        let pooled = g.global_pool_flatten(&relu);
+        let dense = g.dense(
+            &pooled,
+            &DenseParams {
+                inputs: 1,
+                outputs: 2,
+                weight: vec![1.0, -2.0],
+                bias: vec![0.5, 0.0],
+            },
+        );
+        let model = g.finish(("x", &[1, 1, 3, 3]), (&dense, &[1, 2]), "test");
+        let input = tract_ndarray::Array4::from_shape_vec(
+            (1, 1, 3, 3),
+            (1..=9).map(|v| v as f32).collect(),
+        )
+        .unwrap()
+        .into_tensor();
+        // Neighbourhood sums: [12 21 16; 27 45 33; 24 39 28]; minus 20, ReLU:
+        // [0 1 0; 7 25 13; 4 19 8] -> mean 77 / 9.
+        let mean = 77.0 / 9.0;
+        let out = run(&model, input);
+        assert!((out[0] - (mean + 0.5)).abs() < 1e-4, "{out:?}");
+        assert!((out[1] + 2.0 * mean).abs() < 1e-4, "{out:?}");
+    }
+
+    #[test]
+    fn depthwise_conv_relu6_and_add() {
+        let mut g = GraphBuilder::new();
+        let dw = g.conv(
+            "x",
+            &ConvParams {
+                out_channels: 2,
+                in_channels_per_group: 1,
+                kernel: 1,
+                stride: 1,
+                groups: 2,
+                weight: vec![10.0, -1.0],
+                bias: vec![0.0, 0.0],
+            },
+        );
+        let clipped = g.relu6(&dw);
+        let sum = g.add("x", &clipped);
+        let model = g.finish(("x", &[1, 2, 1, 2]), (&sum, &[1, 2, 1, 2]), "test");
+        let input =
+            tract_ndarray::Array4::from_shape_vec((1, 2, 1, 2), vec![0.2f32, 1.0, 3.0, -4.0])
+                .unwrap()
+                .into_tensor();
+        // Channel 0: 10x -> [2, 10] clipped [2, 6], plus x -> [2.2, 7]. Channel 1: -x -> [-3, 4]
+        // clipped [0, 4], plus x -> [3, 0].
+        let out = run(&model, input);
+        let expected = [2.2, 7.0, 3.0, 0.0];
+        for (a, b) in out.iter().zip(expected) {
+            assert!((a - b).abs() < 1e-5, "{out:?}");
+        }
+    }
+}

@@ -1,0 +1,107 @@
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use dermedge_tools::fixture::{write_fixture_ensemble, FixtureArch};
+use serde_json::Value;
+
+/// A fresh tiny fixture ensemble (two members, 64x48 input) in a temporary folder.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub manifest: PathBuf,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = write_fixture_ensemble(
+            &dir.path().join("ensemble"),
+            FixtureArch::TinyCnn,
+            2,
+            64,
+            48,
+            11,
+        )
+        .unwrap();
+        Fixture { dir, manifest }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn member(&self, index: usize) -> PathBuf {
+        self.manifest
+            .parent()
+            .unwrap()
+            .join(format!("tiny-cnn-{index}.onnx"))
+    }
+
+    pub fn edit_manifest(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.manifest).unwrap();
+        assert!(text.contains(from), "{from} not in manifest:\n{text}");
+        std::fs::write(&self.manifest, text.replacen(from, to, 1)).unwrap();
+    }
+
+    /// Runs `dermedge --ensemble <fixture> ARGS`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        dermedge(&self.manifest, args)
+    }
+}
+
+pub fn dermedge(manifest: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dermedge"))
+        .arg("--ensemble")
+        .arg(manifest)
+        .args(args)
+        .env_remove("DERMEDGE_JOURNAL")
+        .output()
+        .unwrap()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+        .collect()
+}
+
+/// A few real HAM10000 images from `../shared/ham10000`, or `None` (with a message) where that
+/// folder is absent.
+pub fn ham10000_images(count: usize) -> Option<Vec<PathBuf>> {
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/ham10000/images");
+    let Ok(entries) = std::fs::read_dir(&folder) else {
+        eprintln!(
+            "SKIPPED: {} is absent; real-image checks need the shared HAM10000 copy",
+            folder.display()
+        );
+        return None;
+    };
+    let mut paths: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
+    paths.sort();
+    paths.truncate(count);
+    Some(paths)
+}
+
+/// The sample images shipped in `models/samples`.
+pub fn sample_images() -> Vec<PathBuf> {
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/samples");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    paths.sort();
+    paths
+}
+
+pub fn sha256_of(path: &Path) -> String {
+    dermedge::preprocess::sha256_hex(&std::fs::read(path).unwrap())
+}
