@@ -5,14 +5,19 @@
 //! (`dermedge-tools`) call [`preprocess`] so that training and device prepare images the same way.
 
 pub mod bench;
+pub mod capture;
 pub mod classify;
 pub mod cli;
+pub mod config;
 pub mod decision;
 pub mod ensemble;
 pub mod journal;
 pub mod manifest;
 pub mod preprocess;
+pub mod quality;
 pub mod record;
+pub mod run;
+pub mod trigger;
 
 pub use ensemble::{Ensemble, EnsembleError, Prediction};
 pub use manifest::Manifest;

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::decision::top_k;
 use crate::ensemble::{Ensemble, Prediction};
 use crate::manifest::EnsembleStatus;
+use crate::quality::GateMeasures;
 
 /// Shown with every human-facing result.
 pub const DECISION_SUPPORT_NOTICE: &str = "Decision support for a clinician, not a diagnosis: \
@@ -68,11 +69,21 @@ pub struct Failed {
     pub error: String,
 }
 
+/// A frame the quality gate turned away, with what to do instead.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rejected {
+    pub input: String,
+    pub sha256: String,
+    pub reasons: Vec<String>,
+    pub measures: GateMeasures,
+}
+
 /// The outcome for one input.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Outcome {
     Classified(Box<Classified>),
+    Rejected(Rejected),
     Failed(Failed),
 }
 
@@ -81,6 +92,7 @@ impl Outcome {
     pub fn input(&self) -> &str {
         match self {
             Outcome::Classified(c) => &c.input,
+            Outcome::Rejected(r) => &r.input,
             Outcome::Failed(f) => &f.input,
         }
     }

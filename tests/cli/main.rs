@@ -1,7 +1,10 @@
 //! End-to-end tests of the `dermedge` binary.
 
 mod bad_inputs;
+mod capture;
 mod classify;
+mod gate;
 mod inspect_bench;
 mod manifest_errors;
+mod run;
 mod util;

@@ -1,5 +1,7 @@
 //! The `dermedge` command line: argument parsing and the subcommands' output.
 
+mod run;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,11 +10,12 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::bench::{peak_rss_bytes, run_bench, BenchOptions};
-use crate::classify::{classify_item, expand_inputs};
+use crate::classify::{classify_item, expand_inputs, InputItem};
 use crate::ensemble::Ensemble;
 use crate::journal::Journal;
 use crate::manifest::EnsembleStatus;
-use crate::preprocess::ImageLimits;
+use crate::preprocess::{load_image_file, ImageLimits};
+use crate::quality::{self, GateSettings};
 use crate::record::{Outcome, DECISION_SUPPORT_NOTICE, FIXTURE_WARNING};
 
 /// Exit code: every input was classified.
@@ -30,17 +33,12 @@ pub const EXIT_CONFIG: u8 = 2;
     after_help = DECISION_SUPPORT_NOTICE
 )]
 struct Cli {
-    /// The ensemble manifest.
-    #[arg(
-        long,
-        global = true,
-        env = "DERMEDGE_ENSEMBLE",
-        default_value = "models/ensemble.toml"
-    )]
-    ensemble: PathBuf,
-    /// Threads for tract's matrix kernels.
-    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
-    threads: u16,
+    /// The ensemble manifest [default: the config's `ensemble`, else models/ensemble.toml].
+    #[arg(long, global = true, env = "DERMEDGE_ENSEMBLE")]
+    ensemble: Option<PathBuf>,
+    /// Threads for tract's matrix kernels [default: the config's `threads`, else 1].
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
     #[command(subcommand)]
     command: Command,
 }
@@ -53,6 +51,37 @@ enum Command {
     Inspect(InspectArgs),
     /// Measure start-up, per-member and ensemble latency, and peak memory.
     Bench(BenchArgs),
+    /// Run the frame quality gate on images and print what it measures (to tune `[gate]`).
+    Gate(GateArgs),
+    /// The device loop: capture frames, gate them, classify on trigger, journal every event.
+    Run(RunArgs),
+    /// List V4L2 capture devices with their formats, sizes and frame rates.
+    Cameras,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Config file with every setting (see board/dermedge.toml).
+    #[arg(long, env = "DERMEDGE_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Frame source: camera[:DEVICE], folder:PATH, mjpeg:PATH or yuyv:WIDTHxHEIGHT:PATH (- is stdin).
+    #[arg(long)]
+    pub(crate) source: Option<String>,
+    /// Trigger automatically on a steady picture (overrides the config's [trigger] mode).
+    #[arg(long, conflicts_with = "every")]
+    pub(crate) auto: bool,
+    /// Classify every frame that passes the gate (replays).
+    #[arg(long)]
+    pub(crate) every: bool,
+    /// The JSON Lines journal (overrides the config).
+    #[arg(long)]
+    pub(crate) journal: Option<PathBuf>,
+    /// Print one JSON object per event.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Stop after this many frames.
+    #[arg(long)]
+    pub(crate) max_frames: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +112,16 @@ struct InspectArgs {
 }
 
 #[derive(Debug, Args)]
+struct GateArgs {
+    /// Image files or folders.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// One JSON object per input and line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
 struct BenchArgs {
     /// Image to run (default: a synthetic picture at the input size).
     #[arg(long)]
@@ -102,25 +141,56 @@ struct BenchArgs {
 pub fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
-    if cli.threads > 1 {
-        use tract_linalg::multithread::{set_default_executor, Executor};
-        set_default_executor(Executor::multithread(usize::from(cli.threads)));
+    if !matches!(cli.command, Command::Run(_)) {
+        set_threads(cli.threads.unwrap_or(1));
     }
     let code = match &cli.command {
         Command::Classify(args) => classify(&cli, args),
         Command::Inspect(args) => inspect(&cli, args),
         Command::Bench(args) => bench(&cli, args),
+        Command::Gate(args) => gate(args),
+        Command::Run(args) => run::run(&cli.ensemble, cli.threads, args),
+        Command::Cameras => cameras(),
     };
     ExitCode::from(code)
 }
 
-fn config_error(error: impl std::fmt::Display) -> u8 {
+/// Prints a configuration error and returns its exit code.
+pub fn config_error(error: impl std::fmt::Display) -> u8 {
     eprintln!("dermedge: {error}");
     EXIT_CONFIG
 }
 
+/// Sets tract's executor for `threads` threads.
+pub fn set_threads(threads: u16) {
+    if threads > 1 {
+        use tract_linalg::multithread::{set_default_executor, Executor};
+        set_default_executor(Executor::multithread(usize::from(threads)));
+    }
+}
+
+/// The manifest used when neither `--ensemble` nor a config names one.
+pub const DEFAULT_ENSEMBLE: &str = "models/ensemble.toml";
+
+fn manifest_path(cli: &Cli) -> PathBuf {
+    cli.ensemble
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ENSEMBLE))
+}
+
 fn load_ensemble(cli: &Cli) -> Result<Ensemble, u8> {
-    Ensemble::load(&cli.ensemble).map_err(config_error)
+    Ensemble::load(&manifest_path(cli)).map_err(config_error)
+}
+
+#[cfg(feature = "camera")]
+fn cameras() -> u8 {
+    print!("{}", crate::capture::v4l2::describe_cameras());
+    EXIT_OK
+}
+
+#[cfg(not(feature = "camera"))]
+fn cameras() -> u8 {
+    config_error("this dermedge was built without camera support. Fix: build with `cargo build --release --features camera` (needs libclang-dev)")
 }
 
 fn classify(cli: &Cli, args: &ClassifyArgs) -> u8 {
@@ -144,7 +214,7 @@ fn classify(cli: &Cli, args: &ClassifyArgs) -> u8 {
             out,
             "ensemble {}  ({})",
             ensemble.manifest.id(),
-            cli.ensemble.display()
+            manifest_path(cli).display()
         );
         if ensemble.manifest.status == EnsembleStatus::UntrainedFixture {
             let _ = writeln!(out, "{FIXTURE_WARNING}");
@@ -169,12 +239,12 @@ fn classify(cli: &Cli, args: &ClassifyArgs) -> u8 {
                     writeln!(out, "{}", c.to_text(&ensemble))
                 };
             }
-            Outcome::Failed(f) => {
+            Outcome::Failed(_) | Outcome::Rejected(_) => {
                 failed += 1;
                 if args.json {
                     let _ = writeln!(out, "{}", json_line(&outcome));
                 } else {
-                    eprintln!("error: {}: {}", f.input, f.error);
+                    eprintln!("error: {}", crate::run::summary(&outcome));
                 }
             }
         }
@@ -241,7 +311,7 @@ fn inspect(cli: &Cli, args: &InspectArgs) -> u8 {
         .collect();
     if args.json {
         let value = serde_json::json!({
-            "manifest": cli.ensemble.display().to_string(),
+            "manifest": manifest_path(cli).display().to_string(),
             "ensemble": m.id(),
             "status": m.status,
             "description": m.description,
@@ -253,7 +323,7 @@ fn inspect(cli: &Cli, args: &InspectArgs) -> u8 {
         println!("{}", json_line(&value));
         return EXIT_OK;
     }
-    println!("ensemble  {}  ({})", m.id(), cli.ensemble.display());
+    println!("ensemble  {}  ({})", m.id(), manifest_path(cli).display());
     println!(
         "status    {}",
         match m.status {
@@ -303,11 +373,11 @@ fn inspect(cli: &Cli, args: &InspectArgs) -> u8 {
 
 fn bench(cli: &Cli, args: &BenchArgs) -> u8 {
     let options = BenchOptions {
-        manifest: cli.ensemble.clone(),
+        manifest: manifest_path(cli),
         image: args.image.clone(),
         warmup: args.warmup,
         runs: args.runs as usize,
-        threads: usize::from(cli.threads),
+        threads: usize::from(cli.threads.unwrap_or(1)),
     };
     match run_bench(&options) {
         Ok(report) => {
@@ -319,5 +389,62 @@ fn bench(cli: &Cli, args: &BenchArgs) -> u8 {
             EXIT_OK
         }
         Err(e) => config_error(e),
+    }
+}
+
+fn gate(args: &GateArgs) -> u8 {
+    let settings = GateSettings::default();
+    let limits = ImageLimits::default();
+    let (mut accepted, mut rejected, mut failed) = (0usize, 0usize, 0usize);
+    for item in expand_inputs(&args.inputs) {
+        let path = match item {
+            InputItem::Image(path) => path,
+            InputItem::Unreadable { input, error } => {
+                eprintln!("error: {}: {error}", input.display());
+                failed += 1;
+                continue;
+            }
+        };
+        let verdict = match load_image_file(&path, &limits) {
+            Ok(image) => quality::check(&image.rgb, &settings),
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed += 1;
+                continue;
+            }
+        };
+        if verdict.accepted() {
+            accepted += 1;
+        } else {
+            rejected += 1;
+        }
+        if args.json {
+            let value = serde_json::json!({"input": path.display().to_string(), "accepted": verdict.accepted(), "measures": verdict.measures, "reasons": verdict.reasons});
+            println!("{}", json_line(&value));
+        } else {
+            let m = &verdict.measures;
+            println!(
+                "{}  focus {:.1}  brightness {:.0}  clipped {:.3}  contrast {:.1}  skin {:.2}  {}",
+                path.display(),
+                m.focus,
+                m.brightness,
+                m.clipped,
+                m.contrast,
+                m.skin,
+                if verdict.accepted() {
+                    "ok".to_string()
+                } else {
+                    verdict.reasons.join("; ")
+                }
+            );
+        }
+    }
+    if !args.json {
+        println!("{accepted} accepted, {rejected} rejected, {failed} unreadable");
+    }
+    if failed > 0 {
+        EXIT_SOME_FAILED
+    } else {
+        EXIT_OK
     }
 }

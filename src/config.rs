@@ -1,0 +1,153 @@
+//! The device configuration file (`--config`, TOML): every setting of `dermedge run`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::capture::CameraSettings;
+use crate::quality::GateSettings;
+use crate::trigger::TriggerSettings;
+
+/// Largest config file accepted, in bytes.
+pub const MAX_CONFIG_BYTES: u64 = 256 * 1024;
+
+/// Errors reading a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}. Fix: pass --config with the path of a dermedge.toml (see board/dermedge.toml)")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path} is over {MAX_CONFIG_BYTES} bytes. Fix: point --config at a real dermedge.toml")]
+    TooLarge { path: PathBuf },
+    #[error("config {path} is not valid: {message}. Fix: correct it (board/dermedge.toml lists every setting)")]
+    Parse { path: PathBuf, message: String },
+}
+
+/// Replay pacing for file and folder sources.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplaySettings {
+    /// Frames per second; 0 reads as fast as frames are processed.
+    pub fps: f32,
+    /// Start a folder again from its first image when it ends.
+    #[serde(rename = "loop")]
+    pub repeat: bool,
+}
+
+impl Default for ReplaySettings {
+    fn default() -> Self {
+        ReplaySettings {
+            fps: 0.0,
+            repeat: false,
+        }
+    }
+}
+
+/// Reconnection after a lost source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconnectSettings {
+    pub initial_ms: u64,
+    pub max_ms: u64,
+}
+
+impl Default for ReconnectSettings {
+    fn default() -> Self {
+        ReconnectSettings {
+            initial_ms: 500,
+            max_ms: 10_000,
+        }
+    }
+}
+
+/// Everything `dermedge run` reads from its config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// The ensemble manifest.
+    pub ensemble: Option<PathBuf>,
+    /// Threads for tract's matrix kernels.
+    pub threads: Option<u16>,
+    /// `camera[:DEVICE]`, `folder:PATH`, `mjpeg:PATH` or `yuyv:WxH:PATH`.
+    pub source: String,
+    /// The JSON Lines journal.
+    pub journal: PathBuf,
+    /// Save each classified frame's image next to the journal (off: patient privacy).
+    pub save_frames: bool,
+    /// Where saved frames go.
+    pub frames_dir: PathBuf,
+    /// Print one JSON object per event instead of readable lines.
+    pub json: bool,
+    pub camera: CameraSettings,
+    pub reconnect: ReconnectSettings,
+    pub trigger: TriggerSettings,
+    pub gate: GateSettings,
+    pub replay: ReplaySettings,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            ensemble: None,
+            threads: None,
+            source: "camera".into(),
+            journal: PathBuf::from("dermedge-journal.jsonl"),
+            save_frames: false,
+            frames_dir: PathBuf::from("frames"),
+            json: false,
+            camera: CameraSettings::default(),
+            reconnect: ReconnectSettings::default(),
+            trigger: TriggerSettings::default(),
+            gate: GateSettings::default(),
+            replay: ReplaySettings::default(),
+        }
+    }
+}
+
+impl RunConfig {
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<RunConfig, ConfigError> {
+        let read_error = |source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        if std::fs::metadata(path).map_err(read_error)?.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge {
+                path: path.to_path_buf(),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read_error)?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_and_sets_every_section() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("board/dermedge.toml");
+        let config = RunConfig::load(&path).unwrap();
+        assert!(config.source.starts_with("camera"));
+        assert!(!config.save_frames);
+        let text = std::fs::read_to_string(&path).unwrap();
+        for table in ["[camera]", "[reconnect]", "[trigger]", "[gate]", "[replay]"] {
+            assert!(text.contains(table), "{table} missing from the example");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[gate]\nmin_fokus = 3.0\n").unwrap();
+        let err = RunConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("min_fokus") && err.contains("Fix:"), "{err}");
+    }
+}

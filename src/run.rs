@@ -1,0 +1,284 @@
+//! `dermedge run`: the device's main loop. Frames from a source go through the trigger, the
+//! quality gate and the ensemble; every event is printed and journaled. A lost source is reopened
+//! with backoff, a failing disk is logged, and a stop request ends the loop between frames.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::capture::{CaptureError, Frame, FrameSource};
+use crate::config::RunConfig;
+use crate::ensemble::Ensemble;
+use crate::journal::Journal;
+use crate::preprocess::ImageLimits;
+use crate::quality;
+use crate::record::{Classified, Failed, Outcome, Rejected, DECISION_SUPPORT_NOTICE};
+use crate::trigger::{motion_thumbnail, Trigger, TriggerMode};
+
+/// Opens (or reopens) the frame source.
+pub type SourceOpener<'a> = dyn FnMut() -> Result<Box<dyn FrameSource>, CaptureError> + 'a;
+
+/// What one run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunStats {
+    pub frames: u64,
+    pub classified: u64,
+    pub rejected: u64,
+    pub undecodable: u64,
+    pub reconnects: u64,
+    pub journal_failures: u64,
+    pub save_failures: u64,
+}
+
+/// Everything the loop works with.
+pub struct RunLoop<'a> {
+    pub ensemble: &'a Ensemble,
+    pub journal: Option<&'a mut Journal>,
+    pub config: &'a RunConfig,
+    pub limits: ImageLimits,
+    /// Set to end the loop (SIGTERM, SIGINT).
+    pub stop: &'a AtomicBool,
+    /// Set to ask for a classification (Enter, SIGUSR1).
+    pub request: &'a AtomicBool,
+    pub out: &'a mut dyn Write,
+    /// End after this many frames (tests, soak runs).
+    pub max_frames: Option<u64>,
+}
+
+/// Sleeps up to `duration`, returning early (true) when `stop` is set.
+fn sleep_unless_stopped(stop: &AtomicBool, duration: Duration) -> bool {
+    let deadline = Instant::now() + duration;
+    while Instant::now() < deadline {
+        if stop.load(Ordering::Relaxed) {
+            return true;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+    stop.load(Ordering::Relaxed)
+}
+
+/// Logs at most once per `every`.
+struct Throttled {
+    last: Option<Instant>,
+    every: Duration,
+}
+
+impl Throttled {
+    fn ready(&mut self, now: Instant) -> bool {
+        let ready = self
+            .last
+            .is_none_or(|l| now.saturating_duration_since(l) >= self.every);
+        if ready {
+            self.last = Some(now);
+        }
+        ready
+    }
+}
+
+impl RunLoop<'_> {
+    /// Runs until the source ends (without `replay.loop`), `max_frames` is reached, or `stop`.
+    pub fn run(&mut self, open: &mut SourceOpener) -> RunStats {
+        let mut stats = RunStats::default();
+        let mut trigger = Trigger::new(self.config.trigger.clone());
+        let mut source: Option<Box<dyn FrameSource>> = None;
+        let mut backoff = Duration::from_millis(self.config.reconnect.initial_ms);
+        let max_backoff = Duration::from_millis(
+            self.config
+                .reconnect
+                .max_ms
+                .max(self.config.reconnect.initial_ms),
+        );
+        let frame_period = (self.config.replay.fps > 0.0)
+            .then(|| Duration::from_secs_f32(1.0 / self.config.replay.fps));
+        let mut quiet = Throttled {
+            last: None,
+            every: Duration::from_secs(5),
+        };
+        while !self.stop.load(Ordering::Relaxed) {
+            if self.max_frames.is_some_and(|m| stats.frames >= m) {
+                break;
+            }
+            let current = match source.as_mut() {
+                Some(s) => s,
+                None => match open() {
+                    Ok(s) => {
+                        log::info!("capturing from {}", s.name());
+                        backoff = Duration::from_millis(self.config.reconnect.initial_ms);
+                        source.insert(s)
+                    }
+                    Err(e) => {
+                        log::warn!("{e}; retrying in {} ms", backoff.as_millis());
+                        if sleep_unless_stopped(self.stop, backoff) {
+                            break;
+                        }
+                        backoff = (backoff * 2).min(max_backoff);
+                        continue;
+                    }
+                },
+            };
+            let tick = Instant::now();
+            match current.next_frame() {
+                Ok(Some(frame)) => {
+                    stats.frames += 1;
+                    let name = current.name();
+                    self.handle_frame(&frame, &name, &mut trigger, &mut stats, &mut quiet);
+                }
+                Ok(None) => {
+                    log::info!("{} ended after {} frames", current.name(), stats.frames);
+                    source = None;
+                    if !self.config.replay.repeat {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    log::warn!("{e}; reopening in {} ms", backoff.as_millis());
+                    source = None;
+                    stats.reconnects += 1;
+                    if sleep_unless_stopped(self.stop, backoff) {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(max_backoff);
+                }
+            }
+            if let Some(period) = frame_period {
+                if sleep_unless_stopped(self.stop, period.saturating_sub(tick.elapsed())) {
+                    break;
+                }
+            }
+        }
+        stats
+    }
+
+    fn handle_frame(
+        &mut self,
+        frame: &Frame,
+        source: &str,
+        trigger: &mut Trigger,
+        stats: &mut RunStats,
+        quiet: &mut Throttled,
+    ) {
+        let requested = self.request.swap(false, Ordering::Relaxed);
+        if trigger.mode() == TriggerMode::Manual && !requested {
+            return;
+        }
+        let started = Instant::now();
+        let image = match frame.to_rgb(&self.limits) {
+            Ok(image) => image,
+            Err(e) => {
+                stats.undecodable += 1;
+                if requested || trigger.mode() == TriggerMode::Every {
+                    self.emit(
+                        &Outcome::Failed(Failed {
+                            input: frame.origin.clone(),
+                            error: format!("{e}; retake the picture"),
+                        }),
+                        source,
+                        stats,
+                    );
+                } else if quiet.ready(started) {
+                    log::warn!("undecodable frame: {e}");
+                }
+                return;
+            }
+        };
+        if !trigger.wants(motion_thumbnail(&image), started, requested) {
+            return;
+        }
+        let verdict = quality::check(&image, &self.config.gate);
+        if !verdict.accepted() {
+            stats.rejected += 1;
+            let rejected = Outcome::Rejected(Rejected {
+                input: frame.origin.clone(),
+                sha256: frame.sha256(),
+                reasons: verdict.reasons,
+                measures: verdict.measures,
+            });
+            if trigger.mode() == TriggerMode::Auto {
+                if quiet.ready(started) {
+                    log::warn!("frame rejected: {}", summary(&rejected));
+                }
+            } else {
+                self.emit(&rejected, source, stats);
+            }
+            return;
+        }
+        trigger.fired(started);
+        match self.ensemble.classify(&image) {
+            Ok(prediction) => {
+                stats.classified += 1;
+                let sha256 = frame.sha256();
+                let record = Classified::new(
+                    frame.origin.clone(),
+                    sha256.clone(),
+                    self.ensemble,
+                    &prediction,
+                    started.elapsed().as_secs_f64() * 1e3,
+                );
+                self.save_frame(frame, &sha256, stats);
+                self.emit(&Outcome::Classified(Box::new(record)), source, stats);
+            }
+            Err(e) => self.emit(
+                &Outcome::Failed(Failed {
+                    input: frame.origin.clone(),
+                    error: e.to_string(),
+                }),
+                source,
+                stats,
+            ),
+        }
+    }
+
+    fn emit(&mut self, outcome: &Outcome, source: &str, stats: &mut RunStats) {
+        let line = if self.config.json {
+            serde_json::to_string(outcome)
+                .unwrap_or_else(|e| format!("{{\"error\":\"cannot serialise: {e}\"}}"))
+        } else {
+            match outcome {
+                Outcome::Classified(c) => {
+                    format!("{}{DECISION_SUPPORT_NOTICE}\n", c.to_text(self.ensemble))
+                }
+                other => summary(other),
+            }
+        };
+        if let Err(e) = writeln!(self.out, "{line}").and_then(|()| self.out.flush()) {
+            log::error!("cannot write results to stdout: {e}");
+        }
+        if let Some(journal) = self.journal.as_deref_mut() {
+            if let Err(e) = journal.append_outcome(source, outcome) {
+                stats.journal_failures += 1;
+                log::error!("{e}");
+            }
+        }
+    }
+
+    fn save_frame(&mut self, frame: &Frame, sha256: &str, stats: &mut RunStats) {
+        if !self.config.save_frames {
+            return;
+        }
+        let Some((bytes, extension)) = frame.encoded_for_saving() else {
+            return;
+        };
+        let dir = &self.config.frames_dir;
+        let path: PathBuf = dir.join(format!("{sha256}.{extension}"));
+        let partial = dir.join(format!(".{sha256}.partial"));
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&partial, bytes))
+            .and_then(|()| std::fs::rename(&partial, &path));
+        if let Err(e) = written {
+            stats.save_failures += 1;
+            let _ = std::fs::remove_file(&partial);
+            log::error!("cannot save frame {}: {e}", path.display());
+        }
+    }
+}
+
+/// One readable line for a rejected or failed frame.
+pub fn summary(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Classified(c) => format!("{}: classified", c.input),
+        Outcome::Rejected(r) => format!("{}: {}", r.input, r.reasons.join("; ")),
+        Outcome::Failed(f) => format!("{}: {}", f.input, f.error),
+    }
+}
