@@ -8,8 +8,12 @@ use image::RgbImage;
 use serde::Serialize;
 use tract_onnx::prelude::*;
 
+use crate::capture::{Frame, FramePixels};
 use crate::ensemble::{Ensemble, EnsembleError, InferenceError};
+use crate::journal::Journal;
 use crate::preprocess::{load_image_file, ImageError, ImageLimits};
+use crate::quality::{self, GateSettings};
+use crate::record::{Classified, Outcome, Rejected};
 
 /// Why a benchmark could not run.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +99,11 @@ pub struct BenchReport {
     pub decode: Option<TimingStats>,
     /// Resize + normalise + every member + combine, per image.
     pub per_image: TimingStats,
+    /// One camera frame from capture to the journal: MJPEG decode (Huffman tables checked),
+    /// quality gate, ensemble, record, journal append with fdatasync.
+    pub capture_to_log: TimingStats,
+    /// Size of that frame (`WIDTHxHEIGHT`, JPEG bytes).
+    pub capture_frame: String,
     pub peak_rss_bytes: Option<u64>,
 }
 
@@ -135,6 +144,90 @@ fn plain_tract_plan(path: &Path, height: u32, width: u32) -> TractResult<Arc<Typ
         .with_input_fact(0, f32::fact([1, 3, height as usize, width as usize]).into())?
         .into_optimized()?
         .into_runnable()
+}
+
+/// Size of the simulated camera frame.
+pub const CAPTURE_FRAME: (u32, u32) = (640, 480);
+
+fn time_capture_to_log(
+    ensemble: &Ensemble,
+    image: &RgbImage,
+    options: &BenchOptions,
+) -> Result<(TimingStats, String), BenchError> {
+    let io_error = |e: std::io::Error| BenchError::Baseline {
+        path: std::env::temp_dir(),
+        message: e.to_string(),
+    };
+    let (w, h) = CAPTURE_FRAME;
+    let frame_image = image::imageops::resize(image, w, h, image::imageops::FilterType::Triangle);
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+        .encode_image(&frame_image)
+        .map_err(|e| BenchError::Baseline {
+            path: PathBuf::from("capture frame"),
+            message: e.to_string(),
+        })?;
+    let frame = Frame {
+        origin: "bench#1".into(),
+        pixels: FramePixels::Encoded(jpeg),
+    };
+    let journal_dir = tempfile_dir().map_err(io_error)?;
+    let journal_path = journal_dir.join("bench-journal.jsonl");
+    let mut journal = Journal::open(&journal_path).map_err(|e| BenchError::Baseline {
+        path: journal_path.clone(),
+        message: e.to_string(),
+    })?;
+    let limits = ImageLimits::default();
+    let gate = GateSettings::default();
+    let mut samples = Vec::with_capacity(options.runs);
+    for run in 0..options.warmup + options.runs {
+        let started = Instant::now();
+        let rgb = frame.to_rgb(&limits).map_err(|e| BenchError::Baseline {
+            path: PathBuf::from("capture frame"),
+            message: e.to_string(),
+        })?;
+        let verdict = quality::check(&rgb, &gate);
+        let prediction = ensemble.classify(&rgb)?;
+        let record = Classified::new(
+            frame.origin.clone(),
+            frame.sha256(),
+            ensemble,
+            &prediction,
+            0.0,
+        );
+        let outcome = if verdict.accepted() {
+            Outcome::Classified(Box::new(record))
+        } else {
+            Outcome::Rejected(Rejected {
+                input: frame.origin.clone(),
+                sha256: frame.sha256(),
+                reasons: verdict.reasons,
+                measures: verdict.measures,
+            })
+        };
+        journal
+            .append_outcome("bench", &outcome)
+            .map_err(|e| BenchError::Baseline {
+                path: journal_path.clone(),
+                message: e.to_string(),
+            })?;
+        if run >= options.warmup {
+            samples.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    drop(journal);
+    let _ = std::fs::remove_dir_all(&journal_dir);
+    let described = format!(
+        "{w}x{h} MJPEG, {} bytes",
+        frame.encoded_for_saving().map_or(0, |f| f.0.len())
+    );
+    Ok((TimingStats::from_samples(&samples), described))
+}
+
+fn tempfile_dir() -> std::io::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("dermedge-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 /// Runs the benchmark.
@@ -205,6 +298,8 @@ pub fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         whole.push(ms);
     }
 
+    let (capture_to_log, capture_frame) = time_capture_to_log(&ensemble, &image, options)?;
+
     Ok(BenchReport {
         ensemble: ensemble.manifest.id(),
         threads: options.threads,
@@ -217,6 +312,8 @@ pub fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         ensemble_load_ms,
         decode,
         per_image: TimingStats::from_samples(&whole),
+        capture_to_log,
+        capture_frame,
         peak_rss_bytes: peak_rss_bytes(),
     })
 }
@@ -271,6 +368,11 @@ impl BenchReport {
             "ensemble/image min/median/p95 ms {}  ({} runs: resize, normalise, every member, combine)\n",
             stats(&self.per_image),
             self.per_image.runs
+        ));
+        out.push_str(&format!(
+            "capture-to-log min/median/p95 ms {}  ({}: decode, gate, ensemble, journal append + fdatasync)\n",
+            stats(&self.capture_to_log),
+            self.capture_frame
         ));
         if let Some(rss) = self.peak_rss_bytes {
             out.push_str(&format!(

@@ -70,10 +70,14 @@ pub struct RunConfig {
     pub ensemble: Option<PathBuf>,
     /// Threads for tract's matrix kernels.
     pub threads: Option<u16>,
+    /// Refuse ensembles not signed with this ed25519 public key (a `.pub` file).
+    pub public_key: Option<PathBuf>,
     /// `camera[:DEVICE]`, `folder:PATH`, `mjpeg:PATH` or `yuyv:WxH:PATH`.
     pub source: String,
     /// The JSON Lines journal.
     pub journal: PathBuf,
+    /// Rotate the journal past this size (renamed to `<journal>.N`; nothing is deleted).
+    pub journal_max_bytes: Option<u64>,
     /// Save each classified frame's image next to the journal (off: patient privacy).
     pub save_frames: bool,
     /// Where saved frames go.
@@ -92,8 +96,10 @@ impl Default for RunConfig {
         RunConfig {
             ensemble: None,
             threads: None,
+            public_key: None,
             source: "camera".into(),
             journal: PathBuf::from("dermedge-journal.jsonl"),
+            journal_max_bytes: None,
             save_frames: false,
             frames_dir: PathBuf::from("frames"),
             json: false,

@@ -9,6 +9,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::decision::{self, Decision};
+use crate::integrity::{PublicKey, SignatureError};
 use crate::manifest::{InputSpec, Manifest, ManifestError, MemberOutput, MemberSpec};
 use crate::preprocess::{sha256_hex, to_input_tensor};
 
@@ -20,6 +21,8 @@ pub const MAX_MEMBER_BYTES: u64 = 512 << 20;
 pub enum EnsembleError {
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
     #[error("member {path} listed in {manifest} is missing ({source}). Fix: restore the file next to the manifest, or remove the member from [[members]]")]
     MissingMember {
         path: PathBuf,
@@ -285,7 +288,20 @@ pub struct Ensemble {
 impl Ensemble {
     /// Loads the manifest at `manifest_path` and every member, refusing on any mismatch.
     pub fn load(manifest_path: &Path) -> Result<Ensemble, EnsembleError> {
-        let manifest = Manifest::load(manifest_path)?;
+        Ensemble::load_with(manifest_path, None)
+    }
+
+    /// Like [`Ensemble::load`]; with a public key, the manifest must also carry a valid
+    /// signature (`<manifest>.sig`) by that key.
+    pub fn load_with(
+        manifest_path: &Path,
+        key: Option<&PublicKey>,
+    ) -> Result<Ensemble, EnsembleError> {
+        let text = Manifest::read_text(manifest_path)?;
+        if let Some(key) = key {
+            key.verify_manifest(manifest_path, text.as_bytes())?;
+        }
+        let manifest = Manifest::parse(&text, manifest_path)?;
         let members = manifest
             .members
             .iter()

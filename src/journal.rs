@@ -5,7 +5,7 @@
 //! line is moved aside to `<journal>.torn` the next time the journal is opened.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -39,12 +39,16 @@ pub struct JournalRecord {
     pub outcome: Outcome,
 }
 
+/// Longest journal line the reader accepts, in bytes.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+
 /// An open journal file.
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
     file: File,
     len: u64,
+    max_bytes: Option<u64>,
 }
 
 impl Journal {
@@ -65,7 +69,33 @@ impl Journal {
             path: path.to_path_buf(),
             file,
             len,
+            max_bytes: None,
         })
+    }
+
+    /// Rotates the journal once it would grow past `max_bytes`: the full file is renamed to
+    /// `<journal>.N` (N one above the highest present; nothing is deleted) and a new one begun.
+    pub fn with_rotation(mut self, max_bytes: Option<u64>) -> Journal {
+        self.max_bytes = max_bytes.filter(|m| *m > 0);
+        self
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.file.sync_all()?;
+        let next = rotated_files(&self.path)?.last().map_or(1, |(n, _)| n + 1);
+        let target = rotated_path(&self.path, next);
+        std::fs::rename(&self.path, &target)?;
+        self.file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&self.path)?;
+        self.len = 0;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)?.sync_all()?;
+        }
+        log::info!("journal rotated to {}", target.display());
+        Ok(())
     }
 
     /// The journal's path.
@@ -81,6 +111,15 @@ impl Journal {
             source: e.into(),
         })?;
         line.push(b'\n');
+        if self
+            .max_bytes
+            .is_some_and(|max| self.len > 0 && self.len + line.len() as u64 > max)
+        {
+            self.rotate().map_err(|source| JournalError::Append {
+                path: self.path.clone(),
+                source,
+            })?;
+        }
         let written = self
             .file
             .write_all(&line)
@@ -165,18 +204,80 @@ fn repair_torn_tail(file: &mut File, path: &Path) -> std::io::Result<u64> {
     Ok(end_of_whole)
 }
 
-/// Reads every whole record of a journal; lines that do not parse are returned as errors with
-/// their line numbers.
-pub fn read_journal(path: &Path) -> std::io::Result<Vec<Result<JournalRecord, String>>> {
-    let text = std::fs::read_to_string(path)?;
-    Ok(text
-        .lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| {
-            serde_json::from_str(line).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))
+/// `<journal>.N`.
+pub fn rotated_path(path: &Path, n: u64) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+/// The rotated files of a journal, oldest (lowest N) first.
+pub fn rotated_files(path: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let Some(base) = path.file_name().and_then(|n| n.to_str()) else {
+        return Ok(Vec::new());
+    };
+    let prefix = format!("{base}.");
+    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(&dir)?
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            let n: u64 = name.strip_prefix(&prefix)?.parse().ok()?;
+            Some((n, rotated_path(path, n)))
         })
-        .collect())
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+/// Reads every record of a journal file in order. A line that does not parse (or is over
+/// [`MAX_RECORD_BYTES`]) becomes an error naming the file and line.
+pub fn read_journal(path: &Path) -> std::io::Result<Vec<Result<JournalRecord, String>>> {
+    let mut reader = BufReader::new(File::open(path)?);
+    let mut records = Vec::new();
+    let mut line = Vec::new();
+    let mut number = 0usize;
+    loop {
+        line.clear();
+        number += 1;
+        let read = reader
+            .by_ref()
+            .take(MAX_RECORD_BYTES as u64 + 1)
+            .read_until(b'\n', &mut line)?;
+        if read == 0 {
+            break;
+        }
+        if line.last() != Some(&b'\n') && line.len() > MAX_RECORD_BYTES {
+            let mut rest = Vec::new();
+            while reader
+                .by_ref()
+                .take(MAX_RECORD_BYTES as u64)
+                .read_until(b'\n', &mut rest)?
+                > 0
+            {
+                if rest.last() == Some(&b'\n') {
+                    break;
+                }
+                rest.clear();
+            }
+            records.push(Err(format!(
+                "{}:{number}: record longer than {MAX_RECORD_BYTES} bytes",
+                path.display()
+            )));
+            continue;
+        }
+        let text = String::from_utf8_lossy(&line);
+        if text.trim().is_empty() {
+            continue;
+        }
+        records.push(
+            serde_json::from_str(text.trim_end())
+                .map_err(|e| format!("{}:{number}: {e}", path.display())),
+        );
+    }
+    Ok(records)
 }
 
 /// The current UTC time as RFC 3339 with milliseconds.
@@ -267,6 +368,41 @@ mod tests {
         assert_eq!(inputs, vec!["a", "b", "c"]);
         let torn = std::fs::read_to_string(dir.path().join("j.jsonl.torn")).unwrap();
         assert_eq!(torn, "{\"time\":\"2026-01-01T0\n");
+    }
+
+    #[test]
+    fn rotation_by_size_loses_nothing_and_keeps_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        let mut journal = Journal::open(&path).unwrap().with_rotation(Some(300));
+        for i in 0..40 {
+            journal.append(&record(&format!("frame-{i}"))).unwrap();
+        }
+        let rotated = rotated_files(&path).unwrap();
+        assert!(rotated.len() >= 5, "{rotated:?}");
+        let mut inputs = Vec::new();
+        for file in rotated.iter().map(|(_, p)| p.clone()).chain([path.clone()]) {
+            assert!(std::fs::metadata(&file).unwrap().len() <= 300);
+            for r in read_journal(&file).unwrap() {
+                inputs.push(r.unwrap().outcome.input().to_string());
+            }
+        }
+        let expected: Vec<String> = (0..40).map(|i| format!("frame-{i}")).collect();
+        assert_eq!(inputs, expected);
+    }
+
+    #[test]
+    fn reader_reports_bad_and_overlong_lines_and_reads_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        let good = serde_json::to_string(&record("ok")).unwrap();
+        let long = "x".repeat(MAX_RECORD_BYTES + 10);
+        std::fs::write(&path, format!("{good}\nnot json\n{long}\n{good}\n")).unwrap();
+        let records = read_journal(&path).unwrap();
+        assert_eq!(records.len(), 4);
+        assert!(records[0].is_ok() && records[3].is_ok());
+        assert!(records[1].as_ref().unwrap_err().contains("j.jsonl:2"));
+        assert!(records[2].as_ref().unwrap_err().contains("longer than"));
     }
 
     #[test]

@@ -141,6 +141,11 @@ pub struct Manifest {
 impl Manifest {
     /// Reads, parses and checks a manifest file.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        Manifest::parse(&Manifest::read_text(path)?, path)
+    }
+
+    /// Reads a manifest file's text within [`MAX_MANIFEST_BYTES`].
+    pub fn read_text(path: &Path) -> Result<String, ManifestError> {
         let read_error = |source| ManifestError::Read {
             path: path.to_path_buf(),
             source,
@@ -152,8 +157,7 @@ impl Manifest {
                 size,
             });
         }
-        let text = std::fs::read_to_string(path).map_err(read_error)?;
-        Manifest::parse(&text, path)
+        std::fs::read_to_string(path).map_err(read_error)
     }
 
     /// Parses and checks manifest text; `path` names it in errors.

@@ -1,9 +1,10 @@
 //! The `dermedge` command line: argument parsing and the subcommands' output.
 
+mod journal;
 mod run;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -12,6 +13,7 @@ use serde::Serialize;
 use crate::bench::{peak_rss_bytes, run_bench, BenchOptions};
 use crate::classify::{classify_item, expand_inputs, InputItem};
 use crate::ensemble::Ensemble;
+use crate::integrity::PublicKey;
 use crate::journal::Journal;
 use crate::manifest::EnsembleStatus;
 use crate::preprocess::{load_image_file, ImageLimits};
@@ -32,13 +34,17 @@ pub const EXIT_CONFIG: u8 = 2;
     about = "Classifies dermatoscope images with a CNN ensemble (tract) and logs the top-3 HAM10000 classes.",
     after_help = DECISION_SUPPORT_NOTICE
 )]
-struct Cli {
+pub(crate) struct Cli {
     /// The ensemble manifest [default: the config's `ensemble`, else models/ensemble.toml].
     #[arg(long, global = true, env = "DERMEDGE_ENSEMBLE")]
     ensemble: Option<PathBuf>,
     /// Threads for tract's matrix kernels [default: the config's `threads`, else 1].
     #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: Option<u16>,
+    /// Refuse ensembles not signed with this ed25519 public key (a `.pub` file) [default: the
+    /// config's `public_key`].
+    #[arg(long, global = true, env = "DERMEDGE_PUBLIC_KEY")]
+    public_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -57,6 +63,8 @@ enum Command {
     Run(RunArgs),
     /// List V4L2 capture devices with their formats, sizes and frame rates.
     Cameras,
+    /// Read a journal: filter by time and flag, export as text, JSON Lines or CSV.
+    Journal(journal::JournalArgs),
 }
 
 #[derive(Debug, Args)]
@@ -149,8 +157,9 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => inspect(&cli, args),
         Command::Bench(args) => bench(&cli, args),
         Command::Gate(args) => gate(args),
-        Command::Run(args) => run::run(&cli.ensemble, cli.threads, args),
+        Command::Run(args) => run::run(&cli, args),
         Command::Cameras => cameras(),
+        Command::Journal(args) => journal::journal(args),
     };
     ExitCode::from(code)
 }
@@ -178,8 +187,17 @@ fn manifest_path(cli: &Cli) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_ENSEMBLE))
 }
 
+/// Loads the ensemble at `manifest`, checking its signature when a public key file is given.
+pub fn load_checked_ensemble(manifest: &Path, public_key: Option<&Path>) -> Result<Ensemble, u8> {
+    let key = public_key
+        .map(PublicKey::load)
+        .transpose()
+        .map_err(config_error)?;
+    Ensemble::load_with(manifest, key.as_ref()).map_err(config_error)
+}
+
 fn load_ensemble(cli: &Cli) -> Result<Ensemble, u8> {
-    Ensemble::load(&manifest_path(cli)).map_err(config_error)
+    load_checked_ensemble(&manifest_path(cli), cli.public_key.as_deref())
 }
 
 #[cfg(feature = "camera")]

@@ -5,10 +5,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::{config_error, set_threads, RunArgs, DEFAULT_ENSEMBLE, EXIT_OK, EXIT_SOME_FAILED};
+use super::{
+    config_error, load_checked_ensemble, set_threads, Cli, RunArgs, DEFAULT_ENSEMBLE, EXIT_OK,
+    EXIT_SOME_FAILED,
+};
 use crate::capture::{open_source, SourceSpec};
 use crate::config::RunConfig;
-use crate::ensemble::Ensemble;
 use crate::journal::Journal;
 use crate::manifest::EnsembleStatus;
 use crate::preprocess::ImageLimits;
@@ -16,20 +18,19 @@ use crate::record::FIXTURE_WARNING;
 use crate::run::RunLoop;
 use crate::trigger::TriggerMode;
 
-fn settings(
-    ensemble: &Option<PathBuf>,
-    threads: Option<u16>,
-    args: &RunArgs,
-) -> Result<RunConfig, u8> {
+fn settings(cli: &Cli, args: &RunArgs) -> Result<RunConfig, u8> {
     let mut config = match &args.config {
         Some(path) => RunConfig::load(path).map_err(config_error)?,
         None => RunConfig::default(),
     };
-    if let Some(e) = ensemble {
+    if let Some(e) = &cli.ensemble {
         config.ensemble = Some(e.clone());
     }
-    if threads.is_some() {
-        config.threads = threads;
+    if cli.threads.is_some() {
+        config.threads = cli.threads;
+    }
+    if let Some(key) = &cli.public_key {
+        config.public_key = Some(key.clone());
     }
     if let Some(source) = &args.source {
         config.source = source.clone();
@@ -69,8 +70,8 @@ fn watch_terminal(request: Arc<AtomicBool>) {
 }
 
 /// Runs the device loop; returns the exit code.
-pub(crate) fn run(ensemble: &Option<PathBuf>, threads: Option<u16>, args: &RunArgs) -> u8 {
-    let config = match settings(ensemble, threads, args) {
+pub(crate) fn run(cli: &Cli, args: &RunArgs) -> u8 {
+    let config = match settings(cli, args) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -87,15 +88,15 @@ pub(crate) fn run(ensemble: &Option<PathBuf>, threads: Option<u16>, args: &RunAr
         .ensemble
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_ENSEMBLE));
-    let ensemble = match Ensemble::load(&manifest) {
+    let ensemble = match load_checked_ensemble(&manifest, config.public_key.as_deref()) {
         Ok(e) => e,
-        Err(e) => return config_error(e),
+        Err(code) => return code,
     };
     if ensemble.manifest.status == EnsembleStatus::UntrainedFixture {
         log::warn!("{}: {FIXTURE_WARNING}", manifest.display());
     }
     let mut journal = match Journal::open(&config.journal) {
-        Ok(j) => j,
+        Ok(j) => j.with_rotation(config.journal_max_bytes),
         Err(e) => return config_error(e),
     };
     let limits = ImageLimits::default();

@@ -51,6 +51,11 @@ fn bench_reports_every_member_and_the_ensemble() {
         assert!(m["tract_alone"]["median_ms"].as_f64().unwrap() > 0.0);
     }
     assert_eq!(report["per_image"]["runs"], 3);
+    assert_eq!(report["capture_to_log"]["runs"], 3);
+    assert!(report["capture_frame"]
+        .as_str()
+        .unwrap()
+        .starts_with("640x480 MJPEG"));
     assert_eq!(report["decode"]["runs"], 3);
     assert!(report["peak_rss_bytes"].as_u64().unwrap() > 0);
 

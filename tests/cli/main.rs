@@ -3,8 +3,10 @@
 mod bad_inputs;
 mod capture;
 mod classify;
+mod fuzz;
 mod gate;
 mod inspect_bench;
 mod manifest_errors;
+mod reliability;
 mod run;
 mod util;

@@ -82,3 +82,37 @@ fn malformed_and_missing_manifests_are_refused() {
         stderr(&out)
     );
 }
+
+#[test]
+fn with_a_public_key_only_a_validly_signed_ensemble_starts() {
+    let fx = Fixture::new();
+    let (private, public) = dermedge_tools::sign::keygen(&fx.path("release")).unwrap();
+    let sample = sample_images()[0].clone();
+    let args = [
+        "--public-key",
+        public.to_str().unwrap(),
+        "classify",
+        "--no-journal",
+        sample.to_str().unwrap(),
+    ];
+    let out = fx.run(&args);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("is not signed") && stderr(&out).contains("Fix:"),
+        "{}",
+        stderr(&out)
+    );
+
+    dermedge_tools::sign::sign(&fx.manifest, &private).unwrap();
+    let out = fx.run(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    fx.edit_manifest("version = \"0.0.0\"", "version = \"0.0.1\"");
+    let out = fx.run(&args);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("does not match its signature"),
+        "{}",
+        stderr(&out)
+    );
+}

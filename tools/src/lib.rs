@@ -4,3 +4,4 @@
 pub mod fixture;
 pub mod onnx;
 pub mod rng;
+pub mod sign;

@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use dermedge_tools::fixture::{write_fixture_ensemble, FixtureArch};
+use dermedge_tools::sign::{keygen, sign};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,6 +34,19 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Make an ed25519 release key pair: PREFIX.key (private, 0600; keep it off devices) and PREFIX.pub.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign an ensemble manifest (after checking that it loads) into <manifest>.sig.
+    Sign {
+        #[arg(long, default_value = "models/ensemble.toml")]
+        manifest: PathBuf,
+        /// The private key written by `keygen`.
+        #[arg(long)]
+        key: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,6 +65,16 @@ fn main() -> ExitCode {
                 println!("wrote {}", path.display());
             },
         ),
+        Command::Keygen { out } => keygen(&out).map(|(private, public)| {
+            println!(
+                "wrote {} (private: keep it off devices) and {}",
+                private.display(),
+                public.display()
+            );
+        }),
+        Command::Sign { manifest, key } => sign(&manifest, &key).map(|path| {
+            println!("wrote {}", path.display());
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,260 @@
+//! `dermedge journal`: read a journal (and its rotated files), filter it, export it.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+
+use super::{config_error, EXIT_OK, EXIT_SOME_FAILED};
+use crate::journal::{read_journal, rotated_files, JournalRecord};
+use crate::record::Outcome;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ExportFormat {
+    /// One readable line per record.
+    Text,
+    /// The records as JSON Lines.
+    Json,
+    /// A CSV table, one row per record.
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum FlagFilter {
+    /// Classified, with the referral flag set.
+    Refer,
+    /// Classified, with the uncertainty flag set.
+    Uncertain,
+    Classified,
+    /// Turned away by the quality gate.
+    Rejected,
+    /// Could not be read or classified.
+    Failed,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct JournalArgs {
+    /// The journal file.
+    #[arg(default_value = "dermedge-journal.jsonl", env = "DERMEDGE_JOURNAL")]
+    pub(crate) path: PathBuf,
+    #[arg(long, value_enum, default_value_t = ExportFormat::Text)]
+    pub(crate) format: ExportFormat,
+    /// Only records at or after this UTC time (RFC 3339, or a prefix such as 2026-11-25).
+    #[arg(long)]
+    pub(crate) since: Option<String>,
+    /// Only records before this UTC time (same forms as --since).
+    #[arg(long)]
+    pub(crate) until: Option<String>,
+    /// Only records of this kind.
+    #[arg(long, value_enum)]
+    pub(crate) flag: Option<FlagFilter>,
+    /// Read the rotated files (`<journal>.1`, `.2`, ...) first, oldest first.
+    #[arg(long)]
+    pub(crate) all: bool,
+}
+
+fn valid_time_prefix(t: &str) -> bool {
+    let b = t.as_bytes();
+    b.len() >= 4
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-:.TZ".contains(c))
+}
+
+fn matches(record: &JournalRecord, args: &JournalArgs) -> bool {
+    if args
+        .since
+        .as_ref()
+        .is_some_and(|s| record.time.as_str() < s.as_str())
+    {
+        return false;
+    }
+    if args
+        .until
+        .as_ref()
+        .is_some_and(|u| record.time.as_str() >= u.as_str())
+    {
+        return false;
+    }
+    match (args.flag, &record.outcome) {
+        (None, _) => true,
+        (Some(FlagFilter::Refer), Outcome::Classified(c)) => c.flags.refer == Some(true),
+        (Some(FlagFilter::Uncertain), Outcome::Classified(c)) => c.flags.uncertain == Some(true),
+        (Some(FlagFilter::Classified), Outcome::Classified(_)) => true,
+        (Some(FlagFilter::Rejected), Outcome::Rejected(_)) => true,
+        (Some(FlagFilter::Failed), Outcome::Failed(_)) => true,
+        _ => false,
+    }
+}
+
+fn csv_field(value: &str) -> String {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_string()
+    }
+}
+
+const CSV_HEADER: &str = "time,source,input,status,sha256,ensemble,top1,p1,top2,p2,top3,p3,malignant_probability,refer,uncertain,detail";
+
+fn csv_row(record: &JournalRecord) -> String {
+    let flag = |f: Option<bool>| f.map_or(String::new(), |v| v.to_string());
+    let mut fields = vec![
+        record.time.clone(),
+        record.source.clone(),
+        record.outcome.input().to_string(),
+    ];
+    match &record.outcome {
+        Outcome::Classified(c) => {
+            fields.extend([
+                "classified".to_string(),
+                c.sha256.clone(),
+                c.ensemble.clone(),
+            ]);
+            for i in 0..3 {
+                match c.top.get(i) {
+                    Some(t) => fields.extend([t.class.clone(), format!("{:.6}", t.probability)]),
+                    None => fields.extend([String::new(), String::new()]),
+                }
+            }
+            fields.extend([
+                format!("{:.6}", c.flags.malignant_probability),
+                flag(c.flags.refer),
+                flag(c.flags.uncertain),
+                String::new(),
+            ]);
+        }
+        Outcome::Rejected(r) => {
+            fields.extend(["rejected".to_string(), r.sha256.clone()]);
+            fields.extend(std::iter::repeat_n(String::new(), 10));
+            fields.push(r.reasons.join("; "));
+        }
+        Outcome::Failed(f) => {
+            fields.push("failed".to_string());
+            fields.extend(std::iter::repeat_n(String::new(), 11));
+            fields.push(f.error.clone());
+        }
+    }
+    fields
+        .iter()
+        .map(|f| csv_field(f))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn text_line(record: &JournalRecord) -> String {
+    let what = match &record.outcome {
+        Outcome::Classified(c) => {
+            let top: Vec<String> = c
+                .top
+                .iter()
+                .map(|t| format!("{} {:.1} %", t.class, t.probability * 100.0))
+                .collect();
+            let flags = [("refer", c.flags.refer), ("uncertain", c.flags.uncertain)]
+                .iter()
+                .filter(|(_, f)| *f == Some(true))
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(" ");
+            format!(
+                "{}  [{}] {}  sha256 {:.12}  {}",
+                top.join(", "),
+                flags,
+                c.ensemble,
+                c.sha256,
+                c.input
+            )
+        }
+        Outcome::Rejected(r) => format!("REJECTED {}: {}", r.input, r.reasons.join("; ")),
+        Outcome::Failed(f) => format!("FAILED {}: {}", f.input, f.error),
+    };
+    format!("{}  {}  {what}", record.time, record.source)
+}
+
+fn files(path: &Path, all: bool) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    if all {
+        files.extend(rotated_files(path)?.into_iter().map(|(_, p)| p));
+    }
+    if path.exists() || files.is_empty() {
+        files.push(path.to_path_buf());
+    }
+    Ok(files)
+}
+
+/// Runs `dermedge journal`; returns the exit code.
+pub(crate) fn journal(args: &JournalArgs) -> u8 {
+    for t in [&args.since, &args.until].into_iter().flatten() {
+        if !valid_time_prefix(t) {
+            return config_error(format!(
+                "`{t}` is not a UTC time. Fix: write e.g. 2026-11-25 or 2026-11-25T14:00:00Z"
+            ));
+        }
+    }
+    let paths = match files(&args.path, args.all) {
+        Ok(p) => p,
+        Err(e) => return config_error(format!("cannot list the journal's folder: {e}")),
+    };
+    if args.format == ExportFormat::Csv {
+        println!("{CSV_HEADER}");
+    }
+    let (mut shown, mut bad) = (0usize, 0usize);
+    for path in paths {
+        let records = match read_journal(&path) {
+            Ok(r) => r,
+            Err(e) => {
+                return config_error(format!(
+                    "cannot read journal {}: {e}. Fix: pass the journal's path (see `journal` in the config)",
+                    path.display()
+                ))
+            }
+        };
+        for record in records {
+            match record {
+                Ok(record) if matches(&record, args) => {
+                    shown += 1;
+                    match args.format {
+                        ExportFormat::Text => println!("{}", text_line(&record)),
+                        ExportFormat::Json => {
+                            println!("{}", serde_json::to_string(&record).unwrap_or_default())
+                        }
+                        ExportFormat::Csv => println!("{}", csv_row(&record)),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    bad += 1;
+                    eprintln!("dermedge: skipped unreadable record {e}");
+                }
+            }
+        }
+    }
+    if args.format == ExportFormat::Text {
+        eprintln!("{shown} records shown, {bad} unreadable");
+    }
+    if bad > 0 {
+        EXIT_SOME_FAILED
+    } else {
+        EXIT_OK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_when_needed() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(CSV_HEADER.split(',').count(), 16);
+    }
+
+    #[test]
+    fn time_prefixes_are_checked() {
+        assert!(valid_time_prefix("2026-11-25"));
+        assert!(valid_time_prefix("2026-11-25T14:00:00Z"));
+        assert!(!valid_time_prefix("yesterday"));
+        assert!(!valid_time_prefix("2026-11-25; rm"));
+    }
+}

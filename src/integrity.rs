@@ -1,0 +1,155 @@
+//! Optional ed25519 signatures over the ensemble manifest. The manifest lists every member's
+//! SHA-256, so a valid signature vouches for the whole ensemble. The private key stays with the
+//! team that releases models (`dermedge-tools sign`); the device holds only the public key.
+
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+
+/// Why a signature check failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignatureError {
+    #[error("cannot read public key {path}: {source}. Fix: set public_key (or --public-key) to the release's .pub file")]
+    ReadKey {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("public key {path} is not 64 hex digits of an ed25519 key. Fix: use the .pub file written by `dermedge-tools keygen`")]
+    BadKey { path: PathBuf },
+    #[error("ensemble {manifest} is not signed ({signature} is missing) but a public key is configured. Fix: install the signed release, or sign it with `dermedge-tools sign`")]
+    Unsigned {
+        manifest: PathBuf,
+        signature: PathBuf,
+    },
+    #[error("signature {signature} is not 128 hex digits. Fix: re-sign the ensemble with `dermedge-tools sign`")]
+    BadSignature { signature: PathBuf },
+    #[error("ensemble {manifest} does not match its signature {signature}: it was changed after signing, or signed with another key. Fix: reinstall the signed release; do not edit a signed manifest")]
+    Mismatch {
+        manifest: PathBuf,
+        signature: PathBuf,
+    },
+}
+
+/// Decodes lowercase or uppercase hex into exactly `N` bytes.
+pub fn hex_decode<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let text = text.trim();
+    if text.len() != 2 * N || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where the signature of a manifest is stored: `<manifest>.sig`.
+pub fn signature_path(manifest: &Path) -> PathBuf {
+    let mut name = manifest.as_os_str().to_owned();
+    name.push(".sig");
+    PathBuf::from(name)
+}
+
+/// A public key that ensembles must be signed with.
+#[derive(Debug, Clone)]
+pub struct PublicKey(VerifyingKey);
+
+impl PublicKey {
+    /// Reads a `.pub` file (64 hex digits).
+    pub fn load(path: &Path) -> Result<PublicKey, SignatureError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SignatureError::ReadKey {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let bytes = hex_decode::<32>(&text).ok_or_else(|| SignatureError::BadKey {
+            path: path.to_path_buf(),
+        })?;
+        VerifyingKey::from_bytes(&bytes)
+            .map(PublicKey)
+            .map_err(|_| SignatureError::BadKey {
+                path: path.to_path_buf(),
+            })
+    }
+
+    /// The key from raw bytes.
+    pub fn from_bytes(bytes: &[u8; 32]) -> Option<PublicKey> {
+        VerifyingKey::from_bytes(bytes).ok().map(PublicKey)
+    }
+
+    /// Checks `<manifest>.sig` against the manifest's exact bytes.
+    pub fn verify_manifest(&self, manifest: &Path, bytes: &[u8]) -> Result<(), SignatureError> {
+        let signature = signature_path(manifest);
+        let text = match std::fs::read_to_string(&signature) {
+            Ok(t) => t,
+            Err(_) => {
+                return Err(SignatureError::Unsigned {
+                    manifest: manifest.to_path_buf(),
+                    signature,
+                })
+            }
+        };
+        let raw = hex_decode::<64>(&text).ok_or_else(|| SignatureError::BadSignature {
+            signature: signature.clone(),
+        })?;
+        self.0
+            .verify(bytes, &Signature::from_bytes(&raw))
+            .map_err(|_| SignatureError::Mismatch {
+                manifest: manifest.to_path_buf(),
+                signature,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::{Signer, SigningKey};
+
+    #[test]
+    fn verifies_only_the_signed_bytes_with_the_right_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("ensemble.toml");
+        let signing = SigningKey::from_bytes(&[7u8; 32]);
+        let key = PublicKey::from_bytes(&signing.verifying_key().to_bytes()).unwrap();
+        let text = b"name = \"x\"\n";
+        assert!(matches!(
+            key.verify_manifest(&manifest, text),
+            Err(SignatureError::Unsigned { .. })
+        ));
+        std::fs::write(
+            signature_path(&manifest),
+            hex_encode(&signing.sign(text).to_bytes()),
+        )
+        .unwrap();
+        key.verify_manifest(&manifest, text).unwrap();
+        assert!(matches!(
+            key.verify_manifest(&manifest, b"name = \"y\"\n"),
+            Err(SignatureError::Mismatch { .. })
+        ));
+        let other = SigningKey::from_bytes(&[8u8; 32]);
+        let other_key = PublicKey::from_bytes(&other.verifying_key().to_bytes()).unwrap();
+        assert!(matches!(
+            other_key.verify_manifest(&manifest, text),
+            Err(SignatureError::Mismatch { .. })
+        ));
+        std::fs::write(signature_path(&manifest), "zz").unwrap();
+        assert!(matches!(
+            key.verify_manifest(&manifest, text),
+            Err(SignatureError::BadSignature { .. })
+        ));
+    }
+
+    #[test]
+    fn hex_round_trips_and_rejects_bad_text() {
+        assert_eq!(hex_decode::<2>("0aFF"), Some([0x0a, 0xff]));
+        assert_eq!(hex_encode(&[0x0a, 0xff]), "0aff");
+        assert_eq!(hex_decode::<2>("0aF"), None);
+        assert_eq!(hex_decode::<2>("0aGG"), None);
+        assert_eq!(hex_decode::<2>("é0a"), None);
+    }
+}
