@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod decision;
 pub mod ensemble;
+pub mod health;
 pub mod integrity;
 pub mod journal;
 pub mod manifest;

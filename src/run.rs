@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::capture::{CaptureError, Frame, FrameSource};
 use crate::config::RunConfig;
 use crate::ensemble::Ensemble;
+use crate::health::HealthSample;
 use crate::journal::Journal;
 use crate::preprocess::ImageLimits;
 use crate::quality;
@@ -20,7 +21,7 @@ use crate::trigger::{motion_thumbnail, Trigger, TriggerMode};
 pub type SourceOpener<'a> = dyn FnMut() -> Result<Box<dyn FrameSource>, CaptureError> + 'a;
 
 /// What one run did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunStats {
     pub frames: u64,
     pub classified: u64,
@@ -29,6 +30,8 @@ pub struct RunStats {
     pub reconnects: u64,
     pub journal_failures: u64,
     pub save_failures: u64,
+    /// Health readings at the first frame and then every `stats_every` frames.
+    pub health: Vec<HealthSample>,
 }
 
 /// Everything the loop works with.
@@ -44,6 +47,8 @@ pub struct RunLoop<'a> {
     pub out: &'a mut dyn Write,
     /// End after this many frames (tests, soak runs).
     pub max_frames: Option<u64>,
+    /// Take a health reading (memory, descriptors, latency) every this many frames, and log it.
+    pub stats_every: Option<u64>,
 }
 
 /// Sleeps up to `duration`, returning early (true) when `stop` is set.
@@ -96,6 +101,7 @@ impl RunLoop<'_> {
             last: None,
             every: Duration::from_secs(5),
         };
+        let mut window = Vec::new();
         while !self.stop.load(Ordering::Relaxed) {
             if self.max_frames.is_some_and(|m| stats.frames >= m) {
                 break;
@@ -123,7 +129,22 @@ impl RunLoop<'_> {
                 Ok(Some(frame)) => {
                     stats.frames += 1;
                     let name = current.name();
+                    let classified = stats.classified;
+                    let started = Instant::now();
                     self.handle_frame(&frame, &name, &mut trigger, &mut stats, &mut quiet);
+                    if stats.classified > classified {
+                        window.push(started.elapsed().as_secs_f64() * 1e3);
+                    }
+                    if let Some(every) = self.stats_every.filter(|e| *e > 0) {
+                        if stats.frames == 1 || stats.frames % every == 0 {
+                            let sample = HealthSample::now(stats.frames, &mut window);
+                            log::info!(
+                                "health {}",
+                                serde_json::to_string(&sample).unwrap_or_default()
+                            );
+                            stats.health.push(sample);
+                        }
+                    }
                 }
                 Ok(None) => {
                     log::info!("{} ended after {} frames", current.name(), stats.frames);

@@ -90,6 +90,9 @@ pub(crate) struct RunArgs {
     /// Stop after this many frames.
     #[arg(long)]
     pub(crate) max_frames: Option<u64>,
+    /// Print a health line (RSS, open descriptors, median latency) to stderr every N frames.
+    #[arg(long)]
+    pub(crate) stats_every: Option<u64>,
 }
 
 #[derive(Debug, Args)]

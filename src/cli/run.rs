@@ -138,9 +138,15 @@ pub(crate) fn run(cli: &Cli, args: &RunArgs) -> u8 {
         request: &request,
         out: &mut out,
         max_frames: args.max_frames,
+        stats_every: args.stats_every,
     };
     let stats = run_loop.run(&mut open);
-    log::info!("run ended: {stats:?}");
+    for sample in &stats.health {
+        eprintln!(
+            "health {}",
+            serde_json::to_string(sample).unwrap_or_default()
+        );
+    }
     eprintln!(
         "dermedge: {} frames, {} classified, {} rejected by the gate, {} undecodable, {} reconnects, {} journal failures",
         stats.frames, stats.classified, stats.rejected, stats.undecodable, stats.reconnects, stats.journal_failures

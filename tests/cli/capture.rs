@@ -145,8 +145,11 @@ fn a_lost_source_is_reopened_with_backoff_and_capture_resumes() {
         request: &request,
         out: &mut out,
         max_frames: None,
+        stats_every: Some(2),
     }
     .run(&mut open);
+    let sampled: Vec<u64> = stats.health.iter().map(|h| h.frames).collect();
+    assert_eq!(sampled, vec![1, 2, 4]);
     assert_eq!(opens, 4);
     assert_eq!(
         (stats.frames, stats.classified, stats.reconnects),

@@ -1,0 +1,61 @@
+//! Process health for long runs: resident memory and open file descriptors.
+
+use serde::Serialize;
+
+/// Current resident set size (VmRSS), in bytes, where the OS reports it.
+pub fn current_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Number of open file descriptors, where the OS lists them.
+pub fn open_fds() -> Option<usize> {
+    std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count())
+}
+
+/// One health reading during a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthSample {
+    pub frames: u64,
+    pub rss_bytes: Option<u64>,
+    pub open_fds: Option<usize>,
+    /// Median capture-to-record time of the frames classified since the previous sample.
+    pub median_ms: Option<f64>,
+}
+
+impl HealthSample {
+    /// Reads the process's health now; `window` holds recent per-frame times.
+    pub fn now(frames: u64, window: &mut Vec<f64>) -> HealthSample {
+        window.sort_by(f64::total_cmp);
+        let median_ms = (!window.is_empty()).then(|| window[window.len() / 2]);
+        window.clear();
+        HealthSample {
+            frames,
+            rss_bytes: current_rss_bytes(),
+            open_fds: open_fds(),
+            median_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        if cfg!(target_os = "linux") {
+            assert!(current_rss_bytes().unwrap() > 0);
+            let before = open_fds().unwrap();
+            let file = std::fs::File::open("/proc/self/status").unwrap();
+            assert_eq!(open_fds().unwrap(), before + 1);
+            drop(file);
+        }
+        let mut window = vec![3.0, 1.0, 2.0];
+        let sample = HealthSample::now(7, &mut window);
+        assert_eq!(sample.median_ms, Some(2.0));
+        assert!(window.is_empty());
+    }
+}
