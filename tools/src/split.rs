@@ -1,0 +1,211 @@
+//! Lesion-grouped, class-stratified, seeded splits: every image of a lesion lands on one side.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::data::{class_counts, lesions_by_class, Sample, CLASSES};
+use crate::rng::SeededRng;
+
+/// Shuffles in place with the project's seeded generator (Fisher-Yates).
+pub fn shuffle<T>(items: &mut [T], rng: &mut SeededRng) {
+    for i in (1..items.len()).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        items.swap(i, j);
+    }
+}
+
+/// Which side each sample is on: a name per sample, in the samples' order.
+pub type Assignment = Vec<String>;
+
+/// Assigns whole lesions to `test`, `val` and `train`, class by class, so each side holds about
+/// the given fraction of every class's lesions.
+pub fn train_val_test(samples: &[Sample], val: f64, test: f64, seed: u64) -> Assignment {
+    let mut rng = SeededRng::new(seed);
+    let mut side = vec![String::new(); samples.len()];
+    for mut lesions in lesions_by_class(samples) {
+        shuffle(&mut lesions, &mut rng);
+        let n = lesions.len() as f64;
+        let n_test = (n * test).round() as usize;
+        let n_val = (n * val).round() as usize;
+        for (rank, (_, images)) in lesions.iter().enumerate() {
+            let name = if rank < n_test {
+                "test"
+            } else if rank < n_test + n_val {
+                "val"
+            } else {
+                "train"
+            };
+            for i in images {
+                side[*i] = name.to_string();
+            }
+        }
+    }
+    side
+}
+
+/// Deals whole lesions into `folds` folds, class by class (`fold0`, `fold1`, ...).
+pub fn k_fold(samples: &[Sample], folds: usize, seed: u64) -> Assignment {
+    let mut rng = SeededRng::new(seed);
+    let mut side = vec![String::new(); samples.len()];
+    let mut next = 0usize;
+    for mut lesions in lesions_by_class(samples) {
+        shuffle(&mut lesions, &mut rng);
+        for (_, images) in lesions {
+            for i in images {
+                side[i] = format!("fold{}", next % folds);
+            }
+            next += 1;
+        }
+    }
+    side
+}
+
+/// The names of the sides in first-seen order, with their images per class.
+pub fn counts_by_side(samples: &[Sample], assignment: &Assignment) -> Vec<(String, [usize; 7])> {
+    let mut names: Vec<String> = Vec::new();
+    for a in assignment {
+        if !names.contains(a) {
+            names.push(a.clone());
+        }
+    }
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let picked: Vec<Sample> = samples
+                .iter()
+                .zip(assignment)
+                .filter(|(_, a)| **a == name)
+                .map(|(s, _)| s.clone())
+                .collect();
+            (name, class_counts(&picked))
+        })
+        .collect()
+}
+
+/// A table of images per class and side.
+pub fn counts_table(samples: &[Sample], assignment: &Assignment) -> String {
+    let mut out = format!("{:<7}", "side");
+    for c in CLASSES {
+        out.push_str(&format!("{c:>7}"));
+    }
+    out.push_str(&format!("{:>8}\n", "total"));
+    for (name, counts) in counts_by_side(samples, assignment) {
+        out.push_str(&format!("{name:<7}"));
+        for n in counts {
+            out.push_str(&format!("{n:>7}"));
+        }
+        out.push_str(&format!("{:>8}\n", counts.iter().sum::<usize>()));
+    }
+    out
+}
+
+/// Writes `image_id,lesion_id,dx,split` rows.
+pub fn write_split_csv(
+    path: &Path,
+    samples: &[Sample],
+    assignment: &Assignment,
+) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut text = String::from("image_id,lesion_id,dx,split\n");
+    for (s, side) in samples.iter().zip(assignment) {
+        text.push_str(&format!(
+            "{},{},{},{side}\n",
+            s.image_id, s.lesion_id, CLASSES[s.class]
+        ));
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::load_ham10000;
+    use std::collections::HashMap;
+
+    fn synthetic(lesions_per_class: usize) -> Vec<Sample> {
+        let mut out = Vec::new();
+        for class in 0..7 {
+            for l in 0..lesions_per_class {
+                for image in 0..(1 + l % 3) {
+                    out.push(Sample {
+                        image_id: format!("I{class}_{l}_{image}"),
+                        lesion_id: format!("L{class}_{l}"),
+                        class,
+                        path: "x.jpg".into(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn sides_per_lesion(
+        samples: &[Sample],
+        assignment: &Assignment,
+    ) -> HashMap<String, Vec<String>> {
+        let mut map: HashMap<String, Vec<String>> = HashMap::new();
+        for (s, a) in samples.iter().zip(assignment) {
+            let sides = map.entry(s.lesion_id.clone()).or_default();
+            if !sides.contains(a) {
+                sides.push(a.clone());
+            }
+        }
+        map
+    }
+
+    #[test]
+    fn no_lesion_on_two_sides_and_classes_are_stratified() {
+        let samples = synthetic(40);
+        let a = train_val_test(&samples, 0.15, 0.15, 3);
+        assert!(sides_per_lesion(&samples, &a)
+            .values()
+            .all(|s| s.len() == 1));
+        let lesions = crate::data::lesions_by_class(&samples);
+        for (class, lesions) in lesions.iter().enumerate() {
+            let in_test = lesions
+                .iter()
+                .filter(|(_, imgs)| a[imgs[0]] == "test")
+                .count();
+            assert_eq!(in_test, 6, "class {class}: 15% of 40 lesions");
+        }
+        assert_eq!(a, train_val_test(&samples, 0.15, 0.15, 3));
+        assert_ne!(a, train_val_test(&samples, 0.15, 0.15, 4));
+    }
+
+    #[test]
+    fn k_fold_keeps_lesions_whole_and_balances_folds() {
+        let samples = synthetic(20);
+        let a = k_fold(&samples, 5, 1);
+        assert!(sides_per_lesion(&samples, &a)
+            .values()
+            .all(|s| s.len() == 1));
+        let counts = counts_by_side(&samples, &a);
+        assert_eq!(counts.len(), 5);
+        for (_, per_class) in counts {
+            assert!(per_class.iter().all(|n| *n >= 4), "{per_class:?}");
+        }
+    }
+
+    #[test]
+    fn the_shared_ham10000_splits_without_leaks_and_every_class_on_every_side() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/ham10000");
+        if !root.exists() {
+            eprintln!("SKIPPED: {} is absent", root.display());
+            return;
+        }
+        let (samples, report) = load_ham10000(&root).unwrap();
+        assert_eq!(samples.len(), 8457, "{}", report.summary());
+        assert!(report.is_clean(), "{}", report.summary());
+        let a = train_val_test(&samples, 0.15, 0.15, 1);
+        assert!(sides_per_lesion(&samples, &a)
+            .values()
+            .all(|s| s.len() == 1));
+        for (side, counts) in counts_by_side(&samples, &a) {
+            assert!(counts.iter().all(|n| *n > 0), "{side}: {counts:?}");
+        }
+    }
+}
