@@ -303,6 +303,23 @@ pub fn class_counts(samples: &[Sample]) -> [usize; 7] {
     counts
 }
 
+/// Class weights `w_c = N / (K * n_c)` (Le et al. 2020, after King and Zeng): a class's weight
+/// grows as it gets rarer, and the weighted class sizes are all `N / K`. An absent class gets 0.
+pub fn class_weights(counts: &[usize]) -> Vec<f32> {
+    let total: usize = counts.iter().sum();
+    let k = counts.iter().filter(|n| **n > 0).count().max(1);
+    counts
+        .iter()
+        .map(|n| {
+            if *n == 0 {
+                0.0
+            } else {
+                total as f32 / (k as f32 * *n as f32)
+            }
+        })
+        .collect()
+}
+
 /// Lesions per class, with their images, in a stable order.
 pub fn lesions_by_class(samples: &[Sample]) -> [Vec<(String, Vec<usize>)>; 7] {
     let mut by_lesion: BTreeMap<&str, (usize, Vec<usize>)> = BTreeMap::new();
@@ -348,6 +365,13 @@ pub(crate) mod tests {
         }
         std::fs::write(root.join("HAM10000_metadata.csv"), csv).unwrap();
         root
+    }
+
+    #[test]
+    fn class_weights_by_hand() {
+        // N = 100, K = 2: 100 / (2 * 80) = 0.625 and 100 / (2 * 20) = 2.5.
+        assert_eq!(class_weights(&[80, 20]), vec![0.625, 2.5]);
+        assert_eq!(class_weights(&[10, 0, 10]), vec![1.0, 0.0, 1.0]);
     }
 
     #[test]
