@@ -10,6 +10,8 @@ use tract_onnx::prelude::*;
 
 use crate::capture::{Frame, FramePixels};
 use crate::ensemble::{Ensemble, EnsembleError, InferenceError};
+use crate::health::peak_rss_bytes;
+use crate::integrity::PublicKey;
 use crate::journal::Journal;
 use crate::preprocess::{load_image_file, ImageError, ImageLimits};
 use crate::quality::{self, GateSettings};
@@ -58,14 +60,6 @@ impl TimingStats {
     }
 }
 
-/// Peak resident set size of this process (VmHWM), in bytes, where the OS reports it.
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 /// Figures for one member.
 #[derive(Debug, Clone, Serialize)]
 pub struct MemberBench {
@@ -111,6 +105,8 @@ pub struct BenchReport {
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
     pub manifest: PathBuf,
+    /// When set, the ensemble must be signed with this key, as in `classify`.
+    pub public_key: Option<PathBuf>,
     pub image: Option<PathBuf>,
     pub warmup: usize,
     pub runs: usize,
@@ -217,10 +213,11 @@ fn time_capture_to_log(
     }
     drop(journal);
     let _ = std::fs::remove_dir_all(&journal_dir);
-    let described = format!(
-        "{w}x{h} MJPEG, {} bytes",
-        frame.encoded_for_saving().map_or(0, |f| f.0.len())
-    );
+    let bytes = match &frame.pixels {
+        FramePixels::Encoded(b) => b.len(),
+        FramePixels::Yuyv { data, .. } => data.len(),
+    };
+    let described = format!("{w}x{h} MJPEG, {bytes} bytes");
     Ok((TimingStats::from_samples(&samples), described))
 }
 
@@ -232,7 +229,14 @@ fn tempfile_dir() -> std::io::Result<PathBuf> {
 
 /// Runs the benchmark.
 pub fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
-    let (ensemble, ensemble_load_ms) = time_ms(|| Ensemble::load(&options.manifest));
+    let key = options
+        .public_key
+        .as_deref()
+        .map(PublicKey::load)
+        .transpose()
+        .map_err(EnsembleError::from)?;
+    let (ensemble, ensemble_load_ms) =
+        time_ms(|| Ensemble::load_with(&options.manifest, key.as_ref()));
     let ensemble = ensemble?;
     let spec = ensemble.manifest.input.clone();
     let limits = ImageLimits::default();

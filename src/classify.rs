@@ -51,11 +51,19 @@ fn collect_folder(folder: &Path, items: &mut Vec<InputItem>) {
             return;
         }
     };
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    for path in paths {
-        if path.is_dir() {
+    let mut entries: Vec<(PathBuf, bool)> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            let is_real_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            (e.path(), is_real_dir)
+        })
+        .collect();
+    entries.sort();
+    for (path, is_real_dir) in entries {
+        if is_real_dir {
             collect_folder(&path, items);
+        } else if path.is_dir() {
+            log::warn!("{}: a link to a folder; not followed", path.display());
         } else if has_image_extension(&path) {
             items.push(InputItem::Image(path));
         }

@@ -78,7 +78,7 @@ pub struct RunConfig {
     pub journal: PathBuf,
     /// Rotate the journal past this size (renamed to `<journal>.N`; nothing is deleted).
     pub journal_max_bytes: Option<u64>,
-    /// Save each classified frame's image next to the journal (off: patient privacy).
+    /// Save each classified frame's image in `frames_dir` (off by default: patient privacy).
     pub save_frames: bool,
     /// Where saved frames go.
     pub frames_dir: PathBuf,
@@ -124,11 +124,62 @@ impl RunConfig {
                 path: path.to_path_buf(),
             });
         }
-        let text = std::fs::read_to_string(path).map_err(read_error)?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let text = crate::paths::read_text_limited(path, MAX_CONFIG_BYTES).map_err(read_error)?;
+        let config: RunConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
-        })
+        })?;
+        config.check().map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work; the message names the key.
+    pub fn check(&self) -> Result<(), String> {
+        let finite_non_negative = |key: &str, v: f32| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{key} = {v} must be a finite number >= 0"))
+            }
+        };
+        if !(self.replay.fps == 0.0
+            || (self.replay.fps.is_finite() && (0.01..=1000.0).contains(&self.replay.fps)))
+        {
+            return Err(format!(
+                "[replay] fps = {} must be 0 (as fast as possible) or 0.01 to 1000",
+                self.replay.fps
+            ));
+        }
+        if self.reconnect.initial_ms < 10 || self.reconnect.max_ms < self.reconnect.initial_ms {
+            return Err(
+                "[reconnect] initial_ms must be at least 10 and max_ms at least initial_ms".into(),
+            );
+        }
+        finite_non_negative("[trigger] motion_threshold", self.trigger.motion_threshold)?;
+        let g = &self.gate;
+        for (key, v) in [
+            ("min_focus", g.min_focus),
+            ("min_brightness", g.min_brightness),
+            ("max_brightness", g.max_brightness),
+            ("max_clipped", g.max_clipped),
+            ("min_contrast", g.min_contrast),
+            ("min_skin", g.min_skin),
+        ] {
+            finite_non_negative(&format!("[gate] {key}"), v)?;
+        }
+        if g.min_brightness >= g.max_brightness {
+            return Err("[gate] min_brightness must be below max_brightness".into());
+        }
+        if self.camera.width == 0 || self.camera.height == 0 || self.camera.buffers == 0 {
+            return Err("[camera] width, height and buffers must be above 0".into());
+        }
+        if self.threads.is_some_and(|t| t == 0 || t > 256) {
+            return Err("threads must be 1 to 256".into());
+        }
+        Ok(())
     }
 }
 
@@ -145,6 +196,26 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         for table in ["[camera]", "[reconnect]", "[trigger]", "[gate]", "[replay]"] {
             assert!(text.contains(table), "{table} missing from the example");
+        }
+    }
+
+    #[test]
+    fn values_that_cannot_work_are_errors_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        for (text, key) in [
+            ("[replay]\nfps = 1e-30\n", "[replay] fps"),
+            ("[reconnect]\ninitial_ms = 0\n", "[reconnect]"),
+            (
+                "[gate]\nmin_brightness = 200.0\nmax_brightness = 100.0\n",
+                "min_brightness",
+            ),
+            ("[trigger]\nmotion_threshold = nan\n", "motion_threshold"),
+            ("threads = 0\n", "threads"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = RunConfig::load(&path).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("Fix:"), "{text}: {err}");
         }
     }
 

@@ -31,14 +31,14 @@ pub enum EnsembleError {
     },
     #[error("member {path} is {size} bytes, over the {MAX_MEMBER_BYTES}-byte limit. Fix: ship a smaller (quantized) model")]
     MemberTooLarge { path: PathBuf, size: u64 },
-    #[error("checksum mismatch for member {path}: {manifest} says sha256 {expected}, the file has {actual}. Fix: the file is damaged or was replaced; restore it, or re-export the ensemble with `dermedge-tools export` to rewrite the manifest")]
+    #[error("checksum mismatch for member {path}: {manifest} says sha256 {expected}, the file has {actual}. Fix: the file is damaged or was replaced; reinstall the ensemble from its release")]
     Checksum {
         path: PathBuf,
         manifest: PathBuf,
         expected: String,
         actual: String,
     },
-    #[error("member {path} is not a loadable ONNX model: {message}. Fix: the file is truncated or not ONNX; restore it or re-export it")]
+    #[error("member {path} is not a loadable ONNX model: {message}. Fix: the file is truncated or not ONNX; reinstall the ensemble from its release")]
     Load { path: PathBuf, message: String },
     #[error("member {path} takes input {declared}, but {manifest} [input] gives [1, 3, {height}, {width}]. Fix: make [input] width/height match the model, or re-export the model for that size")]
     InputShape {
@@ -59,7 +59,7 @@ pub enum EnsembleError {
 
 /// A member failed while running on an input.
 #[derive(Debug, thiserror::Error)]
-#[error("member {member} failed to run: {message}")]
+#[error("member {member} failed: {message}. Fix: the input was not classified; if this repeats, reinstall the ensemble")]
 pub struct InferenceError {
     pub member: String,
     pub message: String,
@@ -245,10 +245,24 @@ impl Member {
         temperature: f32,
     ) -> Result<Vec<f32>, InferenceError> {
         let raw = self.run_raw(input)?;
-        Ok(match self.spec.output {
-            MemberOutput::Logits => decision::softmax(&raw, temperature),
-            MemberOutput::Probabilities => raw,
-        })
+        let broken = |what: &str| InferenceError {
+            member: self.label(),
+            message: format!("it produced {what}"),
+        };
+        if raw.iter().any(|v| !v.is_finite()) {
+            return Err(broken("non-finite outputs (NaN or infinity)"));
+        }
+        match self.spec.output {
+            MemberOutput::Logits => Ok(decision::softmax(&raw, temperature)),
+            MemberOutput::Probabilities => {
+                let sum: f32 = raw.iter().sum();
+                if raw.iter().any(|p| !(0.0..=1.0).contains(p)) || (sum - 1.0).abs() > 1e-3 {
+                    Err(broken("`probabilities` that are not a distribution; is `output` right in the manifest?"))
+                } else {
+                    Ok(raw)
+                }
+            }
+        }
     }
 }
 
@@ -314,6 +328,11 @@ impl Ensemble {
             members,
             weights,
         })
+    }
+
+    /// Member weights, normalised to sum to one, in member order.
+    pub fn weights(&self) -> &[f32] {
+        &self.weights
     }
 
     /// The model input for an upright RGB image, ready to share between members.

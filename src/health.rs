@@ -2,12 +2,27 @@
 
 use serde::Serialize;
 
-/// Current resident set size (VmRSS), in bytes, where the OS reports it.
-pub fn current_rss_bytes() -> Option<u64> {
+use crate::bench::TimingStats;
+
+/// A `/proc/self/status` memory field (`VmRSS`, `VmHWM`) in bytes, where the OS reports it.
+fn status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| {
+        l.strip_prefix(field)
+            .is_some_and(|rest| rest.starts_with(':'))
+    })?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// Current resident set size (VmRSS), in bytes.
+pub fn current_rss_bytes() -> Option<u64> {
+    status_bytes("VmRSS")
+}
+
+/// Peak resident set size of this process (VmHWM), in bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    status_bytes("VmHWM")
 }
 
 /// Number of open file descriptors, where the OS lists them.
@@ -28,8 +43,7 @@ pub struct HealthSample {
 impl HealthSample {
     /// Reads the process's health now; `window` holds recent per-frame times.
     pub fn now(frames: u64, window: &mut Vec<f64>) -> HealthSample {
-        window.sort_by(f64::total_cmp);
-        let median_ms = (!window.is_empty()).then(|| window[window.len() / 2]);
+        let median_ms = (!window.is_empty()).then(|| TimingStats::from_samples(window).median_ms);
         window.clear();
         HealthSample {
             frames,

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 
+use crate::paths::read_text_limited;
+
 /// Why a signature check failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SignatureError {
@@ -21,7 +23,7 @@ pub enum SignatureError {
         manifest: PathBuf,
         signature: PathBuf,
     },
-    #[error("signature {signature} is not 128 hex digits. Fix: re-sign the ensemble with `dermedge-tools sign`")]
+    #[error("signature {signature} is unreadable or not 128 hex digits. Fix: check its permissions, or re-sign the ensemble with `dermedge-tools sign`")]
     BadSignature { signature: PathBuf },
     #[error("ensemble {manifest} does not match its signature {signature}: it was changed after signing, or signed with another key. Fix: reinstall the signed release; do not edit a signed manifest")]
     Mismatch {
@@ -50,10 +52,11 @@ pub fn hex_encode(bytes: &[u8]) -> String {
 
 /// Where the signature of a manifest is stored: `<manifest>.sig`.
 pub fn signature_path(manifest: &Path) -> PathBuf {
-    let mut name = manifest.as_os_str().to_owned();
-    name.push(".sig");
-    PathBuf::from(name)
+    crate::paths::with_suffix(manifest, ".sig")
 }
+
+/// Largest key or signature file read, in bytes.
+const MAX_KEY_FILE_BYTES: u64 = 4096;
 
 /// A public key that ensembles must be signed with.
 #[derive(Debug, Clone)]
@@ -62,9 +65,11 @@ pub struct PublicKey(VerifyingKey);
 impl PublicKey {
     /// Reads a `.pub` file (64 hex digits).
     pub fn load(path: &Path) -> Result<PublicKey, SignatureError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SignatureError::ReadKey {
-            path: path.to_path_buf(),
-            source,
+        let text = read_text_limited(path, MAX_KEY_FILE_BYTES).map_err(|source| {
+            SignatureError::ReadKey {
+                path: path.to_path_buf(),
+                source,
+            }
         })?;
         let bytes = hex_decode::<32>(&text).ok_or_else(|| SignatureError::BadKey {
             path: path.to_path_buf(),
@@ -84,14 +89,15 @@ impl PublicKey {
     /// Checks `<manifest>.sig` against the manifest's exact bytes.
     pub fn verify_manifest(&self, manifest: &Path, bytes: &[u8]) -> Result<(), SignatureError> {
         let signature = signature_path(manifest);
-        let text = match std::fs::read_to_string(&signature) {
+        let text = match read_text_limited(&signature, MAX_KEY_FILE_BYTES) {
             Ok(t) => t,
-            Err(_) => {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(SignatureError::Unsigned {
                     manifest: manifest.to_path_buf(),
                     signature,
                 })
             }
+            Err(_) => return Err(SignatureError::BadSignature { signature }),
         };
         let raw = hex_decode::<64>(&text).ok_or_else(|| SignatureError::BadSignature {
             signature: signature.clone(),

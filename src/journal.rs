@@ -11,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::paths::with_suffix;
 use crate::record::Outcome;
 
 /// Errors opening or appending to the journal.
@@ -21,6 +22,10 @@ pub enum JournalError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path} does not look like a dermedge journal ({reason}); it was left untouched. Fix: choose another --journal path")]
+    NotAJournal { path: PathBuf, reason: String },
+    #[error("journal {path} is in use by another dermedge process. Fix: stop it (systemctl stop dermedge) or pass another --journal")]
+    InUse { path: PathBuf },
     #[error("cannot append to journal {path}: {source}. Earlier records are intact. Fix: free disk space or check the storage")]
     Append {
         path: PathBuf,
@@ -64,7 +69,24 @@ impl Journal {
             .create(true)
             .open(path)
             .map_err(open_error)?;
-        let len = repair_torn_tail(&mut file, path).map_err(open_error)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(JournalError::InUse {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                log::warn!("journal {}: cannot lock: {e}", path.display())
+            }
+        }
+        let regular = file.metadata().map_err(open_error)?.is_file();
+        let len = if regular {
+            check_is_journal(&mut file, path)?;
+            repair_torn_tail(&mut file, path).map_err(open_error)?
+        } else {
+            0
+        };
         Ok(Journal {
             path: path.to_path_buf(),
             file,
@@ -84,15 +106,36 @@ impl Journal {
         self.file.sync_all()?;
         let next = rotated_files(&self.path)?.last().map_or(1, |(n, _)| n + 1);
         let target = rotated_path(&self.path, next);
-        std::fs::rename(&self.path, &target)?;
-        self.file = OpenOptions::new()
+        let fresh = self.path.with_file_name(format!(
+            ".{}.new",
+            self.path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("journal")
+        ));
+        let new_file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
-            .open(&self.path)?;
+            .truncate(false)
+            .open(&fresh)?;
+        std::fs::rename(&self.path, &target)?;
+        std::fs::rename(&fresh, &self.path)?;
+        if let Err(e) = new_file.try_lock() {
+            log::warn!(
+                "journal {}: cannot lock the new file: {e}",
+                self.path.display()
+            );
+        }
+        self.file = new_file;
         self.len = 0;
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            File::open(dir)?.sync_all()?;
+            if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+                log::warn!(
+                    "journal {}: cannot sync its folder: {e}",
+                    self.path.display()
+                );
+            }
         }
         log::info!("journal rotated to {}", target.display());
         Ok(())
@@ -115,10 +158,12 @@ impl Journal {
             .max_bytes
             .is_some_and(|max| self.len > 0 && self.len + line.len() as u64 > max)
         {
-            self.rotate().map_err(|source| JournalError::Append {
-                path: self.path.clone(),
-                source,
-            })?;
+            if let Err(e) = self.rotate() {
+                log::error!(
+                    "journal {}: cannot rotate ({e}); appending to the current file",
+                    self.path.display()
+                );
+            }
         }
         let written = self
             .file
@@ -154,8 +199,44 @@ impl Journal {
     }
 }
 
+/// Refuses to touch a non-empty file that is not a dermedge journal: its first line must be a
+/// journal record, or the start of one when the file holds only a torn line.
+fn check_is_journal(file: &mut File, path: &Path) -> Result<(), JournalError> {
+    let not_a_journal = |reason: &str| JournalError::NotAJournal {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    let mut first = Vec::new();
+    file.seek(SeekFrom::Start(0))
+        .and_then(|_| {
+            BufReader::new(&mut *file)
+                .take(MAX_RECORD_BYTES as u64 + 1)
+                .read_until(b'\n', &mut first)
+        })
+        .map_err(|source| JournalError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if first.is_empty() {
+        return Ok(());
+    }
+    if first.last() == Some(&b'\n') {
+        return serde_json::from_slice::<JournalRecord>(&first)
+            .map(|_| ())
+            .map_err(|_| not_a_journal("its first line is not a journal record"));
+    }
+    if first.len() <= MAX_RECORD_BYTES && first.starts_with(RECORD_START) {
+        Ok(())
+    } else {
+        Err(not_a_journal("it holds no journal record"))
+    }
+}
+
+/// How every serialised [`JournalRecord`] begins.
+const RECORD_START: &[u8] = b"{\"time\":\"";
+
 /// Moves a last line without its newline to `<path>.torn`, truncates it off, and returns the
-/// journal's length afterwards.
+/// journal's length afterwards. A last record that is whole but lacks its newline gets one.
 fn repair_torn_tail(file: &mut File, path: &Path) -> std::io::Result<u64> {
     let len = file.metadata()?.len();
     if len == 0 {
@@ -181,15 +262,30 @@ fn repair_torn_tail(file: &mut File, path: &Path) -> std::io::Result<u64> {
         }
         position = start;
     }
-    let mut torn = Vec::with_capacity((len - end_of_whole) as usize);
+    let mut torn = Vec::new();
     file.seek(SeekFrom::Start(end_of_whole))?;
-    file.read_to_end(&mut torn)?;
-    let mut aside_path = path.as_os_str().to_owned();
-    aside_path.push(".torn");
+    Read::by_ref(file)
+        .take(MAX_RECORD_BYTES as u64 + 1)
+        .read_to_end(&mut torn)?;
+    if torn.len() > MAX_RECORD_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("its last line is over {MAX_RECORD_BYTES} bytes; not repaired"),
+        ));
+    }
+    if serde_json::from_slice::<JournalRecord>(&torn).is_ok() {
+        file.write_all(b"\n")?;
+        file.sync_data()?;
+        log::warn!(
+            "journal {}: the last record lacked its newline; added",
+            path.display()
+        );
+        return Ok(len + 1);
+    }
     let mut aside = OpenOptions::new()
         .append(true)
         .create(true)
-        .open(PathBuf::from(aside_path))?;
+        .open(with_suffix(path, ".torn"))?;
     aside.write_all(&torn)?;
     aside.write_all(b"\n")?;
     aside.sync_data()?;
@@ -206,9 +302,7 @@ fn repair_torn_tail(file: &mut File, path: &Path) -> std::io::Result<u64> {
 
 /// `<journal>.N`.
 pub fn rotated_path(path: &Path, n: u64) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".{n}"));
-    PathBuf::from(name)
+    with_suffix(path, &format!(".{n}"))
 }
 
 /// The rotated files of a journal, oldest (lowest N) first.
@@ -409,9 +503,51 @@ mod tests {
     fn a_journal_that_is_only_a_torn_line_becomes_empty() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.jsonl");
-        std::fs::write(&path, b"{\"partial").unwrap();
+        std::fs::write(&path, b"{\"time\":\"2026-").unwrap();
         let journal = Journal::open(&path).unwrap();
         assert_eq!(journal.len, 0);
         assert_eq!(std::fs::read(&path).unwrap(), b"");
+    }
+
+    #[test]
+    fn other_files_are_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, content) in [
+            (
+                "scan.jpg",
+                &b"\xFF\xD8\xFF\xE0 binary image data without newline"[..],
+            ),
+            ("notes.txt", b"patient notes\nsecond line"),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).unwrap();
+            let err = Journal::open(&path).unwrap_err().to_string();
+            assert!(
+                err.contains("does not look like a dermedge journal"),
+                "{err}"
+            );
+            assert_eq!(std::fs::read(&path).unwrap(), content);
+        }
+    }
+
+    #[test]
+    fn a_whole_last_record_without_newline_is_kept_and_a_second_writer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        let line = serde_json::to_string(&record("a")).unwrap();
+        std::fs::write(&path, &line).unwrap();
+        let mut journal = Journal::open(&path).unwrap();
+        assert!(matches!(
+            Journal::open(&path),
+            Err(JournalError::InUse { .. })
+        ));
+        journal.append(&record("b")).unwrap();
+        let inputs: Vec<String> = read_journal(&path)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.unwrap().outcome.input().to_string())
+            .collect();
+        assert_eq!(inputs, vec!["a", "b"]);
+        assert!(!dir.path().join("j.jsonl.torn").exists());
     }
 }

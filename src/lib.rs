@@ -15,6 +15,7 @@ pub mod health;
 pub mod integrity;
 pub mod journal;
 pub mod manifest;
+pub mod paths;
 pub mod preprocess;
 pub mod quality;
 pub mod record;

@@ -157,7 +157,7 @@ impl Manifest {
                 size,
             });
         }
-        std::fs::read_to_string(path).map_err(read_error)
+        crate::paths::read_text_limited(path, MAX_MANIFEST_BYTES).map_err(read_error)
     }
 
     /// Parses and checks manifest text; `path` names it in errors.

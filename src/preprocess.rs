@@ -8,6 +8,7 @@ use image::imageops::FilterType;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 use sha2::{Digest, Sha256};
 
+use crate::capture::mjpeg::with_huffman_tables;
 use crate::manifest::{ChannelOrder, InputSpec, ResizePolicy};
 
 /// Bounds checked before an image is decoded, so a hostile header cannot force a large allocation.
@@ -31,7 +32,7 @@ impl Default for ImageLimits {
 /// Why an image could not be turned into a model input.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {source}. Fix: check the path and its permissions")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -68,41 +69,38 @@ pub struct LoadedImage {
 
 /// SHA-256 of `bytes` as lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    crate::integrity::hex_encode(&Sha256::digest(bytes))
 }
 
 /// Reads an image file within `limits`, hashes it and decodes it upright.
 pub fn load_image_file(path: &Path, limits: &ImageLimits) -> Result<LoadedImage, ImageError> {
+    load_image_bytes(&read_image_file(path, limits)?, path, limits)
+}
+
+/// Reads an image file's bytes, refusing files over the byte limit without reading them whole.
+pub fn read_image_file(path: &Path, limits: &ImageLimits) -> Result<Vec<u8>, ImageError> {
     let read_error = |source| ImageError::Read {
         path: path.to_path_buf(),
         source,
     };
     let file = std::fs::File::open(path).map_err(read_error)?;
     let size = file.metadata().map_err(read_error)?.len();
+    let too_many = |size| ImageError::TooManyBytes {
+        path: path.to_path_buf(),
+        size,
+        limit: limits.max_bytes,
+    };
     if size > limits.max_bytes {
-        return Err(ImageError::TooManyBytes {
-            path: path.to_path_buf(),
-            size,
-            limit: limits.max_bytes,
-        });
+        return Err(too_many(size));
     }
     let mut bytes = Vec::with_capacity(size as usize);
     file.take(limits.max_bytes + 1)
         .read_to_end(&mut bytes)
         .map_err(read_error)?;
     if bytes.len() as u64 > limits.max_bytes {
-        return Err(ImageError::TooManyBytes {
-            path: path.to_path_buf(),
-            size: bytes.len() as u64,
-            limit: limits.max_bytes,
-        });
+        return Err(too_many(bytes.len() as u64));
     }
-    load_image_bytes(&bytes, path, limits)
+    Ok(bytes)
 }
 
 /// Hashes and decodes encoded image bytes; `origin` names them in errors.
@@ -132,6 +130,8 @@ fn decode_upright(
         path: origin.to_path_buf(),
         message: e.to_string(),
     };
+    let patched = with_huffman_tables(bytes);
+    let bytes: &[u8] = &patched;
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| ImageError::Read {

@@ -127,7 +127,7 @@ impl Classified {
                 probability: p,
             })
             .collect();
-        let weights = manifest.normalised_weights();
+        let weights = ensemble.weights().to_vec();
         let members = ensemble
             .members
             .iter()
@@ -215,4 +215,10 @@ impl Classified {
         out.push_str(&format!("  members: {}\n", members.join("; ")));
         out
     }
+}
+
+/// One compact JSON line for `value` (an error object if it cannot be serialised).
+pub fn json_line(value: &impl Serialize) -> String {
+    serde_json::to_string(value)
+        .unwrap_or_else(|e| format!("{{\"error\":\"cannot serialise: {e}\"}}"))
 }

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use image::RgbImage;
+
 use crate::capture::{CaptureError, Frame, FrameSource};
 use crate::config::RunConfig;
 use crate::ensemble::Ensemble;
@@ -14,7 +16,7 @@ use crate::health::HealthSample;
 use crate::journal::Journal;
 use crate::preprocess::ImageLimits;
 use crate::quality;
-use crate::record::{Classified, Failed, Outcome, Rejected, DECISION_SUPPORT_NOTICE};
+use crate::record::{json_line, Classified, Failed, Outcome, Rejected, DECISION_SUPPORT_NOTICE};
 use crate::trigger::{motion_thumbnail, Trigger, TriggerMode};
 
 /// Opens (or reopens) the frame source.
@@ -28,6 +30,8 @@ pub struct RunStats {
     pub rejected: u64,
     pub undecodable: u64,
     pub reconnects: u64,
+    /// Frames whose classification failed, and a source that cannot work at all.
+    pub failed: u64,
     pub journal_failures: u64,
     pub save_failures: u64,
     /// Health readings at the first frame and then every `stats_every` frames.
@@ -102,6 +106,7 @@ impl RunLoop<'_> {
             every: Duration::from_secs(5),
         };
         let mut window = Vec::new();
+        let mut frames_this_pass = 0u64;
         while !self.stop.load(Ordering::Relaxed) {
             if self.max_frames.is_some_and(|m| stats.frames >= m) {
                 break;
@@ -113,6 +118,11 @@ impl RunLoop<'_> {
                         log::info!("capturing from {}", s.name());
                         backoff = Duration::from_millis(self.config.reconnect.initial_ms);
                         source.insert(s)
+                    }
+                    Err(e) if e.is_permanent() => {
+                        log::error!("{e}");
+                        stats.failed += 1;
+                        break;
                     }
                     Err(e) => {
                         log::warn!("{e}; retrying in {} ms", backoff.as_millis());
@@ -132,7 +142,8 @@ impl RunLoop<'_> {
                     let classified = stats.classified;
                     let started = Instant::now();
                     self.handle_frame(&frame, &name, &mut trigger, &mut stats, &mut quiet);
-                    if stats.classified > classified {
+                    frames_this_pass += 1;
+                    if stats.classified > classified && self.stats_every.is_some() {
                         window.push(started.elapsed().as_secs_f64() * 1e3);
                     }
                     if let Some(every) = self.stats_every.filter(|e| *e > 0) {
@@ -152,6 +163,11 @@ impl RunLoop<'_> {
                     if !self.config.replay.repeat {
                         break;
                     }
+                    if frames_this_pass == 0 {
+                        log::error!("the source delivered no frame in a whole pass; stopping the replay loop");
+                        break;
+                    }
+                    frames_this_pass = 0;
                 }
                 Err(e) => {
                     log::warn!("{e}; reopening in {} ms", backoff.as_millis());
@@ -193,7 +209,7 @@ impl RunLoop<'_> {
                     self.emit(
                         &Outcome::Failed(Failed {
                             input: frame.origin.clone(),
-                            error: format!("{e}; retake the picture"),
+                            error: e.to_string(),
                         }),
                         source,
                         stats,
@@ -237,24 +253,26 @@ impl RunLoop<'_> {
                     &prediction,
                     started.elapsed().as_secs_f64() * 1e3,
                 );
-                self.save_frame(frame, &sha256, stats);
+                self.save_frame(frame, &image, &sha256, stats);
                 self.emit(&Outcome::Classified(Box::new(record)), source, stats);
             }
-            Err(e) => self.emit(
-                &Outcome::Failed(Failed {
-                    input: frame.origin.clone(),
-                    error: e.to_string(),
-                }),
-                source,
-                stats,
-            ),
+            Err(e) => {
+                stats.failed += 1;
+                self.emit(
+                    &Outcome::Failed(Failed {
+                        input: frame.origin.clone(),
+                        error: e.to_string(),
+                    }),
+                    source,
+                    stats,
+                )
+            }
         }
     }
 
     fn emit(&mut self, outcome: &Outcome, source: &str, stats: &mut RunStats) {
         let line = if self.config.json {
-            serde_json::to_string(outcome)
-                .unwrap_or_else(|e| format!("{{\"error\":\"cannot serialise: {e}\"}}"))
+            json_line(outcome)
         } else {
             match outcome {
                 Outcome::Classified(c) => {
@@ -274,12 +292,17 @@ impl RunLoop<'_> {
         }
     }
 
-    fn save_frame(&mut self, frame: &Frame, sha256: &str, stats: &mut RunStats) {
+    fn save_frame(&mut self, frame: &Frame, image: &RgbImage, sha256: &str, stats: &mut RunStats) {
         if !self.config.save_frames {
             return;
         }
-        let Some((bytes, extension)) = frame.encoded_for_saving() else {
-            return;
+        let (bytes, extension) = match frame.file_for_saving(image) {
+            Ok(file) => file,
+            Err(e) => {
+                stats.save_failures += 1;
+                log::error!("cannot encode frame {} for saving: {e}", frame.origin);
+                return;
+            }
         };
         let dir = &self.config.frames_dir;
         let path: PathBuf = dir.join(format!("{sha256}.{extension}"));

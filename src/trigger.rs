@@ -18,7 +18,7 @@ pub enum TriggerMode {
     Manual,
     /// When the picture has been steady for `steady_frames` frames; again only after motion.
     Auto,
-    /// Every frame (replays, tests), subject to the rate limit.
+    /// Every frame (replays, tests); not rate-limited.
     Every,
 }
 
@@ -31,7 +31,7 @@ pub struct TriggerSettings {
     pub steady_frames: u32,
     /// Mean absolute grey-level change between thumbnails above which the view is moving.
     pub motion_threshold: f32,
-    /// Minimum time between two classifications.
+    /// Minimum time between two classifications in `manual` and `auto` modes.
     pub min_interval_ms: u64,
 }
 
@@ -123,7 +123,7 @@ impl Trigger {
             TriggerMode::Auto => {
                 self.armed && self.steady >= self.settings.steady_frames && rate_ok
             }
-            TriggerMode::Every => rate_ok,
+            TriggerMode::Every => true,
         }
     }
 
@@ -170,18 +170,34 @@ mod tests {
     }
 
     #[test]
-    fn rate_limit_applies_to_every_mode() {
+    fn rate_limit_applies_to_manual_and_auto_but_not_every() {
         let t0 = Instant::now();
-        let mut trigger = Trigger::new(settings(TriggerMode::Every, 1000));
+        let mut every = Trigger::new(settings(TriggerMode::Every, 1000));
         let mut fired = 0;
         for ms in [0, 300, 900, 1000, 1500, 2100] {
             let now = t0 + Duration::from_millis(ms);
-            if trigger.wants(flat(ms as f32), now, false) {
-                trigger.fired(now);
+            if every.wants(flat(ms as f32), now, false) {
+                every.fired(now);
                 fired += 1;
             }
         }
-        assert_eq!(fired, 3, "0, 1000 and 2100 ms");
+        assert_eq!(fired, 6);
+
+        let mut auto = Trigger::new(settings(TriggerMode::Auto, 1000));
+        let mut fired_at = Vec::new();
+        for (i, level) in [10.0, 10.0, 10.0, 10.0, 50.0, 50.0, 50.0, 50.0, 50.0]
+            .iter()
+            .enumerate()
+        {
+            let now = t0 + Duration::from_millis(100 * i as u64);
+            if auto.wants(flat(*level), now, false) {
+                auto.fired(now);
+                fired_at.push(i);
+            }
+        }
+        // Steady at 3 fires; the view moves at 4 and is steady again at 7, but 700 ms is within
+        // the 1000 ms limit: the next frame allowed is 3 + 10 = 13, beyond the sequence.
+        assert_eq!(fired_at, vec![3]);
 
         let mut manual = Trigger::new(settings(TriggerMode::Manual, 1000));
         assert!(!manual.wants(flat(1.0), t0, false));

@@ -102,12 +102,15 @@ fn skip_entropy_coded(buf: &[u8], mut at: usize) -> Option<usize> {
     }
 }
 
-/// Incremental frame splitter for a byte stream (a file, a pipe, a socket).
+/// Incremental frame splitter for a byte stream (a file, a pipe, a socket). The buffer is only
+/// scanned again when new bytes bring a frame end (`FF D9`), so a large frame arriving in many
+/// small reads costs linear, not quadratic, time.
 #[derive(Debug, Default)]
 pub struct MjpegSplitter {
     buffer: Vec<u8>,
     /// Bytes discarded because they were not part of any whole frame.
     pub discarded: u64,
+    rescan: bool,
 }
 
 impl MjpegSplitter {
@@ -118,11 +121,19 @@ impl MjpegSplitter {
 
     /// Appends bytes read from the stream.
     pub fn push(&mut self, bytes: &[u8]) {
+        let across = self.buffer.last() == Some(&0xFF) && bytes.first() == Some(&0xD9);
+        if self.buffer.is_empty() || across || bytes.windows(2).any(|w| w == [0xFF, 0xD9]) {
+            self.rescan = true;
+        }
         self.buffer.extend_from_slice(bytes);
     }
 
     /// Takes the next whole frame, if the buffer holds one.
     pub fn next_frame(&mut self) -> Option<Vec<u8>> {
+        if !self.rescan {
+            self.drop_if_oversized();
+            return None;
+        }
         match scan_frame(&self.buffer) {
             Scan::Frame { start, end } => {
                 self.discarded += start as u64;
@@ -133,15 +144,18 @@ impl MjpegSplitter {
             Scan::NeedMore { keep_from } => {
                 self.discarded += keep_from as u64;
                 self.buffer.drain(..keep_from);
-                if self.buffer.len() > MAX_FRAME_BYTES {
-                    log::warn!(
-                        "MJPEG stream: no frame end within {MAX_FRAME_BYTES} bytes; dropping them"
-                    );
-                    self.discarded += self.buffer.len() as u64;
-                    self.buffer.clear();
-                }
+                self.rescan = false;
+                self.drop_if_oversized();
                 None
             }
+        }
+    }
+
+    fn drop_if_oversized(&mut self) {
+        if self.buffer.len() > MAX_FRAME_BYTES {
+            log::warn!("MJPEG stream: no frame end within {MAX_FRAME_BYTES} bytes; dropping them");
+            self.discarded += self.buffer.len() as u64;
+            self.buffer.clear();
         }
     }
 

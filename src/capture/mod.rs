@@ -14,7 +14,7 @@ use image::RgbImage;
 
 use crate::classify::expand_inputs;
 use crate::classify::InputItem;
-use crate::preprocess::{load_image_bytes, sha256_hex, ImageError, ImageLimits};
+use crate::preprocess::{load_image_bytes, read_image_file, sha256_hex, ImageError, ImageLimits};
 
 /// Why a source could not deliver frames. The run loop reopens the source after these.
 #[derive(Debug, thiserror::Error)]
@@ -25,11 +25,25 @@ pub enum CaptureError {
         message: String,
         fix: String,
     },
-    #[error("{source_name} stopped delivering frames: {message}")]
+    #[error("{source_name} stopped delivering frames: {message}. dermedge reopens it; Fix: check the cable and the camera")]
     Lost {
         source_name: String,
         message: String,
     },
+    #[error("{source_name}: {message}. Fix: {fix}")]
+    Unsupported {
+        source_name: String,
+        message: String,
+        fix: String,
+    },
+}
+
+impl CaptureError {
+    /// Whether retrying cannot help (a build without camera support), unlike a camera that may
+    /// be plugged in later.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, CaptureError::Unsupported { .. })
+    }
 }
 
 /// Why one frame could not be turned into an upright RGB image; the loop skips such frames.
@@ -37,12 +51,12 @@ pub enum CaptureError {
 pub enum FrameError {
     #[error(transparent)]
     Image(#[from] ImageError),
-    #[error("{origin}: {source}")]
+    #[error("{origin}: {source}. Fix: set [camera] width/height to a size the camera sends (`dermedge cameras`)")]
     Yuyv {
         origin: String,
         source: yuyv::YuyvError,
     },
-    #[error("{origin}: {width}x{height} frame is over the {max_width}x{max_height} limit")]
+    #[error("{origin}: {width}x{height} frame is over the {max_width}x{max_height} limit. Fix: set a smaller [camera] width and height")]
     TooLarge {
         origin: String,
         width: u32,
@@ -86,8 +100,7 @@ impl Frame {
     pub fn to_rgb(&self, limits: &ImageLimits) -> Result<RgbImage, FrameError> {
         match &self.pixels {
             FramePixels::Encoded(bytes) => {
-                let patched = mjpeg::with_huffman_tables(bytes);
-                Ok(load_image_bytes(&patched, Path::new(&self.origin), limits)?.rgb)
+                Ok(load_image_bytes(bytes, Path::new(&self.origin), limits)?.rgb)
             }
             FramePixels::Yuyv {
                 data,
@@ -111,11 +124,26 @@ impl Frame {
         }
     }
 
-    /// The bytes worth saving as a file, and their extension.
-    pub fn encoded_for_saving(&self) -> Option<(&[u8], &'static str)> {
+    /// The frame as a file others can open, and its extension: JPEG or PNG bytes as delivered
+    /// (MJPEG frames with their Huffman tables completed), or `image` (the decoded frame) as PNG
+    /// for raw formats.
+    pub fn file_for_saving(
+        &self,
+        image: &RgbImage,
+    ) -> Result<(Vec<u8>, &'static str), image::ImageError> {
         match &self.pixels {
-            FramePixels::Encoded(bytes) => Some((bytes, "jpg")),
-            FramePixels::Yuyv { .. } => None,
+            FramePixels::Encoded(bytes) => {
+                let extension = match image::guess_format(bytes) {
+                    Ok(image::ImageFormat::Png) => "png",
+                    _ => "jpg",
+                };
+                Ok((mjpeg::with_huffman_tables(bytes).into_owned(), extension))
+            }
+            FramePixels::Yuyv { .. } => {
+                let mut png = Vec::new();
+                image.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+                Ok((png, "png"))
+            }
         }
     }
 }
@@ -133,24 +161,28 @@ pub trait FrameSource {
 pub struct FolderSource {
     name: String,
     items: std::vec::IntoIter<InputItem>,
-    max_bytes: u64,
+    limits: ImageLimits,
 }
 
 impl FolderSource {
     /// Lists the images under `path` now; fails when nothing readable is there.
     pub fn open(path: &Path, limits: &ImageLimits) -> Result<FolderSource, CaptureError> {
         let items = expand_inputs(&[path.to_path_buf()]);
+        let open_error = |message: String| CaptureError::Open {
+            source_name: path.display().to_string(),
+            message,
+            fix: "point the source at a folder of JPEG or PNG images".into(),
+        };
         if let Some(InputItem::Unreadable { error, .. }) = items.first() {
-            return Err(CaptureError::Open {
-                source_name: path.display().to_string(),
-                message: error.clone(),
-                fix: "point the source at a folder of JPEG or PNG images".into(),
-            });
+            return Err(open_error(error.clone()));
+        }
+        if !items.iter().any(|i| matches!(i, InputItem::Image(_))) {
+            return Err(open_error("it holds no .jpg, .jpeg or .png file".into()));
         }
         Ok(FolderSource {
             name: format!("folder:{}", path.display()),
             items: items.into_iter(),
-            max_bytes: limits.max_bytes,
+            limits: *limits,
         })
     }
 }
@@ -161,19 +193,14 @@ impl FrameSource for FolderSource {
             let InputItem::Image(path) = item else {
                 continue;
             };
-            let read = File::open(&path).and_then(|f| {
-                let mut bytes = Vec::new();
-                f.take(self.max_bytes).read_to_end(&mut bytes)?;
-                Ok(bytes)
-            });
-            match read {
+            match read_image_file(&path, &self.limits) {
                 Ok(bytes) => {
                     return Ok(Some(Frame {
                         origin: path.display().to_string(),
                         pixels: FramePixels::Encoded(bytes),
                     }))
                 }
-                Err(e) => log::warn!("{}: skipped {}: {e}", self.name, path.display()),
+                Err(e) => log::warn!("{}: skipped: {e}", self.name),
             }
         }
         Ok(None)
@@ -449,7 +476,7 @@ fn open_camera(
     device: Option<&Path>,
     _settings: &CameraSettings,
 ) -> Result<Box<dyn FrameSource>, CaptureError> {
-    Err(CaptureError::Open {
+    Err(CaptureError::Unsupported {
         source_name: device.map_or("camera".into(), |d| d.display().to_string()),
         message: "this dermedge was built without camera support".into(),
         fix: "build with `cargo build --release --features camera` (needs libclang-dev), or use a folder:, mjpeg: or yuyv: source".into(),

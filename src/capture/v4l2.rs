@@ -25,6 +25,7 @@ pub struct V4l2Source {
     fourcc: [u8; 4],
     width: u32,
     height: u32,
+    stride: usize,
     _device: Device,
 }
 
@@ -136,6 +137,7 @@ impl V4l2Source {
             fourcc: actual.fourcc.repr,
             width: actual.width,
             height: actual.height,
+            stride: actual.stride as usize,
             _device: dev,
         })
     }
@@ -148,10 +150,12 @@ impl FrameSource for V4l2Source {
             message: e.to_string(),
         })?;
         let used = (meta.bytesused as usize).min(buffer.len());
-        let data = buffer[..used].to_vec();
         let pixels = if self.fourcc == MJPEG {
-            FramePixels::Encoded(data)
+            FramePixels::Encoded(buffer[..used].to_vec())
         } else {
+            let data =
+                super::yuyv::unpad_rows(&buffer[..used], self.width, self.height, self.stride)
+                    .unwrap_or_else(|| buffer[..used].to_vec());
             FramePixels::Yuyv {
                 data,
                 width: self.width,

@@ -5,7 +5,7 @@ use image::RgbImage;
 /// Why a YUYV buffer could not be converted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum YuyvError {
-    #[error("YUYV frame of {width}x{height} needs an even, non-zero width and height")]
+    #[error("YUYV frame of {width}x{height} needs an even, non-zero width and a non-zero height")]
     BadSize { width: u32, height: u32 },
     #[error("YUYV frame of {width}x{height} needs {expected} bytes, got {actual}")]
     WrongLength {
@@ -14,6 +14,28 @@ pub enum YuyvError {
         expected: usize,
         actual: usize,
     },
+}
+
+/// Copies rows of `width * 2` bytes out of a buffer whose rows are `stride` bytes apart (drivers
+/// may pad rows); `None` when the buffer is too short.
+pub fn unpad_rows(data: &[u8], width: u32, height: u32, stride: usize) -> Option<Vec<u8>> {
+    let row = width as usize * 2;
+    if height == 0 {
+        return None;
+    }
+    if stride <= row {
+        return data.get(..row * height as usize).map(<[u8]>::to_vec);
+    }
+    let needed = stride.checked_mul(height as usize - 1)?.checked_add(row)?;
+    if data.len() < needed {
+        return None;
+    }
+    Some(
+        (0..height as usize)
+            .flat_map(|y| &data[y * stride..y * stride + row])
+            .copied()
+            .collect(),
+    )
 }
 
 /// Bytes in one YUYV frame of this size.
@@ -66,6 +88,17 @@ mod tests {
         assert_eq!(rgb.get_pixel(1, 0).0, [0, 0, 0]);
         let red = rgb.get_pixel(2, 0).0;
         assert!(red[0] >= 250 && red[1] <= 3 && red[2] <= 3, "{red:?}");
+    }
+
+    #[test]
+    fn removes_row_padding() {
+        let padded = [1, 2, 3, 4, 0, 0, 5, 6, 7, 8, 0, 0];
+        assert_eq!(
+            unpad_rows(&padded, 2, 2, 6),
+            Some(vec![1, 2, 3, 4, 5, 6, 7, 8])
+        );
+        assert_eq!(unpad_rows(&padded[..8], 2, 2, 6), None);
+        assert_eq!(unpad_rows(&[9; 8], 2, 2, 4), Some(vec![9; 8]));
     }
 
     #[test]

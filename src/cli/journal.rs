@@ -52,26 +52,37 @@ pub(crate) struct JournalArgs {
     pub(crate) all: bool,
 }
 
-fn valid_time_prefix(t: &str) -> bool {
+/// A UTC time bound without its trailing `Z`, or `None` when it is not one: digits first, then
+/// only date and time characters, and no offset after the `T`.
+fn time_bound(t: &str) -> Option<&str> {
     let b = t.as_bytes();
-    b.len() >= 4
+    let date_and_time = b.len() >= 4
         && b[..4].iter().all(u8::is_ascii_digit)
         && t.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-:.TZ".contains(c))
+            .all(|c| c.is_ascii_digit() || "-:.TZz".contains(c));
+    let offset = t
+        .split_once('T')
+        .is_some_and(|(_, time)| time.contains('-'));
+    (date_and_time && !offset).then(|| t.trim_end_matches(['Z', 'z']))
 }
 
+/// Journal times are `YYYY-MM-DDTHH:MM:SS.mmmZ`; compared without the `Z`, a bound that is a
+/// prefix (a day, an hour, a second) sorts before every time inside it.
 fn matches(record: &JournalRecord, args: &JournalArgs) -> bool {
+    let time = record.time.trim_end_matches('Z');
     if args
         .since
-        .as_ref()
-        .is_some_and(|s| record.time.as_str() < s.as_str())
+        .as_deref()
+        .and_then(time_bound)
+        .is_some_and(|s| time < s)
     {
         return false;
     }
     if args
         .until
-        .as_ref()
-        .is_some_and(|u| record.time.as_str() >= u.as_str())
+        .as_deref()
+        .and_then(time_bound)
+        .is_some_and(|u| time >= u)
     {
         return false;
     }
@@ -184,7 +195,7 @@ fn files(path: &Path, all: bool) -> std::io::Result<Vec<PathBuf>> {
 /// Runs `dermedge journal`; returns the exit code.
 pub(crate) fn journal(args: &JournalArgs) -> u8 {
     for t in [&args.since, &args.until].into_iter().flatten() {
-        if !valid_time_prefix(t) {
+        if time_bound(t).is_none() {
             return config_error(format!(
                 "`{t}` is not a UTC time. Fix: write e.g. 2026-11-25 or 2026-11-25T14:00:00Z"
             ));
@@ -192,10 +203,15 @@ pub(crate) fn journal(args: &JournalArgs) -> u8 {
     }
     let paths = match files(&args.path, args.all) {
         Ok(p) => p,
-        Err(e) => return config_error(format!("cannot list the journal's folder: {e}")),
+        Err(e) => {
+            return config_error(format!(
+                "cannot list the folder of {}: {e}. Fix: check the path and its permissions",
+                args.path.display()
+            ))
+        }
     };
     if args.format == ExportFormat::Csv {
-        println!("{CSV_HEADER}");
+        outln!("{CSV_HEADER}");
     }
     let (mut shown, mut bad) = (0usize, 0usize);
     for path in paths {
@@ -213,11 +229,11 @@ pub(crate) fn journal(args: &JournalArgs) -> u8 {
                 Ok(record) if matches(&record, args) => {
                     shown += 1;
                     match args.format {
-                        ExportFormat::Text => println!("{}", text_line(&record)),
+                        ExportFormat::Text => outln!("{}", text_line(&record)),
                         ExportFormat::Json => {
-                            println!("{}", serde_json::to_string(&record).unwrap_or_default())
+                            outln!("{}", serde_json::to_string(&record).unwrap_or_default())
                         }
-                        ExportFormat::Csv => println!("{}", csv_row(&record)),
+                        ExportFormat::Csv => outln!("{}", csv_row(&record)),
                     }
                 }
                 Ok(_) => {}
@@ -251,10 +267,44 @@ mod tests {
     }
 
     #[test]
-    fn time_prefixes_are_checked() {
-        assert!(valid_time_prefix("2026-11-25"));
-        assert!(valid_time_prefix("2026-11-25T14:00:00Z"));
-        assert!(!valid_time_prefix("yesterday"));
-        assert!(!valid_time_prefix("2026-11-25; rm"));
+    fn time_bounds_are_checked_and_cover_the_whole_second() {
+        assert_eq!(time_bound("2026-11-25"), Some("2026-11-25"));
+        assert_eq!(
+            time_bound("2026-11-25T14:00:00Z"),
+            Some("2026-11-25T14:00:00")
+        );
+        assert_eq!(time_bound("yesterday"), None);
+        assert_eq!(time_bound("2026-11-25; rm"), None);
+        assert_eq!(time_bound("2026-11-25T14:00:00-05:00"), None);
+        let record = |time: &str| JournalRecord {
+            time: time.into(),
+            source: "file".into(),
+            outcome: Outcome::Failed(crate::record::Failed {
+                input: "x".into(),
+                error: "e".into(),
+            }),
+        };
+        let args = |since: &str, until: &str| JournalArgs {
+            path: "j".into(),
+            format: ExportFormat::Text,
+            since: Some(since.into()),
+            until: Some(until.into()),
+            flag: None,
+            all: false,
+        };
+        let inside = record("2026-11-25T14:00:00.123Z");
+        assert!(matches(
+            &inside,
+            &args("2026-11-25T14:00:00Z", "2026-11-25T14:00:01Z")
+        ));
+        assert!(matches(&inside, &args("2026-11-25", "2026-11-26")));
+        assert!(!matches(
+            &inside,
+            &args("2026-11-25T14:00:01Z", "2026-11-26")
+        ));
+        assert!(!matches(
+            &inside,
+            &args("2026-11-24", "2026-11-25T14:00:00Z")
+        ));
     }
 }

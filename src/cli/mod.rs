@@ -1,5 +1,26 @@
 //! The `dermedge` command line: argument parsing and the subcommands' output.
 
+/// `println!` for read-only commands: when stdout is closed (`dermedge journal | head`), stop
+/// quietly instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
+/// `print!` with the same closed-stdout rule as `outln!`.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if write!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 mod journal;
 mod run;
 
@@ -10,15 +31,17 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use crate::bench::{peak_rss_bytes, run_bench, BenchOptions};
+use crate::bench::{run_bench, BenchOptions};
 use crate::classify::{classify_item, expand_inputs, InputItem};
+use crate::config::RunConfig;
 use crate::ensemble::Ensemble;
+use crate::health::peak_rss_bytes;
 use crate::integrity::PublicKey;
 use crate::journal::Journal;
 use crate::manifest::EnsembleStatus;
 use crate::preprocess::{load_image_file, ImageLimits};
 use crate::quality::{self, GateSettings};
-use crate::record::{Outcome, DECISION_SUPPORT_NOTICE, FIXTURE_WARNING};
+use crate::record::{json_line, Outcome, DECISION_SUPPORT_NOTICE, FIXTURE_WARNING};
 
 /// Exit code: every input was classified.
 pub const EXIT_OK: u8 = 0;
@@ -82,7 +105,7 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) every: bool,
     /// The JSON Lines journal (overrides the config).
-    #[arg(long)]
+    #[arg(long, env = "DERMEDGE_JOURNAL")]
     pub(crate) journal: Option<PathBuf>,
     /// Print one JSON object per event.
     #[arg(long)]
@@ -111,7 +134,7 @@ struct ClassifyArgs {
     )]
     journal: PathBuf,
     /// Do not write a journal.
-    #[arg(long, conflicts_with = "journal")]
+    #[arg(long)]
     no_journal: bool,
 }
 
@@ -127,6 +150,9 @@ struct GateArgs {
     /// Image files or folders.
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
+    /// Take the thresholds from this config's [gate] table (default: the built-in ones).
+    #[arg(long, env = "DERMEDGE_CONFIG")]
+    config: Option<PathBuf>,
     /// One JSON object per input and line.
     #[arg(long)]
     json: bool,
@@ -205,7 +231,7 @@ fn load_ensemble(cli: &Cli) -> Result<Ensemble, u8> {
 
 #[cfg(feature = "camera")]
 fn cameras() -> u8 {
-    print!("{}", crate::capture::v4l2::describe_cameras());
+    out!("{}", crate::capture::v4l2::describe_cameras());
     EXIT_OK
 }
 
@@ -291,11 +317,6 @@ fn classify(cli: &Cli, args: &ClassifyArgs) -> u8 {
     }
 }
 
-fn json_line(value: &impl Serialize) -> String {
-    serde_json::to_string(value)
-        .unwrap_or_else(|e| format!("{{\"error\":\"cannot serialise: {e}\"}}"))
-}
-
 #[derive(Serialize)]
 struct MemberInfo<'a> {
     file: String,
@@ -341,11 +362,11 @@ fn inspect(cli: &Cli, args: &InspectArgs) -> u8 {
             "decision": m.decision,
             "members": members,
         });
-        println!("{}", json_line(&value));
+        outln!("{}", json_line(&value));
         return EXIT_OK;
     }
-    println!("ensemble  {}  ({})", m.id(), manifest_path(cli).display());
-    println!(
+    outln!("ensemble  {}  ({})", m.id(), manifest_path(cli).display());
+    outln!(
         "status    {}",
         match m.status {
             EnsembleStatus::Trained => "trained".to_string(),
@@ -353,21 +374,26 @@ fn inspect(cli: &Cli, args: &InspectArgs) -> u8 {
         }
     );
     if !m.description.is_empty() {
-        println!("about     {}", m.description);
+        outln!("about     {}", m.description);
     }
     let i = &m.input;
-    println!(
+    outln!(
         "input     1x3x{}x{} (NCHW f32), resize {:?}, channels {:?}, mean {:?}, std {:?}",
-        i.height, i.width, i.resize, i.channel_order, i.mean, i.std
+        i.height,
+        i.width,
+        i.resize,
+        i.channel_order,
+        i.mean,
+        i.std
     );
-    println!("classes   {}", m.classes.len());
+    outln!("classes   {}", m.classes.len());
     for (index, c) in m.classes.iter().enumerate() {
         let kind = if c.malignant { "malignant" } else { "benign" };
-        println!("  {index}  {:<6} {:<10} {}", c.code, kind, c.name);
+        outln!("  {index}  {:<6} {:<10} {}", c.code, kind, c.name);
     }
-    println!("members   {}", members.len());
+    outln!("members   {}", members.len());
     for member in &members {
-        println!(
+        outln!(
             "  {}  {} {} {:?}, weight {}, {:.2} MiB, sha256 {} verified, loaded + optimised in {:.0} ms",
             member.file,
             member.backbone,
@@ -380,7 +406,7 @@ fn inspect(cli: &Cli, args: &InspectArgs) -> u8 {
         );
     }
     let d = &m.decision;
-    println!(
+    outln!(
         "decision  temperature {}, referral threshold {}, uncertainty entropy {}",
         d.temperature.map_or("1 (unset)".into(), |t| t.to_string()),
         d.referral_threshold
@@ -388,12 +414,13 @@ fn inspect(cli: &Cli, args: &InspectArgs) -> u8 {
         d.uncertainty_entropy
             .map_or("unset".into(), |t| t.to_string())
     );
-    println!("{DECISION_SUPPORT_NOTICE}");
+    outln!("{DECISION_SUPPORT_NOTICE}");
     EXIT_OK
 }
 
 fn bench(cli: &Cli, args: &BenchArgs) -> u8 {
     let options = BenchOptions {
+        public_key: cli.public_key.clone(),
         manifest: manifest_path(cli),
         image: args.image.clone(),
         warmup: args.warmup,
@@ -403,9 +430,9 @@ fn bench(cli: &Cli, args: &BenchArgs) -> u8 {
     match run_bench(&options) {
         Ok(report) => {
             if args.json {
-                println!("{}", json_line(&report));
+                outln!("{}", json_line(&report));
             } else {
-                print!("{}", report.to_text());
+                out!("{}", report.to_text());
             }
             EXIT_OK
         }
@@ -414,7 +441,13 @@ fn bench(cli: &Cli, args: &BenchArgs) -> u8 {
 }
 
 fn gate(args: &GateArgs) -> u8 {
-    let settings = GateSettings::default();
+    let settings = match &args.config {
+        Some(path) => match RunConfig::load(path) {
+            Ok(config) => config.gate,
+            Err(e) => return config_error(e),
+        },
+        None => GateSettings::default(),
+    };
     let limits = ImageLimits::default();
     let (mut accepted, mut rejected, mut failed) = (0usize, 0usize, 0usize);
     for item in expand_inputs(&args.inputs) {
@@ -441,10 +474,10 @@ fn gate(args: &GateArgs) -> u8 {
         }
         if args.json {
             let value = serde_json::json!({"input": path.display().to_string(), "accepted": verdict.accepted(), "measures": verdict.measures, "reasons": verdict.reasons});
-            println!("{}", json_line(&value));
+            outln!("{}", json_line(&value));
         } else {
             let m = &verdict.measures;
-            println!(
+            outln!(
                 "{}  focus {:.1}  brightness {:.0}  clipped {:.3}  contrast {:.1}  skin {:.2}  {}",
                 path.display(),
                 m.focus,
@@ -461,7 +494,7 @@ fn gate(args: &GateArgs) -> u8 {
         }
     }
     if !args.json {
-        println!("{accepted} accepted, {rejected} rejected, {failed} unreadable");
+        outln!("{accepted} accepted, {rejected} rejected, {failed} unreadable");
     }
     if failed > 0 {
         EXIT_SOME_FAILED

@@ -51,8 +51,12 @@ fn settings(cli: &Cli, args: &RunArgs) -> Result<RunConfig, u8> {
 /// Registers SIGTERM and SIGINT to set `stop`, and SIGUSR1 to set `request`.
 fn install_signals(stop: &Arc<AtomicBool>, request: &Arc<AtomicBool>) -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
-    signal_hook::flag::register(SIGTERM, Arc::clone(stop))?;
-    signal_hook::flag::register(SIGINT, Arc::clone(stop))?;
+    for signal in [SIGTERM, SIGINT] {
+        // A second stop signal exits at once (a read blocked on a stalled pipe cannot see the
+        // flag); every record already written is on disk.
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(stop))?;
+        signal_hook::flag::register(signal, Arc::clone(stop))?;
+    }
     signal_hook::flag::register(SIGUSR1, Arc::clone(request))?;
     Ok(())
 }
@@ -103,7 +107,7 @@ pub(crate) fn run(cli: &Cli, args: &RunArgs) -> u8 {
     let first = open_source(&spec, &config.camera, &limits);
     let mut pending = match first {
         Ok(source) => Some(source),
-        Err(e) if matches!(spec, SourceSpec::Camera(_)) => {
+        Err(e) if matches!(spec, SourceSpec::Camera(_)) && !e.is_permanent() => {
             log::warn!("{e}; waiting for the camera");
             None
         }
@@ -122,10 +126,18 @@ pub(crate) fn run(cli: &Cli, args: &RunArgs) -> u8 {
         );
         watch_terminal(Arc::clone(&request));
     }
+    let mut spec = spec;
     let mut open = || {
-        pending
+        let source = pending
             .take()
-            .map_or_else(|| open_source(&spec, &config.camera, &limits), Ok)
+            .map_or_else(|| open_source(&spec, &config.camera, &limits), Ok)?;
+        if spec == SourceSpec::Camera(None) {
+            if let Some(device) = source.name().strip_prefix("camera:") {
+                log::info!("using {device} from now on, also after a reconnect");
+                spec = SourceSpec::Camera(Some(PathBuf::from(device)));
+            }
+        }
+        Ok(source)
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -148,10 +160,17 @@ pub(crate) fn run(cli: &Cli, args: &RunArgs) -> u8 {
         );
     }
     eprintln!(
-        "dermedge: {} frames, {} classified, {} rejected by the gate, {} undecodable, {} reconnects, {} journal failures",
-        stats.frames, stats.classified, stats.rejected, stats.undecodable, stats.reconnects, stats.journal_failures
+        "dermedge: {} frames, {} classified, {} rejected by the gate, {} undecodable, {} failed, {} reconnects, {} journal failures, {} frames not saved",
+        stats.frames,
+        stats.classified,
+        stats.rejected,
+        stats.undecodable,
+        stats.failed,
+        stats.reconnects,
+        stats.journal_failures,
+        stats.save_failures
     );
-    if stats.journal_failures > 0 || stats.save_failures > 0 {
+    if stats.journal_failures > 0 || stats.save_failures > 0 || stats.failed > 0 {
         EXIT_SOME_FAILED
     } else {
         EXIT_OK

@@ -168,3 +168,46 @@ fn an_unwritable_journal_is_a_configuration_error_before_any_work() {
     );
     assert!(stdout(&out).is_empty());
 }
+
+#[test]
+fn a_journal_path_that_is_not_a_journal_is_refused_and_left_untouched() {
+    let fx = Fixture::new();
+    let sample = sample_images()[0].clone();
+    let image_copy = fx.path("scan1.jpg");
+    std::fs::copy(&sample, &image_copy).unwrap();
+    let before = std::fs::read(&image_copy).unwrap();
+    // The slip this guards against: `--journal` typed for `--json`.
+    let out = fx.run(&[
+        "classify",
+        "--journal",
+        image_copy.to_str().unwrap(),
+        sample.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("does not look like a dermedge journal"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read(&image_copy).unwrap(), before);
+}
+
+#[test]
+fn a_member_whose_outputs_are_not_what_the_manifest_says_fails_each_input_clearly() {
+    let fx = Fixture::new();
+    fx.edit_manifest("output = \"logits\"", "output = \"probabilities\"");
+    let sample = sample_images()[0].clone();
+    let out = fx.run(&[
+        "classify",
+        "--json",
+        "--no-journal",
+        sample.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let record = &json_lines(&stdout(&out))[0];
+    let error = record["error"].as_str().unwrap();
+    assert!(
+        error.contains("not a distribution") && error.contains("tiny-cnn-0.onnx"),
+        "{error}"
+    );
+}

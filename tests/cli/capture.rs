@@ -52,11 +52,12 @@ fn frames_without_huffman_tables_decode_like_the_originals_once_tables_are_inser
             .unwrap()
             .rgb;
         assert!(
-            load_image_bytes(&stripped, Path::new("stripped"), &limits).is_err(),
+            image::load_from_memory(&stripped).is_err(),
             "the decoder read a frame without tables: insertion would be untested"
         );
         let patched = with_huffman_tables(&stripped);
-        let decoded = load_image_bytes(&patched, Path::new("patched"), &limits)
+        assert!(image::load_from_memory(&patched).is_ok());
+        let decoded = load_image_bytes(&stripped, Path::new("stripped"), &limits)
             .unwrap()
             .rgb;
         assert_eq!(decoded, original);

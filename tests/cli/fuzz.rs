@@ -194,23 +194,38 @@ proptest! {
     }
 
     #[test]
-    fn journal_repair_keeps_every_whole_line_and_the_reader_never_panics(
-        lines in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..80), 0..12),
+    fn journal_repair_keeps_every_whole_line_and_never_touches_other_files(
+        records in 0usize..6,
+        garbage in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..80), 0..4),
         tail in proptest::collection::vec(any::<u8>(), 0..80),
+        torn_record in any::<bool>(),
     ) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.jsonl");
         let mut content = Vec::new();
-        for line in &lines {
+        for i in 0..records {
+            content.extend(format!(r#"{{"time":"2026-01-01T00:00:00.000Z","source":"file","input":"x{i}","error":"e"}}"#).bytes());
+            content.push(b'\n');
+        }
+        for line in &garbage {
             content.extend(line.iter().map(|b| if *b == b'\n' { b' ' } else { *b }));
             content.push(b'\n');
         }
         let whole = content.clone();
+        if torn_record {
+            content.extend(br#"{"time":"2026-"#);
+        }
         content.extend(tail.iter().filter(|b| **b != b'\n'));
         std::fs::write(&path, &content).unwrap();
         let _ = read_journal(&path).unwrap();
-        drop(Journal::open(&path).unwrap());
-        prop_assert_eq!(std::fs::read(&path).unwrap(), whole);
+        match Journal::open(&path) {
+            Ok(journal) => {
+                drop(journal);
+                let after = std::fs::read(&path).unwrap();
+                prop_assert!(after == whole || after == [content.as_slice(), b"\n"].concat());
+            }
+            Err(_) => prop_assert_eq!(std::fs::read(&path).unwrap(), content),
+        }
         let _ = read_journal(&path).unwrap();
     }
 }

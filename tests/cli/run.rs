@@ -390,3 +390,30 @@ fn bad_sources_and_configs_exit_2_with_the_fix() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("min_fokus"), "{}", stderr(&out));
 }
+
+#[test]
+fn permanent_source_problems_exit_2_instead_of_waiting() {
+    let fx = Fixture::new();
+    let empty = fx.path("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = run_dermedge(&fx, &["--source", &format!("folder:{}", empty.display())]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("holds no .jpg"), "{}", stderr(&out));
+    if !cfg!(feature = "camera") {
+        let out = run_dermedge(
+            &fx,
+            &[
+                "--source",
+                "camera",
+                "--journal",
+                fx.path("j.jsonl").to_str().unwrap(),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            stderr(&out).contains("built without camera support"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}

@@ -140,7 +140,13 @@ fn index_images(root: &Path) -> HashMap<String, PathBuf> {
     index
 }
 
-fn read_csv(path: &Path) -> anyhow::Result<(Vec<String>, Vec<(usize, Vec<String>)>)> {
+/// A CSV file's header and its rows, each with its 1-based line number.
+struct Csv {
+    header: Vec<String>,
+    rows: Vec<(usize, Vec<String>)>,
+}
+
+fn read_csv(path: &Path) -> anyhow::Result<Csv> {
     let text = std::fs::read_to_string(path).with_context(|| {
         format!(
             "cannot read {}. Fix: point --data at the dataset folder",
@@ -161,7 +167,10 @@ fn read_csv(path: &Path) -> anyhow::Result<(Vec<String>, Vec<(usize, Vec<String>
         .into_iter()
         .map(|h| h.trim().to_string())
         .collect();
-    Ok((header, lines.map(|(i, l)| (i + 1, csv_fields(l))).collect()))
+    Ok(Csv {
+        header,
+        rows: lines.map(|(i, l)| (i + 1, csv_fields(l))).collect(),
+    })
 }
 
 fn column(header: &[String], name: &str, path: &Path) -> anyhow::Result<usize> {
@@ -177,7 +186,7 @@ fn column(header: &[String], name: &str, path: &Path) -> anyhow::Result<usize> {
 /// Reads HAM10000 (`HAM10000_metadata.csv` plus `images/` or `HAM10000_images_part_1/` and `_2/`).
 pub fn load_ham10000(root: &Path) -> anyhow::Result<(Vec<Sample>, DataReport)> {
     let csv = root.join("HAM10000_metadata.csv");
-    let (header, rows) = read_csv(&csv)?;
+    let Csv { header, rows } = read_csv(&csv)?;
     let (lesion, image, dx) = (
         column(&header, "lesion_id", &csv)?,
         column(&header, "image_id", &csv)?,
@@ -241,7 +250,7 @@ pub fn load_isic2018(
     ground_truth: &Path,
     images: &Path,
 ) -> anyhow::Result<(Vec<Sample>, DataReport)> {
-    let (header, rows) = read_csv(ground_truth)?;
+    let Csv { header, rows } = read_csv(ground_truth)?;
     let image = column(&header, "image", ground_truth)?;
     let class_columns: Vec<(usize, usize)> = CLASSES
         .iter()
