@@ -206,14 +206,7 @@ impl RunLoop<'_> {
             Err(e) => {
                 stats.undecodable += 1;
                 if requested || trigger.mode() == TriggerMode::Every {
-                    self.emit(
-                        &Outcome::Failed(Failed {
-                            input: frame.origin.clone(),
-                            error: e.to_string(),
-                        }),
-                        source,
-                        stats,
-                    );
+                    self.emit_failure(frame, e.to_string(), source, stats);
                 } else if quiet.ready(started) {
                     log::warn!("undecodable frame: {e}");
                 }
@@ -258,16 +251,17 @@ impl RunLoop<'_> {
             }
             Err(e) => {
                 stats.failed += 1;
-                self.emit(
-                    &Outcome::Failed(Failed {
-                        input: frame.origin.clone(),
-                        error: e.to_string(),
-                    }),
-                    source,
-                    stats,
-                )
+                self.emit_failure(frame, e.to_string(), source, stats);
             }
         }
+    }
+
+    fn emit_failure(&mut self, frame: &Frame, error: String, source: &str, stats: &mut RunStats) {
+        let failed = Outcome::Failed(Failed {
+            input: frame.origin.clone(),
+            error,
+        });
+        self.emit(&failed, source, stats);
     }
 
     fn emit(&mut self, outcome: &Outcome, source: &str, stats: &mut RunStats) {
