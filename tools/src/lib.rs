@@ -2,6 +2,7 @@
 //! the runtime loads, with the runtime library's own preprocessing.
 
 pub mod augment;
+pub mod batch;
 pub mod data;
 pub mod fixture;
 pub mod onnx;
