@@ -116,7 +116,9 @@ pub fn load_image_bytes(
     })
 }
 
-fn decode_upright(
+/// Decodes encoded image bytes upright within `limits`, without hashing them (for callers that
+/// hash the bytes themselves); `origin` names them in errors.
+pub fn decode_upright(
     bytes: &[u8],
     origin: &Path,
     limits: &ImageLimits,

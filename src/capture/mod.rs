@@ -14,7 +14,7 @@ use image::RgbImage;
 
 use crate::classify::expand_inputs;
 use crate::classify::InputItem;
-use crate::preprocess::{load_image_bytes, read_image_file, sha256_hex, ImageError, ImageLimits};
+use crate::preprocess::{decode_upright, read_image_file, sha256_hex, ImageError, ImageLimits};
 
 /// Why a source could not deliver frames. The run loop reopens the source after these.
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +100,7 @@ impl Frame {
     pub fn to_rgb(&self, limits: &ImageLimits) -> Result<RgbImage, FrameError> {
         match &self.pixels {
             FramePixels::Encoded(bytes) => {
-                Ok(load_image_bytes(bytes, Path::new(&self.origin), limits)?.rgb)
+                Ok(decode_upright(bytes, Path::new(&self.origin), limits)?)
             }
             FramePixels::Yuyv {
                 data,
