@@ -57,6 +57,7 @@ impl Net<'_> {
             kernel,
             stride,
             groups,
+            pads: [kernel / 2; 4],
             weight: self.rng.normals(cout * fan_in, std),
             bias: self.rng.normals(cout, 0.01),
         };

@@ -2,10 +2,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use dermedge_tools::backend::BackendKind;
+use dermedge_tools::commands::{
+    calibrate, evaluate, export, parse_weights, train, EvaluateRequest, ExportRequest, TrainRequest,
+};
 use dermedge_tools::data::load_ham10000;
 use dermedge_tools::fixture::{write_fixture_ensemble, FixtureArch};
+use dermedge_tools::nn::{Arch, ClassifierSpec};
 use dermedge_tools::sign::{keygen, sign};
 use dermedge_tools::split::{counts_table, k_fold, train_val_test, write_split_csv};
+use dermedge_tools::train::{training_throughput, LossChoice, TrainConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,6 +62,98 @@ enum Command {
         #[arg(long, value_parser = clap::value_parser!(u8).range(2..=20))]
         folds: Option<u8>,
     },
+    /// Train ensemble members (every --arch x --seed) on a HAM10000 folder.
+    Train {
+        #[command(flatten)]
+        common: ModelArgs,
+        #[arg(long, default_value = "../shared/ham10000")]
+        data: PathBuf,
+        /// Split CSV from `dermedge-tools split`; without it the default split (seed 1) is made.
+        #[arg(long)]
+        split: Option<PathBuf>,
+        /// Run folder; each member trains into OUT/<backbone>-s<seed>/.
+        #[arg(long)]
+        out: PathBuf,
+        /// Backbones (repeatable).
+        #[arg(long = "arch", value_enum, required = true)]
+        archs: Vec<Arch>,
+        /// Seeds (comma-separated); one member per backbone and seed.
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        seeds: Vec<u64>,
+        /// ImageNet checkpoint per backbone, BACKBONE=PATH (repeatable).
+        #[arg(long = "weights", value_parser = parse_weights)]
+        weights: Vec<(Arch, PathBuf)>,
+        /// Continue members from their last checkpoint.
+        #[arg(long)]
+        resume: bool,
+        #[arg(long, default_value_t = 12)]
+        epochs: usize,
+        /// Epochs (within --epochs) that train the head only.
+        #[arg(long, default_value_t = 2)]
+        frozen_epochs: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr_head: f64,
+        #[arg(long, default_value_t = 1e-6)]
+        min_lr: f64,
+        #[arg(long, default_value_t = 1e-4)]
+        weight_decay: f32,
+        #[arg(long, value_enum, default_value_t = LossChoice::WeightedCe)]
+        loss: LossChoice,
+        #[arg(long, default_value_t = 2.0)]
+        gamma: f32,
+        /// Class weights file: 7 numbers (akiec bcc bkl df mel nv vasc), whitespace or comma separated.
+        #[arg(long)]
+        class_weights: Option<PathBuf>,
+        #[arg(long)]
+        no_augment: bool,
+        #[arg(long, default_value_t = 4)]
+        patience: usize,
+        /// At most this many training images per class (quick runs).
+        #[arg(long)]
+        limit_per_class: Option<usize>,
+    },
+    /// Export a run's members (best checkpoints) as ONNX plus ensemble.toml, checked against tract.
+    Export {
+        /// The --out folder of `train`.
+        #[arg(long)]
+        run: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "dermedge-ham10000")]
+        name: String,
+        #[arg(long, default_value = "0.1.0")]
+        version: String,
+        /// Folder of images on which burn and tract logits must agree.
+        #[arg(long)]
+        check_images: Option<PathBuf>,
+        #[arg(long, default_value_t = 1e-4)]
+        tolerance: f32,
+    },
+    /// Evaluate an ensemble through the runtime's tract path on one side of a lesion-grouped split.
+    Evaluate {
+        #[command(flatten)]
+        side: SideArgs,
+        /// Report folder (report.md, reliability.png, melanoma-roc.png).
+        #[arg(long, default_value = "reports/test")]
+        out: PathBuf,
+    },
+    /// Fit temperature, referral and uncertainty thresholds on the validation side; writes them into the manifest.
+    Calibrate {
+        #[command(flatten)]
+        side: SideArgs,
+        /// Share of malignant validation images the referral threshold must refer.
+        #[arg(long, default_value_t = 0.95)]
+        sensitivity: f64,
+    },
+    /// Training throughput (images/s) of one backbone on one backend, on random batches.
+    Throughput {
+        #[command(flatten)]
+        common: ModelArgs,
+        #[arg(long, value_enum)]
+        arch: Arch,
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+    },
     /// Make an ed25519 release key pair: PREFIX.key (private, 0600; keep it off devices) and PREFIX.pub.
     Keygen {
         #[arg(long)]
@@ -69,6 +167,114 @@ enum Command {
         #[arg(long)]
         key: PathBuf,
     },
+}
+
+/// Which ensemble, dataset and side `evaluate` and `calibrate` use.
+#[derive(Debug, clap::Args)]
+struct SideArgs {
+    #[arg(long, default_value = "models/ensemble.toml")]
+    manifest: PathBuf,
+    #[arg(long, default_value = "../shared/ham10000")]
+    data: PathBuf,
+    /// Split CSV; without it the default split (seed 1, as `train` makes) is used.
+    #[arg(long)]
+    split: Option<PathBuf>,
+    /// train, val or test (evaluate defaults to test, calibrate to val).
+    #[arg(long)]
+    side: Option<String>,
+    /// At most this many images of the side.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+impl SideArgs {
+    fn request(self, default_side: &str, out: PathBuf) -> EvaluateRequest {
+        EvaluateRequest {
+            manifest: self.manifest,
+            data: self.data,
+            split: self.split,
+            side: self.side.unwrap_or_else(|| default_side.to_string()),
+            out,
+            limit: self.limit,
+        }
+    }
+}
+
+/// Options shared by `train` and `throughput`.
+#[derive(Debug, clap::Args)]
+struct ModelArgs {
+    #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
+    backend: BackendKind,
+    /// Network input width (the manifest's [input]).
+    #[arg(long, default_value_t = 200)]
+    width: u32,
+    #[arg(long, default_value_t = 150)]
+    height: u32,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    #[arg(long, default_value_t = 3e-4)]
+    lr: f64,
+    /// Channel width multiplier of the backbone (1.0 = published network).
+    #[arg(long, default_value_t = 1.0)]
+    model_width: f32,
+    /// Repeat multiplier of the backbone's stages (1.0 = published network).
+    #[arg(long, default_value_t = 1.0)]
+    model_depth: f32,
+    /// Units of the head's hidden dense layer.
+    #[arg(long, default_value_t = 256)]
+    hidden: usize,
+    #[arg(long, default_value_t = 0.3)]
+    dropout: f64,
+}
+
+impl ModelArgs {
+    fn config(&self, arch: Arch) -> TrainConfig {
+        TrainConfig {
+            spec: ClassifierSpec {
+                width: self.model_width,
+                depth: self.model_depth,
+                hidden: self.hidden,
+                dropout: self.dropout,
+                ..ClassifierSpec::new(arch)
+            },
+            pretrained: None,
+            input_width: self.width,
+            input_height: self.height,
+            frozen_epochs: 0,
+            epochs: 1,
+            batch: self.batch,
+            lr_head: self.lr,
+            lr: self.lr,
+            min_lr: self.lr,
+            weight_decay: 0.0,
+            loss: LossChoice::WeightedCe,
+            focal_gamma: 2.0,
+            class_weights: None,
+            augment: false,
+            seed: 1,
+            patience: usize::MAX,
+            limit_per_class: None,
+        }
+    }
+}
+
+fn read_class_weights(path: &Path) -> anyhow::Result<Vec<f32>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let weights: Vec<f32> = text
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse::<f32>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("{}: {e}. Fix: write 7 numbers", path.display()))?;
+    if weights.len() != 7 || weights.iter().any(|w| !w.is_finite() || *w <= 0.0) {
+        anyhow::bail!(
+            "{}: expected 7 positive class weights (akiec bcc bkl df mel nv vasc), found {:?}",
+            path.display(),
+            weights
+        );
+    }
+    Ok(weights)
 }
 
 fn split(
@@ -130,6 +336,92 @@ fn main() -> ExitCode {
             seed,
             folds,
         } => split(&data, &out, val, test, seed, folds),
+        Command::Train {
+            common,
+            data,
+            split,
+            out,
+            archs,
+            seeds,
+            weights,
+            resume,
+            epochs,
+            frozen_epochs,
+            lr_head,
+            min_lr,
+            weight_decay,
+            loss,
+            gamma,
+            class_weights,
+            no_augment,
+            patience,
+            limit_per_class,
+        } => (|| {
+            let class_weights = class_weights
+                .as_deref()
+                .map(read_class_weights)
+                .transpose()?;
+            let template = TrainConfig {
+                frozen_epochs,
+                epochs,
+                lr_head,
+                min_lr,
+                weight_decay,
+                loss,
+                focal_gamma: gamma,
+                class_weights,
+                augment: !no_augment,
+                patience,
+                limit_per_class,
+                ..common.config(Arch::TinyCnn)
+            };
+            train(&TrainRequest {
+                data,
+                split,
+                out,
+                archs,
+                seeds,
+                weights,
+                backend: common.backend,
+                resume,
+                template,
+            })
+            .map(|_| ())
+        })(),
+        Command::Export {
+            run,
+            out,
+            name,
+            version,
+            check_images,
+            tolerance,
+        } => export(&ExportRequest {
+            run,
+            out,
+            name,
+            version,
+            check_images,
+            tolerance,
+        })
+        .map(|path| println!("wrote {}", path.display())),
+        Command::Evaluate { side, out } => {
+            evaluate(&side.request("test", out)).map(|path| eprintln!("wrote {}", path.display()))
+        }
+        Command::Calibrate { side, sensitivity } => {
+            calibrate(&side.request("val", PathBuf::new()), sensitivity).map(|_| ())
+        }
+        Command::Throughput {
+            common,
+            arch,
+            steps,
+        } => common.backend.device().and_then(|device| {
+            let rate = training_throughput(&common.config(arch), &device, steps.max(1))?;
+            println!(
+                "{arch} backend={:?} batch={} input={}x{}: {rate:.2} training images/s",
+                common.backend, common.batch, common.width, common.height
+            );
+            Ok(())
+        }),
         Command::Keygen { out } => keygen(&out).map(|(private, public)| {
             println!(
                 "wrote {} (private: keep it off devices) and {}",

@@ -22,6 +22,8 @@ pub struct ConvParams {
     pub kernel: usize,
     pub stride: usize,
     pub groups: usize,
+    /// `(top, left, bottom, right)` zero padding.
+    pub pads: [usize; 4],
     /// `[out, in / groups, k, k]`, row-major.
     pub weight: Vec<f32>,
     pub bias: Vec<f32>,
@@ -124,7 +126,7 @@ impl GraphBuilder {
         output
     }
 
-    /// A convolution with "same"-style padding `kernel / 2`.
+    /// A convolution with explicit padding.
     pub fn conv(&mut self, x: &str, p: &ConvParams) -> String {
         let w = self.constant(
             "conv_w",
@@ -132,7 +134,7 @@ impl GraphBuilder {
             &p.weight,
         );
         let b = self.constant("conv_b", &[p.out_channels], &p.bias);
-        let pad = (p.kernel / 2) as i64;
+        let [top, left, bottom, right] = p.pads.map(|v| v as i64);
         let k = p.kernel as i64;
         let s = p.stride as i64;
         self.node(
@@ -141,9 +143,23 @@ impl GraphBuilder {
             vec![
                 ints_attr("kernel_shape", &[k, k]),
                 ints_attr("strides", &[s, s]),
-                ints_attr("pads", &[pad, pad, pad, pad]),
+                ints_attr("pads", &[top, left, bottom, right]),
                 ints_attr("dilations", &[1, 1]),
                 int_attr("group", p.groups as i64),
+            ],
+        )
+    }
+
+    /// Max pooling with a square window and symmetric padding.
+    pub fn max_pool(&mut self, x: &str, kernel: usize, stride: usize, pad: usize) -> String {
+        let (k, s, p) = (kernel as i64, stride as i64, pad as i64);
+        self.node(
+            "MaxPool",
+            &[x],
+            vec![
+                ints_attr("kernel_shape", &[k, k]),
+                ints_attr("strides", &[s, s]),
+                ints_attr("pads", &[p, p, p, p]),
             ],
         )
     }
@@ -256,6 +272,7 @@ mod tests {
                 kernel: 3,
                 stride: 1,
                 groups: 1,
+                pads: [1; 4],
                 weight: vec![1.0; 9],
                 bias: vec![-20.0],
             },
@@ -297,6 +314,7 @@ mod tests {
                 kernel: 1,
                 stride: 1,
                 groups: 2,
+                pads: [0; 4],
                 weight: vec![10.0, -1.0],
                 bias: vec![0.0, 0.0],
             },

