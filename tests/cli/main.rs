@@ -7,6 +7,7 @@ mod fuzz;
 mod gate;
 mod inspect_bench;
 mod manifest_errors;
+mod pipeline;
 mod reliability;
 mod run;
 mod util;

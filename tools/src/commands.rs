@@ -41,13 +41,17 @@ pub fn parse_weights(text: &str) -> Result<(Arch, PathBuf), String> {
     Ok((arch.parse()?, PathBuf::from(path)))
 }
 
+/// A dataset and the indices of its three sides.
+pub struct SplitData {
+    pub samples: Vec<Sample>,
+    pub train: Vec<usize>,
+    pub val: Vec<usize>,
+    pub test: Vec<usize>,
+}
+
 /// The dataset and its train/val/test assignment (read from `split`, or made with seed 1 and
 /// written beside the run).
-pub fn load_split(
-    data: &Path,
-    split: Option<&Path>,
-    out: &Path,
-) -> anyhow::Result<(Vec<Sample>, Vec<usize>, Vec<usize>, Vec<usize>)> {
+pub fn load_split(data: &Path, split: Option<&Path>, out: &Path) -> anyhow::Result<SplitData> {
     let (samples, report) = load_ham10000(data)?;
     if !report.is_clean() {
         eprint!("{}", report.summary());
@@ -72,10 +76,12 @@ pub fn load_split(
         }
     };
     eprint!("{}", counts_table(&samples, &assignment));
-    let train = indices_on(&assignment, "train");
-    let val = indices_on(&assignment, "val");
-    let test = indices_on(&assignment, "test");
-    Ok((samples, train, val, test))
+    Ok(SplitData {
+        train: indices_on(&assignment, "train"),
+        val: indices_on(&assignment, "val"),
+        test: indices_on(&assignment, "test"),
+        samples,
+    })
 }
 
 /// Member folder name for a backbone and seed.
@@ -88,8 +94,12 @@ pub fn train(request: &TrainRequest) -> anyhow::Result<Vec<PathBuf>> {
     let device = request.backend.device()?;
     std::fs::create_dir_all(&request.out)
         .with_context(|| format!("cannot create {}", request.out.display()))?;
-    let (samples, train, val, _) =
-        load_split(&request.data, request.split.as_deref(), &request.out)?;
+    let SplitData {
+        samples,
+        train,
+        val,
+        ..
+    } = load_split(&request.data, request.split.as_deref(), &request.out)?;
     let mut dirs = Vec::new();
     for &arch in &request.archs {
         let pretrained = request

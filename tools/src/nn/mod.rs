@@ -108,8 +108,9 @@ impl ClassifierSpec {
     }
 }
 
-/// A backbone of any supported architecture.
+/// A backbone of any supported architecture (one per model, so variant sizes do not matter).
 #[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Backbone {
     Tiny(TinyCnn),
     Inverted(InvertedResidualNet),

