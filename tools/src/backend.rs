@@ -28,7 +28,9 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
-    /// The device for this backend, or an error naming the cargo feature it needs.
+    /// The device for this backend, or an error naming the cargo feature it needs. (burn 0.22
+    /// marks ndarray and tch deprecated; they are the backends this project names.)
+    #[allow(deprecated)]
     pub fn device(self) -> anyhow::Result<Device> {
         match self {
             BackendKind::Ndarray => Ok(ndarray_device()),

@@ -101,7 +101,7 @@ enum Command {
         loss: LossChoice,
         #[arg(long, default_value_t = 2.0)]
         gamma: f32,
-        /// Class weights file: 7 numbers (akiec bcc bkl df mel nv vasc), whitespace or comma separated.
+        /// Class weights file: 7 numbers (akiec bcc bkl df mel nv vasc), whitespace or comma separated; `#` starts a comment line.
         #[arg(long)]
         class_weights: Option<PathBuf>,
         #[arg(long)]
@@ -262,7 +262,9 @@ fn read_class_weights(path: &Path) -> anyhow::Result<Vec<f32>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let weights: Vec<f32> = text
-        .split(|c: char| c.is_whitespace() || c == ',')
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(|l| l.split(|c: char| c.is_whitespace() || c == ','))
         .filter(|t| !t.is_empty())
         .map(|t| t.parse::<f32>())
         .collect::<Result<_, _>>()

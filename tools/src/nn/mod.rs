@@ -22,14 +22,20 @@ pub use tiny::TinyCnn;
 
 /// The backbones the tools know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-#[value(rename_all = "kebab-case")]
 pub enum Arch {
     /// Four conv layers; for tests and the CI pipeline.
+    #[serde(rename = "tiny-cnn")]
+    #[value(name = "tiny-cnn")]
     TinyCnn,
+    #[serde(rename = "mobilenet-v2")]
+    #[value(name = "mobilenet-v2")]
     MobileNetV2,
+    #[serde(rename = "efficientnet-lite0")]
+    #[value(name = "efficientnet-lite0")]
     EfficientNetLite0,
     /// The paper's backbone.
+    #[serde(rename = "resnet50")]
+    #[value(name = "resnet50")]
     ResNet50,
 }
 

@@ -2,4 +2,5 @@
 
 mod export;
 mod import;
+mod recipe;
 mod util;
