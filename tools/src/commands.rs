@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use burn::prelude::*;
-use dermedge::manifest::{DecisionSettings, EnsembleStatus, InputSpec};
+use dermedge::manifest::InputSpec;
 use dermedge::preprocess::{load_image_file, to_input_tensor, ImageLimits};
 
 use crate::backend::BackendKind;
@@ -178,17 +178,7 @@ pub fn parity(
     let member = write_member(&dir, "member.onnx", onnx, "check")?;
     let manifest = write_manifest(
         &dir,
-        &EnsembleInfo {
-            name: "parity".into(),
-            version: "0".into(),
-            description: "parity check".into(),
-            status: EnsembleStatus::Trained,
-            width: spec.width,
-            height: spec.height,
-            mean: spec.mean,
-            std: spec.std,
-            decision: DecisionSettings::default(),
-        },
+        &EnsembleInfo::trained("parity", "0", "parity check".into(), spec),
         &[member],
     )?;
     let ensemble = dermedge::Ensemble::load(&manifest)?;
@@ -322,21 +312,16 @@ pub fn export(request: &ExportRequest) -> anyhow::Result<PathBuf> {
     let spec = input.context("no member exported")?;
     write_manifest(
         &request.out,
-        &EnsembleInfo {
-            name: request.name.clone(),
-            version: request.version.clone(),
-            description: format!(
+        &EnsembleInfo::trained(
+            &request.name,
+            &request.version,
+            format!(
                 "{} member(s) trained on HAM10000 by dermedge-tools: {}",
                 members.len(),
                 backbones.join(", ")
             ),
-            status: EnsembleStatus::Trained,
-            width: spec.width,
-            height: spec.height,
-            mean: spec.mean,
-            std: spec.std,
-            decision: DecisionSettings::default(),
-        },
+            &spec,
+        ),
         &members,
     )
 }

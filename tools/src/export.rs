@@ -177,6 +177,28 @@ pub struct EnsembleInfo {
     pub decision: DecisionSettings,
 }
 
+impl EnsembleInfo {
+    /// A trained ensemble for inputs of `spec`, without decision settings yet.
+    pub fn trained(
+        name: &str,
+        version: &str,
+        description: String,
+        spec: &InputSpec,
+    ) -> EnsembleInfo {
+        EnsembleInfo {
+            name: name.into(),
+            version: version.into(),
+            description,
+            status: EnsembleStatus::Trained,
+            width: spec.width,
+            height: spec.height,
+            mean: spec.mean,
+            std: spec.std,
+            decision: DecisionSettings::default(),
+        }
+    }
+}
+
 /// Writes `dir/ensemble.toml` listing `members`; returns its path.
 pub fn write_manifest(
     dir: &Path,

@@ -193,9 +193,8 @@ pub fn write_training_plot(path: &Path, rows: &[EpochRow]) -> anyhow::Result<()>
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Reliability diagram: per confidence bin, a bar of the bin's accuracy (blue) and a dot at its
-/// mean confidence (orange); the grey diagonal is perfect calibration.
-pub fn write_reliability_plot(path: &Path, bins: &[crate::evaluate::Bin]) -> anyhow::Result<()> {
+/// A 420x360 canvas with a unit-square panel at (40, 20), 360x300, grid every 0.1.
+fn unit_square_canvas() -> RgbImage {
     let mut img = RgbImage::from_pixel(420, 360, Rgb([255, 255, 255]));
     let panel = Panel {
         x0: 40,
@@ -206,6 +205,13 @@ pub fn write_reliability_plot(path: &Path, bins: &[crate::evaluate::Bin]) -> any
         epochs: 2,
     };
     panel.frame(&mut img, 0.1);
+    img
+}
+
+/// Reliability diagram: per confidence bin, a bar of the bin's accuracy (blue) and a dot at its
+/// mean confidence (orange); the grey diagonal is perfect calibration.
+pub fn write_reliability_plot(path: &Path, bins: &[crate::evaluate::Bin]) -> anyhow::Result<()> {
+    let mut img = unit_square_canvas();
     line(&mut img, (40.0, 320.0), (400.0, 20.0), Rgb([170, 170, 170]));
     let n = bins.len().max(1) as f64;
     for (i, bin) in bins.iter().enumerate().filter(|(_, b)| b.count > 0) {
@@ -229,16 +235,7 @@ pub fn write_reliability_plot(path: &Path, bins: &[crate::evaluate::Bin]) -> any
 /// A curve of `(x, y)` points in the unit square (an ROC curve: false positive rate against
 /// true positive rate), blue, with the grey chance diagonal.
 pub fn write_curve_plot(path: &Path, points: &[(f64, f64)]) -> anyhow::Result<()> {
-    let mut img = RgbImage::from_pixel(420, 360, Rgb([255, 255, 255]));
-    let panel = Panel {
-        x0: 40,
-        y0: 20,
-        width: 360,
-        height: 300,
-        max_y: 1.0,
-        epochs: 2,
-    };
-    panel.frame(&mut img, 0.1);
+    let mut img = unit_square_canvas();
     let at = |(x, y): (f64, f64)| (40.0 + x * 360.0, 320.0 - y * 300.0);
     line(
         &mut img,

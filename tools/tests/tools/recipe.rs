@@ -3,7 +3,7 @@
 //! CPU for a few steps: ResNet50 at 1/8 width with the committed small torchvision-layout weights,
 //! two seeds, a few images per class, then export and evaluation through tract.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::util::data_dir;
@@ -15,16 +15,25 @@ fn tools(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-#[test]
-fn resnet50_recipe_runs_end_to_end_on_cpu_with_small_weights() {
+/// `../shared/ham10000`, or `None` with a message where that copy is absent.
+fn shared_ham10000() -> Option<PathBuf> {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/ham10000");
-    if !data.join("HAM10000_metadata.csv").is_file() {
+    if data.join("HAM10000_metadata.csv").is_file() {
+        Some(data)
+    } else {
         eprintln!(
-            "SKIPPED: {} is absent; the recipe needs the shared HAM10000 copy",
+            "SKIPPED: {} is absent; training needs the shared HAM10000 copy",
             data.display()
         );
-        return;
+        None
     }
+}
+
+#[test]
+fn resnet50_recipe_runs_end_to_end_on_cpu_with_small_weights() {
+    let Some(data) = shared_ham10000() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let models = dir.path().join("models");
@@ -125,14 +134,9 @@ fn resnet50_recipe_runs_end_to_end_on_cpu_with_small_weights() {
 
 #[test]
 fn an_interrupted_run_resumes_where_it_stopped() {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/ham10000");
-    if !data.join("HAM10000_metadata.csv").is_file() {
-        eprintln!(
-            "SKIPPED: {} is absent; training needs the shared HAM10000 copy",
-            data.display()
-        );
+    let Some(data) = shared_ham10000() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let data = data.to_str().unwrap().to_string();
