@@ -169,6 +169,7 @@ mod tests {
             },
             classes: ham10000_classes(),
             members: vec![],
+            inference: Default::default(),
             decision: DecisionSettings::default(),
         };
         // akiec, bcc, bkl, df, mel, nv, vasc: malignant = 0.1 + 0.05 + 0.15 = 0.3.

@@ -11,7 +11,7 @@ use tract_onnx::tract_hir::infer::Factoid;
 use crate::decision::{self, Decision};
 use crate::integrity::{PublicKey, SignatureError};
 use crate::manifest::{InputSpec, Manifest, ManifestError, MemberOutput, MemberSpec};
-use crate::preprocess::{sha256_hex, to_input_tensor};
+use crate::preprocess::{flip_nchw, sha256_hex, to_input_tensor};
 
 /// Largest member file accepted, in bytes.
 pub const MAX_MEMBER_BYTES: u64 = 512 << 20;
@@ -237,6 +237,21 @@ impl Member {
         Ok(view.iter().copied().collect())
     }
 
+    /// Mean of [`Member::probabilities`] over the views of one input (test-time augmentation).
+    pub fn probabilities_over(
+        &self,
+        views: &[TValue],
+        temperature: f32,
+    ) -> Result<Vec<f32>, InferenceError> {
+        let per_view = views
+            .iter()
+            .map(|view| self.probabilities(view, temperature))
+            .collect::<Result<Vec<_>, _>>()?;
+        let slices: Vec<&[f32]> = per_view.iter().map(Vec::as_slice).collect();
+        let equal = vec![1.0 / slices.len().max(1) as f32; slices.len()];
+        Ok(decision::weighted_mean(&slices, &equal))
+    }
+
     /// Runs the network and returns class probabilities, temperature-scaled when the member
     /// outputs logits.
     pub fn probabilities(
@@ -277,7 +292,9 @@ fn output_shape(model: &TypedModel) -> TractResult<Vec<usize>> {
 /// One member's result for one input.
 #[derive(Debug, Clone)]
 pub struct MemberPrediction {
+    /// Mean over the input's views.
     pub probabilities: Vec<f32>,
+    /// Time for every view, in milliseconds.
     pub ms: f64,
 }
 
@@ -342,15 +359,30 @@ impl Ensemble {
         tensor_from_nchw(data, spec)
     }
 
-    /// Classifies a prepared input with every member and combines the results.
-    pub fn predict(&self, input: &TValue) -> Result<Prediction, InferenceError> {
+    /// The views of an upright RGB image that every member runs on: the prepared input, then its
+    /// mirrors when the manifest asks for test-time augmentation.
+    pub fn views_for(&self, image: &RgbImage) -> Vec<TValue> {
+        let spec = &self.manifest.input;
+        let data = to_input_tensor(image, spec);
+        let (width, height) = (spec.width as usize, spec.height as usize);
+        self.manifest
+            .inference
+            .test_time_augmentation
+            .views()
+            .iter()
+            .map(|&flip| tensor_from_nchw(flip_nchw(&data, width, height, flip), spec))
+            .collect()
+    }
+
+    /// Classifies the views of one input with every member and combines the results.
+    pub fn predict(&self, views: &[TValue]) -> Result<Prediction, InferenceError> {
         let temperature = self.manifest.decision.temperature.unwrap_or(1.0);
         let members = self
             .members
             .iter()
             .map(|member| {
                 let started = Instant::now();
-                let probabilities = member.probabilities(input, temperature)?;
+                let probabilities = member.probabilities_over(views, temperature)?;
                 Ok(MemberPrediction {
                     probabilities,
                     ms: started.elapsed().as_secs_f64() * 1e3,
@@ -369,7 +401,7 @@ impl Ensemble {
 
     /// Preprocesses and classifies an upright RGB image.
     pub fn classify(&self, image: &RgbImage) -> Result<Prediction, InferenceError> {
-        self.predict(&self.input_for(image))
+        self.predict(&self.views_for(image))
     }
 }
 

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::preprocess::Flip;
+
 /// Largest manifest file accepted, in bytes.
 pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 /// Most members one ensemble may hold.
@@ -110,6 +112,73 @@ fn default_weight() -> f32 {
     1.0
 }
 
+/// Test-time augmentation: each member also runs on mirrored views of the input, and its
+/// probabilities are averaged over the views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TestTimeAugmentation {
+    /// The input only.
+    #[default]
+    None,
+    /// The input and its left-right mirror (2 views).
+    HorizontalFlip,
+    /// The input, both mirrors and the 180-degree turn (4 views).
+    Flips,
+}
+
+impl TestTimeAugmentation {
+    /// Every name accepted, as written in the manifest.
+    pub const NAMES: [&'static str; 3] = ["none", "horizontal-flip", "flips"];
+
+    /// The views each member runs on.
+    pub fn views(self) -> &'static [Flip] {
+        match self {
+            TestTimeAugmentation::None => &[Flip::None],
+            TestTimeAugmentation::HorizontalFlip => &[Flip::None, Flip::Horizontal],
+            TestTimeAugmentation::Flips => {
+                &[Flip::None, Flip::Horizontal, Flip::Vertical, Flip::Both]
+            }
+        }
+    }
+
+    /// The name written in the manifest.
+    pub fn name(self) -> &'static str {
+        match self {
+            TestTimeAugmentation::None => Self::NAMES[0],
+            TestTimeAugmentation::HorizontalFlip => Self::NAMES[1],
+            TestTimeAugmentation::Flips => Self::NAMES[2],
+        }
+    }
+}
+
+impl std::str::FromStr for TestTimeAugmentation {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        [
+            TestTimeAugmentation::None,
+            TestTimeAugmentation::HorizontalFlip,
+            TestTimeAugmentation::Flips,
+        ]
+        .into_iter()
+        .find(|t| t.name() == text)
+        .ok_or_else(|| {
+            format!(
+                "unknown test-time augmentation `{text}`. Fix: use one of {}",
+                Self::NAMES.join(", ")
+            )
+        })
+    }
+}
+
+/// How the members are run on an input.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceSettings {
+    #[serde(default)]
+    pub test_time_augmentation: TestTimeAugmentation,
+}
+
 /// Settings applied to the ensemble's output, fitted by the tools on a validation split.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -134,6 +203,8 @@ pub struct Manifest {
     pub input: InputSpec,
     pub classes: Vec<ClassInfo>,
     pub members: Vec<MemberSpec>,
+    #[serde(default)]
+    pub inference: InferenceSettings,
     #[serde(default)]
     pub decision: DecisionSettings,
 }
@@ -328,6 +399,7 @@ mod tests {
                 precision: "f32".into(),
                 output: MemberOutput::Logits,
             }],
+            inference: InferenceSettings::default(),
             decision: DecisionSettings::default(),
         }
     }
@@ -360,6 +432,43 @@ mod tests {
         m.decision.referral_threshold = Some(1.5);
         let err = Manifest::parse(&m.to_toml(), Path::new("e.toml")).unwrap_err();
         assert!(err.to_string().contains("outside 0..=1"), "{err}");
+    }
+
+    #[test]
+    fn reads_test_time_augmentation() {
+        let mut m = sample();
+        m.inference.test_time_augmentation = TestTimeAugmentation::Flips;
+        let text = m.to_toml();
+        assert!(
+            text.contains("test_time_augmentation = \"flips\""),
+            "{text}"
+        );
+        let back = Manifest::parse(&text, Path::new("x.toml")).unwrap();
+        assert_eq!(back.inference.test_time_augmentation.views().len(), 4);
+        let without = sample()
+            .to_toml()
+            .replace("[inference]", "")
+            .replace("test_time_augmentation = \"none\"", "");
+        assert!(!without.contains("test_time_augmentation"), "{without}");
+        let back = Manifest::parse(&without, Path::new("x.toml")).unwrap();
+        assert_eq!(
+            back.inference.test_time_augmentation,
+            TestTimeAugmentation::None
+        );
+        let err = Manifest::parse(
+            &text.replace("\"flips\"", "\"mirror\""),
+            Path::new("t.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("mirror"), "{err}");
+        assert_eq!(
+            "horizontal-flip".parse(),
+            Ok(TestTimeAugmentation::HorizontalFlip)
+        );
+        assert!("rotate"
+            .parse::<TestTimeAugmentation>()
+            .unwrap_err()
+            .contains("flips"));
     }
 
     #[test]

@@ -244,6 +244,40 @@ pub fn normalise_nchw(image: &RgbImage, spec: &InputSpec) -> Vec<f32> {
     out
 }
 
+/// A mirror image of a model input; the views of test-time augmentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flip {
+    None,
+    Horizontal,
+    Vertical,
+    Both,
+}
+
+/// Mirrors NCHW data (batch 1) of `width` x `height` planes; the same as preprocessing the
+/// mirrored image, since preprocessing works per pixel after the resize.
+pub fn flip_nchw(data: &[f32], width: usize, height: usize, flip: Flip) -> Vec<f32> {
+    if flip == Flip::None {
+        return data.to_vec();
+    }
+    let (mirror_x, mirror_y) = (
+        matches!(flip, Flip::Horizontal | Flip::Both),
+        matches!(flip, Flip::Vertical | Flip::Both),
+    );
+    let mut out = Vec::with_capacity(data.len());
+    for plane in data.chunks_exact(width * height) {
+        for y in 0..height {
+            let source_y = if mirror_y { height - 1 - y } else { y };
+            let row = &plane[source_y * width..(source_y + 1) * width];
+            if mirror_x {
+                out.extend(row.iter().rev());
+            } else {
+                out.extend_from_slice(row);
+            }
+        }
+    }
+    out
+}
+
 /// The full model input for an upright RGB image: resize then normalise.
 pub fn to_input_tensor(image: &RgbImage, spec: &InputSpec) -> Vec<f32> {
     normalise_nchw(&resize_for_input(image, spec), spec)
@@ -375,5 +409,28 @@ mod tests {
             load_image_bytes(truncated, p, &limits),
             Err(ImageError::Decode { .. })
         ));
+    }
+
+    #[test]
+    fn flipping_the_input_equals_preprocessing_the_flipped_image() {
+        let image = RgbImage::from_fn(5, 3, |x, y| {
+            Rgb([(x * 40) as u8, (y * 70) as u8, (x * y) as u8])
+        });
+        let spec = spec(5, 3, ResizePolicy::Stretch, ChannelOrder::Bgr);
+        let input = to_input_tensor(&image, &spec);
+        let cases = [
+            (Flip::Horizontal, image::imageops::flip_horizontal(&image)),
+            (Flip::Vertical, image::imageops::flip_vertical(&image)),
+            (Flip::Both, image::imageops::rotate180(&image)),
+            (Flip::None, image.clone()),
+        ];
+        for (flip, mirrored) in cases {
+            assert_eq!(
+                flip_nchw(&input, 5, 3, flip),
+                to_input_tensor(&mirrored, &spec),
+                "{flip:?}"
+            );
+        }
+        assert_ne!(flip_nchw(&input, 5, 3, Flip::Horizontal), input);
     }
 }

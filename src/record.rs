@@ -32,9 +32,16 @@ pub struct MemberResult {
     pub backbone: String,
     pub precision: String,
     pub weight: f32,
-    /// Every class, in the manifest's order.
+    /// Every class, in the manifest's order; the mean over `views`.
     pub probabilities: Vec<ClassProbability>,
+    /// Views of the input the member ran on (test-time augmentation; 1 without).
+    #[serde(default = "one_view")]
+    pub views: usize,
     pub ms: f64,
+}
+
+fn one_view() -> usize {
+    1
 }
 
 /// The referral and uncertainty flags of a result.
@@ -128,6 +135,7 @@ impl Classified {
             })
             .collect();
         let weights = ensemble.weights().to_vec();
+        let views = manifest.inference.test_time_augmentation.views().len();
         let members = ensemble
             .members
             .iter()
@@ -139,6 +147,7 @@ impl Classified {
                 precision: member.spec.precision.clone(),
                 weight,
                 probabilities: class_probabilities(&codes, &result.probabilities),
+                views,
                 ms: result.ms,
             })
             .collect();
@@ -212,7 +221,13 @@ impl Classified {
                 })
             })
             .collect();
-        out.push_str(&format!("  members: {}\n", members.join("; ")));
+        let views = self.members.first().map_or(1, |m| m.views);
+        let tta = if views > 1 {
+            format!(" (mean over {views} mirrored views)")
+        } else {
+            String::new()
+        };
+        out.push_str(&format!("  members{tta}: {}\n", members.join("; ")));
         out
     }
 }

@@ -174,3 +174,59 @@ fn the_shipped_default_ensemble_classifies_the_shipped_samples() {
         assert_eq!(record["top"].as_array().unwrap().len(), 3);
     }
 }
+
+#[test]
+fn horizontal_flip_augmentation_makes_mirror_images_agree() {
+    let fx = Fixture::new();
+    let image = image::RgbImage::from_fn(64, 48, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x * y) % 251) as u8])
+    });
+    let original = fx.path("original.png");
+    let mirrored = fx.path("mirrored.png");
+    image.save(&original).unwrap();
+    image::imageops::flip_horizontal(&image)
+        .save(&mirrored)
+        .unwrap();
+    let classify = || {
+        let out = fx.run(&[
+            "classify",
+            "--json",
+            "--no-journal",
+            original.to_str().unwrap(),
+            mirrored.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let records = json_lines(&stdout(&out));
+        let member_probabilities = |record: &serde_json::Value| -> Vec<f64> {
+            record["members"][0]["probabilities"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["probability"].as_f64().unwrap())
+                .collect()
+        };
+        let views = records[0]["members"][0]["views"].as_u64().unwrap();
+        let largest_gap = member_probabilities(&records[0])
+            .iter()
+            .zip(member_probabilities(&records[1]))
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        (views, largest_gap)
+    };
+    let (views, gap) = classify();
+    assert_eq!(views, 1);
+    assert!(
+        gap > 1e-4,
+        "the fixture member is not mirror-symmetric: {gap}"
+    );
+    fx.edit_manifest(
+        "test_time_augmentation = \"none\"",
+        "test_time_augmentation = \"horizontal-flip\"",
+    );
+    let (views, gap) = classify();
+    assert_eq!(views, 2);
+    assert!(
+        gap < 1e-5,
+        "mirror images differ by {gap} under flip averaging"
+    );
+}

@@ -4,9 +4,10 @@
 use std::path::Path;
 use std::time::Instant;
 
+use dermedge::manifest::TestTimeAugmentation;
 use dermedge_tools::backend::BackendKind;
 use dermedge_tools::commands::{
-    evaluate, export, train, EvaluateRequest, ExportRequest, TrainRequest,
+    calibrate, evaluate, export, train, EvaluateRequest, ExportRequest, TrainRequest,
 };
 use dermedge_tools::metrics::majority_baseline_balanced_accuracy;
 use dermedge_tools::nn::{Arch, ClassifierSpec};
@@ -113,11 +114,12 @@ fn split_train_export_classify_beats_the_majority_baseline() {
     let report_dir = dir.path().join("report");
     let report = evaluate(&EvaluateRequest {
         manifest: manifest.clone(),
-        data,
+        data: data.clone(),
         split: Some(run.join("split.csv")),
         side: "val".into(),
         out: report_dir.clone(),
         limit: None,
+        tta: None,
     })
     .unwrap();
     let text = std::fs::read_to_string(report).unwrap();
@@ -141,6 +143,26 @@ fn split_train_export_classify_beats_the_majority_baseline() {
     );
     assert!(report_dir.join("reliability.png").is_file());
 
+    let fitted = calibrate(
+        &EvaluateRequest {
+            manifest: manifest.clone(),
+            data,
+            split: Some(run.join("split.csv")),
+            side: "val".into(),
+            out: report_dir.clone(),
+            limit: Some(100),
+            tta: Some(TestTimeAugmentation::Flips),
+        },
+        0.95,
+    )
+    .unwrap();
+    let calibrated = dermedge::Manifest::load(&manifest).unwrap();
+    assert_eq!(calibrated.decision.temperature, Some(fitted.temperature));
+    assert_eq!(
+        calibrated.inference.test_time_augmentation,
+        TestTimeAugmentation::Flips
+    );
+
     let out = dermedge(&manifest, &["classify", "--json", "models/samples"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let records = json_lines(&stdout(&out));
@@ -148,6 +170,8 @@ fn split_train_export_classify_beats_the_majority_baseline() {
     for record in &records {
         assert_eq!(record["ensemble"], "pipeline@0.0.1");
         assert_eq!(record["top"].as_array().unwrap().len(), 3);
+        assert_eq!(record["members"][0]["views"], 4);
+        assert!(record["flags"]["refer"].is_boolean());
     }
     eprintln!("pipeline took {:.0} s", started.elapsed().as_secs_f64());
 }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use burn::prelude::*;
-use dermedge::manifest::InputSpec;
+use dermedge::manifest::{InputSpec, TestTimeAugmentation};
 use dermedge::preprocess::{load_image_file, to_input_tensor, ImageLimits};
 
 use crate::backend::BackendKind;
@@ -337,10 +337,15 @@ pub struct EvaluateRequest {
     pub out: PathBuf,
     /// At most this many images of the side (quick checks).
     pub limit: Option<usize>,
+    /// Overrides the manifest's test-time augmentation.
+    pub tta: Option<TestTimeAugmentation>,
 }
 
 fn side_scores(request: &EvaluateRequest) -> anyhow::Result<(dermedge::Ensemble, Scores)> {
-    let ensemble = dermedge::Ensemble::load(&request.manifest)?;
+    let mut ensemble = dermedge::Ensemble::load(&request.manifest)?;
+    if let Some(tta) = request.tta {
+        ensemble.manifest.inference.test_time_augmentation = tta;
+    }
     let (samples, report) = load_ham10000(&request.data)?;
     if !report.is_clean() {
         eprint!("{}", report.summary());
@@ -411,6 +416,7 @@ pub fn calibrate(request: &EvaluateRequest, sensitivity: f64) -> anyhow::Result<
     manifest.decision.temperature = Some(fitted.temperature);
     manifest.decision.referral_threshold = Some(fitted.referral_threshold);
     manifest.decision.uncertainty_entropy = Some(fitted.uncertainty_entropy);
+    manifest.inference.test_time_augmentation = scores.test_time_augmentation;
     std::fs::write(&request.manifest, manifest.to_toml())
         .with_context(|| format!("cannot write {}", request.manifest.display()))?;
     let before = nll(&scores.ensemble_probabilities(1.0), &scores.labels);
@@ -419,9 +425,10 @@ pub fn calibrate(request: &EvaluateRequest, sensitivity: f64) -> anyhow::Result<
         &scores.labels,
     );
     println!(
-        "fitted on {} '{}' images: temperature {:.2} (NLL {before:.4} -> {after:.4}), referral threshold {:.4} (>= {:.0}% malignant sensitivity), uncertainty entropy {:.3}",
+        "fitted on {} '{}' images (test-time augmentation: {}): temperature {:.2} (NLL {before:.4} -> {after:.4}), referral threshold {:.4} (>= {:.0}% malignant sensitivity), uncertainty entropy {:.3}",
         scores.labels.len(),
         request.side,
+        scores.test_time_augmentation.name(),
         fitted.temperature,
         fitted.referral_threshold,
         sensitivity * 100.0,

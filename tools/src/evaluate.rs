@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use dermedge::decision::{normalised_entropy, softmax, weighted_mean};
+use dermedge::manifest::TestTimeAugmentation;
 use dermedge::preprocess::{load_image_file, ImageLimits};
 use dermedge::Ensemble;
 
@@ -18,14 +19,17 @@ pub const MALIGNANT: [usize; 3] = [0, 1, 4];
 /// Index of melanoma.
 pub const MELANOMA: usize = 4;
 
-/// Every member's logits for every image, with the labels and the ensemble's latency.
+/// Every member's logits for every view of every image, with the labels and the ensemble's
+/// latency.
 #[derive(Debug, Clone)]
 pub struct Scores {
     pub labels: Vec<usize>,
-    /// `[member][image][class]`.
-    pub member_logits: Vec<Vec<Vec<f32>>>,
+    /// `[member][image][view][class]`; one view without test-time augmentation.
+    pub member_logits: Vec<Vec<Vec<Vec<f32>>>>,
     pub member_names: Vec<String>,
     pub weights: Vec<f32>,
+    /// The test-time augmentation the views came from.
+    pub test_time_augmentation: TestTimeAugmentation,
     /// Milliseconds per image for the whole ensemble (preprocessing, members, combination).
     pub latency_ms: Vec<f64>,
 }
@@ -43,31 +47,41 @@ impl Scores {
             member_logits: vec![Vec::new(); ensemble.members.len()],
             member_names: ensemble.members.iter().map(|m| m.label()).collect(),
             weights: ensemble.weights().to_vec(),
+            test_time_augmentation: ensemble.manifest.inference.test_time_augmentation,
             latency_ms: Vec::new(),
         };
         for &i in indices {
             let sample = &samples[i];
             let image = load_image_file(&sample.path, &limits)?.rgb;
             let started = Instant::now();
-            let input = ensemble.input_for(&image);
-            let prediction = ensemble.predict(&input)?;
+            let views = ensemble.views_for(&image);
+            let prediction = ensemble.predict(&views)?;
             scores
                 .latency_ms
                 .push(started.elapsed().as_secs_f64() * 1e3);
             drop(prediction);
             for (m, member) in ensemble.members.iter().enumerate() {
-                scores.member_logits[m].push(member.run_raw(&input)?);
+                let logits = views
+                    .iter()
+                    .map(|view| member.run_raw(view))
+                    .collect::<Result<Vec<_>, _>>()?;
+                scores.member_logits[m].push(logits);
             }
             scores.labels.push(sample.class);
         }
         Ok(scores)
     }
 
-    /// Probabilities of member `m` at `temperature`.
+    /// Probabilities of member `m` at `temperature`, averaged over the views as the runtime does.
     pub fn member_probabilities(&self, m: usize, temperature: f32) -> Vec<Vec<f32>> {
         self.member_logits[m]
             .iter()
-            .map(|l| softmax(l, temperature))
+            .map(|views| {
+                let per_view: Vec<Vec<f32>> =
+                    views.iter().map(|l| softmax(l, temperature)).collect();
+                let slices: Vec<&[f32]> = per_view.iter().map(Vec::as_slice).collect();
+                weighted_mean(&slices, &vec![1.0 / slices.len() as f32; slices.len()])
+            })
             .collect()
     }
 
@@ -368,8 +382,10 @@ pub fn markdown_report(
     );
     let _ = writeln!(
         md,
-        "Images: {}. Referral threshold on the malignant score: {}.\n",
+        "Images: {}. Test-time augmentation: {} ({} view(s) per member). Referral threshold on the malignant score: {}.\n",
         scores.labels.len(),
+        scores.test_time_augmentation.name(),
+        scores.test_time_augmentation.views().len(),
         referral.map_or("none (top-1 class)".into(), |t| format!("{t:.4}"))
     );
     let _ = writeln!(md, "| model | top-1 | top-2 | top-3 | balanced acc. | mel sens. | mel spec. | mel AUC | malignant sens. | malignant spec. | ECE | NLL |");

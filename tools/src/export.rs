@@ -230,6 +230,7 @@ pub fn write_manifest(
                 output: MemberOutput::Logits,
             })
             .collect(),
+        inference: Default::default(),
         decision: info.decision.clone(),
     };
     let path = dir.join("ensemble.toml");

@@ -207,6 +207,7 @@ pub fn write_fixture_ensemble(
         },
         classes,
         members: specs,
+        inference: Default::default(),
         decision: DecisionSettings::default(),
     };
     let path = dir.join("ensemble.toml");

@@ -2,6 +2,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use dermedge::manifest::TestTimeAugmentation;
 use dermedge_tools::backend::BackendKind;
 use dermedge_tools::commands::{
     calibrate, evaluate, export, parse_weights, train, EvaluateRequest, ExportRequest, TrainRequest,
@@ -185,6 +186,10 @@ struct SideArgs {
     /// At most this many images of the side.
     #[arg(long)]
     limit: Option<usize>,
+    /// Test-time augmentation (none, horizontal-flip, flips) instead of the manifest's;
+    /// `calibrate` writes it into the manifest.
+    #[arg(long)]
+    tta: Option<TestTimeAugmentation>,
 }
 
 impl SideArgs {
@@ -196,6 +201,7 @@ impl SideArgs {
             side: self.side.unwrap_or_else(|| default_side.to_string()),
             out,
             limit: self.limit,
+            tta: self.tta,
         }
     }
 }
