@@ -270,15 +270,15 @@ pub fn export(request: &ExportRequest) -> anyhow::Result<PathBuf> {
             .and_then(|n| n.to_str())
             .unwrap_or("member")
             .to_string();
+        let loss = match config.loss {
+            crate::train::LossChoice::WeightedCe => "class-weighted cross-entropy",
+            crate::train::LossChoice::Focal => "focal",
+        };
         let doc = format!(
-            "dermedge member {name}: {} trained by dermedge-tools {} (seed {}, {} loss)",
+            "dermedge member {name}: {} trained by dermedge-tools {} (seed {}, {loss} loss)",
             config.spec.arch,
             env!("CARGO_PKG_VERSION"),
             config.seed,
-            match config.loss {
-                crate::train::LossChoice::WeightedCe => "class-weighted cross-entropy",
-                crate::train::LossChoice::Focal => "focal",
-            }
         );
         let bytes = classifier_onnx(&model, spec.height as usize, spec.width as usize, &doc);
         let mut check = match &request.check_images {
@@ -306,7 +306,10 @@ pub fn export(request: &ExportRequest) -> anyhow::Result<PathBuf> {
             &bytes,
             config.spec.arch.name(),
         )?);
-        backbones.push(format!("{} (seed {})", config.spec.arch, config.seed));
+        backbones.push(format!(
+            "{} (seed {}, {loss} loss)",
+            config.spec.arch, config.seed
+        ));
         input = Some(spec);
     }
     let spec = input.context("no member exported")?;
@@ -400,7 +403,7 @@ pub fn evaluate(request: &EvaluateRequest) -> anyhow::Result<PathBuf> {
         request.side,
         scores.labels.len()
     );
-    let md = markdown_report(&title, &summaries, &scores, referral, &plots);
+    let md = markdown_report(&title, &summaries, &scores, decision, &plots);
     let path = request.out.join("report.md");
     std::fs::write(&path, &md).with_context(|| format!("cannot write {}", path.display()))?;
     print!("{md}");

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use dermedge::decision::{normalised_entropy, softmax, weighted_mean};
-use dermedge::manifest::TestTimeAugmentation;
+use dermedge::decision::{members_disagree, normalised_entropy, softmax, weighted_mean};
+use dermedge::manifest::{DecisionSettings, TestTimeAugmentation};
 use dermedge::preprocess::{load_image_file, ImageLimits};
 use dermedge::Ensemble;
 
@@ -366,14 +366,48 @@ fn pct(v: f64) -> String {
     }
 }
 
+/// How the uncertainty flag divides a side: images flagged and not, and the correct top-1 among each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UncertaintySplit {
+    pub flagged: usize,
+    pub flagged_correct: usize,
+    pub clear: usize,
+    pub clear_correct: usize,
+}
+
+impl UncertaintySplit {
+    /// Applies the runtime's rule (entropy at or over `threshold`, or members' top-1 differ).
+    pub fn measure(scores: &Scores, temperature: f32, threshold: f32) -> UncertaintySplit {
+        let members: Vec<Vec<Vec<f32>>> = (0..scores.member_logits.len())
+            .map(|m| scores.member_probabilities(m, temperature))
+            .collect();
+        let ensemble = scores.ensemble_probabilities(temperature);
+        let mut split = UncertaintySplit::default();
+        for (i, (p, &label)) in ensemble.iter().zip(&scores.labels).enumerate() {
+            let per: Vec<&[f32]> = members.iter().map(|m| m[i].as_slice()).collect();
+            let flagged = normalised_entropy(p) >= threshold || members_disagree(&per);
+            let correct = usize::from(argmax(p) == label);
+            if flagged {
+                split.flagged += 1;
+                split.flagged_correct += correct;
+            } else {
+                split.clear += 1;
+                split.clear_correct += correct;
+            }
+        }
+        split
+    }
+}
+
 /// The Markdown report of an evaluation.
 pub fn markdown_report(
     title: &str,
     summaries: &[Summary],
     scores: &Scores,
-    referral: Option<f32>,
+    decision: &DecisionSettings,
     plots: &[PathBuf],
 ) -> String {
+    let referral = decision.referral_threshold;
     let mut md = String::new();
     let _ = writeln!(md, "# {title}\n");
     let _ = writeln!(
@@ -388,6 +422,19 @@ pub fn markdown_report(
         scores.test_time_augmentation.views().len(),
         referral.map_or("none (top-1 class)".into(), |t| format!("{t:.4}"))
     );
+    if let Some(threshold) = decision.uncertainty_entropy {
+        let split =
+            UncertaintySplit::measure(scores, decision.temperature.unwrap_or(1.0), threshold);
+        let _ = writeln!(
+            md,
+            "Uncertainty flag (normalised entropy >= {threshold:.3} or members disagree): raised on {} of {} images ({}); ensemble top-1 accuracy {} on the flagged images, {} on the others.\n",
+            split.flagged,
+            split.flagged + split.clear,
+            pct(rate(split.flagged, split.flagged + split.clear)),
+            pct(rate(split.flagged_correct, split.flagged)),
+            pct(rate(split.clear_correct, split.clear)),
+        );
+    }
     let _ = writeln!(md, "| model | top-1 | top-2 | top-3 | balanced acc. | mel sens. | mel spec. | mel AUC | malignant sens. | malignant spec. | ECE | NLL |");
     let _ = writeln!(
         md,
@@ -528,5 +575,39 @@ mod tests {
         assert!(ece.abs() < 1e-9, "{ece}");
         let (ece, _) = calibration(&probabilities, &[1, 1, 1, 1], 10);
         assert!((ece - 0.75).abs() < 1e-9, "{ece}");
+    }
+
+    #[test]
+    fn uncertainty_split_counts_disagreement_and_entropy() {
+        let scores = Scores {
+            labels: vec![0, 1, 2],
+            member_logits: vec![
+                vec![
+                    vec![vec![5.0, 0.0, 0.0]],
+                    vec![vec![0.0, 5.0, 0.0]],
+                    vec![vec![0.0, 0.01, 0.0]],
+                ],
+                vec![
+                    vec![vec![5.0, 0.0, 0.0]],
+                    vec![vec![4.0, 0.0, 0.0]],
+                    vec![vec![0.0, 0.01, 0.0]],
+                ],
+            ],
+            member_names: vec!["a".into(), "b".into()],
+            weights: vec![0.5, 0.5],
+            test_time_augmentation: TestTimeAugmentation::None,
+            latency_ms: vec![],
+        };
+        let split = UncertaintySplit::measure(&scores, 1.0, 0.9);
+        assert_eq!(
+            split,
+            UncertaintySplit {
+                flagged: 2,
+                flagged_correct: 1,
+                clear: 1,
+                clear_correct: 1,
+            }
+        );
+        assert_eq!(UncertaintySplit::measure(&scores, 1.0, 1.0).flagged, 1);
     }
 }
