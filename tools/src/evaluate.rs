@@ -24,8 +24,10 @@ pub const MELANOMA: usize = 4;
 #[derive(Debug, Clone)]
 pub struct Scores {
     pub labels: Vec<usize>,
-    /// `[member][image][view][class]`; one view without test-time augmentation.
-    pub member_logits: Vec<Vec<Vec<Vec<f32>>>>,
+    /// Per member, `[image][view][class]` flattened; one view without test-time augmentation.
+    /// Flat and reserved up front, so a long evaluation does not fragment the heap.
+    pub member_logits: Vec<Vec<f32>>,
+    pub classes: usize,
     pub member_names: Vec<String>,
     pub weights: Vec<f32>,
     /// The test-time augmentation the views came from.
@@ -42,13 +44,17 @@ impl Scores {
         indices: &[usize],
     ) -> anyhow::Result<Scores> {
         let limits = ImageLimits::default();
+        let test_time_augmentation = ensemble.manifest.inference.test_time_augmentation;
+        let classes = ensemble.manifest.classes.len();
+        let per_member = indices.len() * test_time_augmentation.views().len() * classes;
         let mut scores = Scores {
-            labels: Vec::new(),
-            member_logits: vec![Vec::new(); ensemble.members.len()],
+            labels: Vec::with_capacity(indices.len()),
+            member_logits: vec![Vec::with_capacity(per_member); ensemble.members.len()],
+            classes,
             member_names: ensemble.members.iter().map(|m| m.label()).collect(),
             weights: ensemble.weights().to_vec(),
-            test_time_augmentation: ensemble.manifest.inference.test_time_augmentation,
-            latency_ms: Vec::new(),
+            test_time_augmentation,
+            latency_ms: Vec::with_capacity(indices.len()),
         };
         for &i in indices {
             let sample = &samples[i];
@@ -61,24 +67,27 @@ impl Scores {
                 .push(started.elapsed().as_secs_f64() * 1e3);
             drop(prediction);
             for (m, member) in ensemble.members.iter().enumerate() {
-                let logits = views
-                    .iter()
-                    .map(|view| member.run_raw(view))
-                    .collect::<Result<Vec<_>, _>>()?;
-                scores.member_logits[m].push(logits);
+                for view in &views {
+                    scores.member_logits[m].extend(member.run_raw(view)?);
+                }
             }
             scores.labels.push(sample.class);
         }
         Ok(scores)
     }
 
+    /// Member `m`'s logits for image `i`, one slice per view.
+    pub fn logits(&self, m: usize, i: usize) -> std::slice::Chunks<'_, f32> {
+        let per_image = self.test_time_augmentation.views().len() * self.classes;
+        self.member_logits[m][i * per_image..(i + 1) * per_image].chunks(self.classes)
+    }
+
     /// Probabilities of member `m` at `temperature`, averaged over the views as the runtime does.
     pub fn member_probabilities(&self, m: usize, temperature: f32) -> Vec<Vec<f32>> {
-        self.member_logits[m]
-            .iter()
-            .map(|views| {
+        (0..self.labels.len())
+            .map(|i| {
                 let per_view: Vec<Vec<f32>> =
-                    views.iter().map(|l| softmax(l, temperature)).collect();
+                    self.logits(m, i).map(|l| softmax(l, temperature)).collect();
                 let slices: Vec<&[f32]> = per_view.iter().map(Vec::as_slice).collect();
                 weighted_mean(&slices, &vec![1.0 / slices.len() as f32; slices.len()])
             })
@@ -582,17 +591,10 @@ mod tests {
         let scores = Scores {
             labels: vec![0, 1, 2],
             member_logits: vec![
-                vec![
-                    vec![vec![5.0, 0.0, 0.0]],
-                    vec![vec![0.0, 5.0, 0.0]],
-                    vec![vec![0.0, 0.01, 0.0]],
-                ],
-                vec![
-                    vec![vec![5.0, 0.0, 0.0]],
-                    vec![vec![4.0, 0.0, 0.0]],
-                    vec![vec![0.0, 0.01, 0.0]],
-                ],
+                vec![5.0, 0.0, 0.0, 0.0, 5.0, 0.0, 0.0, 0.01, 0.0],
+                vec![5.0, 0.0, 0.0, 4.0, 0.0, 0.0, 0.0, 0.01, 0.0],
             ],
+            classes: 3,
             member_names: vec!["a".into(), "b".into()],
             weights: vec![0.5, 0.5],
             test_time_augmentation: TestTimeAugmentation::None,
