@@ -9,7 +9,7 @@ manifest=${2:-models/ensemble.toml}
 cargo build --release -q -p dermedge-tools
 for tta in none horizontal-flip flips; do
   out=reports/tta-$side-$tta
-  target/release/dermedge-tools evaluate --manifest "$manifest" --split splits/ham10000-seed1.csv \
+  "${CARGO_TARGET_DIR:-target}/release/dermedge-tools" evaluate --manifest "$manifest" --split splits/ham10000-seed1.csv \
     --side "$side" --tta "$tta" --out "$out" > /dev/null
   echo "== test-time augmentation: $tta ($side side)"
   grep -E '^\| model \||^\| ensemble \|' "$out/report.md"

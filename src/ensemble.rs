@@ -243,6 +243,12 @@ impl Member {
         views: &[TValue],
         temperature: f32,
     ) -> Result<Vec<f32>, InferenceError> {
+        if views.is_empty() {
+            return Err(InferenceError {
+                member: self.label(),
+                message: "it was given no input views".into(),
+            });
+        }
         let per_view = views
             .iter()
             .map(|view| self.probabilities(view, temperature))

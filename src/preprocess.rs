@@ -253,8 +253,9 @@ pub enum Flip {
     Both,
 }
 
-/// Mirrors NCHW data (batch 1) of `width` x `height` planes; the same as preprocessing the
-/// mirrored image, since preprocessing works per pixel after the resize.
+/// Mirrors NCHW data (batch 1) of `width` x `height` planes. For an image already at the input
+/// size this equals preprocessing the mirrored image; after a resize or crop it can differ from
+/// that by the resampling grid.
 pub fn flip_nchw(data: &[f32], width: usize, height: usize, flip: Flip) -> Vec<f32> {
     if flip == Flip::None {
         return data.to_vec();

@@ -237,3 +237,22 @@ pub fn json_line(value: &impl Serialize) -> String {
     serde_json::to_string(value)
         .unwrap_or_else(|e| format!("{{\"error\":\"cannot serialise: {e}\"}}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_written_before_test_time_augmentation_still_parse() {
+        let old = r#"{"input":"a.jpg","sha256":"00","ensemble":"e@1",
+            "top":[{"class":"nv","probability":0.9}],
+            "flags":{"malignant_probability":0.1,"refer":false,"uncertain":null,"entropy":0.2,"members_disagree":false},
+            "members":[{"file":"m.onnx","backbone":"b","precision":"f32","weight":1.0,
+                        "probabilities":[{"class":"nv","probability":0.9}],"ms":1.0}],
+            "ms":2.0,"notice":"n"}"#;
+        let record: Classified = serde_json::from_str(old).unwrap();
+        assert_eq!(record.members[0].views, 1);
+        let again: Classified = serde_json::from_str(&json_line(&record)).unwrap();
+        assert_eq!(again, record);
+    }
+}

@@ -219,10 +219,13 @@ fn horizontal_flip_augmentation_makes_mirror_images_agree() {
         gap > 1e-4,
         "the fixture member is not mirror-symmetric: {gap}"
     );
-    fx.edit_manifest(
-        "test_time_augmentation = \"none\"",
-        "test_time_augmentation = \"horizontal-flip\"",
-    );
+    let text = std::fs::read_to_string(&fx.manifest).unwrap();
+    assert!(!text.contains("[inference]"), "{text}");
+    std::fs::write(
+        &fx.manifest,
+        format!("{text}\n[inference]\ntest_time_augmentation = \"horizontal-flip\"\n"),
+    )
+    .unwrap();
     let (views, gap) = classify();
     assert_eq!(views, 2);
     assert!(
