@@ -28,6 +28,12 @@ pub fn weighted_mean(members: &[&[f32]], weights: &[f32]) -> Vec<f32> {
     out
 }
 
+/// Unweighted mean of distributions, such as one member's outputs over the views of an input.
+pub fn mean(distributions: &[&[f32]]) -> Vec<f32> {
+    let weight = 1.0 / distributions.len().max(1) as f32;
+    weighted_mean(distributions, &vec![weight; distributions.len()])
+}
+
 /// Indices and values of the `k` largest entries, largest first; ties keep class order.
 pub fn top_k(probabilities: &[f32], k: usize) -> Vec<(usize, f32)> {
     let mut ranked: Vec<(usize, f32)> = probabilities.iter().copied().enumerate().collect();

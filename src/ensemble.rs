@@ -237,25 +237,29 @@ impl Member {
         Ok(view.iter().copied().collect())
     }
 
-    /// Mean of [`Member::probabilities`] over the views of one input (test-time augmentation).
-    pub fn probabilities_over(
+    /// Runs the network on every view of one input and returns its raw outputs, one per view,
+    /// and its probabilities averaged over the views (test-time augmentation).
+    pub fn predict_views(
         &self,
         views: &[TValue],
         temperature: f32,
-    ) -> Result<Vec<f32>, InferenceError> {
+    ) -> Result<(Vec<Vec<f32>>, Vec<f32>), InferenceError> {
         if views.is_empty() {
             return Err(InferenceError {
                 member: self.label(),
                 message: "it was given no input views".into(),
             });
         }
-        let per_view = views
+        let raw = views
             .iter()
-            .map(|view| self.probabilities(view, temperature))
+            .map(|view| self.run_raw(view))
+            .collect::<Result<Vec<_>, _>>()?;
+        let per_view = raw
+            .iter()
+            .map(|r| self.probabilities_from_raw(r.clone(), temperature))
             .collect::<Result<Vec<_>, _>>()?;
         let slices: Vec<&[f32]> = per_view.iter().map(Vec::as_slice).collect();
-        let equal = vec![1.0 / slices.len().max(1) as f32; slices.len()];
-        Ok(decision::weighted_mean(&slices, &equal))
+        Ok((raw, decision::mean(&slices)))
     }
 
     /// Runs the network and returns class probabilities, temperature-scaled when the member
@@ -265,7 +269,16 @@ impl Member {
         input: &TValue,
         temperature: f32,
     ) -> Result<Vec<f32>, InferenceError> {
-        let raw = self.run_raw(input)?;
+        self.probabilities_from_raw(self.run_raw(input)?, temperature)
+    }
+
+    /// Checks a raw output and turns it into class probabilities (temperature-scaled softmax of
+    /// logits, or the member's own distribution).
+    fn probabilities_from_raw(
+        &self,
+        raw: Vec<f32>,
+        temperature: f32,
+    ) -> Result<Vec<f32>, InferenceError> {
         let broken = |what: &str| InferenceError {
             member: self.label(),
             message: format!("it produced {what}"),
@@ -300,6 +313,8 @@ fn output_shape(model: &TypedModel) -> TractResult<Vec<usize>> {
 pub struct MemberPrediction {
     /// Mean over the input's views.
     pub probabilities: Vec<f32>,
+    /// The network's raw output (logits or probabilities) for each view, in view order.
+    pub raw: Vec<Vec<f32>>,
     /// Time for every view, in milliseconds.
     pub ms: f64,
 }
@@ -388,9 +403,10 @@ impl Ensemble {
             .iter()
             .map(|member| {
                 let started = Instant::now();
-                let probabilities = member.probabilities_over(views, temperature)?;
+                let (raw, probabilities) = member.predict_views(views, temperature)?;
                 Ok(MemberPrediction {
                     probabilities,
+                    raw,
                     ms: started.elapsed().as_secs_f64() * 1e3,
                 })
             })

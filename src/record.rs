@@ -135,7 +135,6 @@ impl Classified {
             })
             .collect();
         let weights = ensemble.weights().to_vec();
-        let views = manifest.inference.test_time_augmentation.views().len();
         let members = ensemble
             .members
             .iter()
@@ -147,7 +146,7 @@ impl Classified {
                 precision: member.spec.precision.clone(),
                 weight,
                 probabilities: class_probabilities(&codes, &result.probabilities),
-                views,
+                views: result.raw.len(),
                 ms: result.ms,
             })
             .collect();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use dermedge::decision::{members_disagree, normalised_entropy, softmax, weighted_mean};
+use dermedge::decision::{mean, members_disagree, normalised_entropy, softmax, weighted_mean};
 use dermedge::manifest::{DecisionSettings, TestTimeAugmentation};
 use dermedge::preprocess::{load_image_file, ImageLimits};
 use dermedge::Ensemble;
@@ -65,11 +65,8 @@ impl Scores {
             scores
                 .latency_ms
                 .push(started.elapsed().as_secs_f64() * 1e3);
-            drop(prediction);
-            for (m, member) in ensemble.members.iter().enumerate() {
-                for view in &views {
-                    scores.member_logits[m].extend(member.run_raw(view)?);
-                }
+            for (logits, member) in scores.member_logits.iter_mut().zip(&prediction.members) {
+                logits.extend(member.raw.iter().flatten());
             }
             scores.labels.push(sample.class);
         }
@@ -89,7 +86,7 @@ impl Scores {
                 let per_view: Vec<Vec<f32>> =
                     self.logits(m, i).map(|l| softmax(l, temperature)).collect();
                 let slices: Vec<&[f32]> = per_view.iter().map(Vec::as_slice).collect();
-                weighted_mean(&slices, &vec![1.0 / slices.len() as f32; slices.len()])
+                mean(&slices)
             })
             .collect()
     }
