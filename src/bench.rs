@@ -14,6 +14,7 @@ use crate::health::peak_rss_bytes;
 use crate::integrity::PublicKey;
 use crate::journal::Journal;
 use crate::preprocess::{load_image_file, ImageError, ImageLimits};
+use crate::profile::{profile_plan, OpTime};
 use crate::quality::{self, GateSettings};
 use crate::record::{Classified, Outcome, Rejected};
 
@@ -77,6 +78,9 @@ pub struct MemberBench {
     pub tract_alone: TimingStats,
     /// dermedge median over tract-alone median.
     pub overhead_ratio: f64,
+    /// Time per operator kind in the optimised plan (with `--profile`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub profile: Vec<OpTime>,
 }
 
 /// The whole benchmark report.
@@ -111,6 +115,8 @@ pub struct BenchOptions {
     pub warmup: usize,
     pub runs: usize,
     pub threads: usize,
+    /// Also time every member's plan node by node.
+    pub profile: bool,
 }
 
 fn time_ms<T>(f: impl FnOnce() -> T) -> (T, f64) {
@@ -279,6 +285,11 @@ pub fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         }
         let dermedge = TimingStats::from_samples(&ours);
         let tract_alone = TimingStats::from_samples(&alone);
+        let profile = if options.profile {
+            profile_plan(member.plan(), &input, options.runs).map_err(baseline_error)?
+        } else {
+            Vec::new()
+        };
         members.push(MemberBench {
             file: member.spec.file.display().to_string(),
             backbone: member.spec.backbone.clone(),
@@ -289,6 +300,7 @@ pub fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
             dermedge,
             tract_alone,
             overhead_ratio: dermedge.median_ms / tract_alone.median_ms,
+            profile,
         });
     }
 
@@ -358,6 +370,23 @@ impl BenchReport {
             ));
         }
         out.push_str("(min/median/p95 in ms over the runs; t.* is plain tract on the same file and input; ratio = median / t.median)\n\n");
+        for m in self.members.iter().filter(|m| !m.profile.is_empty()) {
+            let total: f64 = m.profile.iter().map(|p| p.ms_per_run).sum();
+            out.push_str(&format!(
+                "profile of {} ({} {}): {total:.2} ms per run in plan nodes\n",
+                m.file, m.backbone, m.precision
+            ));
+            for p in &m.profile {
+                out.push_str(&format!(
+                    "  {:<32} {:>4} nodes {:>9.3} ms {:>5.1}%\n",
+                    p.op,
+                    p.nodes,
+                    p.ms_per_run,
+                    100.0 * p.ms_per_run / total.max(f64::MIN_POSITIVE)
+                ));
+            }
+            out.push('\n');
+        }
         out.push_str(&format!(
             "ensemble start-up (manifest, checksums, all members): {:.1} ms\n",
             self.ensemble_load_ms

@@ -221,6 +221,11 @@ impl Member {
         })
     }
 
+    /// The optimised tract plan.
+    pub fn plan(&self) -> &Arc<TypedSimplePlan> {
+        &self.plan
+    }
+
     /// A short label: the backbone and file name.
     pub fn label(&self) -> String {
         format!("{} ({})", self.spec.backbone, self.spec.file.display())

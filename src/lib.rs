@@ -17,6 +17,7 @@ pub mod journal;
 pub mod manifest;
 pub mod paths;
 pub mod preprocess;
+pub mod profile;
 pub mod quality;
 pub mod record;
 pub mod run;

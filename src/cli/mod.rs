@@ -172,6 +172,9 @@ struct BenchArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Also time every member's tract plan node by node, summed by operator.
+    #[arg(long)]
+    profile: bool,
 }
 
 /// Runs the command line and returns the process exit code.
@@ -426,6 +429,7 @@ fn bench(cli: &Cli, args: &BenchArgs) -> u8 {
         warmup: args.warmup,
         runs: args.runs as usize,
         threads: usize::from(cli.threads.unwrap_or(1)),
+        profile: args.profile,
     };
     match run_bench(&options) {
         Ok(report) => {

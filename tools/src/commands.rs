@@ -344,29 +344,44 @@ pub struct EvaluateRequest {
     pub tta: Option<TestTimeAugmentation>,
 }
 
-fn side_scores(request: &EvaluateRequest) -> anyhow::Result<(dermedge::Ensemble, Scores)> {
+/// The HAM10000 samples and the indices of those on `side` of the split (`split` CSV, or the
+/// default seed-1 split), at most `limit` of them.
+pub fn side_samples(
+    data: &Path,
+    split: Option<&Path>,
+    side: &str,
+    limit: Option<usize>,
+) -> anyhow::Result<(Vec<Sample>, Vec<usize>)> {
+    let (samples, report) = load_ham10000(data)?;
+    if !report.is_clean() {
+        eprint!("{}", report.summary());
+    }
+    let assignment = match split {
+        Some(path) => read_split_csv(path, &samples)?,
+        None => train_val_test(&samples, 0.15, 0.15, 1),
+    };
+    let mut indices = indices_on(&assignment, side);
+    if indices.is_empty() {
+        bail!("the split has no '{side}' images. Fix: --side train, val or test");
+    }
+    if let Some(limit) = limit {
+        indices.truncate(limit);
+    }
+    Ok((samples, indices))
+}
+
+/// Loads the request's ensemble and runs it over its side of the split.
+pub fn side_scores(request: &EvaluateRequest) -> anyhow::Result<(dermedge::Ensemble, Scores)> {
     let mut ensemble = dermedge::Ensemble::load(&request.manifest)?;
     if let Some(tta) = request.tta {
         ensemble.manifest.inference.test_time_augmentation = tta;
     }
-    let (samples, report) = load_ham10000(&request.data)?;
-    if !report.is_clean() {
-        eprint!("{}", report.summary());
-    }
-    let assignment = match &request.split {
-        Some(path) => read_split_csv(path, &samples)?,
-        None => train_val_test(&samples, 0.15, 0.15, 1),
-    };
-    let mut indices = indices_on(&assignment, &request.side);
-    if indices.is_empty() {
-        bail!(
-            "the split has no '{}' images. Fix: --side train, val or test",
-            request.side
-        );
-    }
-    if let Some(limit) = request.limit {
-        indices.truncate(limit);
-    }
+    let (samples, indices) = side_samples(
+        &request.data,
+        request.split.as_deref(),
+        &request.side,
+        request.limit,
+    )?;
     let scores = Scores::collect(&ensemble, &samples, &indices)?;
     Ok((ensemble, scores))
 }

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod nn;
 pub mod onnx;
 pub mod plot;
+pub mod quantize;
 pub mod rng;
 pub mod sign;
 pub mod split;

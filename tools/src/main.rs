@@ -10,6 +10,9 @@ use dermedge_tools::commands::{
 use dermedge_tools::data::load_ham10000;
 use dermedge_tools::fixture::{write_fixture_ensemble, FixtureArch};
 use dermedge_tools::nn::{Arch, ClassifierSpec};
+use dermedge_tools::quantize::{
+    compare, quantize, quantize_summary, CompareRequest, QuantizeRequest, RangeMethod,
+};
 use dermedge_tools::sign::{keygen, sign};
 use dermedge_tools::split::{counts_table, k_fold, train_val_test, write_split_csv};
 use dermedge_tools::train::{training_throughput, LossChoice, TrainConfig};
@@ -145,6 +148,50 @@ enum Command {
         /// Share of malignant validation images the referral threshold must refer.
         #[arg(long, default_value_t = 0.95)]
         sensitivity: f64,
+    },
+    /// Post-training int8 quantization of an f32 ensemble (QDQ members), calibrated on training images; compares int8 with f32 on the validation side.
+    Quantize {
+        /// The f32 ensemble.
+        #[arg(long, default_value = "models/ensemble.toml")]
+        manifest: PathBuf,
+        #[arg(long, default_value = "../shared/ham10000")]
+        data: PathBuf,
+        /// Split CSV; without it the default split (seed 1) is used.
+        #[arg(long)]
+        split: Option<PathBuf>,
+        /// Folder for the int8 members and their ensemble.toml.
+        #[arg(long)]
+        out: PathBuf,
+        /// Training images to calibrate activation ranges on.
+        #[arg(long, default_value_t = 200)]
+        calibration_images: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// How activation ranges are chosen from the calibration images.
+        #[arg(long, value_enum, default_value_t = RangeMethod::Mse)]
+        ranges: RangeMethod,
+        /// At most this many validation images for the int8 vs f32 comparison.
+        #[arg(long)]
+        compare_limit: Option<usize>,
+    },
+    /// Compare an int8 ensemble with its f32 reference through tract: top-1 agreement and accuracy on one side of the split.
+    Compare {
+        /// The int8 ensemble.
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The f32 ensemble it was made from.
+        #[arg(long, default_value = "models/ensemble.toml")]
+        reference: PathBuf,
+        #[arg(long, default_value = "../shared/ham10000")]
+        data: PathBuf,
+        /// Split CSV; without it the default split (seed 1) is used.
+        #[arg(long)]
+        split: Option<PathBuf>,
+        #[arg(long, default_value = "test")]
+        side: String,
+        /// At most this many images of the side.
+        #[arg(long)]
+        limit: Option<usize>,
     },
     /// Training throughput (images/s) of one backbone on one backend, on random batches.
     Throughput {
@@ -418,6 +465,42 @@ fn main() -> ExitCode {
         Command::Calibrate { side, sensitivity } => {
             calibrate(&side.request("val", PathBuf::new()), sensitivity).map(|_| ())
         }
+        Command::Quantize {
+            manifest,
+            data,
+            split,
+            out,
+            calibration_images,
+            seed,
+            ranges,
+            compare_limit,
+        } => quantize(&QuantizeRequest {
+            manifest,
+            data,
+            split,
+            out,
+            calibration_images,
+            seed,
+            range_method: ranges,
+            compare_limit,
+        })
+        .map(|(members, comparison)| print!("{}", quantize_summary(&members, &comparison))),
+        Command::Compare {
+            manifest,
+            reference,
+            data,
+            split,
+            side,
+            limit,
+        } => compare(&CompareRequest {
+            reference,
+            candidate: manifest,
+            data,
+            split,
+            side: side.clone(),
+            limit,
+        })
+        .map(|c| println!("{side} side: {}", c.summary())),
         Command::Throughput {
             common,
             arch,

@@ -47,7 +47,7 @@ pub struct GraphBuilder {
     next_id: usize,
 }
 
-fn int_attr(name: &str, value: i64) -> AttributeProto {
+pub(crate) fn int_attr(name: &str, value: i64) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: AttributeType::Int as i32,

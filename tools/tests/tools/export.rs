@@ -12,7 +12,7 @@ use dermedge_tools::nn::{Arch, Backbone, Classifier, ClassifierSpec, ResNetSpec}
 
 use crate::util::*;
 
-fn spec_for(arch: Arch, width: u32, height: u32) -> InputSpec {
+pub fn spec_for(arch: Arch, width: u32, height: u32) -> InputSpec {
     let (mean, std) = arch.normalisation();
     InputSpec {
         width,
@@ -24,7 +24,7 @@ fn spec_for(arch: Arch, width: u32, height: u32) -> InputSpec {
     }
 }
 
-fn onnx_checker(bytes: &[u8]) -> Option<bool> {
+pub fn onnx_checker(bytes: &[u8]) -> Option<bool> {
     let probe = Command::new("python3")
         .args(["-c", "import onnx"])
         .status()

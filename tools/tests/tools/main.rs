@@ -2,5 +2,6 @@
 
 mod export;
 mod import;
+mod quantize;
 mod recipe;
 mod util;

@@ -1,0 +1,262 @@
+//! `dermedge-tools quantize`: post-training static int8 quantization of an exported ensemble,
+//! calibrated on training images, with int8-against-f32 figures on the validation side.
+
+mod calibration;
+mod qdq;
+
+pub use calibration::{calibrate, Histogram, RangeMethod, Ranges};
+pub use qdq::{
+    decode_model, quantize_model, quantize_per_channel, quantized_activations, ActivationQuant,
+    ChannelQuantized,
+};
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use dermedge::ensemble::read_member_file;
+use dermedge::manifest::Manifest;
+use dermedge::preprocess::{load_image_file, sha256_hex, to_input_tensor, ImageLimits};
+
+use crate::commands::{side_samples, side_scores, EvaluateRequest};
+use crate::evaluate::Scores;
+use crate::metrics::{argmax, Confusion};
+use crate::rng::SeededRng;
+
+/// Options of `dermedge-tools quantize`.
+#[derive(Debug, Clone)]
+pub struct QuantizeRequest {
+    /// The f32 ensemble's manifest.
+    pub manifest: PathBuf,
+    pub data: PathBuf,
+    pub split: Option<PathBuf>,
+    /// Folder for the int8 members and their `ensemble.toml`.
+    pub out: PathBuf,
+    /// Training images the activation ranges are calibrated on.
+    pub calibration_images: usize,
+    pub seed: u64,
+    pub range_method: RangeMethod,
+    /// Validation images the int8 ensemble is compared on (all when `None`).
+    pub compare_limit: Option<usize>,
+}
+
+/// One member's file sizes.
+#[derive(Debug, Clone)]
+pub struct QuantizedMember {
+    pub file: PathBuf,
+    pub f32_bytes: usize,
+    pub int8_bytes: usize,
+}
+
+/// Accuracy of the f32 and int8 ensembles on the same images.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    pub images: usize,
+    pub top1_agreement: f64,
+    pub f32_accuracy: f64,
+    pub int8_accuracy: f64,
+    pub f32_balanced: f64,
+    pub int8_balanced: f64,
+}
+
+impl Comparison {
+    /// Compares two evaluations of the same images.
+    pub fn of(f32_scores: &Scores, int8_scores: &Scores, temperature: f32) -> Comparison {
+        let reference = f32_scores.ensemble_probabilities(temperature);
+        let quantized = int8_scores.ensemble_probabilities(temperature);
+        let classes = f32_scores.classes;
+        let (mut f32_confusion, mut int8_confusion) =
+            (Confusion::new(classes), Confusion::new(classes));
+        let mut agree = 0usize;
+        for ((r, q), &label) in reference.iter().zip(&quantized).zip(&f32_scores.labels) {
+            let (a, b) = (argmax(r), argmax(q));
+            agree += usize::from(a == b);
+            f32_confusion.add(label, a);
+            int8_confusion.add(label, b);
+        }
+        let images = f32_scores.labels.len();
+        Comparison {
+            images,
+            top1_agreement: agree as f64 / images.max(1) as f64,
+            f32_accuracy: f32_confusion.accuracy(),
+            int8_accuracy: int8_confusion.accuracy(),
+            f32_balanced: f32_confusion.balanced_accuracy(),
+            int8_balanced: int8_confusion.balanced_accuracy(),
+        }
+    }
+}
+
+/// Preprocessed inputs of `count` training images drawn with `seed`.
+fn calibration_inputs(
+    request: &QuantizeRequest,
+    manifest: &Manifest,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let (samples, mut indices) =
+        side_samples(&request.data, request.split.as_deref(), "train", None)?;
+    let mut rng = SeededRng::new(request.seed);
+    for i in (1..indices.len()).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        indices.swap(i, j);
+    }
+    indices.truncate(request.calibration_images.max(1));
+    indices
+        .iter()
+        .map(|&i| {
+            let image = load_image_file(&samples[i].path, &ImageLimits::default())?;
+            Ok(to_input_tensor(&image.rgb, &manifest.input))
+        })
+        .collect()
+}
+
+/// Quantizes every member of the request's ensemble, writes them with a manifest into
+/// `request.out`, and compares int8 with f32 on the validation side.
+pub fn quantize(request: &QuantizeRequest) -> anyhow::Result<(Vec<QuantizedMember>, Comparison)> {
+    let manifest = Manifest::load(&request.manifest)?;
+    if manifest.members.iter().any(|m| m.precision != "f32") {
+        bail!(
+            "{} already holds non-f32 members. Fix: quantize the f32 ensemble it was made from",
+            request.manifest.display()
+        );
+    }
+    let source_dir = request.manifest.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(&request.out)
+        .with_context(|| format!("cannot create {}", request.out.display()))?;
+    if request.out.canonicalize()? == source_dir.canonicalize()? {
+        bail!(
+            "--out {} is the f32 ensemble's folder. Fix: write the int8 ensemble to its own folder",
+            request.out.display()
+        );
+    }
+    let inputs = calibration_inputs(request, &manifest)?;
+    let shape = [
+        1,
+        3,
+        manifest.input.height as usize,
+        manifest.input.width as usize,
+    ];
+    let mut int8_manifest = manifest.clone();
+    int8_manifest.version = format!("{}+int8", manifest.version);
+    int8_manifest.description = format!(
+        "{} Post-training int8 (per-channel symmetric weights, uint8 activations calibrated on {} training images).",
+        manifest.description,
+        inputs.len()
+    );
+    let mut members = Vec::new();
+    for (spec, int8_spec) in manifest.members.iter().zip(&mut int8_manifest.members) {
+        let path = source_dir.join(&spec.file);
+        let bytes = read_member_file(&path, &spec.sha256, &request.manifest)?;
+        let model = decode_model(&bytes).with_context(|| path.display().to_string())?;
+        let graph = model.graph.as_ref().context("the model has no graph")?;
+        let tensors = quantized_activations(graph);
+        let ranges = calibrate(&bytes, shape, &tensors, &inputs, request.range_method)
+            .with_context(|| format!("calibrating {}", path.display()))?;
+        let quantized = quantize_model(&model, &ranges)
+            .with_context(|| format!("quantizing {}", path.display()))?;
+        let encoded = crate::onnx::encode(&quantized);
+        let stem = spec
+            .file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("member");
+        let file = PathBuf::from(format!("{stem}-int8.onnx"));
+        let out_path = request.out.join(&file);
+        std::fs::write(&out_path, &encoded)
+            .with_context(|| format!("cannot write {}", out_path.display()))?;
+        int8_spec.file = file.clone();
+        int8_spec.sha256 = sha256_hex(&encoded);
+        int8_spec.precision = "int8".into();
+        log::info!(
+            "{}: {} activations calibrated, {} -> {} bytes",
+            path.display(),
+            tensors.len(),
+            bytes.len(),
+            encoded.len()
+        );
+        members.push(QuantizedMember {
+            file,
+            f32_bytes: bytes.len(),
+            int8_bytes: encoded.len(),
+        });
+    }
+    let int8_path = request.out.join("ensemble.toml");
+    std::fs::write(&int8_path, int8_manifest.to_toml())
+        .with_context(|| format!("cannot write {}", int8_path.display()))?;
+    let comparison = compare(&CompareRequest {
+        reference: request.manifest.clone(),
+        candidate: int8_path,
+        data: request.data.clone(),
+        split: request.split.clone(),
+        side: "val".into(),
+        limit: request.compare_limit,
+    })?;
+    Ok((members, comparison))
+}
+
+/// Options of `dermedge-tools compare`.
+#[derive(Debug, Clone)]
+pub struct CompareRequest {
+    /// The reference ensemble (f32).
+    pub reference: PathBuf,
+    /// The ensemble compared with it (int8).
+    pub candidate: PathBuf,
+    pub data: PathBuf,
+    pub split: Option<PathBuf>,
+    pub side: String,
+    pub limit: Option<usize>,
+}
+
+/// Runs both ensembles through tract on one side of the split and compares their top-1
+/// decisions and accuracy, at the reference's temperature.
+pub fn compare(request: &CompareRequest) -> anyhow::Result<Comparison> {
+    let run = |manifest: &Path| {
+        side_scores(&EvaluateRequest {
+            manifest: manifest.to_path_buf(),
+            data: request.data.clone(),
+            split: request.split.clone(),
+            side: request.side.clone(),
+            out: PathBuf::new(),
+            limit: request.limit,
+            tta: None,
+        })
+    };
+    let (reference, reference_scores) = run(&request.reference)?;
+    let (_, candidate_scores) = run(&request.candidate)?;
+    let temperature = reference.manifest.decision.temperature.unwrap_or(1.0);
+    Ok(Comparison::of(
+        &reference_scores,
+        &candidate_scores,
+        temperature,
+    ))
+}
+
+/// The figures `quantize` prints.
+pub fn quantize_summary(members: &[QuantizedMember], comparison: &Comparison) -> String {
+    let mut text = String::new();
+    for m in members {
+        let _ = writeln!(
+            text,
+            "{}: {:.2} MiB (f32 {:.2} MiB, {:.1}%)",
+            m.file.display(),
+            m.int8_bytes as f64 / 1048576.0,
+            m.f32_bytes as f64 / 1048576.0,
+            100.0 * m.int8_bytes as f64 / m.f32_bytes as f64
+        );
+    }
+    let _ = writeln!(text, "validation side: {}", comparison.summary());
+    text
+}
+
+impl Comparison {
+    /// One line of figures.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} images: top-1 agreement int8 vs f32 {:.2}%; top-1 f32 {:.2}% int8 {:.2}%; balanced accuracy f32 {:.2}% int8 {:.2}%",
+            self.images,
+            100.0 * self.top1_agreement,
+            100.0 * self.f32_accuracy,
+            100.0 * self.int8_accuracy,
+            100.0 * self.f32_balanced,
+            100.0 * self.int8_balanced
+        )
+    }
+}

@@ -1,0 +1,474 @@
+//! The QDQ rewrite: per-channel symmetric int8 weights, uint8 activations with calibrated
+//! ranges, as QuantizeLinear / DequantizeLinear pairs around every Conv, Gemm, Add and pooling
+//! input. BatchNorm is already folded into the convolutions by the exporter.
+
+use std::collections::{HashMap, HashSet};
+
+use super::calibration::Ranges;
+
+use anyhow::{bail, Context};
+use prost::Message;
+use tract_onnx::pb::tensor_proto::DataType;
+use tract_onnx::pb::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto};
+
+use crate::onnx::int_attr;
+
+/// Operators whose data inputs are quantized.
+const QUANTIZED_CONSUMERS: [&str; 5] = ["Conv", "Gemm", "Add", "GlobalAveragePool", "MaxPool"];
+/// Operators whose outputs are quantized as well.
+const QUANTIZED_PRODUCERS: [&str; 2] = ["Add", "GlobalAveragePool"];
+
+/// Affine uint8 quantization of one activation tensor: `x = scale * (q - zero_point)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ActivationQuant {
+    pub scale: f32,
+    pub zero_point: u8,
+}
+
+impl ActivationQuant {
+    /// The uint8 grid covering `[lo, hi]` widened to hold zero exactly.
+    pub fn from_range(lo: f32, hi: f32) -> ActivationQuant {
+        let lo = lo.min(0.0);
+        let hi = hi.max(0.0);
+        let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+        let zero_point = (-lo / scale).round().clamp(0.0, 255.0) as u8;
+        ActivationQuant { scale, zero_point }
+    }
+
+    /// Quantizes then dequantizes `x`, as the QDQ pair does.
+    pub fn fake_quantize(&self, x: f32) -> f32 {
+        let q = ((x / self.scale).round() + self.zero_point as f32).clamp(0.0, 255.0);
+        (q - self.zero_point as f32) * self.scale
+    }
+}
+
+/// Symmetric int8 weights with one scale per output channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelQuantized {
+    pub values: Vec<i8>,
+    pub scales: Vec<f32>,
+}
+
+/// Quantizes `weights` symmetrically to [-127, 127], one scale per channel; `channel_of` maps a
+/// flat index to its channel.
+pub fn quantize_per_channel(
+    weights: &[f32],
+    channels: usize,
+    channel_of: impl Fn(usize) -> usize,
+) -> ChannelQuantized {
+    let mut max_abs = vec![0.0f32; channels];
+    for (i, w) in weights.iter().enumerate() {
+        let c = channel_of(i);
+        max_abs[c] = max_abs[c].max(w.abs());
+    }
+    let scales: Vec<f32> = max_abs
+        .iter()
+        .map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 })
+        .collect();
+    let values = weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w / scales[channel_of(i)]).round().clamp(-127.0, 127.0) as i8)
+        .collect();
+    ChannelQuantized { values, scales }
+}
+
+/// The activation tensors that get a QuantizeLinear / DequantizeLinear pair, in graph order:
+/// the data inputs of Conv, Gemm, Add and pooling nodes, and the outputs of Add and pooling.
+pub fn quantized_activations(graph: &GraphProto) -> Vec<String> {
+    let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let mut wanted: HashSet<&str> = HashSet::new();
+    for node in &graph.node {
+        let op = node.op_type.as_str();
+        if QUANTIZED_CONSUMERS.contains(&op) {
+            let data_inputs = if op == "Add" { 2 } else { 1 };
+            for input in node.input.iter().take(data_inputs) {
+                if !initializers.contains(input.as_str()) {
+                    wanted.insert(input);
+                }
+            }
+        }
+        if QUANTIZED_PRODUCERS.contains(&op) {
+            wanted.extend(node.output.iter().map(String::as_str));
+        }
+    }
+    let produced = graph.input.iter().map(|i| i.name.as_str()).chain(
+        graph
+            .node
+            .iter()
+            .flat_map(|n| n.output.iter().map(String::as_str)),
+    );
+    let mut ordered = Vec::new();
+    for name in produced {
+        if wanted.remove(name) {
+            ordered.push(name.to_string());
+        }
+    }
+    ordered
+}
+
+/// Decodes an ONNX file.
+pub fn decode_model(bytes: &[u8]) -> anyhow::Result<ModelProto> {
+    ModelProto::decode(bytes).context("not an ONNX model (protobuf decoding failed)")
+}
+
+pub(crate) fn float_data(tensor: &TensorProto) -> anyhow::Result<Vec<f32>> {
+    if tensor.data_type != DataType::Float as i32 {
+        bail!("initializer {} is not f32", tensor.name);
+    }
+    if !tensor.raw_data.is_empty() {
+        Ok(tensor
+            .raw_data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    } else {
+        Ok(tensor.float_data.clone())
+    }
+}
+
+fn raw_tensor(name: String, dims: &[i64], data_type: DataType, raw_data: Vec<u8>) -> TensorProto {
+    TensorProto {
+        name,
+        dims: dims.to_vec(),
+        data_type: data_type as i32,
+        raw_data,
+        ..Default::default()
+    }
+}
+
+fn f32_tensor(name: String, dims: &[i64], values: &[f32]) -> TensorProto {
+    let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    raw_tensor(name, dims, DataType::Float, raw)
+}
+
+fn node(
+    op: &str,
+    name: String,
+    inputs: Vec<String>,
+    output: String,
+    attrs: Vec<AttributeProto>,
+) -> NodeProto {
+    NodeProto {
+        name,
+        op_type: op.into(),
+        input: inputs,
+        output: vec![output],
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
+/// Writes the QDQ graph: builds up the new node list and initializers.
+struct QdqWriter {
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+}
+
+impl QdqWriter {
+    /// Appends `tensor -> QuantizeLinear -> DequantizeLinear`; returns the dequantized name.
+    fn activation_pair(&mut self, tensor: &str, quant: ActivationQuant) -> String {
+        let scale = format!("{tensor}_scale");
+        let zero_point = format!("{tensor}_zero_point");
+        let quantized = format!("{tensor}_quantized");
+        let dequantized = format!("{tensor}_dequantized");
+        self.initializers
+            .push(f32_tensor(scale.clone(), &[], &[quant.scale]));
+        self.initializers.push(raw_tensor(
+            zero_point.clone(),
+            &[],
+            DataType::Uint8,
+            vec![quant.zero_point],
+        ));
+        self.nodes.push(node(
+            "QuantizeLinear",
+            format!("{tensor}_quantize"),
+            vec![tensor.into(), scale.clone(), zero_point.clone()],
+            quantized.clone(),
+            vec![],
+        ));
+        self.nodes.push(node(
+            "DequantizeLinear",
+            format!("{tensor}_dequantize"),
+            vec![quantized, scale, zero_point],
+            dequantized.clone(),
+            vec![],
+        ));
+        dequantized
+    }
+
+    /// Adds per-channel int8 weights (or int32 bias) with a DequantizeLinear; returns its output.
+    fn constant_dequantized(
+        &mut self,
+        name: &str,
+        values: TensorProto,
+        scales: &[f32],
+        zero_point_type: DataType,
+        axis: i64,
+    ) -> String {
+        let scale = format!("{name}_scale");
+        let zero_point = format!("{name}_zero_point");
+        let dequantized = format!("{name}_dequantized");
+        let zero_bytes = match zero_point_type {
+            DataType::Int32 => 4,
+            _ => 1,
+        };
+        self.initializers.push(values);
+        self.initializers
+            .push(f32_tensor(scale.clone(), &[scales.len() as i64], scales));
+        self.initializers.push(raw_tensor(
+            zero_point.clone(),
+            &[scales.len() as i64],
+            zero_point_type,
+            vec![0; scales.len() * zero_bytes],
+        ));
+        self.nodes.push(node(
+            "DequantizeLinear",
+            format!("{name}_dequantize"),
+            vec![format!("{name}_quantized"), scale, zero_point],
+            dequantized.clone(),
+            vec![int_attr("axis", axis)],
+        ));
+        dequantized
+    }
+
+    /// Quantizes a Conv or Gemm node's weight, and its bias to int32 when its input is quantized
+    /// (`input_scale`); returns the new input names.
+    fn weights(
+        &mut self,
+        node: &NodeProto,
+        initializers: &HashMap<String, TensorProto>,
+        input_scale: Option<f32>,
+    ) -> anyhow::Result<Vec<String>> {
+        let weight = initializers.get(&node.input[1]).with_context(|| {
+            format!(
+                "{} {}: weight is not an initializer",
+                node.op_type, node.name
+            )
+        })?;
+        let values = float_data(weight)?;
+        let dims = weight.dims.clone();
+        let (channels, axis, quantized) = if node.op_type == "Conv" {
+            let channels = dims[0] as usize;
+            let per_channel = values.len() / channels.max(1);
+            (
+                channels,
+                0,
+                quantize_per_channel(&values, channels, |i| i / per_channel),
+            )
+        } else {
+            let trans_b = node
+                .attribute
+                .iter()
+                .any(|a| a.name == "transB" && a.i != 0);
+            if trans_b || dims.len() != 2 {
+                bail!(
+                    "Gemm {}: only [inputs, outputs] weights (transB = 0) are quantized",
+                    node.name
+                );
+            }
+            let outputs = dims[1] as usize;
+            (
+                outputs,
+                1,
+                quantize_per_channel(&values, outputs, |i| i % outputs),
+            )
+        };
+        let weight_name = &node.input[1];
+        let int8 = quantized.values.iter().map(|v| *v as u8).collect();
+        let weight_tensor = raw_tensor(
+            format!("{weight_name}_quantized"),
+            &dims,
+            DataType::Int8,
+            int8,
+        );
+        let mut inputs = vec![self.constant_dequantized(
+            weight_name,
+            weight_tensor,
+            &quantized.scales,
+            DataType::Int8,
+            axis,
+        )];
+        if let (Some(bias_name), Some(input_scale)) = (node.input.get(2), input_scale) {
+            let bias = initializers.get(bias_name).with_context(|| {
+                format!("{} {}: bias is not an initializer", node.op_type, node.name)
+            })?;
+            let bias_values = float_data(bias)?;
+            if bias_values.len() != channels {
+                bail!(
+                    "{} {}: {} bias values for {channels} channels",
+                    node.op_type,
+                    node.name,
+                    bias_values.len()
+                );
+            }
+            let scales: Vec<f32> = quantized.scales.iter().map(|s| s * input_scale).collect();
+            let int32: Vec<u8> = bias_values
+                .iter()
+                .zip(&scales)
+                .flat_map(|(b, s)| {
+                    ((b / s).round().clamp(i32::MIN as f32, i32::MAX as f32) as i32).to_le_bytes()
+                })
+                .collect();
+            let bias_tensor = raw_tensor(
+                format!("{bias_name}_quantized"),
+                &bias.dims,
+                DataType::Int32,
+                int32,
+            );
+            inputs.push(self.constant_dequantized(
+                bias_name,
+                bias_tensor,
+                &scales,
+                DataType::Int32,
+                0,
+            ));
+        }
+        Ok(inputs)
+    }
+}
+
+/// Rewrites an f32 model into QDQ form: int8 per-channel weights and int32 biases for Conv and
+/// Gemm, and uint8 activations with the calibrated `ranges`.
+pub fn quantize_model(model: &ModelProto, ranges: &Ranges) -> anyhow::Result<ModelProto> {
+    let graph = model.graph.as_ref().context("the model has no graph")?;
+    let activations = quantized_activations(graph);
+    let mut quants = HashMap::new();
+    for tensor in &activations {
+        let (lo, hi) = ranges
+            .get(tensor)
+            .with_context(|| format!("no calibrated range for tensor {tensor}"))?;
+        quants.insert(tensor.clone(), ActivationQuant::from_range(lo, hi));
+    }
+    let initializers: HashMap<String, TensorProto> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.clone(), t.clone()))
+        .collect();
+    let mut writer = QdqWriter {
+        nodes: Vec::new(),
+        initializers: Vec::new(),
+    };
+    let mut renamed: HashMap<String, String> = HashMap::new();
+    let mut replaced_weights: HashSet<String> = HashSet::new();
+    for input in &graph.input {
+        if let Some(q) = quants.get(&input.name) {
+            renamed.insert(input.name.clone(), writer.activation_pair(&input.name, *q));
+        }
+    }
+    for original in &graph.node {
+        let mut node = original.clone();
+        for input in node.input.iter_mut() {
+            if let Some(new) = renamed.get(input) {
+                *input = new.clone();
+            }
+        }
+        if matches!(node.op_type.as_str(), "Conv" | "Gemm") {
+            let input_scale = quants.get(&original.input[0]).map(|q| q.scale);
+            let new_inputs = writer.weights(original, &initializers, input_scale)?;
+            for (slot, name) in node.input.iter_mut().skip(1).zip(new_inputs) {
+                if *slot != name {
+                    replaced_weights.insert(slot.clone());
+                    *slot = name;
+                }
+            }
+        }
+        writer.nodes.push(node);
+        for output in &original.output {
+            if let Some(q) = quants.get(output) {
+                renamed.insert(output.clone(), writer.activation_pair(output, *q));
+            }
+        }
+    }
+    for output in &graph.output {
+        if renamed.contains_key(&output.name) {
+            bail!("graph output {} would be quantized", output.name);
+        }
+    }
+    let mut new_graph = graph.clone();
+    new_graph.node = writer.nodes;
+    new_graph.initializer = graph
+        .initializer
+        .iter()
+        .filter(|t| !replaced_weights.contains(&t.name))
+        .cloned()
+        .chain(writer.initializers)
+        .collect();
+    new_graph.value_info.clear();
+    let mut quantized = model.clone();
+    quantized.graph = Some(new_graph);
+    quantized.doc_string = format!("{} (int8 QDQ by dermedge-tools quantize)", model.doc_string);
+    Ok(quantized)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activation_grid_holds_zero_and_spans_the_range() {
+        let q = ActivationQuant::from_range(-1.0, 3.0);
+        assert_eq!(q.fake_quantize(0.0), 0.0);
+        assert!((q.fake_quantize(-1.0) + 1.0).abs() <= q.scale / 2.0);
+        assert!((q.fake_quantize(3.0) - 3.0).abs() <= q.scale / 2.0);
+        assert!((q.fake_quantize(10.0) - 3.0).abs() <= q.scale);
+        let positive = ActivationQuant::from_range(0.5, 6.0);
+        assert_eq!(positive.zero_point, 0);
+        assert!((positive.scale - 6.0 / 255.0).abs() < 1e-7);
+        let constant = ActivationQuant::from_range(0.0, 0.0);
+        assert_eq!(constant.fake_quantize(0.0), 0.0);
+    }
+
+    #[test]
+    fn per_channel_weights_round_within_half_a_step() {
+        let weights = [0.5, -1.0, 0.25, 0.01, -0.02, 0.005, 0.0, 0.0, 0.0];
+        let q = quantize_per_channel(&weights, 3, |i| i / 3);
+        assert_eq!(q.values[1], -127);
+        assert_eq!(q.values[4], -127);
+        assert_eq!(q.scales[2], 1.0);
+        for (i, w) in weights.iter().enumerate() {
+            let back = q.values[i] as f32 * q.scales[i / 3];
+            assert!((back - w).abs() <= q.scales[i / 3] / 2.0 + 1e-9, "{i}");
+        }
+        let columns = quantize_per_channel(&[1.0, 0.1, -2.0, 0.2], 2, |i| i % 2);
+        assert_eq!(columns.values, vec![64, 64, -127, 127]);
+    }
+
+    #[test]
+    fn activations_are_the_data_inputs_of_quantized_ops_in_graph_order() {
+        let mut g = crate::onnx::GraphBuilder::new();
+        let conv = g.conv(
+            "image",
+            &crate::onnx::ConvParams {
+                out_channels: 2,
+                in_channels_per_group: 3,
+                kernel: 1,
+                stride: 1,
+                groups: 1,
+                pads: [0; 4],
+                weight: vec![0.1; 6],
+                bias: vec![0.0; 2],
+            },
+        );
+        let relu = g.relu6(&conv);
+        let sum = g.add(&relu, &relu);
+        let pooled = g.global_pool_flatten(&sum);
+        let logits = g.dense(
+            &pooled,
+            &crate::onnx::DenseParams {
+                inputs: 2,
+                outputs: 7,
+                weight: vec![0.1; 14],
+                bias: vec![0.0; 7],
+            },
+        );
+        let model = g.finish(("image", &[1, 3, 4, 4]), (&logits, &[1, 7]), "test");
+        let names = quantized_activations(model.graph.as_ref().unwrap());
+        assert_eq!(names.len(), 5, "{names:?}");
+        assert_eq!(names[0], "image");
+        assert_eq!(names[1], relu);
+        assert_eq!(names[2], sum);
+        assert!(!names.contains(&conv));
+        assert!(!names.contains(&logits));
+    }
+}
