@@ -117,6 +117,9 @@ pub struct BenchOptions {
     pub threads: usize,
     /// Also time every member's plan node by node.
     pub profile: bool,
+    /// Write the preprocessed input tensor here (raw little-endian f32, NCHW), so that other
+    /// engines can be timed on exactly the same input.
+    pub save_input: Option<PathBuf>,
 }
 
 fn time_ms<T>(f: impl FnOnce() -> T) -> (T, f64) {
@@ -233,6 +236,18 @@ fn tempfile_dir() -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
+fn save_tensor(input: &TValue, path: &Path) -> Result<(), BenchError> {
+    let fail = |message: String| BenchError::Baseline {
+        path: path.to_path_buf(),
+        message,
+    };
+    let view = input
+        .to_plain_array_view::<f32>()
+        .map_err(|e| fail(format!("{e:#}")))?;
+    let bytes: Vec<u8> = view.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(path, bytes).map_err(|e| fail(format!("cannot write the input tensor: {e}")))
+}
+
 /// Runs the benchmark.
 pub fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     let key = options
@@ -258,6 +273,9 @@ pub fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         None => (synthetic_image(spec.width, spec.height), None),
     };
     let input = ensemble.input_for(&image);
+    if let Some(path) = &options.save_input {
+        save_tensor(&input, path)?;
+    }
     let temperature = ensemble.manifest.decision.temperature.unwrap_or(1.0);
 
     let mut members = Vec::new();

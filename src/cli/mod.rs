@@ -175,6 +175,9 @@ struct BenchArgs {
     /// Also time every member's tract plan node by node, summed by operator.
     #[arg(long)]
     profile: bool,
+    /// Write the timed input tensor (raw little-endian f32, NCHW) to this file.
+    #[arg(long)]
+    save_input: Option<PathBuf>,
 }
 
 /// Runs the command line and returns the process exit code.
@@ -430,6 +433,7 @@ fn bench(cli: &Cli, args: &BenchArgs) -> u8 {
         runs: args.runs as usize,
         threads: usize::from(cli.threads.unwrap_or(1)),
         profile: args.profile,
+        save_input: args.save_input.clone(),
     };
     match run_bench(&options) {
         Ok(report) => {

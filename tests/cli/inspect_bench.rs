@@ -59,7 +59,59 @@ fn bench_reports_every_member_and_the_ensemble() {
     assert_eq!(report["decode"]["runs"], 3);
     assert!(report["peak_rss_bytes"].as_u64().unwrap() > 0);
 
+    assert!(members[0].get("profile").is_none());
+
     let out = fx.run(&["bench", "--runs", "2"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("peak RSS"));
+}
+
+#[test]
+fn bench_profiles_members_and_saves_the_timed_input() {
+    let fx = Fixture::new();
+    let saved = fx.dir.path().join("input.f32");
+    let out = fx.run(&[
+        "bench",
+        "--json",
+        "--runs",
+        "2",
+        "--warmup",
+        "0",
+        "--profile",
+        "--save-input",
+        saved.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = &json_lines(&stdout(&out))[0];
+    for member in report["members"].as_array().unwrap() {
+        let profile = member["profile"].as_array().unwrap();
+        assert!(profile.iter().any(
+            |op| op["nodes"].as_u64().unwrap() > 0 && op["ms_per_run"].as_f64().unwrap() > 0.0
+        ));
+        let times: Vec<f64> = profile
+            .iter()
+            .map(|op| op["ms_per_run"].as_f64().unwrap())
+            .collect();
+        assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
+    }
+    assert_eq!(report["input"], "1x3x48x64");
+    assert_eq!(std::fs::metadata(&saved).unwrap().len(), 3 * 48 * 64 * 4);
+
+    let out = fx.run(&["bench", "--runs", "1", "--profile"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("profile of "), "{}", stdout(&out));
+
+    let out = fx.run(&[
+        "bench",
+        "--runs",
+        "1",
+        "--save-input",
+        "/nonexistent/dir/x.f32",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("/nonexistent/dir/x.f32"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -1,5 +1,6 @@
 //! The CPU pipeline of the tools on the shared HAM10000 copy: split -> train a tiny CNN a few
-//! epochs (burn-ndarray) -> export -> evaluate through tract -> `dermedge classify`.
+//! epochs (burn-ndarray) -> export -> evaluate through tract -> `dermedge classify` -> int8
+//! quantization -> `dermedge classify` on the int8 members.
 
 use std::path::Path;
 use std::time::Instant;
@@ -11,6 +12,7 @@ use dermedge_tools::commands::{
 };
 use dermedge_tools::metrics::majority_baseline_balanced_accuracy;
 use dermedge_tools::nn::{Arch, ClassifierSpec};
+use dermedge_tools::quantize::{quantize, quantize_summary, QuantizeRequest, RangeMethod};
 use dermedge_tools::train::{LossChoice, TrainConfig, TrainState};
 
 use crate::util::*;
@@ -146,7 +148,7 @@ fn split_train_export_classify_beats_the_majority_baseline() {
     let fitted = calibrate(
         &EvaluateRequest {
             manifest: manifest.clone(),
-            data,
+            data: data.clone(),
             split: Some(run.join("split.csv")),
             side: "val".into(),
             out: report_dir.clone(),
@@ -173,5 +175,56 @@ fn split_train_export_classify_beats_the_majority_baseline() {
         assert_eq!(record["members"][0]["views"], 4);
         assert!(record["flags"]["refer"].is_boolean());
     }
+
+    let int8_dir = dir.path().join("int8");
+    let (quantized, comparison) = quantize(&QuantizeRequest {
+        manifest: manifest.clone(),
+        data: data.clone(),
+        split: Some(run.join("split.csv")),
+        out: int8_dir.clone(),
+        calibration_images: 50,
+        seed: 1,
+        range_method: RangeMethod::Mse,
+        compare_limit: Some(200),
+    })
+    .unwrap();
+    eprintln!("{}", quantize_summary(&quantized, &comparison));
+    assert_eq!(comparison.images, 200);
+    assert!(comparison.top1_agreement > 0.8, "{comparison:?}");
+    let int8_manifest = int8_dir.join("ensemble.toml");
+    let out = dermedge(&int8_manifest, &["classify", "--json", "models/samples"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records = json_lines(&stdout(&out));
+    assert_eq!(records.len(), 7);
+    assert_eq!(records[0]["ensemble"], "pipeline@0.0.1+int8");
+    assert_eq!(records[0]["members"][0]["precision"], "int8");
+    let again = quantize(&QuantizeRequest {
+        manifest: int8_manifest,
+        data: data.clone(),
+        split: None,
+        out: dir.path().join("int8-again"),
+        calibration_images: 5,
+        seed: 1,
+        range_method: RangeMethod::Mse,
+        compare_limit: Some(5),
+    })
+    .unwrap_err();
+    assert!(format!("{again:#}").contains("non-f32"), "{again:#}");
+    let in_place = quantize(&QuantizeRequest {
+        manifest: manifest.clone(),
+        data: data.clone(),
+        split: None,
+        out: models.clone(),
+        calibration_images: 5,
+        seed: 1,
+        range_method: RangeMethod::Mse,
+        compare_limit: Some(5),
+    })
+    .unwrap_err();
+    assert!(
+        format!("{in_place:#}").contains("its own folder"),
+        "{in_place:#}"
+    );
+    assert!(dermedge::Manifest::load(&manifest).is_ok());
     eprintln!("pipeline took {:.0} s", started.elapsed().as_secs_f64());
 }
