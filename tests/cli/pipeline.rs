@@ -185,6 +185,7 @@ fn split_train_export_classify_beats_the_majority_baseline() {
         calibration_images: 50,
         seed: 1,
         range_method: RangeMethod::Mse,
+        float_layers: 0,
         compare_limit: Some(200),
     })
     .unwrap();
@@ -206,6 +207,7 @@ fn split_train_export_classify_beats_the_majority_baseline() {
         calibration_images: 5,
         seed: 1,
         range_method: RangeMethod::Mse,
+        float_layers: 0,
         compare_limit: Some(5),
     })
     .unwrap_err();
@@ -218,6 +220,7 @@ fn split_train_export_classify_beats_the_majority_baseline() {
         calibration_images: 5,
         seed: 1,
         range_method: RangeMethod::Mse,
+        float_layers: 0,
         compare_limit: Some(5),
     })
     .unwrap_err();

@@ -170,6 +170,9 @@ enum Command {
         /// How activation ranges are chosen from the calibration images.
         #[arg(long, value_enum, default_value_t = RangeMethod::Mse)]
         ranges: RangeMethod,
+        /// Keep the first N Conv/Gemm layers in f32 (the full-resolution stem, where int8 costs the most agreement).
+        #[arg(long, default_value_t = 4)]
+        float_layers: usize,
         /// At most this many validation images for the int8 vs f32 comparison.
         #[arg(long)]
         compare_limit: Option<usize>,
@@ -473,6 +476,7 @@ fn main() -> ExitCode {
             calibration_images,
             seed,
             ranges,
+            float_layers,
             compare_limit,
         } => quantize(&QuantizeRequest {
             manifest,
@@ -482,6 +486,7 @@ fn main() -> ExitCode {
             calibration_images,
             seed,
             range_method: ranges,
+            float_layers,
             compare_limit,
         })
         .map(|(members, comparison)| print!("{}", quantize_summary(&members, &comparison))),

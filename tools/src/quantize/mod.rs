@@ -6,10 +6,11 @@ mod qdq;
 
 pub use calibration::{calibrate, Histogram, RangeMethod, Ranges};
 pub use qdq::{
-    decode_model, quantize_model, quantize_per_channel, quantized_activations, ActivationQuant,
-    ChannelQuantized,
+    decode_model, quantize_model, quantize_per_channel, quantized_activations, weight_layers,
+    ActivationQuant, ChannelQuantized,
 };
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -36,6 +37,8 @@ pub struct QuantizeRequest {
     pub calibration_images: usize,
     pub seed: u64,
     pub range_method: RangeMethod,
+    /// The first Conv or Gemm layers (graph order) kept in f32.
+    pub float_layers: usize,
     /// Validation images the int8 ensemble is compared on (all when `None`).
     pub compare_limit: Option<usize>,
 }
@@ -147,10 +150,14 @@ pub fn quantize(request: &QuantizeRequest) -> anyhow::Result<(Vec<QuantizedMembe
         let bytes = read_member_file(&path, &spec.sha256, &request.manifest)?;
         let model = decode_model(&bytes).with_context(|| path.display().to_string())?;
         let graph = model.graph.as_ref().context("the model has no graph")?;
-        let tensors = quantized_activations(graph);
+        let tensors = quantized_activations(graph, &HashSet::new());
         let ranges = calibrate(&bytes, shape, &tensors, &inputs, request.range_method)
             .with_context(|| format!("calibrating {}", path.display()))?;
-        let quantized = quantize_model(&model, &ranges)
+        let float_layers: HashSet<String> = weight_layers(graph)
+            .into_iter()
+            .take(request.float_layers)
+            .collect();
+        let quantized = quantize_model(&model, &ranges, &float_layers)
             .with_context(|| format!("quantizing {}", path.display()))?;
         let encoded = crate::onnx::encode(&quantized);
         let stem = spec
@@ -166,9 +173,10 @@ pub fn quantize(request: &QuantizeRequest) -> anyhow::Result<(Vec<QuantizedMembe
         int8_spec.sha256 = sha256_hex(&encoded);
         int8_spec.precision = "int8".into();
         log::info!(
-            "{}: {} activations calibrated, {} -> {} bytes",
+            "{}: {} activations calibrated, layers kept in f32: {:?}, {} -> {} bytes",
             path.display(),
             tensors.len(),
+            float_layers,
             bytes.len(),
             encoded.len()
         );

@@ -15,8 +15,6 @@ use crate::onnx::int_attr;
 
 /// Operators whose data inputs are quantized.
 const QUANTIZED_CONSUMERS: [&str; 5] = ["Conv", "Gemm", "Add", "GlobalAveragePool", "MaxPool"];
-/// Operators whose outputs are quantized as well.
-const QUANTIZED_PRODUCERS: [&str; 2] = ["Add", "GlobalAveragePool"];
 
 /// Affine uint8 quantization of one activation tensor: `x = scale * (q - zero_point)`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -73,23 +71,25 @@ pub fn quantize_per_channel(
     ChannelQuantized { values, scales }
 }
 
-/// The activation tensors that get a QuantizeLinear / DequantizeLinear pair, in graph order:
-/// the data inputs of Conv, Gemm, Add and pooling nodes, and the outputs of Add and pooling.
-pub fn quantized_activations(graph: &GraphProto) -> Vec<String> {
+/// The activation tensors that get a QuantizeLinear / DequantizeLinear pair, in graph order: the
+/// data inputs of Conv, Gemm, Add and pooling nodes, except tensors read only by `float_layers`
+/// (layers named by their output, kept in f32).
+pub fn quantized_activations(graph: &GraphProto, float_layers: &HashSet<String>) -> Vec<String> {
     let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let mut wanted: HashSet<&str> = HashSet::new();
     for node in &graph.node {
         let op = node.op_type.as_str();
-        if QUANTIZED_CONSUMERS.contains(&op) {
+        let is_float = node
+            .output
+            .first()
+            .is_some_and(|o| float_layers.contains(o));
+        if QUANTIZED_CONSUMERS.contains(&op) && !is_float {
             let data_inputs = if op == "Add" { 2 } else { 1 };
             for input in node.input.iter().take(data_inputs) {
                 if !initializers.contains(input.as_str()) {
                     wanted.insert(input);
                 }
             }
-        }
-        if QUANTIZED_PRODUCERS.contains(&op) {
-            wanted.extend(node.output.iter().map(String::as_str));
         }
     }
     let produced = graph.input.iter().map(|i| i.name.as_str()).chain(
@@ -105,6 +105,16 @@ pub fn quantized_activations(graph: &GraphProto) -> Vec<String> {
         }
     }
     ordered
+}
+
+/// The Conv and Gemm layers, named by their output, in graph order.
+pub fn weight_layers(graph: &GraphProto) -> Vec<String> {
+    graph
+        .node
+        .iter()
+        .filter(|n| matches!(n.op_type.as_str(), "Conv" | "Gemm"))
+        .filter_map(|n| n.output.first().cloned())
+        .collect()
 }
 
 /// Decodes an ONNX file.
@@ -329,10 +339,15 @@ impl QdqWriter {
 }
 
 /// Rewrites an f32 model into QDQ form: int8 per-channel weights and int32 biases for Conv and
-/// Gemm, and uint8 activations with the calibrated `ranges`.
-pub fn quantize_model(model: &ModelProto, ranges: &Ranges) -> anyhow::Result<ModelProto> {
+/// Gemm, and uint8 activations with the calibrated `ranges`; `float_layers` (Conv or Gemm layers
+/// named by their output) and the tensors only they read stay f32.
+pub fn quantize_model(
+    model: &ModelProto,
+    ranges: &Ranges,
+    float_layers: &HashSet<String>,
+) -> anyhow::Result<ModelProto> {
     let graph = model.graph.as_ref().context("the model has no graph")?;
-    let activations = quantized_activations(graph);
+    let activations = quantized_activations(graph, float_layers);
     let mut quants = HashMap::new();
     for tensor in &activations {
         let (lo, hi) = ranges
@@ -363,7 +378,11 @@ pub fn quantize_model(model: &ModelProto, ranges: &Ranges) -> anyhow::Result<Mod
                 *input = new.clone();
             }
         }
-        if matches!(node.op_type.as_str(), "Conv" | "Gemm") {
+        let is_float = original
+            .output
+            .first()
+            .is_some_and(|o| float_layers.contains(o));
+        if matches!(node.op_type.as_str(), "Conv" | "Gemm") && !is_float {
             let input_scale = quants.get(&original.input[0]).map(|q| q.scale);
             let new_inputs = writer.weights(original, &initializers, input_scale)?;
             for (slot, name) in node.input.iter_mut().skip(1).zip(new_inputs) {
@@ -463,12 +482,21 @@ mod tests {
             },
         );
         let model = g.finish(("image", &[1, 3, 4, 4]), (&logits, &[1, 7]), "test");
-        let names = quantized_activations(model.graph.as_ref().unwrap());
-        assert_eq!(names.len(), 5, "{names:?}");
+        let graph = model.graph.as_ref().unwrap();
+        let names = quantized_activations(graph, &HashSet::new());
+        assert_eq!(names.len(), 4, "{names:?}");
         assert_eq!(names[0], "image");
         assert_eq!(names[1], relu);
         assert_eq!(names[2], sum);
         assert!(!names.contains(&conv));
         assert!(!names.contains(&logits));
+        let layers = weight_layers(graph);
+        assert_eq!(layers, vec![conv.clone(), logits.clone()]);
+        let first_float = quantized_activations(graph, &HashSet::from([conv.clone()]));
+        assert!(
+            !first_float.contains(&"image".to_string()),
+            "{first_float:?}"
+        );
+        assert_eq!(first_float.len(), 3);
     }
 }
