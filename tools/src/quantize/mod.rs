@@ -140,9 +140,10 @@ pub fn quantize(request: &QuantizeRequest) -> anyhow::Result<(Vec<QuantizedMembe
     let mut int8_manifest = manifest.clone();
     int8_manifest.version = format!("{}+int8", manifest.version);
     int8_manifest.description = format!(
-        "{} Post-training int8 (per-channel symmetric weights, uint8 activations calibrated on {} training images).",
+        "{}; post-training int8 by dermedge-tools quantize (per-channel symmetric int8 weights, uint8 activations calibrated on {} training images, first {} Conv/Gemm layers kept in f32)",
         manifest.description,
-        inputs.len()
+        inputs.len(),
+        request.float_layers
     );
     let mut members = Vec::new();
     for (spec, int8_spec) in manifest.members.iter().zip(&mut int8_manifest.members) {
