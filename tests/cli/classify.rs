@@ -151,13 +151,10 @@ fn usage_errors_exit_2() {
     assert_eq!(fx.run(&["frobnicate"]).status.code(), Some(2));
 }
 
-#[test]
-fn the_shipped_default_ensemble_classifies_the_shipped_samples() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let manifest = root.join("models/ensemble.toml");
-    let samples = root.join("models/samples");
+fn classify_samples(manifest: &Path) -> Vec<serde_json::Value> {
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/samples");
     let out = dermedge(
-        &manifest,
+        manifest,
         &[
             "classify",
             "--json",
@@ -168,10 +165,34 @@ fn the_shipped_default_ensemble_classifies_the_shipped_samples() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let records = json_lines(&stdout(&out));
     assert_eq!(records.len(), sample_images().len());
-    let shipped = dermedge::Manifest::load(&manifest).unwrap();
+    let shipped = dermedge::Manifest::load(manifest).unwrap();
     for record in &records {
         assert_eq!(record["ensemble"], shipped.id());
         assert_eq!(record["top"].as_array().unwrap().len(), 3);
+    }
+    records
+}
+
+#[test]
+fn the_shipped_default_ensemble_classifies_the_shipped_samples() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    classify_samples(&root.join("models/ensemble.toml"));
+}
+
+#[test]
+fn the_shipped_int8_variant_agrees_with_f32_on_the_samples() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let f32_records = classify_samples(&root.join("models/ensemble.toml"));
+    let int8_records = classify_samples(&root.join("models/int8/ensemble.toml"));
+    for (a, b) in f32_records.iter().zip(&int8_records) {
+        assert_eq!(a["input"], b["input"]);
+        assert_eq!(b["members"][0]["precision"], "int8");
+        assert!(a["top"][0]["class"].is_string());
+        assert_eq!(a["top"][0]["class"], b["top"][0]["class"], "{a} {b}");
+        let gap = (a["top"][0]["probability"].as_f64().unwrap()
+            - b["top"][0]["probability"].as_f64().unwrap())
+        .abs();
+        assert!(gap < 0.1, "{gap}");
     }
 }
 
