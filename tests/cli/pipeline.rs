@@ -199,35 +199,25 @@ fn split_train_export_classify_beats_the_majority_baseline() {
     assert_eq!(records.len(), 7);
     assert_eq!(records[0]["ensemble"], "pipeline@0.0.1+int8");
     assert_eq!(records[0]["members"][0]["precision"], "int8");
-    let again = quantize(&QuantizeRequest {
-        manifest: int8_manifest,
-        data: data.clone(),
-        split: None,
-        out: dir.path().join("int8-again"),
-        calibration_images: 5,
-        seed: 1,
-        range_method: RangeMethod::Mse,
-        float_layers: 0,
-        compare_limit: Some(5),
-    })
-    .unwrap_err();
-    assert!(format!("{again:#}").contains("non-f32"), "{again:#}");
-    let in_place = quantize(&QuantizeRequest {
-        manifest: manifest.clone(),
-        data: data.clone(),
-        split: None,
-        out: models.clone(),
-        calibration_images: 5,
-        seed: 1,
-        range_method: RangeMethod::Mse,
-        float_layers: 0,
-        compare_limit: Some(5),
-    })
-    .unwrap_err();
-    assert!(
-        format!("{in_place:#}").contains("its own folder"),
-        "{in_place:#}"
-    );
+    let refused = |manifest: &Path, out: &Path| {
+        let error = quantize(&QuantizeRequest {
+            manifest: manifest.to_path_buf(),
+            data: data.clone(),
+            split: None,
+            out: out.to_path_buf(),
+            calibration_images: 5,
+            seed: 1,
+            range_method: RangeMethod::Mse,
+            float_layers: 0,
+            compare_limit: Some(5),
+        })
+        .unwrap_err();
+        format!("{error:#}")
+    };
+    let again = refused(&int8_manifest, &dir.path().join("int8-again"));
+    assert!(again.contains("non-f32"), "{again}");
+    let in_place = refused(&manifest, &models);
+    assert!(in_place.contains("its own folder"), "{in_place}");
     assert!(dermedge::Manifest::load(&manifest).is_ok());
     eprintln!("pipeline took {:.0} s", started.elapsed().as_secs_f64());
 }

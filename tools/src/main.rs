@@ -154,11 +154,8 @@ enum Command {
         /// The f32 ensemble.
         #[arg(long, default_value = "models/ensemble.toml")]
         manifest: PathBuf,
-        #[arg(long, default_value = "../shared/ham10000")]
-        data: PathBuf,
-        /// Split CSV; without it the default split (seed 1) is used.
-        #[arg(long)]
-        split: Option<PathBuf>,
+        #[command(flatten)]
+        dataset: DatasetArgs,
         /// Folder for the int8 members and their ensemble.toml.
         #[arg(long)]
         out: PathBuf,
@@ -185,11 +182,8 @@ enum Command {
         /// The f32 ensemble it was made from.
         #[arg(long, default_value = "models/ensemble.toml")]
         reference: PathBuf,
-        #[arg(long, default_value = "../shared/ham10000")]
-        data: PathBuf,
-        /// Split CSV; without it the default split (seed 1) is used.
-        #[arg(long)]
-        split: Option<PathBuf>,
+        #[command(flatten)]
+        dataset: DatasetArgs,
         #[arg(long, default_value = "test")]
         side: String,
         /// At most this many images of the side.
@@ -220,16 +214,23 @@ enum Command {
     },
 }
 
-/// Which ensemble, dataset and side `evaluate` and `calibrate` use.
+/// The HAM10000 folder and the split of it.
 #[derive(Debug, clap::Args)]
-struct SideArgs {
-    #[arg(long, default_value = "models/ensemble.toml")]
-    manifest: PathBuf,
+struct DatasetArgs {
     #[arg(long, default_value = "../shared/ham10000")]
     data: PathBuf,
     /// Split CSV; without it the default split (seed 1, as `train` makes) is used.
     #[arg(long)]
     split: Option<PathBuf>,
+}
+
+/// Which ensemble, dataset and side `evaluate` and `calibrate` use.
+#[derive(Debug, clap::Args)]
+struct SideArgs {
+    #[arg(long, default_value = "models/ensemble.toml")]
+    manifest: PathBuf,
+    #[command(flatten)]
+    dataset: DatasetArgs,
     /// train, val or test (evaluate defaults to test, calibrate to val).
     #[arg(long)]
     side: Option<String>,
@@ -246,8 +247,8 @@ impl SideArgs {
     fn request(self, default_side: &str, out: PathBuf) -> EvaluateRequest {
         EvaluateRequest {
             manifest: self.manifest,
-            data: self.data,
-            split: self.split,
+            data: self.dataset.data,
+            split: self.dataset.split,
             side: self.side.unwrap_or_else(|| default_side.to_string()),
             out,
             limit: self.limit,
@@ -470,8 +471,7 @@ fn main() -> ExitCode {
         }
         Command::Quantize {
             manifest,
-            data,
-            split,
+            dataset: DatasetArgs { data, split },
             out,
             calibration_images,
             seed,
@@ -493,8 +493,7 @@ fn main() -> ExitCode {
         Command::Compare {
             manifest,
             reference,
-            data,
-            split,
+            dataset: DatasetArgs { data, split },
             side,
             limit,
         } => compare(&CompareRequest {
