@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Int8 against f32, dermedge (tract) against onnxruntime, on the same members and the same input:
 # medians per member and for the ensemble (members run one after another), with ratios, at 1 and
-# 2 threads. Setup: onnxruntime from PyPI into target/bench-venv; the int8 ensemble is made with
-# `dermedge-tools quantize` from the f32 one when it is missing (needs ../shared/ham10000).
+# 2 threads. Setup: onnxruntime from PyPI into target/bench-venv. By default it compares the shipped
+# models/ensemble.toml with models/int8/; an int8 manifest that is missing is made with
+# `dermedge-tools quantize` from the f32 one (needs ../shared/ham10000).
 # Usage: scripts/bench-int8.sh [RUNS] [F32_MANIFEST] [INT8_MANIFEST]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-50}
 f32=${2:-models/ensemble.toml}
-int8=${3:-target/int8/ensemble.toml}
+int8=${3:-models/int8/ensemble.toml}
 venv=target/bench-venv
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"

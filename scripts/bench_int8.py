@@ -25,7 +25,12 @@ def dermedge_bench(binary, manifest, image, threads, runs, save_input):
         check=True, capture_output=True, text=True,
     ).stdout
     report = json.loads(out)
-    return [m["dermedge"]["median_ms"] for m in report["members"]], report["input"]
+    members = report["members"]
+    return (
+        [m["dermedge"]["median_ms"] for m in members],
+        [m["tract_alone"]["median_ms"] for m in members],
+        report["input"],
+    )
 
 
 def ort_medians(manifest, tensor, threads, runs):
@@ -67,14 +72,18 @@ def main():
         for threads in args.threads:
             rows = {}
             for precision, manifest in (("f32", args.f32), ("int8", args.int8)):
-                members, shape = dermedge_bench(
+                members, plain, shape = dermedge_bench(
                     args.dermedge, manifest, args.image, threads, args.runs, saved
                 )
                 dims = [int(d) for d in shape.split("x")]
                 tensor = np.fromfile(saved, dtype="<f4").reshape(dims)
                 rows[("dermedge", precision)] = members
+                rows[("plain tract", precision)] = plain
                 rows[("onnxruntime", precision)] = ort_medians(manifest, tensor, threads, args.runs)
-            print(f"\n{threads} thread(s): median ms per member; ensemble = sum over members")
+            print(
+                f"\n{threads} thread(s): median ms per member; ensemble = sum over members; "
+                "dermedge = member run with softmax and copies, plain tract = the bare plan"
+            )
             print(f"{'engine':<12} {'precision':<9} {'members':<24} {'ensemble':>9}")
             ensemble = {}
             for (engine, precision), members in rows.items():
@@ -85,6 +94,8 @@ def main():
             o32, o8 = ensemble[("onnxruntime", "f32")], ensemble[("onnxruntime", "int8")]
             print(f"dermedge int8 speed-up over dermedge f32:   {d32 / d8:.2f}x (bar >= 2)")
             print(f"dermedge int8 time / onnxruntime int8 time: {d8 / o8:.2f}x (bar <= 2)")
+            p8 = ensemble[("plain tract", "int8")]
+            print(f"plain tract int8 time / onnxruntime int8:   {p8 / o8:.2f}x")
             print(f"dermedge f32 time / onnxruntime f32 time:   {d32 / o32:.2f}x")
             print(f"onnxruntime int8 speed-up over its f32:     {o32 / o8:.2f}x")
 

@@ -29,6 +29,8 @@ pub enum BenchError {
     Image(#[from] ImageError),
     #[error("plain tract failed on {path}: {message}")]
     Baseline { path: PathBuf, message: String },
+    #[error("cannot write the input tensor to {path}: {message}. Fix: give --save-input a writable file path")]
+    SaveInput { path: PathBuf, message: String },
 }
 
 /// Minimum, median and 95th percentile of a series of timings.
@@ -237,7 +239,7 @@ fn tempfile_dir() -> std::io::Result<PathBuf> {
 }
 
 fn save_tensor(input: &TValue, path: &Path) -> Result<(), BenchError> {
-    let fail = |message: String| BenchError::Baseline {
+    let fail = |message: String| BenchError::SaveInput {
         path: path.to_path_buf(),
         message,
     };
@@ -245,7 +247,7 @@ fn save_tensor(input: &TValue, path: &Path) -> Result<(), BenchError> {
         .to_plain_array_view::<f32>()
         .map_err(|e| fail(format!("{e:#}")))?;
     let bytes: Vec<u8> = view.iter().flat_map(|v| v.to_le_bytes()).collect();
-    std::fs::write(path, bytes).map_err(|e| fail(format!("cannot write the input tensor: {e}")))
+    std::fs::write(path, bytes).map_err(|e| fail(e.to_string()))
 }
 
 /// Runs the benchmark.

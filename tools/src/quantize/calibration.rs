@@ -1,5 +1,5 @@
-//! Activation ranges from calibration images: min/max or the histogram range with the least
-//! expected quantization error, and empirical bias correction of the quantized layers.
+//! Activation ranges from calibration images: min/max, or the histogram range with the least
+//! expected quantization error.
 
 use std::collections::HashMap;
 use std::io::Cursor;

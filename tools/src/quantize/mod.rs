@@ -101,7 +101,12 @@ fn calibration_inputs(
         let j = (rng.next_u64() % (i as u64 + 1)) as usize;
         indices.swap(i, j);
     }
-    indices.truncate(request.calibration_images.max(1));
+    if request.calibration_images == 0 {
+        bail!(
+            "no calibration images asked for. Fix: --calibration-images 1 or more (200 by default)"
+        );
+    }
+    indices.truncate(request.calibration_images);
     indices
         .iter()
         .map(|&i| {
@@ -121,10 +126,17 @@ pub fn quantize(request: &QuantizeRequest) -> anyhow::Result<(Vec<QuantizedMembe
             request.manifest.display()
         );
     }
-    let source_dir = request.manifest.parent().unwrap_or(Path::new("."));
+    let source_dir = match request.manifest.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
     std::fs::create_dir_all(&request.out)
         .with_context(|| format!("cannot create {}", request.out.display()))?;
-    if request.out.canonicalize()? == source_dir.canonicalize()? {
+    let canonical = |dir: &Path| {
+        dir.canonicalize()
+            .with_context(|| format!("cannot resolve {}", dir.display()))
+    };
+    if canonical(&request.out)? == canonical(source_dir)? {
         bail!(
             "--out {} is the f32 ensemble's folder. Fix: write the int8 ensemble to its own folder",
             request.out.display()
@@ -167,6 +179,13 @@ pub fn quantize(request: &QuantizeRequest) -> anyhow::Result<(Vec<QuantizedMembe
             .and_then(|s| s.to_str())
             .unwrap_or("member");
         let file = PathBuf::from(format!("{stem}-int8.onnx"));
+        if members.iter().any(|m: &QuantizedMember| m.file == file) {
+            bail!(
+                "two members of {} would both be written as {}. Fix: give the f32 members distinct file names",
+                request.manifest.display(),
+                file.display()
+            );
+        }
         let out_path = request.out.join(&file);
         std::fs::write(&out_path, &encoded)
             .with_context(|| format!("cannot write {}", out_path.display()))?;
@@ -228,6 +247,14 @@ pub fn compare(request: &CompareRequest) -> anyhow::Result<Comparison> {
             tta: None,
         })
     };
+    let candidate = Manifest::load(&request.candidate)?;
+    if candidate.classes != Manifest::load(&request.reference)?.classes {
+        bail!(
+            "{} and {} list different classes (or another order); their decisions cannot be compared. Fix: compare an int8 ensemble with the f32 one it was made from",
+            request.candidate.display(),
+            request.reference.display()
+        );
+    }
     let (reference, reference_scores) = run(&request.reference)?;
     let (_, candidate_scores) = run(&request.candidate)?;
     let temperature = reference.manifest.decision.temperature.unwrap_or(1.0);

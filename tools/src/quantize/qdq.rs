@@ -13,6 +13,9 @@ use tract_onnx::pb::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorPr
 
 use crate::onnx::int_attr;
 
+/// Largest |int32 bias| written: headroom below `i32::MAX` for the accumulator.
+const BIAS_LIMIT: f32 = (1 << 30) as f32;
+
 /// Operators whose data inputs are quantized.
 const QUANTIZED_CONSUMERS: [&str; 5] = ["Conv", "Gemm", "Add", "GlobalAveragePool", "MaxPool"];
 
@@ -28,7 +31,11 @@ impl ActivationQuant {
     pub fn from_range(lo: f32, hi: f32) -> ActivationQuant {
         let lo = lo.min(0.0);
         let hi = hi.max(0.0);
-        let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+        let scale = if hi > lo {
+            ((hi - lo) / 255.0).max(f32::MIN_POSITIVE)
+        } else {
+            1.0
+        };
         let zero_point = (-lo / scale).round().clamp(0.0, 255.0) as u8;
         ActivationQuant { scale, zero_point }
     }
@@ -47,12 +54,13 @@ pub struct ChannelQuantized {
     pub scales: Vec<f32>,
 }
 
-/// Quantizes `weights` symmetrically to [-127, 127], one scale per channel; `channel_of` maps a
-/// flat index to its channel.
+/// Quantizes `weights` symmetrically to [-127, 127], one scale per channel, each scale at least
+/// `min_scales[c]`; `channel_of` maps a flat index to its channel.
 pub fn quantize_per_channel(
     weights: &[f32],
     channels: usize,
     channel_of: impl Fn(usize) -> usize,
+    min_scales: &[f32],
 ) -> ChannelQuantized {
     let mut max_abs = vec![0.0f32; channels];
     for (i, w) in weights.iter().enumerate() {
@@ -61,7 +69,15 @@ pub fn quantize_per_channel(
     }
     let scales: Vec<f32> = max_abs
         .iter()
-        .map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 })
+        .zip(min_scales.iter().chain(std::iter::repeat(&0.0)))
+        .map(|(&m, &floor)| {
+            let scale = (m / 127.0).max(floor);
+            if scale > 0.0 {
+                scale
+            } else {
+                1.0
+            }
+        })
         .collect();
     let values = weights
         .iter()
@@ -126,15 +142,31 @@ pub(crate) fn float_data(tensor: &TensorProto) -> anyhow::Result<Vec<f32>> {
     if tensor.data_type != DataType::Float as i32 {
         bail!("initializer {} is not f32", tensor.name);
     }
-    if !tensor.raw_data.is_empty() {
-        Ok(tensor
+    let values: Vec<f32> = if !tensor.raw_data.is_empty() {
+        tensor
             .raw_data
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect())
+            .collect()
     } else {
-        Ok(tensor.float_data.clone())
+        tensor.float_data.clone()
+    };
+    let expected: i64 = tensor.dims.iter().product();
+    if values.len() as i64 != expected {
+        bail!(
+            "initializer {} holds {} values for dims {:?} (weights in external files are not supported)",
+            tensor.name,
+            values.len(),
+            tensor.dims
+        );
     }
+    if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+        bail!(
+            "initializer {} holds {bad}: the f32 model is broken",
+            tensor.name
+        );
+    }
+    Ok(values)
 }
 
 fn raw_tensor(name: String, dims: &[i64], data_type: DataType, raw_data: Vec<u8>) -> TensorProto {
@@ -243,48 +275,74 @@ impl QdqWriter {
     }
 
     /// Quantizes a Conv or Gemm node's weight, and its bias to int32 when its input is quantized
-    /// (`input_scale`); returns the new input names.
+    /// (`input_scale`); returns the new input names. A channel whose bias would not fit in int32
+    /// at the weight's own scale gets a coarser weight scale.
     fn weights(
         &mut self,
         node: &NodeProto,
         initializers: &HashMap<String, TensorProto>,
         input_scale: Option<f32>,
     ) -> anyhow::Result<Vec<String>> {
-        let weight = initializers.get(&node.input[1]).with_context(|| {
-            format!(
-                "{} {}: weight is not an initializer",
-                node.op_type, node.name
-            )
-        })?;
+        let describe = || format!("{} {}", node.op_type, node.name);
+        let weight_name = node
+            .input
+            .get(1)
+            .with_context(|| format!("{} has no weight input", describe()))?;
+        let weight = initializers
+            .get(weight_name)
+            .with_context(|| format!("{}: weight is not an initializer", describe()))?;
         let values = float_data(weight)?;
         let dims = weight.dims.clone();
-        let (channels, axis, quantized) = if node.op_type == "Conv" {
-            let channels = dims[0] as usize;
-            let per_channel = values.len() / channels.max(1);
-            (
-                channels,
-                0,
-                quantize_per_channel(&values, channels, |i| i / per_channel),
-            )
-        } else {
-            let trans_b = node
-                .attribute
-                .iter()
-                .any(|a| a.name == "transB" && a.i != 0);
-            if trans_b || dims.len() != 2 {
-                bail!(
-                    "Gemm {}: only [inputs, outputs] weights (transB = 0) are quantized",
-                    node.name
-                );
+        let (channels, axis) = match (node.op_type.as_str(), dims.as_slice()) {
+            ("Conv", [out, _, _, _]) => (*out as usize, 0),
+            ("Gemm", [_, out]) => {
+                let trans_b = node
+                    .attribute
+                    .iter()
+                    .any(|a| a.name == "transB" && a.i != 0);
+                if trans_b {
+                    bail!(
+                        "{}: only [inputs, outputs] weights (transB = 0) are quantized",
+                        describe()
+                    );
+                }
+                (*out as usize, 1)
             }
-            let outputs = dims[1] as usize;
-            (
-                outputs,
-                1,
-                quantize_per_channel(&values, outputs, |i| i % outputs),
-            )
+            _ => bail!("{}: weight dims {dims:?} are not supported", describe()),
         };
-        let weight_name = &node.input[1];
+        if channels == 0 {
+            bail!("{}: weight has no output channel", describe());
+        }
+        let bias = match (node.input.get(2), input_scale) {
+            (Some(bias_name), Some(input_scale)) => {
+                let bias = initializers
+                    .get(bias_name)
+                    .with_context(|| format!("{}: bias is not an initializer", describe()))?;
+                let bias_values = float_data(bias)?;
+                if bias_values.len() != channels {
+                    bail!(
+                        "{}: {} bias values for {channels} channels",
+                        describe(),
+                        bias_values.len()
+                    );
+                }
+                Some((bias_name, bias, bias_values, input_scale))
+            }
+            _ => None,
+        };
+        let min_scales: Vec<f32> = match &bias {
+            Some((_, _, values, input_scale)) => values
+                .iter()
+                .map(|b| b.abs() / (input_scale * BIAS_LIMIT))
+                .collect(),
+            None => Vec::new(),
+        };
+        let quantized = if axis == 0 {
+            let per_channel = values.len() / channels;
+            quantize_per_channel(&values, channels, |i| i / per_channel, &min_scales)
+        } else {
+            quantize_per_channel(&values, channels, |i| i % channels, &min_scales)
+        };
         let int8 = quantized.values.iter().map(|v| *v as u8).collect();
         let weight_tensor = raw_tensor(
             format!("{weight_name}_quantized"),
@@ -299,26 +357,12 @@ impl QdqWriter {
             DataType::Int8,
             axis,
         )];
-        if let (Some(bias_name), Some(input_scale)) = (node.input.get(2), input_scale) {
-            let bias = initializers.get(bias_name).with_context(|| {
-                format!("{} {}: bias is not an initializer", node.op_type, node.name)
-            })?;
-            let bias_values = float_data(bias)?;
-            if bias_values.len() != channels {
-                bail!(
-                    "{} {}: {} bias values for {channels} channels",
-                    node.op_type,
-                    node.name,
-                    bias_values.len()
-                );
-            }
+        if let Some((bias_name, bias, bias_values, input_scale)) = bias {
             let scales: Vec<f32> = quantized.scales.iter().map(|s| s * input_scale).collect();
             let int32: Vec<u8> = bias_values
                 .iter()
                 .zip(&scales)
-                .flat_map(|(b, s)| {
-                    ((b / s).round().clamp(i32::MIN as f32, i32::MAX as f32) as i32).to_le_bytes()
-                })
+                .flat_map(|(b, s)| ((b / s).round() as i32).to_le_bytes())
                 .collect();
             let bias_tensor = raw_tensor(
                 format!("{bias_name}_quantized"),
@@ -383,7 +427,11 @@ pub fn quantize_model(
             .first()
             .is_some_and(|o| float_layers.contains(o));
         if matches!(node.op_type.as_str(), "Conv" | "Gemm") && !is_float {
-            let input_scale = quants.get(&original.input[0]).map(|q| q.scale);
+            let input_scale = original
+                .input
+                .first()
+                .and_then(|i| quants.get(i))
+                .map(|q| q.scale);
             let new_inputs = writer.weights(original, &initializers, input_scale)?;
             for (slot, name) in node.input.iter_mut().skip(1).zip(new_inputs) {
                 if *slot != name {
@@ -441,7 +489,7 @@ mod tests {
     #[test]
     fn per_channel_weights_round_within_half_a_step() {
         let weights = [0.5, -1.0, 0.25, 0.01, -0.02, 0.005, 0.0, 0.0, 0.0];
-        let q = quantize_per_channel(&weights, 3, |i| i / 3);
+        let q = quantize_per_channel(&weights, 3, |i| i / 3, &[]);
         assert_eq!(q.values[1], -127);
         assert_eq!(q.values[4], -127);
         assert_eq!(q.scales[2], 1.0);
@@ -449,7 +497,9 @@ mod tests {
             let back = q.values[i] as f32 * q.scales[i / 3];
             assert!((back - w).abs() <= q.scales[i / 3] / 2.0 + 1e-9, "{i}");
         }
-        let columns = quantize_per_channel(&[1.0, 0.1, -2.0, 0.2], 2, |i| i % 2);
+        let columns = quantize_per_channel(&[1.0, 0.1, -2.0, 0.2], 2, |i| i % 2, &[]);
+        let floored = quantize_per_channel(&[1.0, 0.5], 1, |_| 0, &[0.1]);
+        assert_eq!((floored.values, floored.scales), (vec![10, 5], vec![0.1]));
         assert_eq!(columns.values, vec![64, 64, -127, 127]);
     }
 
@@ -498,5 +548,147 @@ mod tests {
             "{first_float:?}"
         );
         assert_eq!(first_float.len(), 3);
+    }
+
+    fn conv_gemm_model(conv_weight: Vec<f32>, conv_bias: Vec<f32>) -> (ModelProto, String, String) {
+        let mut g = crate::onnx::GraphBuilder::new();
+        let conv = g.conv(
+            "image",
+            &crate::onnx::ConvParams {
+                out_channels: 2,
+                in_channels_per_group: 3,
+                kernel: 1,
+                stride: 1,
+                groups: 1,
+                pads: [0; 4],
+                weight: conv_weight,
+                bias: conv_bias,
+            },
+        );
+        let pooled = g.global_pool_flatten(&conv);
+        let logits = g.dense(
+            &pooled,
+            &crate::onnx::DenseParams {
+                inputs: 2,
+                outputs: 3,
+                weight: vec![0.5, -0.25, 0.125, 1.0, 0.3, -0.7],
+                bias: vec![0.1, -0.2, 0.3],
+            },
+        );
+        let model = g.finish(("image", &[1, 3, 2, 2]), (&logits, &[1, 3]), "test");
+        (model, conv, pooled)
+    }
+
+    fn ranges_for(model: &ModelProto) -> Ranges {
+        let mut ranges = Ranges::default();
+        for tensor in quantized_activations(model.graph.as_ref().unwrap(), &HashSet::new()) {
+            ranges.observe(&tensor, [-2.0, 3.0]);
+        }
+        ranges
+    }
+
+    fn initializer<'m>(model: &'m ModelProto, name: &str) -> &'m TensorProto {
+        let graph = model.graph.as_ref().unwrap();
+        graph.initializer.iter().find(|t| t.name == name).unwrap()
+    }
+
+    fn f32s(t: &TensorProto) -> Vec<f32> {
+        t.raw_data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    }
+
+    #[test]
+    fn dequantized_weights_and_biases_stay_within_half_a_step() {
+        let conv_weight = vec![0.3, -0.2, 0.1, 1e-9, 2e-9, -1e-9];
+        let conv_bias = vec![0.05, 40.0];
+        let (model, _, _) = conv_gemm_model(conv_weight.clone(), conv_bias.clone());
+        let ranges = ranges_for(&model);
+        let quantized = quantize_model(&model, &ranges, &HashSet::new()).unwrap();
+        let graph = model.graph.as_ref().unwrap();
+        let conv = &graph.node[0];
+        let (w, b) = (&conv.input[1], &conv.input[2]);
+        let q: Vec<i8> = initializer(&quantized, &format!("{w}_quantized"))
+            .raw_data
+            .iter()
+            .map(|v| *v as i8)
+            .collect();
+        let scales = f32s(initializer(&quantized, &format!("{w}_scale")));
+        for (i, original) in conv_weight.iter().enumerate() {
+            let back = q[i] as f32 * scales[i / 3];
+            assert!(
+                (back - original).abs() <= scales[i / 3] / 2.0 + 1e-12,
+                "{i}"
+            );
+        }
+        let input_scale = ActivationQuant::from_range(-2.0, 3.0).scale;
+        let bias_scales = f32s(initializer(&quantized, &format!("{b}_scale")));
+        let bias_q: Vec<i32> = initializer(&quantized, &format!("{b}_quantized"))
+            .raw_data
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        for c in 0..2 {
+            assert!((bias_scales[c] - scales[c] * input_scale).abs() <= 1e-6 * bias_scales[c]);
+            let back = bias_q[c] as f32 * bias_scales[c];
+            assert!(
+                (back - conv_bias[c]).abs() <= bias_scales[c] / 2.0 + 1e-6,
+                "{c}"
+            );
+            assert!(bias_q[c].unsigned_abs() <= BIAS_LIMIT as u32);
+        }
+        assert!(
+            scales[1] > 2e-9 / 127.0,
+            "the large bias coarsened the tiny channel"
+        );
+    }
+
+    #[test]
+    fn float_layers_keep_f32_weights_and_inputs() {
+        let (model, conv, _) = conv_gemm_model(vec![0.1; 6], vec![0.0; 2]);
+        let ranges = ranges_for(&model);
+        let quantized = quantize_model(&model, &ranges, &HashSet::from([conv.clone()])).unwrap();
+        let graph = quantized.graph.as_ref().unwrap();
+        let node = graph.node.iter().find(|n| n.output[0] == conv).unwrap();
+        assert_eq!(node.input[0], "image");
+        let weight = graph
+            .initializer
+            .iter()
+            .find(|t| t.name == node.input[1])
+            .unwrap();
+        assert_eq!(weight.data_type, DataType::Float as i32);
+        let gemm = graph.node.iter().find(|n| n.op_type == "Gemm").unwrap();
+        assert!(gemm.input[0].ends_with("_dequantized"), "{:?}", gemm.input);
+    }
+
+    #[test]
+    fn malformed_initializers_are_refused_with_their_name() {
+        let (mut model, _, _) = conv_gemm_model(vec![0.1; 6], vec![0.0; 2]);
+        let ranges = ranges_for(&model);
+        let graph = model.graph.as_mut().unwrap();
+        let weight_name = graph.node[0].input[1].clone();
+        let weight = graph
+            .initializer
+            .iter_mut()
+            .find(|t| t.name == weight_name)
+            .unwrap();
+        weight.raw_data.truncate(8);
+        let error = format!(
+            "{:#}",
+            quantize_model(&model, &ranges, &HashSet::new()).unwrap_err()
+        );
+        assert!(
+            error.contains(&weight_name) && error.contains("2 values"),
+            "{error}"
+        );
+        let (mut model, _, _) = conv_gemm_model(vec![f32::NAN; 6], vec![0.0; 2]);
+        let graph = model.graph.as_mut().unwrap();
+        graph.node[0].name = "broken".into();
+        let error = format!(
+            "{:#}",
+            quantize_model(&model, &ranges, &HashSet::new()).unwrap_err()
+        );
+        assert!(error.contains("NaN"), "{error}");
     }
 }

@@ -123,3 +123,35 @@ fn mobilenet_v2_int8_tracks_f32_on_real_images() {
     );
     assert!(sqnr_db > 6.0, "{sqnr_db}");
 }
+
+#[test]
+fn compare_refuses_ensembles_with_other_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dermedge_tools::fixture::write_fixture_ensemble(
+        &dir.path().join("a"),
+        dermedge_tools::fixture::FixtureArch::TinyCnn,
+        1,
+        64,
+        48,
+        1,
+    )
+    .unwrap();
+    let mut manifest = dermedge::Manifest::load(&reference).unwrap();
+    manifest.classes.swap(0, 1);
+    let candidate = dir.path().join("a/swapped.toml");
+    std::fs::write(&candidate, manifest.to_toml()).unwrap();
+    let error = dermedge_tools::quantize::compare(&dermedge_tools::quantize::CompareRequest {
+        reference,
+        candidate: candidate.clone(),
+        data: dir.path().join("no-data"),
+        split: None,
+        side: "test".into(),
+        limit: None,
+    })
+    .unwrap_err();
+    let text = format!("{error:#}");
+    assert!(
+        text.contains("different classes") && text.contains("swapped.toml"),
+        "{text}"
+    );
+}
