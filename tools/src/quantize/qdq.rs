@@ -503,22 +503,24 @@ mod tests {
         assert_eq!(columns.values, vec![64, 64, -127, 127]);
     }
 
+    /// A 1x1 convolution from 3 to 2 channels.
+    fn pointwise(weight: Vec<f32>, bias: Vec<f32>) -> crate::onnx::ConvParams {
+        crate::onnx::ConvParams {
+            out_channels: 2,
+            in_channels_per_group: 3,
+            kernel: 1,
+            stride: 1,
+            groups: 1,
+            pads: [0; 4],
+            weight,
+            bias,
+        }
+    }
+
     #[test]
     fn activations_are_the_data_inputs_of_quantized_ops_in_graph_order() {
         let mut g = crate::onnx::GraphBuilder::new();
-        let conv = g.conv(
-            "image",
-            &crate::onnx::ConvParams {
-                out_channels: 2,
-                in_channels_per_group: 3,
-                kernel: 1,
-                stride: 1,
-                groups: 1,
-                pads: [0; 4],
-                weight: vec![0.1; 6],
-                bias: vec![0.0; 2],
-            },
-        );
+        let conv = g.conv("image", &pointwise(vec![0.1; 6], vec![0.0; 2]));
         let relu = g.relu6(&conv);
         let sum = g.add(&relu, &relu);
         let pooled = g.global_pool_flatten(&sum);
@@ -552,19 +554,7 @@ mod tests {
 
     fn conv_gemm_model(conv_weight: Vec<f32>, conv_bias: Vec<f32>) -> (ModelProto, String, String) {
         let mut g = crate::onnx::GraphBuilder::new();
-        let conv = g.conv(
-            "image",
-            &crate::onnx::ConvParams {
-                out_channels: 2,
-                in_channels_per_group: 3,
-                kernel: 1,
-                stride: 1,
-                groups: 1,
-                pads: [0; 4],
-                weight: conv_weight,
-                bias: conv_bias,
-            },
-        );
+        let conv = g.conv("image", &pointwise(conv_weight, conv_bias));
         let pooled = g.global_pool_flatten(&conv);
         let logits = g.dense(
             &pooled,
