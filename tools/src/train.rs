@@ -361,15 +361,14 @@ pub fn train_member(
     } else {
         std::fs::write(files.config(), serde_json::to_string_pretty(config)?)?;
         let _ = std::fs::remove_file(files.log());
-        let model = match &config.pretrained {
+        device.seed(config.seed);
+        match &config.pretrained {
             Some(path) => {
                 let backbone = load_backbone(path, &config.spec, &autodiff)?;
                 Classifier::with_backbone(backbone, &config.spec, &autodiff)
             }
             None => Classifier::init(&config.spec, &autodiff),
-        };
-        device.seed(config.seed);
-        model
+        }
     };
     if state.next_epoch < config.frozen_epochs {
         model.backbone = model.backbone.freeze();

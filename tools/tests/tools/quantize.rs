@@ -1,7 +1,7 @@
 //! Post-training int8 quantization: the QDQ file of a MobileNetV2 with ImageNet weights keeps
 //! int8 weights for every layer, stays under 30% of the f32 size, passes the ONNX checker, and its
-//! logits in tract track the f32 model's on held-out real images (9.5 dB measured with 4
-//! calibration images; the bound sits below it. On the shipped members the same quantizer gives
+//! logits in tract track the f32 model's on held-out real images (8.4 dB measured with 4
+//! calibration images and the seeded head; the bound sits below it. On the shipped members the same quantizer gives
 //! 18.9 dB, on a par with onnxruntime's static quantizer at 18.4-18.7 dB).
 
 use std::collections::HashSet;
@@ -47,6 +47,7 @@ fn logits(bytes: &[u8], input: &[f32]) -> Vec<f32> {
 #[test]
 fn mobilenet_v2_int8_tracks_f32_on_real_images() {
     let device = dermedge_tools::backend::ndarray_device();
+    device.seed(7);
     let spec = ClassifierSpec::new(Arch::MobileNetV2);
     let mut table = WeightTable::open(&mobilenet_v2_weights()).unwrap();
     let backbone = backbone_from_table(&mut table, &spec, &device).unwrap();
