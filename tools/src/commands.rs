@@ -371,7 +371,7 @@ pub fn side_samples(
 }
 
 /// Loads the request's ensemble and runs it over its side of the split.
-pub fn side_scores(request: &EvaluateRequest) -> anyhow::Result<(dermedge::Ensemble, Scores)> {
+fn side_scores(request: &EvaluateRequest) -> anyhow::Result<(dermedge::Ensemble, Scores)> {
     let mut ensemble = dermedge::Ensemble::load(&request.manifest)?;
     if let Some(tta) = request.tta {
         ensemble.manifest.inference.test_time_augmentation = tta;

@@ -96,18 +96,20 @@ impl Histogram {
     pub fn best_range(&self) -> (f32, f32) {
         let (lo, hi) = (self.lo.min(0.0), self.hi.max(0.0));
         let error = |lo: f32, hi: f32| self.quantization_error(ActivationQuant::from_range(lo, hi));
-        let steps = |end: f32| (1..=200).map(move |step| end * step as f32 / 200.0);
+        let shrink = |end: f32, error_at: &dyn Fn(f32) -> f64| {
+            (1..=200)
+                .map(|step| end * step as f32 / 200.0)
+                .map(|candidate| (error_at(candidate), candidate))
+                .min_by(|a, b| a.0.total_cmp(&b.0))
+                .map_or(end, |(_, candidate)| candidate)
+        };
         let mut best = (lo, hi);
         for _ in 0..3 {
             if hi > 0.0 {
-                best.1 = steps(hi)
-                    .min_by(|a, b| error(best.0, *a).total_cmp(&error(best.0, *b)))
-                    .unwrap_or(best.1);
+                best.1 = shrink(hi, &|candidate| error(best.0, candidate));
             }
             if lo < 0.0 {
-                best.0 = steps(lo)
-                    .min_by(|a, b| error(*a, best.1).total_cmp(&error(*b, best.1)))
-                    .unwrap_or(best.0);
+                best.0 = shrink(lo, &|candidate| error(candidate, best.1));
             }
         }
         best

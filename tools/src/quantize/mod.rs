@@ -18,8 +18,9 @@ use anyhow::{bail, Context};
 use dermedge::ensemble::read_member_file;
 use dermedge::manifest::Manifest;
 use dermedge::preprocess::{load_image_file, sha256_hex, to_input_tensor, ImageLimits};
+use dermedge::Ensemble;
 
-use crate::commands::{side_samples, side_scores, EvaluateRequest};
+use crate::commands::side_samples;
 use crate::evaluate::Scores;
 use crate::metrics::{argmax, Confusion};
 use crate::rng::SeededRng;
@@ -86,6 +87,19 @@ impl Comparison {
             f32_balanced: f32_confusion.balanced_accuracy(),
             int8_balanced: int8_confusion.balanced_accuracy(),
         }
+    }
+
+    /// One line of figures.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} images: top-1 agreement int8 vs f32 {:.2}%; top-1 f32 {:.2}% int8 {:.2}%; balanced accuracy f32 {:.2}% int8 {:.2}%",
+            self.images,
+            100.0 * self.top1_agreement,
+            100.0 * self.f32_accuracy,
+            100.0 * self.int8_accuracy,
+            100.0 * self.f32_balanced,
+            100.0 * self.int8_balanced
+        )
     }
 }
 
@@ -163,13 +177,13 @@ pub fn quantize(request: &QuantizeRequest) -> anyhow::Result<(Vec<QuantizedMembe
         let bytes = read_member_file(&path, &spec.sha256, &request.manifest)?;
         let model = decode_model(&bytes).with_context(|| path.display().to_string())?;
         let graph = model.graph.as_ref().context("the model has no graph")?;
-        let tensors = quantized_activations(graph, &HashSet::new());
-        let ranges = calibrate(&bytes, shape, &tensors, &inputs, request.range_method)
-            .with_context(|| format!("calibrating {}", path.display()))?;
         let float_layers: HashSet<String> = weight_layers(graph)
             .into_iter()
             .take(request.float_layers)
             .collect();
+        let tensors = quantized_activations(graph, &float_layers);
+        let ranges = calibrate(&bytes, shape, &tensors, &inputs, request.range_method)
+            .with_context(|| format!("calibrating {}", path.display()))?;
         let quantized = quantize_model(&model, &ranges, &float_layers)
             .with_context(|| format!("quantizing {}", path.display()))?;
         let encoded = crate::onnx::encode(&quantized);
@@ -236,27 +250,23 @@ pub struct CompareRequest {
 /// Runs both ensembles through tract on one side of the split and compares their top-1
 /// decisions and accuracy, at the reference's temperature.
 pub fn compare(request: &CompareRequest) -> anyhow::Result<Comparison> {
-    let run = |manifest: &Path| {
-        side_scores(&EvaluateRequest {
-            manifest: manifest.to_path_buf(),
-            data: request.data.clone(),
-            split: request.split.clone(),
-            side: request.side.clone(),
-            out: PathBuf::new(),
-            limit: request.limit,
-            tta: None,
-        })
-    };
-    let candidate = Manifest::load(&request.candidate)?;
-    if candidate.classes != Manifest::load(&request.reference)?.classes {
+    let reference = Ensemble::load(&request.reference)?;
+    let candidate = Ensemble::load(&request.candidate)?;
+    if candidate.manifest.classes != reference.manifest.classes {
         bail!(
             "{} and {} list different classes (or another order); their decisions cannot be compared. Fix: compare an int8 ensemble with the f32 one it was made from",
             request.candidate.display(),
             request.reference.display()
         );
     }
-    let (reference, reference_scores) = run(&request.reference)?;
-    let (_, candidate_scores) = run(&request.candidate)?;
+    let (samples, indices) = side_samples(
+        &request.data,
+        request.split.as_deref(),
+        &request.side,
+        request.limit,
+    )?;
+    let reference_scores = Scores::collect(&reference, &samples, &indices)?;
+    let candidate_scores = Scores::collect(&candidate, &samples, &indices)?;
     let temperature = reference.manifest.decision.temperature.unwrap_or(1.0);
     Ok(Comparison::of(
         &reference_scores,
@@ -280,19 +290,4 @@ pub fn quantize_summary(members: &[QuantizedMember], comparison: &Comparison) ->
     }
     let _ = writeln!(text, "validation side: {}", comparison.summary());
     text
-}
-
-impl Comparison {
-    /// One line of figures.
-    pub fn summary(&self) -> String {
-        format!(
-            "{} images: top-1 agreement int8 vs f32 {:.2}%; top-1 f32 {:.2}% int8 {:.2}%; balanced accuracy f32 {:.2}% int8 {:.2}%",
-            self.images,
-            100.0 * self.top1_agreement,
-            100.0 * self.f32_accuracy,
-            100.0 * self.int8_accuracy,
-            100.0 * self.f32_balanced,
-            100.0 * self.int8_balanced
-        )
-    }
 }

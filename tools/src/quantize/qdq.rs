@@ -239,35 +239,37 @@ impl QdqWriter {
         dequantized
     }
 
-    /// Adds per-channel int8 weights (or int32 bias) with a DequantizeLinear; returns its output.
+    /// Adds `{name}_quantized` (int8 weights or int32 bias, `raw` little-endian) with one scale
+    /// per channel along `axis` and a DequantizeLinear; returns the dequantized name.
     fn constant_dequantized(
         &mut self,
         name: &str,
-        values: TensorProto,
+        dims: &[i64],
+        data_type: DataType,
+        raw: Vec<u8>,
         scales: &[f32],
-        zero_point_type: DataType,
         axis: i64,
     ) -> String {
+        let quantized = format!("{name}_quantized");
         let scale = format!("{name}_scale");
         let zero_point = format!("{name}_zero_point");
         let dequantized = format!("{name}_dequantized");
-        let zero_bytes = match zero_point_type {
-            DataType::Int32 => 4,
-            _ => 1,
-        };
-        self.initializers.push(values);
+        let zero_bytes = if data_type == DataType::Int32 { 4 } else { 1 };
+        let channels = scales.len() as i64;
         self.initializers
-            .push(f32_tensor(scale.clone(), &[scales.len() as i64], scales));
+            .push(raw_tensor(quantized.clone(), dims, data_type, raw));
+        self.initializers
+            .push(f32_tensor(scale.clone(), &[channels], scales));
         self.initializers.push(raw_tensor(
             zero_point.clone(),
-            &[scales.len() as i64],
-            zero_point_type,
+            &[channels],
+            data_type,
             vec![0; scales.len() * zero_bytes],
         ));
         self.nodes.push(node(
             "DequantizeLinear",
             format!("{name}_dequantize"),
-            vec![format!("{name}_quantized"), scale, zero_point],
+            vec![quantized, scale, zero_point],
             dequantized.clone(),
             vec![int_attr("axis", axis)],
         ));
@@ -280,7 +282,7 @@ impl QdqWriter {
     fn weights(
         &mut self,
         node: &NodeProto,
-        initializers: &HashMap<String, TensorProto>,
+        initializers: &HashMap<&str, &TensorProto>,
         input_scale: Option<f32>,
     ) -> anyhow::Result<Vec<String>> {
         let describe = || format!("{} {}", node.op_type, node.name);
@@ -289,7 +291,7 @@ impl QdqWriter {
             .get(1)
             .with_context(|| format!("{} has no weight input", describe()))?;
         let weight = initializers
-            .get(weight_name)
+            .get(weight_name.as_str())
             .with_context(|| format!("{}: weight is not an initializer", describe()))?;
         let values = float_data(weight)?;
         let dims = weight.dims.clone();
@@ -316,7 +318,7 @@ impl QdqWriter {
         let bias = match (node.input.get(2), input_scale) {
             (Some(bias_name), Some(input_scale)) => {
                 let bias = initializers
-                    .get(bias_name)
+                    .get(bias_name.as_str())
                     .with_context(|| format!("{}: bias is not an initializer", describe()))?;
                 let bias_values = float_data(bias)?;
                 if bias_values.len() != channels {
@@ -344,17 +346,12 @@ impl QdqWriter {
             quantize_per_channel(&values, channels, |i| i % channels, &min_scales)
         };
         let int8 = quantized.values.iter().map(|v| *v as u8).collect();
-        let weight_tensor = raw_tensor(
-            format!("{weight_name}_quantized"),
+        let mut inputs = vec![self.constant_dequantized(
+            weight_name,
             &dims,
             DataType::Int8,
             int8,
-        );
-        let mut inputs = vec![self.constant_dequantized(
-            weight_name,
-            weight_tensor,
             &quantized.scales,
-            DataType::Int8,
             axis,
         )];
         if let Some((bias_name, bias, bias_values, input_scale)) = bias {
@@ -364,17 +361,12 @@ impl QdqWriter {
                 .zip(&scales)
                 .flat_map(|(b, s)| ((b / s).round() as i32).to_le_bytes())
                 .collect();
-            let bias_tensor = raw_tensor(
-                format!("{bias_name}_quantized"),
+            inputs.push(self.constant_dequantized(
+                bias_name,
                 &bias.dims,
                 DataType::Int32,
                 int32,
-            );
-            inputs.push(self.constant_dequantized(
-                bias_name,
-                bias_tensor,
                 &scales,
-                DataType::Int32,
                 0,
             ));
         }
@@ -399,10 +391,10 @@ pub fn quantize_model(
             .with_context(|| format!("no calibrated range for tensor {tensor}"))?;
         quants.insert(tensor.clone(), ActivationQuant::from_range(lo, hi));
     }
-    let initializers: HashMap<String, TensorProto> = graph
+    let initializers: HashMap<&str, &TensorProto> = graph
         .initializer
         .iter()
-        .map(|t| (t.name.clone(), t.clone()))
+        .map(|t| (t.name.as_str(), t))
         .collect();
     let mut writer = QdqWriter {
         nodes: Vec::new(),
@@ -417,15 +409,16 @@ pub fn quantize_model(
     }
     for original in &graph.node {
         let mut node = original.clone();
-        for input in node.input.iter_mut() {
-            if let Some(new) = renamed.get(input) {
-                *input = new.clone();
-            }
-        }
         let is_float = original
             .output
             .first()
             .is_some_and(|o| float_layers.contains(o));
+        let f32_inputs = usize::from(is_float);
+        for input in node.input.iter_mut().skip(f32_inputs) {
+            if let Some(new) = renamed.get(input) {
+                *input = new.clone();
+            }
+        }
         if matches!(node.op_type.as_str(), "Conv" | "Gemm") && !is_float {
             let input_scale = original
                 .input
@@ -650,6 +643,22 @@ mod tests {
         assert_eq!(weight.data_type, DataType::Float as i32);
         let gemm = graph.node.iter().find(|n| n.op_type == "Gemm").unwrap();
         assert!(gemm.input[0].ends_with("_dequantized"), "{:?}", gemm.input);
+    }
+
+    #[test]
+    fn a_float_layer_reads_f32_where_a_quantized_layer_shares_its_input() {
+        let mut g = crate::onnx::GraphBuilder::new();
+        let kept = g.conv("image", &pointwise(vec![0.1; 6], vec![0.0; 2]));
+        let quantized_conv = g.conv("image", &pointwise(vec![0.2; 6], vec![0.0; 2]));
+        let sum = g.add(&kept, &quantized_conv);
+        let pooled = g.global_pool_flatten(&sum);
+        let model = g.finish(("image", &[1, 3, 2, 2]), (&pooled, &[1, 2]), "test");
+        let ranges = ranges_for(&model);
+        let quantized = quantize_model(&model, &ranges, &HashSet::from([kept.clone()])).unwrap();
+        let graph = quantized.graph.as_ref().unwrap();
+        let reader = |output: &str| graph.node.iter().find(|n| n.output[0] == output).unwrap();
+        assert_eq!(reader(&kept).input[0], "image");
+        assert_eq!(reader(&quantized_conv).input[0], "image_dequantized");
     }
 
     #[test]
