@@ -232,8 +232,15 @@ fn time_capture_to_log(
     Ok((TimingStats::from_samples(&samples), described))
 }
 
+static NEXT_TEMP_DIR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A fresh directory of this process under the system temporary directory.
 fn tempfile_dir() -> std::io::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("dermedge-bench-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "dermedge-bench-{}-{}",
+        std::process::id(),
+        NEXT_TEMP_DIR.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }

@@ -201,8 +201,15 @@ pub fn parity(
     Ok(worst)
 }
 
+static NEXT_TEMP_DIR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A fresh directory of this process under the system temporary directory.
 fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("dermedge-parity-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "dermedge-parity-{}-{}",
+        std::process::id(),
+        NEXT_TEMP_DIR.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     Ok(dir)
 }
