@@ -203,6 +203,26 @@ impl Member {
                 classes,
             });
         }
+        let typed = match crate::int8::rewrite(&typed) {
+            Ok(Some((rewritten, summary))) => {
+                log::info!(
+                    "member {}: {} quantized layers run on int8 ops ({} pointwise, {} depthwise, {} add)",
+                    path.display(),
+                    summary.fused(),
+                    summary.pointwise,
+                    summary.depthwise,
+                    summary.add
+                );
+                rewritten
+            }
+            Ok(None) => typed,
+            Err(e) => {
+                return Err(EnsembleError::Load {
+                    path: path.clone(),
+                    message: format!("int8 rewrite: {e:#}"),
+                })
+            }
+        };
         let plan = typed
             .into_optimized()
             .and_then(|m| m.into_runnable())

@@ -12,6 +12,7 @@ pub mod config;
 pub mod decision;
 pub mod ensemble;
 pub mod health;
+pub mod int8;
 pub mod integrity;
 pub mod journal;
 pub mod manifest;

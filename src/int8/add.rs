@@ -1,0 +1,126 @@
+//! Elementwise sum of two int8 tensors (the residual connections), requantized.
+
+use tract_core::internal::*;
+
+use super::requant::{vectorized, OutputGrid};
+
+/// One int8 input of [`AddI8`]: its scale and i8-domain zero point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InputGrid {
+    pub scale: f32,
+    pub zero_point: i8,
+}
+
+/// `y = grid((a - za) * sa / sy + (b - zb) * sb / sy)` on two int8 tensors of one shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AddI8 {
+    pub layer: String,
+    pub shape: TVec<usize>,
+    left: (f32, f32),
+    right: (f32, f32),
+    grid: OutputGrid,
+}
+impl Eq for AddI8 {}
+
+impl AddI8 {
+    /// The sum of inputs on `left` and `right`, written on `grid` (`output_inverse_scale` = 1/sy).
+    pub fn new(
+        layer: String,
+        shape: TVec<usize>,
+        left: InputGrid,
+        right: InputGrid,
+        output_inverse_scale: f32,
+        grid: OutputGrid,
+    ) -> AddI8 {
+        let affine = |g: InputGrid| (g.scale * output_inverse_scale, f32::from(g.zero_point));
+        AddI8 {
+            layer,
+            shape,
+            left: affine(left),
+            right: affine(right),
+            grid,
+        }
+    }
+}
+
+impl Op for AddI8 {
+    fn name(&self) -> StaticName {
+        "AddI8".into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for AddI8 {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let (a, b) = args_2!(inputs);
+        let len = self.shape.iter().product::<usize>();
+        ensure!(a.len() == len && b.len() == len);
+        ensure!(a.datum_type() == DatumType::I8 && b.datum_type() == DatumType::I8);
+        let (a, b) = (a.try_as_plain_ram()?, b.try_as_plain_ram()?);
+        let (a, b) = (a.as_slice::<i8>()?, b.as_slice::<i8>()?);
+        let ((ma, za), (mb, zb)) = (self.left, self.right);
+        let mut out = vec![0i8; len];
+        vectorized(|| {
+            for ((a, b), o) in a.iter().zip(b).zip(&mut out) {
+                *o = self
+                    .grid
+                    .quantize((f32::from(*a) - za) * ma + (f32::from(*b) - zb) * mb);
+            }
+        });
+        Ok(tvec!(tract_ndarray::ArrayD::from_shape_vec(
+            &*self.shape,
+            out
+        )?
+        .into_tvalue()))
+    }
+}
+
+impl TypedOp for AddI8 {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.iter().all(|i| i.datum_type == DatumType::I8));
+        Ok(tvec!(i8::fact(&*self.shape)))
+    }
+
+    as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::int8::test_rng::TestRng;
+
+    #[test]
+    fn matches_the_dequantized_sum_on_random_inputs() {
+        let mut rng = TestRng(0x6a09_e667_f3bc_c909);
+        let (a, b) = (rng.i8s(1000), rng.i8s(1000));
+        let left = InputGrid {
+            scale: 0.03,
+            zero_point: -5,
+        };
+        let right = InputGrid {
+            scale: 0.11,
+            zero_point: 17,
+        };
+        let grid = OutputGrid::new(9.0, 120, f32::NEG_INFINITY, f32::INFINITY);
+        let expected: Vec<i8> = a
+            .iter()
+            .zip(&b)
+            .map(|(a, b)| {
+                let real = (f64::from(*a) + 5.0) * 0.03 + (f64::from(*b) - 17.0) * 0.11;
+                grid.quantize((real * 9.0) as f32)
+            })
+            .collect();
+        let op = AddI8::new("random".into(), tvec![10, 100], left, right, 9.0, grid);
+        let tensor = |v: &[i8]| Tensor::from_shape(&[10, 100], v).unwrap().into_tvalue();
+        let ours = op
+            .eval(&EvalContext::out_of_plan(), tvec!(tensor(&a), tensor(&b)))
+            .unwrap()
+            .remove(0);
+        let ours = ours.try_as_plain_ram().unwrap();
+        let apart = TestRng::steps_apart(ours.as_slice::<i8>().unwrap(), &expected);
+        assert!(apart <= 10, "{apart} of 1000 apart");
+    }
+}

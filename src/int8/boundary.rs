@@ -1,0 +1,68 @@
+//! Where a float layer hands its output to int8 layers: quantization of f32 to int8.
+
+use tract_core::internal::*;
+
+use super::requant::{vectorized, OutputGrid};
+
+/// `y = grid(x / scale)`: an f32 tensor quantized to int8, with any clip before it folded
+/// into the grid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizeI8 {
+    pub layer: String,
+    pub shape: TVec<usize>,
+    inverse_scale: f32,
+    grid: OutputGrid,
+}
+impl Eq for QuantizeI8 {}
+
+impl QuantizeI8 {
+    /// Quantizes onto `grid`; `inverse_scale` is `1 / scale`.
+    pub fn new(layer: String, shape: TVec<usize>, inverse_scale: f32, grid: OutputGrid) -> Self {
+        QuantizeI8 {
+            layer,
+            shape,
+            inverse_scale,
+            grid,
+        }
+    }
+}
+
+impl Op for QuantizeI8 {
+    fn name(&self) -> StaticName {
+        "QuantizeI8".into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for QuantizeI8 {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        ensure!(input.datum_type() == DatumType::F32);
+        ensure!(input.len() == self.shape.iter().product::<usize>());
+        let input = input.try_as_plain_ram()?;
+        let mut out = vec![0i8; input.len()];
+        let input = input.as_slice::<f32>()?;
+        vectorized(|| {
+            for (x, o) in input.iter().zip(&mut out) {
+                *o = self.grid.quantize(x * self.inverse_scale);
+            }
+        });
+        Ok(tvec!(tract_ndarray::ArrayD::from_shape_vec(
+            &*self.shape,
+            out
+        )?
+        .into_tvalue()))
+    }
+}
+
+impl TypedOp for QuantizeI8 {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs[0].datum_type == DatumType::F32);
+        Ok(tvec!(i8::fact(&*self.shape)))
+    }
+
+    as_op!();
+}

@@ -1,0 +1,625 @@
+//! Integer execution of QDQ-quantized members.
+//!
+//! tract runs an ONNX QDQ graph in float between QuantizeLinear and DequantizeLinear pairs.
+//! [`rewrite`] translates the loaded, decluttered graph so that the quantized layers run on
+//! int8 tensors end to end: every uint8 activation becomes an int8 tensor (zero point minus
+//! 128), and each `DequantizeLinear -> layer -> [clip] -> QuantizeLinear` chain becomes one op
+//! ([`PointwiseConvI8`], [`DepthwiseConvI8`], [`AddI8`]) with requantization fused. Layers the
+//! rewrite does not recognise keep running in float on dequantized values, so the model's
+//! meaning never depends on what was matched.
+
+mod add;
+mod boundary;
+mod depthwise;
+mod pointwise;
+mod requant;
+#[cfg(test)]
+mod test_rng;
+
+use std::collections::{HashMap, HashSet};
+
+use tract_core::internal::*;
+use tract_core::model::translator::Translate;
+use tract_core::ops::binary::TypedBinOp;
+use tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
+use tract_core::ops::einsum::EinSum;
+use tract_core::ops::element_wise::ElementWiseOp;
+use tract_core::ops::math::{Add, Max, Min};
+use tract_core::ops::nn::DataFormat;
+use tract_core::ops::quant::{quantize_linear_i8, DequantizeLinearF32, QuantizeLinearU8};
+
+pub use add::{AddI8, InputGrid};
+pub use boundary::QuantizeI8;
+pub use depthwise::{DepthwiseConvI8, DepthwiseParams};
+pub use pointwise::{KernelChooser, PointwiseConvI8, PointwiseParams};
+pub use requant::{recover_int8_rows, round_ties_even, OutputGrid};
+
+/// How many layers of each kind a rewrite turned into int8 ops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RewriteSummary {
+    pub pointwise: usize,
+    pub depthwise: usize,
+    pub add: usize,
+    /// QuantizeLinear nodes left as the boundary from float layers.
+    pub boundaries: usize,
+}
+
+impl RewriteSummary {
+    /// Number of layers that now run on int8 ops.
+    pub fn fused(&self) -> usize {
+        self.pointwise + self.depthwise + self.add
+    }
+}
+
+/// Whether `model` holds uint8 QuantizeLinear nodes, i.e. is a QDQ-quantized member.
+pub fn is_quantized(model: &TypedModel) -> bool {
+    model.nodes().iter().any(|n| quantize_u8(n).is_some())
+}
+
+/// Rewrites a decluttered QDQ model to run its quantized layers on int8 ops. Returns `None`
+/// when the model has nothing to rewrite, or a quantized tensor is read by something other
+/// than a DequantizeLinear (a form this rewrite does not handle).
+pub fn rewrite(model: &TypedModel) -> TractResult<Option<(TypedModel, RewriteSummary)>> {
+    if !is_quantized(model) {
+        return Ok(None);
+    }
+    for node in model.nodes() {
+        if quantize_u8(node).is_some() {
+            let only_dequantized = node.outputs[0]
+                .successors
+                .iter()
+                .all(|s| model.node(s.node).op_is::<DequantizeLinearF32>());
+            if !only_dequantized {
+                log::info!(
+                    "int8 rewrite skipped: {} is read by something other than a DequantizeLinear",
+                    node.name
+                );
+                return Ok(None);
+            }
+        }
+    }
+    let mut chooser = KernelChooser::default();
+    let mut translator = Translator::default();
+    for node in model.nodes() {
+        if quantize_u8(node).is_some() {
+            let fused = fuse(model, node, &mut chooser)?;
+            translator.summary_count(&*fused.op);
+            translator.absorbed.extend(fused.absorbed);
+            translator.fused.insert(node.id, (fused.op, fused.sources));
+        }
+    }
+    let summary = translator.summary;
+    let rewritten = translator.translate_model(model)?;
+    Ok(Some((rewritten, summary)))
+}
+
+fn quantize_u8(node: &TypedNode) -> Option<&QuantizeLinearU8> {
+    node.op_as::<ElementWiseOp>()
+        .and_then(|e| e.0.downcast_ref::<QuantizeLinearU8>())
+}
+
+/// A matched chain: the op that replaces it, the QuantizeLinear nodes whose int8 outputs feed
+/// it, and the nodes it absorbs.
+struct Fused {
+    op: Box<dyn TypedOp>,
+    sources: Vec<OutletId>,
+    absorbed: Vec<usize>,
+}
+
+/// The quantized tensor behind a DequantizeLinear input of `node`: the QuantizeLinear node id,
+/// its scale and its i8-domain zero point.
+fn dequantized_source(model: &TypedModel, outlet: OutletId) -> Option<(usize, InputGrid)> {
+    let dq_node = model.node(outlet.node);
+    let dq = dq_node.op_as::<DequantizeLinearF32>()?;
+    let source = model.node(dq_node.inputs[0].node);
+    quantize_u8(source)?;
+    Some((
+        source.id,
+        InputGrid {
+            scale: dq.scale,
+            zero_point: (dq.zero_point - 128).clamp(-128, 127) as i8,
+        },
+    ))
+}
+
+fn single_successor(node: &TypedNode) -> bool {
+    node.outputs.len() == 1 && node.outputs[0].successors.len() == 1
+}
+
+fn bin_op<T: tract_core::ops::binary::BinMiniOp>(node: &TypedNode) -> bool {
+    node.op_as::<TypedBinOp>().is_some_and(|b| b.0.is::<T>())
+}
+
+/// The single value of a constant input, when it has exactly one.
+fn scalar_const(model: &TypedModel, outlet: OutletId) -> Option<f32> {
+    let konst = model.outlet_fact(outlet).ok()?.konst.clone()?;
+    (konst.len() == 1)
+        .then(|| requant::f32_values(&konst).ok()?.first().copied())
+        .flatten()
+}
+
+fn const_values(model: &TypedModel, outlet: OutletId) -> Option<Vec<f32>> {
+    let konst = model.outlet_fact(outlet).ok()?.konst.clone()?;
+    requant::f32_values(&konst).ok()
+}
+
+fn fuse(
+    model: &TypedModel,
+    quantize: &TypedNode,
+    chooser: &mut KernelChooser,
+) -> TractResult<Fused> {
+    let q = quantize_u8(quantize).context("not a QuantizeLinearU8")?;
+    let mut absorbed = vec![quantize.id];
+    let (mut clip_low, mut clip_high) = (f32::NEG_INFINITY, f32::INFINITY);
+    let mut core_outlet = quantize.inputs[0];
+    let mut core = model.node(core_outlet.node);
+    loop {
+        let is_max = bin_op::<Max>(core);
+        if !(is_max || bin_op::<Min>(core)) || !single_successor(core) {
+            break;
+        }
+        let [a, b] = [core.inputs[0], core.inputs[1]];
+        let (bound, other) = match (scalar_const(model, a), scalar_const(model, b)) {
+            (None, Some(v)) => (v, a),
+            (Some(v), None) => (v, b),
+            _ => break,
+        };
+        if is_max {
+            clip_low = clip_low.max(bound);
+        } else {
+            clip_high = clip_high.min(bound);
+        }
+        absorbed.push(core.id);
+        core_outlet = other;
+        core = model.node(other.node);
+    }
+    let grid = OutputGrid::new(q.scale, q.zero_point, clip_low, clip_high);
+    let output_shape: TVec<usize> = model
+        .outlet_fact(quantize.id.into())?
+        .shape
+        .as_concrete()
+        .context("int8 rewrite needs concrete shapes")?
+        .into();
+    let boundary = |absorbed: Vec<usize>| {
+        let op = QuantizeI8::new(quantize.name.clone(), output_shape.clone(), q.scale, grid);
+        Fused {
+            op: Box::new(op),
+            sources: vec![core_outlet],
+            absorbed,
+        }
+    };
+    if !single_successor(core) {
+        return Ok(boundary(absorbed));
+    }
+    let layer = core.name.clone();
+    let chain = absorbed.clone();
+    absorbed.push(core.id);
+    if bin_op::<Add>(core) {
+        if let (Some(left), Some(right)) = (
+            dequantized_source(model, core.inputs[0]),
+            dequantized_source(model, core.inputs[1]),
+        ) {
+            let same_shape = core.inputs.iter().all(|i| {
+                model
+                    .outlet_fact(*i)
+                    .is_ok_and(|f| f.shape.as_concrete() == Some(&*output_shape))
+            });
+            if same_shape {
+                let op = AddI8::new(layer, output_shape, left.1, right.1, q.scale, grid);
+                return Ok(Fused {
+                    op: Box::new(op),
+                    sources: vec![left.0.into(), right.0.into()],
+                    absorbed,
+                });
+            }
+        }
+        if let Some(fused) = fuse_pointwise(
+            model,
+            core,
+            q,
+            grid,
+            output_shape.clone(),
+            absorbed.clone(),
+            chooser,
+        )? {
+            return Ok(fused);
+        }
+    }
+    if let Some(conv) = core.op_as::<Conv>() {
+        if let Some(fused) = fuse_depthwise(
+            model,
+            core,
+            conv,
+            q,
+            grid,
+            output_shape.clone(),
+            absorbed.clone(),
+        )? {
+            return Ok(fused);
+        }
+    }
+    Ok(boundary(chain))
+}
+
+/// `Add(EinSum(DequantizeLinear(x), W[co, ci]), bias[co, 1, 1])`: a decluttered 1x1 Conv.
+fn fuse_pointwise(
+    model: &TypedModel,
+    add: &TypedNode,
+    q: &QuantizeLinearU8,
+    grid: OutputGrid,
+    output_shape: TVec<usize>,
+    mut absorbed: Vec<usize>,
+    chooser: &mut KernelChooser,
+) -> TractResult<Option<Fused>> {
+    let (bias, einsum_outlet) = match (
+        const_values(model, add.inputs[0]),
+        const_values(model, add.inputs[1]),
+    ) {
+        (None, Some(bias)) => (bias, add.inputs[0]),
+        (Some(bias), None) => (bias, add.inputs[1]),
+        _ => return Ok(None),
+    };
+    let einsum_node = model.node(einsum_outlet.node);
+    let Some(einsum) = einsum_node.op_as::<EinSum>() else {
+        return Ok(None);
+    };
+    let expression = einsum.axes.to_string();
+    if !matches!(expression.as_str(), "IHW,OI->OHW" | "NIHW,OI->OHW")
+        || einsum.q_params.is_some()
+        || !single_successor(einsum_node)
+    {
+        return Ok(None);
+    }
+    let Some((source, input)) = dequantized_source(model, einsum_node.inputs[0]) else {
+        return Ok(None);
+    };
+    let Some(weights) = const_values(model, einsum_node.inputs[1]) else {
+        return Ok(None);
+    };
+    let co = bias.len();
+    let Some((int_weights, scales)) = recover_int8_rows(&weights, co) else {
+        log::info!(
+            "int8 rewrite left {} in float: its weights are not an int8 grid",
+            add.name
+        );
+        return Ok(None);
+    };
+    let input_shape = model
+        .outlet_fact(einsum_node.inputs[0])?
+        .shape
+        .as_concrete()
+        .context("int8 rewrite needs concrete shapes")?
+        .to_vec();
+    let ci = weights.len() / co;
+    let positions = input_shape.iter().product::<usize>() / ci.max(1);
+    if input_shape.len() < 3
+        || input_shape[input_shape.len() - 3] != ci
+        || positions * ci != input_shape.iter().product::<usize>()
+    {
+        return Ok(None);
+    }
+    let params = PointwiseParams {
+        layer: add.name.clone(),
+        weights: &int_weights,
+        weight_scales: &scales,
+        bias: &bias,
+        input_scale: input.scale,
+        input_zero_point: input.zero_point,
+        output_inverse_scale: q.scale,
+        grid,
+        positions,
+        output_shape,
+    };
+    let Some(op) = PointwiseConvI8::new(params, chooser)? else {
+        return Ok(None);
+    };
+    absorbed.push(einsum_node.id);
+    Ok(Some(Fused {
+        op: Box::new(op),
+        sources: vec![source.into()],
+        absorbed,
+    }))
+}
+
+/// A 3x3, padding 1, stride 1 or 2 Conv with one group per channel.
+fn fuse_depthwise(
+    model: &TypedModel,
+    node: &TypedNode,
+    conv: &Conv,
+    q: &QuantizeLinearU8,
+    grid: OutputGrid,
+    output_shape: TVec<usize>,
+    absorbed: Vec<usize>,
+) -> TractResult<Option<Fused>> {
+    let spec = &conv.pool_spec;
+    let channels = spec.input_channels;
+    let stride = spec.strides.as_ref().map_or(1, |s| s[0]);
+    let geometry_ok = conv.group == channels
+        && spec.output_channels == channels
+        && conv.q_params.is_none()
+        && conv.kernel_fmt == KernelFormat::OIHW
+        && matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
+        && *spec.kernel_shape == [3, 3]
+        && matches!(&spec.padding, PaddingSpec::Explicit(b, a) if **b == [1, 1] && **a == [1, 1])
+        && spec
+            .dilations
+            .as_ref()
+            .is_none_or(|d| d.iter().all(|d| *d == 1))
+        && spec
+            .strides
+            .as_ref()
+            .is_none_or(|s| s.len() == 2 && s[0] == s[1])
+        && matches!(stride, 1 | 2)
+        && node.inputs.len() == 3;
+    if !geometry_ok {
+        return Ok(None);
+    }
+    let Some((source, input)) = dequantized_source(model, node.inputs[0]) else {
+        return Ok(None);
+    };
+    let (Some(weights), Some(bias)) = (
+        const_values(model, node.inputs[1]),
+        const_values(model, node.inputs[2]),
+    ) else {
+        return Ok(None);
+    };
+    if weights.len() != channels * 9 || bias.len() != channels {
+        return Ok(None);
+    }
+    let Some((int_weights, scales)) = recover_int8_rows(&weights, channels) else {
+        log::info!(
+            "int8 rewrite left {} in float: its weights are not an int8 grid",
+            node.name
+        );
+        return Ok(None);
+    };
+    let input_shape = model
+        .outlet_fact(node.inputs[0])?
+        .shape
+        .as_concrete()
+        .context("int8 rewrite needs concrete shapes")?
+        .to_vec();
+    let rank = input_shape.len();
+    if rank < 3 || input_shape[rank - 3] != channels {
+        return Ok(None);
+    }
+    let op = DepthwiseConvI8::new(DepthwiseParams {
+        layer: node.name.clone(),
+        weights: &int_weights,
+        weight_scales: &scales,
+        bias: &bias,
+        input_scale: input.scale,
+        input_zero_point: input.zero_point,
+        output_inverse_scale: q.scale,
+        grid,
+        stride,
+        height: input_shape[rank - 2],
+        width: input_shape[rank - 1],
+        output_shape,
+    })?;
+    Ok(Some(Fused {
+        op: Box::new(op),
+        sources: vec![source.into()],
+        absorbed,
+    }))
+}
+
+/// Rewrites the graph node by node: fused chains become their int8 op, every other uint8
+/// QuantizeLinear becomes an int8 one, DequantizeLinear reads the int8 tensor, the rest is
+/// copied.
+#[derive(Debug, Default)]
+struct Translator {
+    fused: HashMap<usize, (Box<dyn TypedOp>, Vec<OutletId>)>,
+    absorbed: HashSet<usize>,
+    summary: RewriteSummary,
+}
+
+impl Translator {
+    fn summary_count(&mut self, op: &dyn TypedOp) {
+        if op.downcast_ref::<PointwiseConvI8>().is_some() {
+            self.summary.pointwise += 1;
+        } else if op.downcast_ref::<DepthwiseConvI8>().is_some() {
+            self.summary.depthwise += 1;
+        } else if op.downcast_ref::<AddI8>().is_some() {
+            self.summary.add += 1;
+        } else {
+            self.summary.boundaries += 1;
+        }
+    }
+}
+
+impl Translate<TypedFact, Box<dyn TypedOp>, TypedFact, Box<dyn TypedOp>> for Translator {
+    fn translate_node(
+        &self,
+        source: &TypedModel,
+        node: &TypedNode,
+        target: &mut TypedModel,
+        mapping: &HashMap<OutletId, OutletId>,
+    ) -> TractResult<TVec<OutletId>> {
+        if let Some((op, sources)) = self.fused.get(&node.id) {
+            let inputs: TVec<OutletId> = sources.iter().map(|s| mapping[s]).collect();
+            return target.wire_node(&node.name, op.clone(), &inputs);
+        }
+        if self.absorbed.contains(&node.id) {
+            return Ok(tvec!());
+        }
+        let inputs: TVec<OutletId> = node.inputs.iter().map(|i| mapping[i]).collect();
+        if let Some(q) = quantize_u8(node) {
+            let zero_point = (i32::from(q.zero_point) - 128) as i8;
+            return target.wire_node(&node.name, quantize_linear_i8(q.scale, zero_point), &inputs);
+        }
+        if let Some(dq) = node.op_as::<DequantizeLinearF32>() {
+            if quantize_u8(source.node(node.inputs[0].node)).is_some() {
+                let op = DequantizeLinearF32::new(dq.scale, dq.zero_point - 128);
+                return target.wire_node(&node.name, op, &inputs);
+            }
+        }
+        target.wire_node(&node.name, node.op.clone(), &inputs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::ensemble::{typed_model_for_input, Ensemble};
+    use crate::preprocess::{load_image_file, ImageLimits};
+
+    const MANIFEST: &str = "models/int8/ensemble.toml";
+
+    fn shipped() -> (Ensemble, TypedModel) {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join(MANIFEST);
+        let ensemble = Ensemble::load(&manifest).unwrap();
+        let member = &ensemble.members[0];
+        let bytes = std::fs::read(&member.path).unwrap();
+        let typed =
+            typed_model_for_input(&bytes, &member.path, &ensemble.manifest.input, &manifest)
+                .unwrap();
+        (ensemble, typed)
+    }
+
+    fn samples() -> Vec<PathBuf> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/samples");
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+            .collect();
+        paths.sort();
+        paths
+    }
+
+    fn to_i8(u8_tensor: &Tensor) -> Tensor {
+        let values: Vec<i8> = u8_tensor
+            .try_as_plain_ram()
+            .unwrap()
+            .as_slice::<u8>()
+            .unwrap()
+            .iter()
+            .map(|v| (i32::from(*v) - 128) as i8)
+            .collect();
+        Tensor::from_shape(u8_tensor.shape(), &values).unwrap()
+    }
+
+    /// Every fused op, fed the QDQ graph's own quantized tensors from real images, writes the
+    /// QDQ graph's quantized output: the same integers, or one step apart where float
+    /// summation order lands a value on the other side of a rounding boundary.
+    #[test]
+    fn every_int8_op_matches_the_qdq_graph_on_real_images() {
+        let (ensemble, model) = shipped();
+        let mut chooser = KernelChooser::default();
+        let fused: Vec<(usize, Fused)> = model
+            .nodes()
+            .iter()
+            .filter(|n| quantize_u8(n).is_some())
+            .map(|n| (n.id, fuse(&model, n, &mut chooser).unwrap()))
+            .collect();
+        let mut outlets: Vec<OutletId> = fused.iter().map(|(q, _)| OutletId::new(*q, 0)).collect();
+        outlets.extend(fused.iter().flat_map(|(_, f)| f.sources.iter().copied()));
+        outlets.sort();
+        outlets.dedup();
+        let mut probe = model.clone();
+        probe.select_output_outlets(&outlets).unwrap();
+        let plan = probe.into_runnable().unwrap();
+        let (mut values, mut off_by_one) = (0usize, 0usize);
+        let mut kinds = HashSet::new();
+        for path in samples().iter().take(2) {
+            let image = load_image_file(path, &ImageLimits::default()).unwrap();
+            let results = plan.run(tvec!(ensemble.input_for(&image.rgb))).unwrap();
+            let value_of = |outlet: &OutletId| {
+                let at = outlets.iter().position(|o| o == outlet).unwrap();
+                results[at].clone().into_tensor()
+            };
+            for (q, fused) in &fused {
+                kinds.insert(fused.op.name());
+                let inputs: TVec<TValue> = fused
+                    .sources
+                    .iter()
+                    .map(|s| {
+                        let value = value_of(s);
+                        if value.datum_type() == DatumType::U8 {
+                            to_i8(&value).into_tvalue()
+                        } else {
+                            value.into_tvalue()
+                        }
+                    })
+                    .collect();
+                let ours = fused
+                    .op
+                    .eval(&EvalContext::out_of_plan(), inputs)
+                    .unwrap()
+                    .remove(0);
+                let expected = to_i8(&value_of(&OutletId::new(*q, 0)));
+                let ours = ours.try_as_plain_ram().unwrap();
+                let expected = expected.try_as_plain_ram().unwrap();
+                for (a, b) in ours
+                    .as_slice::<i8>()
+                    .unwrap()
+                    .iter()
+                    .zip(expected.as_slice::<i8>().unwrap())
+                {
+                    let gap = (i32::from(*a) - i32::from(*b)).abs();
+                    assert!(gap <= 1, "{}: {a} against {b}", fused.op.name());
+                    off_by_one += usize::from(gap == 1);
+                    values += 1;
+                }
+            }
+        }
+        assert_eq!(kinds.len(), 4, "{kinds:?}");
+        let share = off_by_one as f64 / values as f64;
+        assert!(
+            share < 1e-4,
+            "{off_by_one} of {values} values one step apart"
+        );
+    }
+
+    /// The shipped int8 member runs its quantized layers on the int8 ops, and gives the QDQ
+    /// graph's probabilities on every sample image.
+    #[test]
+    fn the_rewritten_member_tracks_the_qdq_graph() {
+        let (ensemble, model) = shipped();
+        let (_, summary) = rewrite(&model).unwrap().unwrap();
+        assert_eq!(
+            (summary.pointwise, summary.depthwise, summary.add),
+            (32, 16, 10)
+        );
+        let plain = model.into_optimized().unwrap().into_runnable().unwrap();
+        let member = &ensemble.members[0];
+        let int8_nodes = member
+            .plan()
+            .model()
+            .nodes()
+            .iter()
+            .filter(|n| n.op.name().ends_with("I8"))
+            .count();
+        assert!(
+            int8_nodes >= summary.fused(),
+            "{int8_nodes} int8 nodes in the plan"
+        );
+        let softmax = |logits: &[f32]| {
+            let top = logits.iter().fold(f32::MIN, |m, v| m.max(*v));
+            let exp: Vec<f32> = logits.iter().map(|v| (v - top).exp()).collect();
+            let sum: f32 = exp.iter().sum();
+            exp.iter().map(|e| e / sum).collect::<Vec<f32>>()
+        };
+        for path in samples() {
+            let image = load_image_file(&path, &ImageLimits::default()).unwrap();
+            let input = ensemble.input_for(&image.rgb);
+            let ours = softmax(&member.run_raw(&input).unwrap());
+            let reference = plain.run(tvec!(input)).unwrap().remove(0);
+            let reference = softmax(
+                reference
+                    .try_as_plain_ram()
+                    .unwrap()
+                    .as_slice::<f32>()
+                    .unwrap(),
+            );
+            let argmax = |p: &[f32]| (0..p.len()).max_by(|a, b| p[*a].total_cmp(&p[*b])).unwrap();
+            assert_eq!(argmax(&ours), argmax(&reference), "{}", path.display());
+            for (a, b) in ours.iter().zip(&reference) {
+                assert!((a - b).abs() < 0.03, "{}: {a} against {b}", path.display());
+            }
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! Pointwise (1x1) convolution on int8 activations and weights, on tract-linalg's integer
+//! matrix kernels, with bias, zero points, per-channel scales and the activation clip fused
+//! into one requantization pass.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tract_core::internal::*;
+use tract_linalg::mmm::{AsInputValue, FusedSpec, MMMInputValue, MatMatMul};
+use tract_linalg::{MmmDispatch, WeightType};
+
+use super::requant::{vectorized, OutputGrid};
+
+/// The int8 matrix kernel and packing chosen for one `(m, k, n)` shape.
+#[derive(Debug, Clone)]
+pub struct KernelChoice {
+    kernel: Box<dyn MatMatMul>,
+    packing: usize,
+}
+
+/// Picks, for each matrix shape, the fastest runnable int8 kernel of this CPU, by timing each
+/// on the shape once. Results are exact integers whichever kernel runs.
+#[derive(Default)]
+pub struct KernelChooser {
+    chosen: HashMap<(usize, usize, usize), KernelChoice>,
+}
+
+fn int8_packing(kernel: &dyn MatMatMul) -> Option<usize> {
+    let int8 = WeightType::Plain(DatumType::I8);
+    kernel
+        .packings()
+        .iter()
+        .position(|(a, b)| a.precursor() == int8 && b.precursor() == int8)
+}
+
+fn time_kernel(choice: &KernelChoice, m: usize, k: usize, n: usize) -> TractResult<f64> {
+    let (a_format, b_format) = &choice.kernel.packings()[choice.packing];
+    let a = a_format.prepare_one(&Tensor::zero::<i8>(&[m, k])?, 1, 0)?;
+    let b = Tensor::zero::<i8>(&[k, n])?;
+    let mut c = Tensor::zero::<i32>(&[m, n])?;
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let packed_b = b_format.prepare_one(&b, 0, 1)?;
+        unsafe {
+            choice.kernel.run(
+                m,
+                n,
+                &[
+                    FusedSpec::AddMatMul {
+                        a: AsInputValue::Borrowed(&*a),
+                        b: AsInputValue::Borrowed(&*packed_b),
+                        packing: choice.packing,
+                    },
+                    FusedSpec::Store(choice.kernel.c_view(Some(0), Some(1)).wrap(&c.view_mut())),
+                ],
+            )?;
+        }
+        best = best.min(started.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
+impl KernelChooser {
+    /// The fastest int8 kernel for an `m x k` by `k x n` product, or `None` when this CPU
+    /// has no integer kernel with int8 packing.
+    pub fn choose(&mut self, m: usize, k: usize, n: usize) -> TractResult<Option<KernelChoice>> {
+        if let Some(choice) = self.chosen.get(&(m, k, n)) {
+            return Ok(Some(choice.clone()));
+        }
+        let mut best: Option<(f64, KernelChoice)> = None;
+        for kernel in MmmDispatch::native().runnable() {
+            if kernel.internal_type() != DatumType::I32 || kernel.emulated() {
+                continue;
+            }
+            let Some(packing) = int8_packing(&**kernel) else {
+                continue;
+            };
+            let choice = KernelChoice {
+                kernel: kernel.clone(),
+                packing,
+            };
+            let seconds = time_kernel(&choice, m, k, n)?;
+            if best.as_ref().is_none_or(|(b, _)| seconds < *b) {
+                best = Some((seconds, choice));
+            }
+        }
+        Ok(best.map(|(_, choice)| {
+            log::debug!("int8 kernel for {m}x{k}x{n}: {}", choice.kernel.name());
+            self.chosen.insert((m, k, n), choice.clone());
+            choice
+        }))
+    }
+}
+
+/// `y[c, p] = grid(multiplier[c] * sum_k w[c, k] * x[k, p] + offset[c])` on int8 `x` laid out
+/// `[.., k, positions]`; zero points and bias are folded into `offset`.
+#[derive(Debug, Clone)]
+pub struct PointwiseConvI8 {
+    /// Name of the source layer, for plans and errors.
+    pub layer: String,
+    pub output_channels: usize,
+    pub input_channels: usize,
+    pub output_shape: TVec<usize>,
+    packed_weights: Arc<Box<dyn MMMInputValue>>,
+    choice: KernelChoice,
+    multiplier: Vec<f32>,
+    offset: Vec<f32>,
+    grid: OutputGrid,
+}
+
+/// Quantization of a pointwise layer, as read from the QDQ graph.
+pub struct PointwiseParams<'a> {
+    pub layer: String,
+    /// `[output_channels, input_channels]` int8 weights and their per-channel scales.
+    pub weights: &'a [i8],
+    pub weight_scales: &'a [f32],
+    pub bias: &'a [f32],
+    /// Input scale and int8-domain zero point.
+    pub input_scale: f32,
+    pub input_zero_point: i8,
+    pub output_inverse_scale: f32,
+    pub grid: OutputGrid,
+    pub positions: usize,
+    pub output_shape: TVec<usize>,
+}
+
+impl PointwiseConvI8 {
+    /// Packs the weights for the kernel `chooser` picks; `None` when the CPU has no int8 kernel.
+    pub fn new(
+        params: PointwiseParams,
+        chooser: &mut KernelChooser,
+    ) -> TractResult<Option<PointwiseConvI8>> {
+        let co = params.weight_scales.len();
+        ensure!(co > 0 && params.weights.len().is_multiple_of(co) && params.bias.len() == co);
+        let ci = params.weights.len() / co;
+        let Some(choice) = chooser.choose(co, ci, params.positions)? else {
+            return Ok(None);
+        };
+        let weights = Tensor::from_shape(&[co, ci], params.weights)?;
+        let packed = choice.kernel.packings()[choice.packing]
+            .0
+            .prepare_one(&weights, 1, 0)?;
+        let mut multiplier = Vec::with_capacity(co);
+        let mut offset = Vec::with_capacity(co);
+        for c in 0..co {
+            let row_sum: i32 = params.weights[c * ci..(c + 1) * ci]
+                .iter()
+                .map(|w| i32::from(*w))
+                .sum();
+            let real_per_step = params.input_scale * params.weight_scales[c];
+            let zero_point_term = (i32::from(params.input_zero_point) * row_sum) as f32;
+            multiplier.push(real_per_step * params.output_inverse_scale);
+            offset.push(
+                (params.bias[c] - real_per_step * zero_point_term) * params.output_inverse_scale,
+            );
+        }
+        Ok(Some(PointwiseConvI8 {
+            layer: params.layer,
+            output_channels: co,
+            input_channels: ci,
+            output_shape: params.output_shape,
+            packed_weights: Arc::new(packed),
+            choice,
+            multiplier,
+            offset,
+            grid: params.grid,
+        }))
+    }
+
+    /// Name of the int8 kernel this layer runs on.
+    pub fn kernel_name(&self) -> &str {
+        self.choice.kernel.name()
+    }
+}
+
+impl PartialEq for PointwiseConvI8 {
+    fn eq(&self, other: &Self) -> bool {
+        self.layer == other.layer
+            && self.output_shape == other.output_shape
+            && self.multiplier == other.multiplier
+            && self.offset == other.offset
+            && self.grid == other.grid
+    }
+}
+impl Eq for PointwiseConvI8 {}
+
+impl Op for PointwiseConvI8 {
+    fn name(&self) -> StaticName {
+        "PointwiseConvI8".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{} -> {} channels, kernel {}",
+            self.input_channels,
+            self.output_channels,
+            self.kernel_name()
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for PointwiseConvI8 {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs).into_tensor();
+        let (co, ci) = (self.output_channels, self.input_channels);
+        ensure!(input.datum_type() == DatumType::I8 && input.len().is_multiple_of(ci));
+        let n = input.len() / ci;
+        let input = input.into_shape(&[ci, n])?;
+        let (_, b_format) = &self.choice.kernel.packings()[self.choice.packing];
+        let packed_input = b_format.prepare_one(&input, 0, 1)?;
+        let mut acc = unsafe { Tensor::uninitialized::<i32>(&[co, n])? };
+        unsafe {
+            self.choice.kernel.run(
+                co,
+                n,
+                &[
+                    FusedSpec::AddMatMul {
+                        a: AsInputValue::Borrowed(&**self.packed_weights),
+                        b: AsInputValue::Borrowed(&*packed_input),
+                        packing: self.choice.packing,
+                    },
+                    FusedSpec::Store(
+                        self.choice
+                            .kernel
+                            .c_view(Some(0), Some(1))
+                            .wrap(&acc.view_mut()),
+                    ),
+                ],
+            )?;
+        }
+        let acc = acc.try_as_plain_ram()?;
+        let acc = acc.as_slice::<i32>()?;
+        let mut out = vec![0i8; co * n];
+        vectorized(|| {
+            for ((acc, out), (m, b)) in acc
+                .chunks(n)
+                .zip(out.chunks_mut(n))
+                .zip(self.multiplier.iter().zip(&self.offset))
+            {
+                for (a, o) in acc.iter().zip(out) {
+                    *o = self.grid.quantize(*a as f32 * m + b);
+                }
+            }
+        });
+        Ok(tvec!(tract_ndarray::ArrayD::from_shape_vec(
+            &*self.output_shape,
+            out
+        )?
+        .into_tvalue()))
+    }
+}
+
+impl TypedOp for PointwiseConvI8 {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs[0].datum_type == DatumType::I8);
+        Ok(tvec!(i8::fact(&*self.output_shape)))
+    }
+
+    as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::int8::test_rng::TestRng;
+
+    #[test]
+    fn matches_a_direct_product_on_random_inputs() {
+        let mut rng = TestRng(0x2545_f491_4f6c_dd1d);
+        let mut chooser = KernelChooser::default();
+        for (co, ci, positions) in [(5, 3, 7), (16, 32, 60), (24, 96, 20), (40, 8, 1)] {
+            let weights = rng.i8s(co * ci);
+            let weight_scales: Vec<f32> = (0..co).map(|_| rng.f32_in(0.001, 0.02)).collect();
+            let bias: Vec<f32> = (0..co).map(|_| rng.f32_in(-1.0, 1.0)).collect();
+            let input = rng.i8s(ci * positions);
+            let (input_scale, input_zero_point) = (rng.f32_in(0.01, 0.05), rng.next() as i8);
+            let output_inverse_scale = rng.f32_in(2.0, 20.0);
+            let grid = OutputGrid::new(output_inverse_scale, rng.next() as u8, -6.0, 6.0);
+            let expected: Vec<i8> = (0..co * positions)
+                .map(|i| {
+                    let (c, p) = (i / positions, i % positions);
+                    let sum: f64 = (0..ci)
+                        .map(|k| {
+                            let x = (f64::from(input[k * positions + p])
+                                - f64::from(input_zero_point))
+                                * f64::from(input_scale);
+                            x * f64::from(weights[c * ci + k]) * f64::from(weight_scales[c])
+                        })
+                        .sum::<f64>()
+                        + f64::from(bias[c]);
+                    grid.quantize((sum * f64::from(output_inverse_scale)) as f32)
+                })
+                .collect();
+            let params = PointwiseParams {
+                layer: "random".into(),
+                weights: &weights,
+                weight_scales: &weight_scales,
+                bias: &bias,
+                input_scale,
+                input_zero_point,
+                output_inverse_scale,
+                grid,
+                positions,
+                output_shape: tvec![co, positions],
+            };
+            let op = PointwiseConvI8::new(params, &mut chooser).unwrap().unwrap();
+            let input = Tensor::from_shape(&[1, ci, positions], &input).unwrap();
+            let ours = op
+                .eval(&EvalContext::out_of_plan(), tvec!(input.into_tvalue()))
+                .unwrap()
+                .remove(0);
+            let ours = ours.try_as_plain_ram().unwrap();
+            let apart = TestRng::steps_apart(ours.as_slice::<i8>().unwrap(), &expected);
+            assert!(
+                apart * 100 <= expected.len(),
+                "{apart} of {} apart",
+                expected.len()
+            );
+        }
+    }
+}

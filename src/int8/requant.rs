@@ -1,0 +1,163 @@
+//! Integer-domain helpers shared by the int8 ops: rounding, requantization, weight recovery.
+
+use tract_core::internal::*;
+
+/// `1.5 * 2^23`: adding then subtracting it rounds an `f32` of magnitude below `2^22` to the
+/// nearest integer, ties to even (ONNX QuantizeLinear's rounding), in a form that vectorizes.
+const ROUNDING_MAGIC: f32 = 12_582_912.0;
+
+/// Rounds `v` (|v| < 2^22) to the nearest integer, ties to even.
+#[inline(always)]
+pub fn round_ties_even(v: f32) -> f32 {
+    (v + ROUNDING_MAGIC) - ROUNDING_MAGIC
+}
+
+/// An output quantizer: `q = clamp(round(v), low, high) + zero_point` with `v` already in
+/// output steps. `low` and `high` fold the activation clip (ReLU6) into the u8 range.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutputGrid {
+    /// Zero point, in the i8 domain (uint8 zero point minus 128).
+    pub zero_point: i8,
+    /// Lowest value of `round(v)`, relative to the zero point.
+    pub low: f32,
+    /// Highest value of `round(v)`, relative to the zero point.
+    pub high: f32,
+}
+
+impl OutputGrid {
+    /// The grid of a uint8 QuantizeLinear (`inverse_scale` is tract's `1/scale`, `zero_point`
+    /// the uint8 zero point), clipped to `[clip_low, clip_high]` in real units.
+    pub fn new(inverse_scale: f32, zero_point: u8, clip_low: f32, clip_high: f32) -> OutputGrid {
+        let zp = f32::from(zero_point);
+        let to_steps = |x: f32| {
+            if x.is_finite() {
+                round_ties_even(x * inverse_scale).clamp(-zp, 255.0 - zp)
+            } else if x > 0.0 {
+                255.0 - zp
+            } else {
+                -zp
+            }
+        };
+        OutputGrid {
+            zero_point: (i32::from(zero_point) - 128) as i8,
+            low: to_steps(clip_low).max(-zp),
+            high: to_steps(clip_high).min(255.0 - zp),
+        }
+    }
+
+    /// Quantizes `v` (in output steps) onto this grid.
+    #[inline(always)]
+    pub fn quantize(&self, v: f32) -> i8 {
+        let steps = (v.max(self.low).min(self.high) + ROUNDING_MAGIC).to_bits() as i32
+            - ROUNDING_MAGIC.to_bits() as i32;
+        (steps + i32::from(self.zero_point)) as i8
+    }
+}
+
+/// Runs `kernel` compiled for AVX2 where the CPU has it (x86-64), else as built: the int8
+/// loops are written to vectorize, and AVX2 doubles their width over the x86-64 baseline.
+#[inline(always)]
+pub fn vectorized<R>(kernel: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2<R>(kernel: impl FnOnce() -> R) -> R {
+            kernel()
+        }
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { avx2(kernel) };
+    }
+    kernel()
+}
+
+/// Integer weights and one scale per output channel recovered from dequantized f32 weights
+/// `w[c, ..] = scale[c] * q[c, ..]`, `|q| <= 127`, as the quantizer wrote them. `None` when a
+/// channel's values are not such a grid (then the layer is left in float).
+pub fn recover_int8_rows(weights: &[f32], rows: usize) -> Option<(Vec<i8>, Vec<f32>)> {
+    if rows == 0 || !weights.len().is_multiple_of(rows) {
+        return None;
+    }
+    let per_row = weights.len() / rows;
+    let mut q = Vec::with_capacity(weights.len());
+    let mut scales = Vec::with_capacity(rows);
+    for row in weights.chunks(per_row) {
+        let amax = row.iter().fold(0.0f32, |m, w| m.max(w.abs()));
+        if !amax.is_finite() {
+            return None;
+        }
+        if amax == 0.0 {
+            q.extend(std::iter::repeat_n(0i8, per_row));
+            scales.push(1.0);
+            continue;
+        }
+        let scale = amax / 127.0;
+        for w in row {
+            let steps = w / scale;
+            let rounded = steps.round();
+            if (steps - rounded).abs() > 1e-3 || rounded.abs() > 127.0 {
+                return None;
+            }
+            q.push(rounded as i8);
+        }
+        scales.push(scale);
+    }
+    Some((q, scales))
+}
+
+/// The f32 values of a constant tensor.
+pub fn f32_values(tensor: &Tensor) -> TractResult<Vec<f32>> {
+    Ok(tensor
+        .cast_to::<f32>()?
+        .try_as_plain_ram()?
+        .as_slice::<f32>()?
+        .to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_ties_to_even() {
+        for (v, r) in [
+            (0.5, 0.0),
+            (1.5, 2.0),
+            (2.5, 2.0),
+            (-0.5, 0.0),
+            (-1.5, -2.0),
+            (1.4, 1.0),
+        ] {
+            assert_eq!(round_ties_even(v), r, "{v}");
+        }
+    }
+
+    #[test]
+    fn grid_folds_the_clip_into_the_range() {
+        let grid = OutputGrid::new(10.0, 20, 0.0, 6.0);
+        assert_eq!(grid.zero_point, -108);
+        assert_eq!(grid.quantize(-50.0), -108);
+        assert_eq!(grid.quantize(1000.0), -108 + 60);
+        assert_eq!(grid.quantize(3.5), -108 + 4);
+        let unclipped = OutputGrid::new(1.0, 128, f32::NEG_INFINITY, f32::INFINITY);
+        assert_eq!(unclipped.quantize(-1000.0), -128);
+        assert_eq!(unclipped.quantize(1000.0), 127);
+    }
+
+    #[test]
+    fn recovers_the_quantizer_grid_and_refuses_other_values() {
+        let scales = [0.01f32, 0.5];
+        let q: Vec<i8> = vec![127, -3, 0, 5, -127, 64];
+        let w: Vec<f32> = q
+            .iter()
+            .enumerate()
+            .map(|(i, q)| f32::from(*q) * scales[i / 3])
+            .collect();
+        let (back, back_scales) = recover_int8_rows(&w, 2).unwrap();
+        assert_eq!(back, q);
+        for (a, b) in back_scales.iter().zip(scales) {
+            assert!((a - b).abs() <= b * 1e-6);
+        }
+        assert!(recover_int8_rows(&[1.0, 0.3, 0.0], 1).is_none());
+        assert_eq!(recover_int8_rows(&[0.0; 4], 2).unwrap().0, vec![0; 4]);
+    }
+}
