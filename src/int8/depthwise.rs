@@ -3,7 +3,10 @@
 
 use tract_core::internal::*;
 
-use super::requant::OutputGrid;
+use super::requant::{for_each_chunk, OutputGrid};
+
+/// Channels one thread convolves at a time.
+const CHANNELS_PER_TASK: usize = 16;
 
 /// Quantization and geometry of a depthwise layer, as read from the QDQ graph.
 pub struct DepthwiseParams<'a> {
@@ -77,25 +80,25 @@ impl DepthwiseConvI8 {
         })
     }
 
-    /// Convolves every channel of `input` into `out`, compiled for AVX2 where the CPU has it.
-    fn run(&self, input: &[i8], out: &mut [i8]) {
+    /// Convolves channels `first..` of `input` into `out` (as many as it holds), compiled for AVX2 where the CPU has it.
+    fn run(&self, input: &[i8], first: usize, out: &mut [i8]) {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
-            unsafe { self.run_avx2(input, out) };
+            unsafe { self.run_avx2(input, first, out) };
             return;
         }
-        self.run_inlined(input, out);
+        self.run_inlined(input, first, out);
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn run_avx2(&self, input: &[i8], out: &mut [i8]) {
-        self.run_inlined(input, out);
+    unsafe fn run_avx2(&self, input: &[i8], first: usize, out: &mut [i8]) {
+        self.run_inlined(input, first, out);
     }
 
     #[inline(always)]
-    fn run_inlined(&self, input: &[i8], out: &mut [i8]) {
+    fn run_inlined(&self, input: &[i8], first: usize, out: &mut [i8]) {
         let (h, w, s) = (self.height, self.width, self.stride);
         let (oh, ow) = output_size(h, w, s);
         let pw = w + 2;
@@ -113,7 +116,7 @@ impl DepthwiseConvI8 {
         let mut padded = vec![0f32; 2 * odd_plane + pw];
         let mut rows = vec![0i8; oh * pw];
         let zero_point = self.input_zero_point;
-        for c in 0..self.channels {
+        for (at, c) in (first..first + out.len() / (oh * ow)).enumerate() {
             let plane = &input[c * h * w..(c + 1) * h * w];
             for y in 0..h {
                 let start = row_start(y + 1);
@@ -163,7 +166,7 @@ impl DepthwiseConvI8 {
                     + taps[8] * r8[q];
                 rows[q] = self.grid.quantize(sum * m + b);
             }
-            let out = &mut out[c * oh * ow..(c + 1) * oh * ow];
+            let out = &mut out[at * oh * ow..(at + 1) * oh * ow];
             for (row, o) in rows.chunks(pw).zip(out.chunks_mut(ow)) {
                 o.copy_from_slice(&row[..ow]);
             }
@@ -202,7 +205,9 @@ impl EvalOp for DepthwiseConvI8 {
         let input = input.as_slice::<i8>()?;
         let (oh, ow) = output_size(h, w, self.stride);
         let mut out = vec![0i8; self.channels * oh * ow];
-        self.run(input, &mut out);
+        for_each_chunk(&mut out, CHANNELS_PER_TASK * oh * ow, |task, out| {
+            self.run(input, task * CHANNELS_PER_TASK, out)
+        });
         Ok(tvec!(tract_ndarray::ArrayD::from_shape_vec(
             &*self.output_shape,
             out

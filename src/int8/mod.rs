@@ -31,7 +31,7 @@ use tract_core::ops::quant::{quantize_linear_i8, DequantizeLinearF32, QuantizeLi
 pub use add::{AddI8, InputGrid};
 pub use boundary::QuantizeI8;
 pub use depthwise::{DepthwiseConvI8, DepthwiseParams};
-pub use pointwise::{KernelChooser, PointwiseConvI8, PointwiseParams};
+pub use pointwise::{choose_kernel, PointwiseConvI8, PointwiseParams};
 pub use requant::{recover_int8_rows, round_ties_even, OutputGrid};
 
 /// How many layers of each kind a rewrite turned into int8 ops.
@@ -78,11 +78,10 @@ pub fn rewrite(model: &TypedModel) -> TractResult<Option<(TypedModel, RewriteSum
             }
         }
     }
-    let mut chooser = KernelChooser::default();
     let mut translator = Translator::default();
     for node in model.nodes() {
         if quantize_u8(node).is_some() {
-            let fused = fuse(model, node, &mut chooser)?;
+            let fused = fuse(model, node)?;
             translator.summary_count(&*fused.op);
             translator.absorbed.extend(fused.absorbed);
             translator.fused.insert(node.id, (fused.op, fused.sources));
@@ -143,11 +142,7 @@ fn const_values(model: &TypedModel, outlet: OutletId) -> Option<Vec<f32>> {
     requant::f32_values(&konst).ok()
 }
 
-fn fuse(
-    model: &TypedModel,
-    quantize: &TypedNode,
-    chooser: &mut KernelChooser,
-) -> TractResult<Fused> {
+fn fuse(model: &TypedModel, quantize: &TypedNode) -> TractResult<Fused> {
     let q = quantize_u8(quantize).context("not a QuantizeLinearU8")?;
     let mut absorbed = vec![quantize.id];
     let (mut clip_low, mut clip_high) = (f32::NEG_INFINITY, f32::INFINITY);
@@ -213,15 +208,9 @@ fn fuse(
                 });
             }
         }
-        if let Some(fused) = fuse_pointwise(
-            model,
-            core,
-            q,
-            grid,
-            output_shape.clone(),
-            absorbed.clone(),
-            chooser,
-        )? {
+        if let Some(fused) =
+            fuse_pointwise(model, core, q, grid, output_shape.clone(), absorbed.clone())?
+        {
             return Ok(fused);
         }
     }
@@ -249,7 +238,6 @@ fn fuse_pointwise(
     grid: OutputGrid,
     output_shape: TVec<usize>,
     mut absorbed: Vec<usize>,
-    chooser: &mut KernelChooser,
 ) -> TractResult<Option<Fused>> {
     let (bias, einsum_outlet) = match (
         const_values(model, add.inputs[0]),
@@ -310,7 +298,7 @@ fn fuse_pointwise(
         positions,
         output_shape,
     };
-    let Some(op) = PointwiseConvI8::new(params, chooser)? else {
+    let Some(op) = PointwiseConvI8::new(params)? else {
         return Ok(None);
     };
     absorbed.push(einsum_node.id);
@@ -508,12 +496,11 @@ mod tests {
     #[test]
     fn every_int8_op_matches_the_qdq_graph_on_real_images() {
         let (ensemble, model) = shipped();
-        let mut chooser = KernelChooser::default();
         let fused: Vec<(usize, Fused)> = model
             .nodes()
             .iter()
             .filter(|n| quantize_u8(n).is_some())
-            .map(|n| (n.id, fuse(&model, n, &mut chooser).unwrap()))
+            .map(|n| (n.id, fuse(&model, n).unwrap()))
             .collect();
         let mut outlets: Vec<OutletId> = fused.iter().map(|(q, _)| OutletId::new(*q, 0)).collect();
         outlets.extend(fused.iter().flat_map(|(_, f)| f.sources.iter().copied()));

@@ -3,27 +3,23 @@
 //! into one requantization pass.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use tract_core::internal::*;
 use tract_linalg::mmm::{AsInputValue, FusedSpec, MMMInputValue, MatMatMul};
 use tract_linalg::{MmmDispatch, WeightType};
 
-use super::requant::{vectorized, OutputGrid};
+use super::requant::{for_each_chunk, vectorized, OutputGrid};
+
+/// Output values one thread requantizes at a time.
+const REQUANT_VALUES_PER_TASK: usize = 16 * 1024;
 
 /// The int8 matrix kernel and packing chosen for one `(m, k, n)` shape.
 #[derive(Debug, Clone)]
 pub struct KernelChoice {
     kernel: Box<dyn MatMatMul>,
     packing: usize,
-}
-
-/// Picks, for each matrix shape, the fastest runnable int8 kernel of this CPU, by timing each
-/// on the shape once. Results are exact integers whichever kernel runs.
-#[derive(Default)]
-pub struct KernelChooser {
-    chosen: HashMap<(usize, usize, usize), KernelChoice>,
 }
 
 fn int8_packing(kernel: &dyn MatMatMul) -> Option<usize> {
@@ -62,36 +58,45 @@ fn time_kernel(choice: &KernelChoice, m: usize, k: usize, n: usize) -> TractResu
     Ok(best)
 }
 
-impl KernelChooser {
-    /// The fastest int8 kernel for an `m x k` by `k x n` product, or `None` when this CPU
-    /// has no integer kernel with int8 packing.
-    pub fn choose(&mut self, m: usize, k: usize, n: usize) -> TractResult<Option<KernelChoice>> {
-        if let Some(choice) = self.chosen.get(&(m, k, n)) {
-            return Ok(Some(choice.clone()));
-        }
-        let mut best: Option<(f64, KernelChoice)> = None;
-        for kernel in MmmDispatch::native().runnable() {
-            if kernel.internal_type() != DatumType::I32 || kernel.emulated() {
-                continue;
-            }
-            let Some(packing) = int8_packing(&**kernel) else {
-                continue;
-            };
-            let choice = KernelChoice {
-                kernel: kernel.clone(),
-                packing,
-            };
-            let seconds = time_kernel(&choice, m, k, n)?;
-            if best.as_ref().is_none_or(|(b, _)| seconds < *b) {
-                best = Some((seconds, choice));
-            }
-        }
-        Ok(best.map(|(_, choice)| {
-            log::debug!("int8 kernel for {m}x{k}x{n}: {}", choice.kernel.name());
-            self.chosen.insert((m, k, n), choice.clone());
-            choice
-        }))
+/// The fastest runnable int8 kernel of this CPU for an `m x k` by `k x n` product, timed once
+/// per shape and process (members of an ensemble share their shapes), or `None` when the CPU
+/// has no integer kernel with int8 packing. Results are exact integers whichever kernel runs.
+pub fn choose_kernel(m: usize, k: usize, n: usize) -> TractResult<Option<KernelChoice>> {
+    static CHOSEN: OnceLock<Mutex<HashMap<(usize, usize, usize), KernelChoice>>> = OnceLock::new();
+    let chosen = CHOSEN.get_or_init(Default::default);
+    if let Some(choice) = chosen.lock().ok().and_then(|c| c.get(&(m, k, n)).cloned()) {
+        return Ok(Some(choice));
     }
+    let candidates: Vec<KernelChoice> = MmmDispatch::native()
+        .runnable()
+        .iter()
+        .filter(|kernel| kernel.internal_type() == DatumType::I32 && !kernel.emulated())
+        .filter_map(|kernel| {
+            Some(KernelChoice {
+                packing: int8_packing(&**kernel)?,
+                kernel: kernel.clone(),
+            })
+        })
+        .collect();
+    // Portable kernels only where the CPU has nothing written for it.
+    let native = candidates.iter().any(|c| c.kernel.arch().is_some());
+    let mut best: Option<(f64, KernelChoice)> = None;
+    for choice in candidates {
+        if native && choice.kernel.arch().is_none() {
+            continue;
+        }
+        let seconds = time_kernel(&choice, m, k, n)?;
+        if best.as_ref().is_none_or(|(b, _)| seconds < *b) {
+            best = Some((seconds, choice));
+        }
+    }
+    Ok(best.map(|(_, choice)| {
+        log::debug!("int8 kernel for {m}x{k}x{n}: {}", choice.kernel.name());
+        if let Ok(mut chosen) = chosen.lock() {
+            chosen.insert((m, k, n), choice.clone());
+        }
+        choice
+    }))
 }
 
 /// `y[c, p] = grid(multiplier[c] * sum_k w[c, k] * x[k, p] + offset[c])` on int8 `x` laid out
@@ -127,15 +132,12 @@ pub struct PointwiseParams<'a> {
 }
 
 impl PointwiseConvI8 {
-    /// Packs the weights for the kernel `chooser` picks; `None` when the CPU has no int8 kernel.
-    pub fn new(
-        params: PointwiseParams,
-        chooser: &mut KernelChooser,
-    ) -> TractResult<Option<PointwiseConvI8>> {
+    /// Packs the weights for the kernel [`choose_kernel`] picks; `None` when the CPU has no int8 kernel.
+    pub fn new(params: PointwiseParams) -> TractResult<Option<PointwiseConvI8>> {
         let co = params.weight_scales.len();
         ensure!(co > 0 && params.weights.len().is_multiple_of(co) && params.bias.len() == co);
         let ci = params.weights.len() / co;
-        let Some(choice) = chooser.choose(co, ci, params.positions)? else {
+        let Some(choice) = choose_kernel(co, ci, params.positions)? else {
             return Ok(None);
         };
         let weights = Tensor::from_shape(&[co, ci], params.weights)?;
@@ -237,16 +239,17 @@ impl EvalOp for PointwiseConvI8 {
         let acc = acc.try_as_plain_ram()?;
         let acc = acc.as_slice::<i32>()?;
         let mut out = vec![0i8; co * n];
-        vectorized(|| {
-            for ((acc, out), (m, b)) in acc
-                .chunks(n)
-                .zip(out.chunks_mut(n))
-                .zip(self.multiplier.iter().zip(&self.offset))
-            {
-                for (a, o) in acc.iter().zip(out) {
-                    *o = self.grid.quantize(*a as f32 * m + b);
+        let rows_per_task = (REQUANT_VALUES_PER_TASK / n).max(1);
+        for_each_chunk(&mut out, rows_per_task * n, |task, out| {
+            vectorized(|| {
+                for (row, out) in out.chunks_mut(n).enumerate() {
+                    let c = task * rows_per_task + row;
+                    let (m, b) = (self.multiplier[c], self.offset[c]);
+                    for (a, o) in acc[c * n..(c + 1) * n].iter().zip(out) {
+                        *o = self.grid.quantize(*a as f32 * m + b);
+                    }
                 }
-            }
+            })
         });
         Ok(tvec!(tract_ndarray::ArrayD::from_shape_vec(
             &*self.output_shape,
@@ -273,7 +276,6 @@ mod tests {
     #[test]
     fn matches_a_direct_product_on_random_inputs() {
         let mut rng = TestRng(0x2545_f491_4f6c_dd1d);
-        let mut chooser = KernelChooser::default();
         for (co, ci, positions) in [(5, 3, 7), (16, 32, 60), (24, 96, 20), (40, 8, 1)] {
             let weights = rng.i8s(co * ci);
             let weight_scales: Vec<f32> = (0..co).map(|_| rng.f32_in(0.001, 0.02)).collect();
@@ -309,7 +311,7 @@ mod tests {
                 positions,
                 output_shape: tvec![co, positions],
             };
-            let op = PointwiseConvI8::new(params, &mut chooser).unwrap().unwrap();
+            let op = PointwiseConvI8::new(params).unwrap().unwrap();
             let input = Tensor::from_shape(&[1, ci, positions], &input).unwrap();
             let ours = op
                 .eval(&EvalContext::out_of_plan(), tvec!(input.into_tvalue()))

@@ -70,6 +70,37 @@ pub fn vectorized<R>(kernel: impl FnOnce() -> R) -> R {
     kernel()
 }
 
+/// Outputs smaller than this run on the calling thread: waking the pool costs more.
+const PARALLEL_MIN_VALUES: usize = 64 * 1024;
+
+/// Calls `task(index, chunk)` on consecutive `chunk_len` chunks of `out`, on the threads of
+/// tract's current executor (`--threads`), so the int8 ops scale like tract's own kernels; small outputs stay on
+/// the calling thread.
+pub fn for_each_chunk<T: Send>(
+    out: &mut [T],
+    chunk_len: usize,
+    task: impl Fn(usize, &mut [T]) + Send + Sync,
+) {
+    use rayon::prelude::*;
+    use tract_linalg::multithread::{current_tract_executor, Executor};
+    let chunk_len = chunk_len.max(1);
+    match current_tract_executor() {
+        Executor::MultiThread(pool)
+            if out.len() >= PARALLEL_MIN_VALUES && out.len() > chunk_len =>
+        {
+            pool.install(|| {
+                out.par_chunks_mut(chunk_len)
+                    .enumerate()
+                    .for_each(|(i, chunk)| task(i, chunk))
+            })
+        }
+        _ => out
+            .chunks_mut(chunk_len)
+            .enumerate()
+            .for_each(|(i, chunk)| task(i, chunk)),
+    }
+}
+
 /// Integer weights and one scale per output channel recovered from dequantized f32 weights
 /// `w[c, ..] = scale[c] * q[c, ..]`, `|q| <= 127`, as the quantizer wrote them. `None` when a
 /// channel's values are not such a grid (then the layer is left in float).
