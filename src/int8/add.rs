@@ -2,7 +2,7 @@
 
 use tract_core::internal::*;
 
-use super::requant::{vectorized, OutputGrid};
+use super::requant::{int8_fact, int8_output, vectorized, OutputGrid};
 
 /// One int8 input of [`AddI8`]: its scale and i8-domain zero point.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -70,18 +70,13 @@ impl EvalOp for AddI8 {
                     .quantize((f32::from(*a) - za) * ma + (f32::from(*b) - zb) * mb);
             }
         });
-        Ok(tvec!(tract_ndarray::ArrayD::from_shape_vec(
-            &*self.shape,
-            out
-        )?
-        .into_tvalue()))
+        int8_output(&self.shape, out)
     }
 }
 
 impl TypedOp for AddI8 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs.iter().all(|i| i.datum_type == DatumType::I8));
-        Ok(tvec!(i8::fact(&*self.shape)))
+        int8_fact(inputs, DatumType::I8, &self.shape)
     }
 
     as_op!();

@@ -2,7 +2,7 @@
 
 use tract_core::internal::*;
 
-use super::requant::{vectorized, OutputGrid};
+use super::requant::{int8_fact, int8_output, vectorized, OutputGrid};
 
 /// `y = grid(x / scale)`: an f32 tensor quantized to int8, with any clip before it folded
 /// into the grid.
@@ -50,18 +50,13 @@ impl EvalOp for QuantizeI8 {
                 *o = self.grid.quantize(x * self.inverse_scale);
             }
         });
-        Ok(tvec!(tract_ndarray::ArrayD::from_shape_vec(
-            &*self.shape,
-            out
-        )?
-        .into_tvalue()))
+        int8_output(&self.shape, out)
     }
 }
 
 impl TypedOp for QuantizeI8 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs[0].datum_type == DatumType::F32);
-        Ok(tvec!(i8::fact(&*self.shape)))
+        int8_fact(inputs, DatumType::F32, &self.shape)
     }
 
     as_op!();

@@ -3,7 +3,7 @@
 
 use tract_core::internal::*;
 
-use super::requant::{for_each_chunk, OutputGrid};
+use super::requant::{for_each_chunk, int8_fact, int8_output, OutputGrid};
 
 /// Channels one thread convolves at a time.
 const CHANNELS_PER_TASK: usize = 16;
@@ -208,18 +208,13 @@ impl EvalOp for DepthwiseConvI8 {
         for_each_chunk(&mut out, CHANNELS_PER_TASK * oh * ow, |task, out| {
             self.run(input, task * CHANNELS_PER_TASK, out)
         });
-        Ok(tvec!(tract_ndarray::ArrayD::from_shape_vec(
-            &*self.output_shape,
-            out
-        )?
-        .into_tvalue()))
+        int8_output(&self.output_shape, out)
     }
 }
 
 impl TypedOp for DepthwiseConvI8 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs[0].datum_type == DatumType::I8);
-        Ok(tvec!(i8::fact(&*self.output_shape)))
+        int8_fact(inputs, DatumType::I8, &self.output_shape)
     }
 
     as_op!();

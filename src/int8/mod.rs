@@ -142,6 +142,25 @@ fn const_values(model: &TypedModel, outlet: OutletId) -> Option<Vec<f32>> {
     requant::f32_values(&konst).ok()
 }
 
+/// The int8 weights behind `layer`'s dequantized f32 weights, or `None` (logged) when they are
+/// not on a per-channel int8 grid.
+fn int8_weights(layer: &str, weights: &[f32], rows: usize) -> Option<(Vec<i8>, Vec<f32>)> {
+    let recovered = recover_int8_rows(weights, rows);
+    if recovered.is_none() {
+        log::info!("int8 rewrite left {layer} in float: its weights are not an int8 grid");
+    }
+    recovered
+}
+
+fn concrete_shape(model: &TypedModel, outlet: OutletId) -> TractResult<TVec<usize>> {
+    Ok(model
+        .outlet_fact(outlet)?
+        .shape
+        .as_concrete()
+        .context("int8 rewrite needs concrete shapes")?
+        .into())
+}
+
 fn fuse(model: &TypedModel, quantize: &TypedNode) -> TractResult<Fused> {
     let q = quantize_u8(quantize).context("not a QuantizeLinearU8")?;
     let mut absorbed = vec![quantize.id];
@@ -169,12 +188,7 @@ fn fuse(model: &TypedModel, quantize: &TypedNode) -> TractResult<Fused> {
         core = model.node(other.node);
     }
     let grid = OutputGrid::new(q.scale, q.zero_point, clip_low, clip_high);
-    let output_shape: TVec<usize> = model
-        .outlet_fact(quantize.id.into())?
-        .shape
-        .as_concrete()
-        .context("int8 rewrite needs concrete shapes")?
-        .into();
+    let output_shape = concrete_shape(model, quantize.id.into())?;
     let boundary = |absorbed: Vec<usize>| {
         let op = QuantizeI8::new(quantize.name.clone(), output_shape.clone(), q.scale, grid);
         Fused {
@@ -265,19 +279,10 @@ fn fuse_pointwise(
         return Ok(None);
     };
     let co = bias.len();
-    let Some((int_weights, scales)) = recover_int8_rows(&weights, co) else {
-        log::info!(
-            "int8 rewrite left {} in float: its weights are not an int8 grid",
-            add.name
-        );
+    let Some((int_weights, scales)) = int8_weights(&add.name, &weights, co) else {
         return Ok(None);
     };
-    let input_shape = model
-        .outlet_fact(einsum_node.inputs[0])?
-        .shape
-        .as_concrete()
-        .context("int8 rewrite needs concrete shapes")?
-        .to_vec();
+    let input_shape = concrete_shape(model, einsum_node.inputs[0])?;
     let ci = weights.len() / co;
     let positions = input_shape.iter().product::<usize>() / ci.max(1);
     if input_shape.len() < 3
@@ -354,19 +359,10 @@ fn fuse_depthwise(
     if weights.len() != channels * 9 || bias.len() != channels {
         return Ok(None);
     }
-    let Some((int_weights, scales)) = recover_int8_rows(&weights, channels) else {
-        log::info!(
-            "int8 rewrite left {} in float: its weights are not an int8 grid",
-            node.name
-        );
+    let Some((int_weights, scales)) = int8_weights(&node.name, &weights, channels) else {
         return Ok(None);
     };
-    let input_shape = model
-        .outlet_fact(node.inputs[0])?
-        .shape
-        .as_concrete()
-        .context("int8 rewrite needs concrete shapes")?
-        .to_vec();
+    let input_shape = concrete_shape(model, node.inputs[0])?;
     let rank = input_shape.len();
     if rank < 3 || input_shape[rank - 3] != channels {
         return Ok(None);
@@ -451,6 +447,7 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use super::*;
+    use crate::classify::{expand_inputs, InputItem};
     use crate::ensemble::{typed_model_for_input, Ensemble};
     use crate::preprocess::{load_image_file, ImageLimits};
 
@@ -469,13 +466,13 @@ mod tests {
 
     fn samples() -> Vec<PathBuf> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/samples");
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
-            .collect();
-        paths.sort();
-        paths
+        expand_inputs(&[dir])
+            .into_iter()
+            .filter_map(|item| match item {
+                InputItem::Image(path) => Some(path),
+                InputItem::Unreadable { .. } => None,
+            })
+            .collect()
     }
 
     fn to_i8(u8_tensor: &Tensor) -> Tensor {

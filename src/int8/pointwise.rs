@@ -10,7 +10,7 @@ use tract_core::internal::*;
 use tract_linalg::mmm::{AsInputValue, FusedSpec, MMMInputValue, MatMatMul};
 use tract_linalg::{MmmDispatch, WeightType};
 
-use super::requant::{for_each_chunk, vectorized, OutputGrid};
+use super::requant::{for_each_chunk, int8_fact, int8_output, vectorized, OutputGrid};
 
 /// Output values one thread requantizes at a time.
 const REQUANT_VALUES_PER_TASK: usize = 16 * 1024;
@@ -21,6 +21,9 @@ pub struct KernelChoice {
     kernel: Box<dyn MatMatMul>,
     packing: usize,
 }
+
+/// The kernel chosen for each `(m, k, n)`.
+type ChosenKernels = HashMap<(usize, usize, usize), KernelChoice>;
 
 fn int8_packing(kernel: &dyn MatMatMul) -> Option<usize> {
     let int8 = WeightType::Plain(DatumType::I8);
@@ -62,7 +65,7 @@ fn time_kernel(choice: &KernelChoice, m: usize, k: usize, n: usize) -> TractResu
 /// per shape and process (members of an ensemble share their shapes), or `None` when the CPU
 /// has no integer kernel with int8 packing. Results are exact integers whichever kernel runs.
 pub fn choose_kernel(m: usize, k: usize, n: usize) -> TractResult<Option<KernelChoice>> {
-    static CHOSEN: OnceLock<Mutex<HashMap<(usize, usize, usize), KernelChoice>>> = OnceLock::new();
+    static CHOSEN: OnceLock<Mutex<ChosenKernels>> = OnceLock::new();
     let chosen = CHOSEN.get_or_init(Default::default);
     if let Some(choice) = chosen.lock().ok().and_then(|c| c.get(&(m, k, n)).cloned()) {
         return Ok(Some(choice));
@@ -251,18 +254,13 @@ impl EvalOp for PointwiseConvI8 {
                 }
             })
         });
-        Ok(tvec!(tract_ndarray::ArrayD::from_shape_vec(
-            &*self.output_shape,
-            out
-        )?
-        .into_tvalue()))
+        int8_output(&self.output_shape, out)
     }
 }
 
 impl TypedOp for PointwiseConvI8 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs[0].datum_type == DatumType::I8);
-        Ok(tvec!(i8::fact(&*self.output_shape)))
+        int8_fact(inputs, DatumType::I8, &self.output_shape)
     }
 
     as_op!();

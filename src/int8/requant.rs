@@ -101,6 +101,23 @@ pub fn for_each_chunk<T: Send>(
     }
 }
 
+/// An op's int8 result: `values` laid out as `shape`.
+pub fn int8_output(shape: &[usize], values: Vec<i8>) -> TractResult<TVec<TValue>> {
+    Ok(tvec!(
+        tract_ndarray::ArrayD::from_shape_vec(shape, values)?.into_tvalue()
+    ))
+}
+
+/// The output fact of an int8 op writing `shape`, after checking its inputs are `input_type`.
+pub fn int8_fact(
+    inputs: &[&TypedFact],
+    input_type: DatumType,
+    shape: &[usize],
+) -> TractResult<TVec<TypedFact>> {
+    ensure!(inputs.iter().all(|i| i.datum_type == input_type));
+    Ok(tvec!(i8::fact(shape)))
+}
+
 /// Integer weights and one scale per output channel recovered from dequantized f32 weights
 /// `w[c, ..] = scale[c] * q[c, ..]`, `|q| <= 127`, as the quantizer wrote them. `None` when a
 /// channel's values are not such a grid (then the layer is left in float).
