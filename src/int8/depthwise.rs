@@ -127,12 +127,15 @@ impl DepthwiseConvI8 {
                         *d = f32::from(*x) - zero_point;
                     }
                 } else {
+                    // Input column x is padded column x + 1: even x go to the odd half.
                     let (evens, odds) = row.split_at_mut(even);
-                    for (d, x) in evens[1..].iter_mut().zip(src.iter().skip(1).step_by(2)) {
-                        *d = f32::from(*x) - zero_point;
+                    let pairs = src.chunks_exact(2);
+                    if let [last] = pairs.remainder() {
+                        odds[w / 2] = f32::from(*last) - zero_point;
                     }
-                    for (d, x) in odds.iter_mut().zip(src.iter().step_by(2)) {
-                        *d = f32::from(*x) - zero_point;
+                    for ((pair, o), e) in pairs.zip(odds.iter_mut()).zip(&mut evens[1..]) {
+                        *o = f32::from(pair[0]) - zero_point;
+                        *e = f32::from(pair[1]) - zero_point;
                     }
                 }
             }

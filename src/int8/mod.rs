@@ -142,14 +142,10 @@ fn const_values(model: &TypedModel, outlet: OutletId) -> Option<Vec<f32>> {
     requant::f32_values(&konst).ok()
 }
 
-/// The int8 weights behind `layer`'s dequantized f32 weights, or `None` (logged) when they are
-/// not on a per-channel int8 grid.
-fn int8_weights(layer: &str, weights: &[f32], rows: usize) -> Option<(Vec<i8>, Vec<f32>)> {
-    let recovered = recover_int8_rows(weights, rows);
-    if recovered.is_none() {
-        log::info!("int8 rewrite left {layer} in float: its weights are not an int8 grid");
-    }
-    recovered
+/// Logs why `layer` keeps running in float.
+fn stays_float(layer: &str, why: &str) -> Option<Fused> {
+    log::debug!("int8 rewrite: {layer} stays in float: {why}");
+    None
 }
 
 fn concrete_shape(model: &TypedModel, outlet: OutletId) -> TractResult<TVec<usize>> {
@@ -259,28 +255,28 @@ fn fuse_pointwise(
     ) {
         (None, Some(bias)) => (bias, add.inputs[0]),
         (Some(bias), None) => (bias, add.inputs[1]),
-        _ => return Ok(None),
+        _ => return Ok(stays_float(&add.name, "no constant bias")),
     };
     let einsum_node = model.node(einsum_outlet.node);
     let Some(einsum) = einsum_node.op_as::<EinSum>() else {
-        return Ok(None);
+        return Ok(stays_float(&add.name, "no EinSum before the bias"));
     };
     let expression = einsum.axes.to_string();
     if !matches!(expression.as_str(), "IHW,OI->OHW" | "NIHW,OI->OHW")
         || einsum.q_params.is_some()
         || !single_successor(einsum_node)
     {
-        return Ok(None);
+        return Ok(stays_float(&add.name, &format!("EinSum {expression}")));
     }
     let Some((source, input)) = dequantized_source(model, einsum_node.inputs[0]) else {
-        return Ok(None);
+        return Ok(stays_float(&add.name, "its input is not dequantized"));
     };
     let Some(weights) = const_values(model, einsum_node.inputs[1]) else {
-        return Ok(None);
+        return Ok(stays_float(&add.name, "its weights are not constant"));
     };
     let co = bias.len();
-    let Some((int_weights, scales)) = int8_weights(&add.name, &weights, co) else {
-        return Ok(None);
+    let Some((int_weights, scales)) = recover_int8_rows(&weights, co) else {
+        return Ok(stays_float(&add.name, "its weights are not an int8 grid"));
     };
     let input_shape = concrete_shape(model, einsum_node.inputs[0])?;
     let ci = weights.len() / co;
@@ -289,7 +285,10 @@ fn fuse_pointwise(
         || input_shape[input_shape.len() - 3] != ci
         || positions * ci != input_shape.iter().product::<usize>()
     {
-        return Ok(None);
+        return Ok(stays_float(
+            &add.name,
+            &format!("input shape {input_shape:?}"),
+        ));
     }
     let params = PointwiseParams {
         layer: add.name.clone(),
@@ -304,7 +303,7 @@ fn fuse_pointwise(
         output_shape,
     };
     let Some(op) = PointwiseConvI8::new(params)? else {
-        return Ok(None);
+        return Ok(stays_float(&add.name, "no int8 matrix kernel on this CPU"));
     };
     absorbed.push(einsum_node.id);
     Ok(Some(Fused {
@@ -345,27 +344,33 @@ fn fuse_depthwise(
         && matches!(stride, 1 | 2)
         && node.inputs.len() == 3;
     if !geometry_ok {
-        return Ok(None);
+        return Ok(stays_float(&node.name, &format!("{conv:?}")));
     }
     let Some((source, input)) = dequantized_source(model, node.inputs[0]) else {
-        return Ok(None);
+        return Ok(stays_float(&node.name, "its input is not dequantized"));
     };
     let (Some(weights), Some(bias)) = (
         const_values(model, node.inputs[1]),
         const_values(model, node.inputs[2]),
     ) else {
-        return Ok(None);
+        return Ok(stays_float(
+            &node.name,
+            "its weights or bias are not constant",
+        ));
     };
     if weights.len() != channels * 9 || bias.len() != channels {
-        return Ok(None);
+        return Ok(stays_float(&node.name, "weights or bias of another size"));
     }
-    let Some((int_weights, scales)) = int8_weights(&node.name, &weights, channels) else {
-        return Ok(None);
+    let Some((int_weights, scales)) = recover_int8_rows(&weights, channels) else {
+        return Ok(stays_float(&node.name, "its weights are not an int8 grid"));
     };
     let input_shape = concrete_shape(model, node.inputs[0])?;
     let rank = input_shape.len();
     if rank < 3 || input_shape[rank - 3] != channels {
-        return Ok(None);
+        return Ok(stays_float(
+            &node.name,
+            &format!("input shape {input_shape:?}"),
+        ));
     }
     let op = DepthwiseConvI8::new(DepthwiseParams {
         layer: node.name.clone(),
