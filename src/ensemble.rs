@@ -166,7 +166,7 @@ pub fn typed_model_for_input(
     model
         .with_input_fact(0, f32::fact(expected).into())
         .and_then(|m| m.into_typed())
-        .and_then(|m| m.into_decluttered())
+        .and_then(crate::int8::declutter)
         .map_err(|e| {
             let message = format!("{e:#}");
             if message.contains("shape") || message.contains("Shape") {

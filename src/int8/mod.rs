@@ -21,6 +21,7 @@ use std::collections::{HashMap, HashSet};
 use tract_core::internal::*;
 use tract_core::model::translator::Translate;
 use tract_core::ops::binary::TypedBinOp;
+use tract_core::ops::change_axes::AxisOp;
 use tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
 use tract_core::ops::einsum::EinSum;
 use tract_core::ops::element_wise::ElementWiseOp;
@@ -51,6 +52,22 @@ impl RewriteSummary {
     }
 }
 
+/// Declutters a typed model. A quantized one keeps its layout: tract moves depthwise
+/// convolutions to channels-last where it has a channels-last f32 depthwise kernel (aarch64),
+/// which would make the graph the int8 rewrite matches depend on the CPU. The layout pass still
+/// runs when the rewritten model is optimised.
+pub fn declutter(mut model: TypedModel) -> TractResult<TypedModel> {
+    if !is_quantized(&model) {
+        return model.into_decluttered();
+    }
+    let mut optimizer = tract_core::optim::Optimizer::declutter();
+    optimizer
+        .passes
+        .retain(|pass| !format!("{pass:?}").starts_with("ChangeAxes"));
+    optimizer.optimize(&mut model)?;
+    Ok(model)
+}
+
 /// Whether `model` holds uint8 QuantizeLinear nodes, i.e. is a QDQ-quantized member.
 pub fn is_quantized(model: &TypedModel) -> bool {
     model.nodes().iter().any(|n| quantize_u8(n).is_some())
@@ -58,17 +75,17 @@ pub fn is_quantized(model: &TypedModel) -> bool {
 
 /// Rewrites a decluttered QDQ model to run its quantized layers on int8 ops. Returns `None`
 /// when the model has nothing to rewrite, or a quantized tensor is read by something other
-/// than a DequantizeLinear (a form this rewrite does not handle).
+/// than a DequantizeLinear or a change of axes (a form this rewrite does not handle).
 pub fn rewrite(model: &TypedModel) -> TractResult<Option<(TypedModel, RewriteSummary)>> {
     if !is_quantized(model) {
         return Ok(None);
     }
     for node in model.nodes() {
         if quantize_u8(node).is_some() {
-            let only_dequantized = node.outputs[0]
-                .successors
-                .iter()
-                .all(|s| model.node(s.node).op_is::<DequantizeLinearF32>());
+            let only_dequantized = node.outputs[0].successors.iter().all(|s| {
+                let reader = model.node(s.node);
+                reader.op_is::<DequantizeLinearF32>() || reader.op_is::<AxisOp>()
+            });
             if !only_dequantized {
                 log::info!(
                     "int8 rewrite skipped: {} is read by something other than a DequantizeLinear",
@@ -262,8 +279,10 @@ fn fuse_pointwise(
         return Ok(stays_float(&add.name, "no EinSum before the bias"));
     };
     let expression = einsum.axes.to_string();
-    if !matches!(expression.as_str(), "IHW,OI->OHW" | "NIHW,OI->OHW")
-        || einsum.q_params.is_some()
+    if !matches!(
+        expression.as_str(),
+        "IHW,OI->OHW" | "NIHW,OI->OHW" | "NIHW,OI->NOHW"
+    ) || einsum.q_params.is_some()
         || !single_successor(einsum_node)
     {
         return Ok(stays_float(&add.name, &format!("EinSum {expression}")));
@@ -438,7 +457,8 @@ impl Translate<TypedFact, Box<dyn TypedOp>, TypedFact, Box<dyn TypedOp>> for Tra
             return target.wire_node(&node.name, quantize_linear_i8(q.scale, zero_point), &inputs);
         }
         if let Some(dq) = node.op_as::<DequantizeLinearF32>() {
-            if quantize_u8(source.node(node.inputs[0].node)).is_some() {
+            let was_u8 = source.outlet_fact(node.inputs[0])?.datum_type == DatumType::U8;
+            if was_u8 && target.outlet_fact(inputs[0])?.datum_type == DatumType::I8 {
                 let op = DequantizeLinearF32::new(dq.scale, dq.zero_point - 128);
                 return target.wire_node(&node.name, op, &inputs);
             }
