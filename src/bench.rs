@@ -178,7 +178,7 @@ fn time_capture_to_log(
         origin: "bench#1".into(),
         pixels: FramePixels::Encoded(jpeg),
     };
-    let journal_dir = tempfile_dir().map_err(io_error)?;
+    let journal_dir = crate::paths::fresh_temp_dir("dermedge-bench").map_err(io_error)?;
     let journal_path = journal_dir.join("bench-journal.jsonl");
     let mut journal = Journal::open(&journal_path).map_err(|e| BenchError::Baseline {
         path: journal_path.clone(),
@@ -230,19 +230,6 @@ fn time_capture_to_log(
     };
     let described = format!("{w}x{h} MJPEG, {bytes} bytes");
     Ok((TimingStats::from_samples(&samples), described))
-}
-
-static NEXT_TEMP_DIR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// A fresh directory of this process under the system temporary directory.
-fn tempfile_dir() -> std::io::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "dermedge-bench-{}-{}",
-        std::process::id(),
-        NEXT_TEMP_DIR.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 fn save_tensor(input: &TValue, path: &Path) -> Result<(), BenchError> {

@@ -10,6 +10,16 @@ pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// A new directory of this process under the system temporary directory, unique per call (so
+/// parallel callers, such as tests, never share one): `<prefix>-<pid>-<n>`.
+pub fn fresh_temp_dir(prefix: &str) -> std::io::Result<PathBuf> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
 /// Reads at most `limit` bytes of a file; a longer file (or an endless one such as a FIFO or
 /// `/dev/zero`) is an `InvalidData` error instead of an unbounded read.
 pub fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {

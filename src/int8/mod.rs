@@ -27,7 +27,7 @@ use tract_core::ops::einsum::EinSum;
 use tract_core::ops::element_wise::ElementWiseOp;
 use tract_core::ops::math::{Add, Max, Min};
 use tract_core::ops::nn::DataFormat;
-use tract_core::ops::quant::{quantize_linear_i8, DequantizeLinearF32, QuantizeLinearU8};
+use tract_core::ops::quant::{DequantizeLinearF32, QuantizeLinearU8};
 
 pub use add::{AddI8, InputGrid};
 pub use boundary::QuantizeI8;
@@ -412,9 +412,9 @@ fn fuse_depthwise(
     }))
 }
 
-/// Rewrites the graph node by node: fused chains become their int8 op, every other uint8
-/// QuantizeLinear becomes an int8 one, DequantizeLinear reads the int8 tensor, the rest is
-/// copied.
+/// Rewrites the graph node by node: every uint8 QuantizeLinear becomes its fused int8 op (or a
+/// [`QuantizeI8`] boundary), the nodes a chain absorbed are dropped, DequantizeLinear reads the
+/// int8 tensor, the rest is copied.
 #[derive(Debug, Default)]
 struct Translator {
     fused: HashMap<usize, (Box<dyn TypedOp>, Vec<OutletId>)>,
@@ -452,10 +452,6 @@ impl Translate<TypedFact, Box<dyn TypedOp>, TypedFact, Box<dyn TypedOp>> for Tra
             return Ok(tvec!());
         }
         let inputs: TVec<OutletId> = node.inputs.iter().map(|i| mapping[i]).collect();
-        if let Some(q) = quantize_u8(node) {
-            let zero_point = (i32::from(q.zero_point) - 128) as i8;
-            return target.wire_node(&node.name, quantize_linear_i8(q.scale, zero_point), &inputs);
-        }
         if let Some(dq) = node.op_as::<DequantizeLinearF32>() {
             let was_u8 = source.outlet_fact(node.inputs[0])?.datum_type == DatumType::U8;
             if was_u8 && target.outlet_fact(inputs[0])?.datum_type == DatumType::I8 {

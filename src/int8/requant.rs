@@ -40,8 +40,8 @@ impl OutputGrid {
         };
         OutputGrid {
             zero_point: (i32::from(zero_point) - 128) as i8,
-            low: to_steps(clip_low).max(-zp),
-            high: to_steps(clip_high).min(255.0 - zp),
+            low: to_steps(clip_low),
+            high: to_steps(clip_high),
         }
     }
 

@@ -174,7 +174,8 @@ pub fn parity(
     spec: &InputSpec,
     inputs: &[Vec<f32>],
 ) -> anyhow::Result<f32> {
-    let dir = tempfile_dir()?;
+    let dir = dermedge::paths::fresh_temp_dir("dermedge-parity")
+        .context("cannot create a temporary directory")?;
     let member = write_member(&dir, "member.onnx", onnx, "check")?;
     let manifest = write_manifest(
         &dir,
@@ -199,19 +200,6 @@ pub fn parity(
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(worst)
-}
-
-static NEXT_TEMP_DIR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// A fresh directory of this process under the system temporary directory.
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "dermedge-parity-{}-{}",
-        std::process::id(),
-        NEXT_TEMP_DIR.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    Ok(dir)
 }
 
 /// Preprocessed inputs for every image file in `folder` (sorted), at most `limit`.
