@@ -5,8 +5,11 @@ use tract_core::internal::*;
 
 use super::requant::{for_each_chunk, int8_fact, int8_output, OutputGrid};
 
-/// Channels one thread convolves at a time.
-const CHANNELS_PER_TASK: usize = 16;
+/// Channels one thread convolves at a time, and the lanes of the channels-last kernel.
+const CHANNELS_PER_TASK: usize = LANES;
+const LANES: usize = 16;
+/// Input planes up to this many positions run channels-last, larger ones plane by plane.
+const CHANNELS_LAST_MAX_POSITIONS: usize = 300;
 
 /// Quantization and geometry of a depthwise layer, as read from the QDQ graph.
 pub struct DepthwiseParams<'a> {
@@ -80,25 +83,105 @@ impl DepthwiseConvI8 {
         })
     }
 
-    /// Convolves channels `first..` of `input` into `out` (as many as it holds), compiled for AVX2 where the CPU has it.
+    /// Convolves channels `first..` of `input` into `out` (as many as it holds).
     fn run(&self, input: &[i8], first: usize, out: &mut [i8]) {
+        let channels_last = self.height * self.width <= CHANNELS_LAST_MAX_POSITIONS;
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            unsafe { self.run_avx2(input, first, out) };
-            return;
+        {
+            let avx512 =
+                is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw");
+            if channels_last && avx512 {
+                // SAFETY: the CPU supports AVX-512 F and BW, checked just above.
+                return unsafe { self.run_channels_last_avx512(input, first, out) };
+            }
+            if is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2, checked just above.
+                return unsafe { self.run_avx2(channels_last, input, first, out) };
+            }
         }
-        self.run_inlined(input, first, out);
+        if channels_last {
+            self.run_channels_last(input, first, out);
+        } else {
+            self.run_planar(input, first, out);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn run_channels_last_avx512(&self, input: &[i8], first: usize, out: &mut [i8]) {
+        self.run_channels_last(input, first, out);
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn run_avx2(&self, input: &[i8], first: usize, out: &mut [i8]) {
-        self.run_inlined(input, first, out);
+    unsafe fn run_avx2(&self, channels_last: bool, input: &[i8], first: usize, out: &mut [i8]) {
+        if channels_last {
+            self.run_channels_last(input, first, out);
+        } else {
+            self.run_planar(input, first, out);
+        }
     }
 
+    /// Convolves up to [`LANES`] channels at once, each channel in one lane: the input is
+    /// copied into a zero-padded channels-last buffer, and every output position takes nine
+    /// lane-wide products. Fast where the planes are small and the channels many.
     #[inline(always)]
-    fn run_inlined(&self, input: &[i8], first: usize, out: &mut [i8]) {
+    fn run_channels_last(&self, input: &[i8], first: usize, out: &mut [i8]) {
+        let (h, w, s) = (self.height, self.width, self.stride);
+        let (oh, ow) = output_size(h, w, s);
+        let (pw, outputs) = (w + 2, oh * ow);
+        let channels = out.len() / outputs;
+        let mut padded = vec![[0f32; LANES]; (h + 2) * pw];
+        let planes = &input[first * h * w..(first + channels) * h * w];
+        for y in 0..h {
+            let at = (y + 1) * pw + 1;
+            for (x, d) in padded[at..at + w].iter_mut().enumerate() {
+                let position = y * w + x;
+                for (lane, d) in d[..channels].iter_mut().enumerate() {
+                    *d = f32::from(planes[lane * h * w + position]) - self.input_zero_point;
+                }
+            }
+        }
+        let lanes = |values: &[f32]| -> [f32; LANES] {
+            std::array::from_fn(|lane| values.get(first + lane).copied().unwrap_or(0.0))
+        };
+        let taps: [[f32; LANES]; 9] = std::array::from_fn(|tap| {
+            std::array::from_fn(|lane| {
+                self.weights
+                    .get((first + lane) * 9 + tap)
+                    .copied()
+                    .unwrap_or(0.0)
+            })
+        });
+        let (multiplier, offset) = (lanes(&self.multiplier), lanes(&self.offset));
+        let mut quantized = vec![[0i8; LANES]; outputs];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut sum = [0f32; LANES];
+                for (tap, weights) in taps.iter().enumerate() {
+                    let x = &padded[(oy * s + tap / 3) * pw + ox * s + tap % 3];
+                    for lane in 0..LANES {
+                        sum[lane] += weights[lane] * x[lane];
+                    }
+                }
+                let q = &mut quantized[oy * ow + ox];
+                for lane in 0..LANES {
+                    q[lane] = self
+                        .grid
+                        .quantize(sum[lane] * multiplier[lane] + offset[lane]);
+                }
+            }
+        }
+        for (lane, plane) in out.chunks_exact_mut(outputs).enumerate() {
+            for (o, q) in plane.iter_mut().zip(&quantized) {
+                *o = q[lane];
+            }
+        }
+    }
+
+    /// Convolves one channel at a time over a flattened padded plane.
+    #[inline(always)]
+    fn run_planar(&self, input: &[i8], first: usize, out: &mut [i8]) {
         let (h, w, s) = (self.height, self.width, self.stride);
         let (oh, ow) = output_size(h, w, s);
         let pw = w + 2;
@@ -270,6 +353,9 @@ mod tests {
             (2, 1, 1, 1),
             (3, 2, 3, 2),
             (6, 30, 40, 1),
+            (5, 21, 20, 2),
+            (20, 5, 7, 1),
+            (37, 6, 9, 2),
         ] {
             let weights = rng.i8s(channels * 9);
             let weight_scales: Vec<f32> = (0..channels).map(|_| rng.f32_in(0.001, 0.05)).collect();

@@ -54,10 +54,26 @@ impl OutputGrid {
     }
 }
 
-/// Runs `kernel` compiled for AVX2 where the CPU has it (x86-64), else as built: the int8
-/// loops are written to vectorize, and AVX2 doubles their width over the x86-64 baseline.
+/// Runs `kernel` compiled for AVX-512 (else AVX2) where the CPU has it (x86-64), else as
+/// built: the int8 loops are written to vectorize, and wider vectors cut their instructions.
 #[inline(always)]
 pub fn vectorized<R>(kernel: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw") {
+        #[target_feature(enable = "avx512f,avx512bw")]
+        unsafe fn avx512<R>(kernel: impl FnOnce() -> R) -> R {
+            kernel()
+        }
+        // SAFETY: the CPU supports AVX-512 F and BW, checked just above.
+        return unsafe { avx512(kernel) };
+    }
+    avx2(kernel)
+}
+
+/// Runs `kernel` compiled for AVX2 where the CPU has it (x86-64), else as built: for loops that
+/// run faster on 256-bit vectors than on 512-bit ones.
+#[inline(always)]
+pub fn avx2<R>(kernel: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         #[target_feature(enable = "avx2")]
