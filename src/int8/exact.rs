@@ -1,0 +1,521 @@
+//! The float layers of a quantized member (its stem, before the first quantized tensor),
+//! computed in one fixed order of operations.
+//!
+//! A float result that lands next to a rounding step of the following quantization flips to
+//! the other step when the last bit differs, and the flip travels through every int8 layer
+//! after it. tract's f32 kernels sum in an order that depends on the CPU (vector width, fused
+//! multiply-add), so the same member gave visibly different probabilities on aarch64 and
+//! x86-64. These ops compute every output as `((0 + w0 * x0) + w1 * x1) + ... + bias`, each
+//! product and sum rounded on its own (Rust never fuses them), vectorized across output
+//! positions only: the bits are the same on every CPU.
+
+use tract_core::internal::*;
+
+use super::requant::for_each_chunk;
+
+/// Output positions computed per block, so a block's inputs stay in the L1 cache.
+const BLOCK: usize = 256;
+
+/// Runs `kernel` compiled for AVX-512 (else AVX2) where the CPU has it. Sums are taken
+/// across output positions only, so the vector width never changes the result.
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn wide<T: ?Sized + Exact>(op: &T, args: T::Args<'_>) {
+                    op.kernel(args)
+                }
+                // SAFETY: the CPU supports AVX-512 F, checked just above.
+                return unsafe { wide($self, ($($arg),*)) };
+            }
+            if is_x86_feature_detected!("avx2") {
+                #[target_feature(enable = "avx2")]
+                unsafe fn wide<T: ?Sized + Exact>(op: &T, args: T::Args<'_>) {
+                    op.kernel(args)
+                }
+                // SAFETY: the CPU supports AVX2, checked just above.
+                return unsafe { wide($self, ($($arg),*)) };
+            }
+        }
+        $self.kernel(($($arg),*))
+    }};
+}
+
+/// An op whose inner loop is compiled once per vector width.
+trait Exact {
+    type Args<'a>;
+    fn kernel(&self, args: Self::Args<'_>);
+}
+
+/// A 3x3, padding 1, stride 1 or 2 convolution on f32 `[1, ci, h, w]`, with `groups` groups
+/// (1 for a full convolution, `ci` for a depthwise one) and a bias.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExactConv3x3 {
+    pub layer: String,
+    pub input_channels: usize,
+    pub output_channels: usize,
+    pub groups: usize,
+    pub stride: usize,
+    pub height: usize,
+    pub width: usize,
+    pub output_shape: TVec<usize>,
+    /// `[output_channels, input_channels / groups, 3, 3]`.
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+}
+impl Eq for ExactConv3x3 {}
+
+/// Geometry and constants of a 3x3 convolution, as read from the graph.
+pub struct Conv3x3Params {
+    pub layer: String,
+    pub input_channels: usize,
+    pub groups: usize,
+    pub stride: usize,
+    pub height: usize,
+    pub width: usize,
+    pub weights: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub output_shape: TVec<usize>,
+}
+
+impl ExactConv3x3 {
+    /// Builds the op; errors when the parameters do not describe such a convolution.
+    pub fn new(params: Conv3x3Params) -> TractResult<ExactConv3x3> {
+        let output_channels = params.bias.len();
+        let groups = params.groups;
+        ensure!(groups > 0 && params.input_channels.is_multiple_of(groups));
+        ensure!(output_channels.is_multiple_of(groups));
+        ensure!(params.weights.len() == output_channels * params.input_channels / groups * 9);
+        ensure!(matches!(params.stride, 1 | 2) && params.height > 0 && params.width > 0);
+        let (oh, ow) = super::depthwise::output_size(params.height, params.width, params.stride);
+        ensure!(params.output_shape.iter().product::<usize>() == output_channels * oh * ow);
+        Ok(ExactConv3x3 {
+            layer: params.layer,
+            input_channels: params.input_channels,
+            output_channels,
+            groups,
+            stride: params.stride,
+            height: params.height,
+            width: params.width,
+            output_shape: params.output_shape,
+            weights: params.weights,
+            bias: params.bias,
+        })
+    }
+
+    /// Output channels `first..` into `out`, one group's taps gathered at a time.
+    fn run(&self, input: &[f32], first: usize, out: &mut [f32]) {
+        dispatch!(self.kernel(input, first, out))
+    }
+}
+
+impl Exact for ExactConv3x3 {
+    type Args<'a> = (&'a [f32], usize, &'a mut [f32]);
+
+    #[inline(always)]
+    fn kernel(&self, (input, first, out): Self::Args<'_>) {
+        let (h, w, s) = (self.height, self.width, self.stride);
+        let (oh, ow) = super::depthwise::output_size(h, w, s);
+        let group_inputs = self.input_channels / self.groups;
+        let group_outputs = self.output_channels / self.groups;
+        let padded = PaddedPlanes::new(h, w, s);
+        let starts: Vec<usize> = (0..group_inputs * 9)
+            .map(|term| (term / 9) * padded.len + padded.tap_start(term % 9))
+            .collect();
+        let mut planes = vec![0f32; group_inputs * padded.len];
+        let mut rows = vec![0f32; oh * padded.row_len];
+        let mut padded_group = usize::MAX;
+        for (at, plane) in out.chunks_exact_mut(oh * ow).enumerate() {
+            let channel = first + at;
+            let group = channel / group_outputs;
+            if group != padded_group {
+                let inputs = &input[group * group_inputs * h * w..][..group_inputs * h * w];
+                for (source, target) in inputs
+                    .chunks_exact(h * w)
+                    .zip(planes.chunks_exact_mut(padded.len))
+                {
+                    padded.fill(source, target);
+                }
+                padded_group = group;
+            }
+            let weights = &self.weights[channel * group_inputs * 9..][..group_inputs * 9];
+            sum_of_products(&mut rows, self.bias[channel], weights, |term| {
+                &planes[starts[term]..]
+            });
+            for (row, o) in rows
+                .chunks_exact(padded.row_len)
+                .zip(plane.chunks_exact_mut(ow))
+            {
+                o.copy_from_slice(&row[..ow]);
+            }
+        }
+    }
+}
+
+/// Zero-padded input planes, flattened so that each tap of all outputs reads one contiguous
+/// run: position `oy * row_len + ox` of a run is output `(oy, ox)`, and the columns past the
+/// output width are discarded. With stride 2 the even padded rows come first, then the odd
+/// ones, and each row holds its even columns, then its odd ones.
+struct PaddedPlanes {
+    stride: usize,
+    width: usize,
+    row_len: usize,
+    even_columns: usize,
+    odd_rows_at: usize,
+    len: usize,
+}
+
+impl PaddedPlanes {
+    fn new(height: usize, width: usize, stride: usize) -> PaddedPlanes {
+        let row_len = width + 2;
+        let (oh, _) = super::depthwise::output_size(height, width, stride);
+        let rows = if stride == 1 { height + 2 } else { oh + 2 };
+        let odd_rows_at = rows * row_len;
+        PaddedPlanes {
+            stride,
+            width,
+            row_len,
+            even_columns: row_len.div_ceil(2),
+            odd_rows_at,
+            len: 2 * odd_rows_at + row_len,
+        }
+    }
+
+    fn row_at(&self, padded_row: usize) -> usize {
+        match self.stride {
+            1 => padded_row * self.row_len,
+            _ => (padded_row % 2) * self.odd_rows_at + (padded_row / 2) * self.row_len,
+        }
+    }
+
+    fn fill(&self, source: &[f32], target: &mut [f32]) {
+        let w = self.width;
+        for (y, source) in source.chunks_exact(w).enumerate() {
+            let at = self.row_at(y + 1);
+            let row = &mut target[at..at + self.row_len];
+            if self.stride == 1 {
+                row[1..=w].copy_from_slice(source);
+            } else {
+                let (evens, odds) = row.split_at_mut(self.even_columns);
+                let pairs = source.chunks_exact(2);
+                if let [last] = pairs.remainder() {
+                    odds[w / 2] = *last;
+                }
+                for ((pair, o), e) in pairs.zip(odds.iter_mut()).zip(&mut evens[1..]) {
+                    *o = pair[0];
+                    *e = pair[1];
+                }
+            }
+        }
+    }
+
+    /// Where the run of tap `(ky, kx)` starts.
+    fn tap_start(&self, tap: usize) -> usize {
+        let (ky, kx) = (tap / 3, tap % 3);
+        let column = match (self.stride, kx) {
+            (1, _) => kx,
+            (_, 0) => 0,
+            (_, 1) => self.even_columns,
+            _ => 1,
+        };
+        self.row_at(ky) + column
+    }
+}
+
+/// Output positions summed at a time, in registers.
+const CHUNK: usize = 64;
+
+/// `out[p] = ((0 + w0 * x0[p]) + w1 * x1[p]) + ... + bias` with `xi = inputs(i)`.
+#[inline(always)]
+fn sum_of_products<'a>(
+    out: &mut [f32],
+    bias: f32,
+    weights: &[f32],
+    inputs: impl Fn(usize) -> &'a [f32],
+) {
+    let len = out.len();
+    for start in (0..len).step_by(CHUNK) {
+        let out = &mut out[start..(start + CHUNK).min(len)];
+        if let Ok(out) = <&mut [f32; CHUNK]>::try_from(&mut *out) {
+            let mut sum = [0f32; CHUNK];
+            for (i, weight) in weights.iter().enumerate() {
+                if let Some(Ok(x)) = inputs(i)
+                    .get(start..start + CHUNK)
+                    .map(<&[f32; CHUNK]>::try_from)
+                {
+                    for lane in 0..CHUNK {
+                        sum[lane] += weight * x[lane];
+                    }
+                }
+            }
+            for lane in 0..CHUNK {
+                out[lane] = sum[lane] + bias;
+            }
+        } else {
+            out.fill(0.0);
+            for (i, weight) in weights.iter().enumerate() {
+                for (o, x) in out.iter_mut().zip(&inputs(i)[start..]) {
+                    *o += weight * x;
+                }
+            }
+            for o in out.iter_mut() {
+                *o += bias;
+            }
+        }
+    }
+}
+
+/// A pointwise (1x1) convolution on f32 `[.., ci, positions..]` with a bias.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExactPointwise {
+    pub layer: String,
+    pub input_channels: usize,
+    pub output_channels: usize,
+    pub positions: usize,
+    pub output_shape: TVec<usize>,
+    /// `[output_channels, input_channels]`.
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+}
+impl Eq for ExactPointwise {}
+
+impl ExactPointwise {
+    /// Builds the op from `[co, ci]` weights and `[co]` bias.
+    pub fn new(
+        layer: String,
+        weights: Vec<f32>,
+        bias: Vec<f32>,
+        positions: usize,
+        output_shape: TVec<usize>,
+    ) -> TractResult<ExactPointwise> {
+        let output_channels = bias.len();
+        ensure!(output_channels > 0 && weights.len().is_multiple_of(output_channels));
+        ensure!(output_shape.iter().product::<usize>() == output_channels * positions);
+        Ok(ExactPointwise {
+            layer,
+            input_channels: weights.len() / output_channels,
+            output_channels,
+            positions,
+            output_shape,
+            weights,
+            bias,
+        })
+    }
+
+    fn run(&self, input: &[f32], first: usize, out: &mut [f32]) {
+        dispatch!(self.kernel(input, first, out))
+    }
+}
+
+impl Exact for ExactPointwise {
+    type Args<'a> = (&'a [f32], usize, &'a mut [f32]);
+
+    #[inline(always)]
+    fn kernel(&self, (input, first, out): Self::Args<'_>) {
+        let (ci, positions) = (self.input_channels, self.positions);
+        for start in (0..positions).step_by(BLOCK) {
+            let end = (start + BLOCK).min(positions);
+            for (at, plane) in out.chunks_exact_mut(positions).enumerate() {
+                let channel = first + at;
+                let weights = &self.weights[channel * ci..(channel + 1) * ci];
+                sum_of_products(&mut plane[start..end], self.bias[channel], weights, |i| {
+                    &input[i * positions + start..]
+                });
+            }
+        }
+    }
+}
+
+/// Output channels one thread computes at a time.
+const CHANNELS_PER_TASK: usize = 8;
+
+fn f32_output(shape: &[usize], values: Vec<f32>) -> TractResult<TVec<TValue>> {
+    Ok(tvec!(
+        tract_ndarray::ArrayD::from_shape_vec(shape, values)?.into_tvalue()
+    ))
+}
+
+macro_rules! exact_op {
+    ($op:ty, $name:literal, $inputs:expr, $planes:expr) => {
+        impl Op for $op {
+            fn name(&self) -> StaticName {
+                $name.into()
+            }
+
+            op_as_typed_op!();
+        }
+
+        impl EvalOp for $op {
+            op_out_of_plan!();
+
+            fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+                let input = args_1!(inputs);
+                let expected: fn(&$op) -> usize = $inputs;
+                ensure!(input.datum_type() == DatumType::F32 && input.len() == expected(self));
+                let input = input.try_as_plain_ram()?;
+                let input = input.as_slice::<f32>()?;
+                let planes: fn(&$op) -> usize = $planes;
+                let plane = planes(self);
+                let mut out = vec![0f32; self.output_channels * plane];
+                for_each_chunk(&mut out, CHANNELS_PER_TASK * plane, |task, out| {
+                    self.run(input, task * CHANNELS_PER_TASK, out)
+                });
+                f32_output(&self.output_shape, out)
+            }
+        }
+
+        impl TypedOp for $op {
+            fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+                ensure!(inputs.iter().all(|i| i.datum_type == DatumType::F32));
+                Ok(tvec!(f32::fact(&self.output_shape)))
+            }
+
+            as_op!();
+        }
+    };
+}
+
+exact_op!(
+    ExactConv3x3,
+    "ExactConv3x3",
+    |op| op.input_channels * op.height * op.width,
+    |op| {
+        let (oh, ow) = super::depthwise::output_size(op.height, op.width, op.stride);
+        oh * ow
+    }
+);
+exact_op!(
+    ExactPointwise,
+    "ExactPointwise",
+    |op| op.input_channels * op.positions,
+    |op| op.positions
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::int8::test_rng::TestRng;
+
+    fn eval(op: &dyn TypedOp, shape: &[usize], input: &[f32]) -> Vec<f32> {
+        let input = Tensor::from_shape(shape, input).unwrap();
+        let out = op
+            .as_op()
+            .eval(&EvalContext::out_of_plan(), tvec!(input.into_tvalue()))
+            .unwrap()
+            .remove(0);
+        out.try_as_plain_ram()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec()
+    }
+
+    fn random(rng: &mut TestRng, len: usize) -> Vec<f32> {
+        (0..len).map(|_| rng.f32_in(-2.0, 2.0)).collect()
+    }
+
+    /// The sum the ops promise, in the promised order, written out plainly.
+    fn conv_reference(op: &ExactConv3x3, input: &[f32]) -> Vec<f32> {
+        let (h, w, s) = (op.height, op.width, op.stride);
+        let (oh, ow) = crate::int8::depthwise::output_size(h, w, s);
+        let group_inputs = op.input_channels / op.groups;
+        let group_outputs = op.output_channels / op.groups;
+        let mut out = Vec::new();
+        for co in 0..op.output_channels {
+            let group = co / group_outputs;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut sum = 0f32;
+                    for i in 0..group_inputs {
+                        let ci = group * group_inputs + i;
+                        for tap in 0..9 {
+                            let (y, x) = (
+                                (oy * s + tap / 3) as isize - 1,
+                                (ox * s + tap % 3) as isize - 1,
+                            );
+                            let value = if y < 0 || x < 0 || y >= h as isize || x >= w as isize {
+                                0.0
+                            } else {
+                                input[ci * h * w + y as usize * w + x as usize]
+                            };
+                            sum += op.weights[(co * group_inputs + i) * 9 + tap] * value;
+                        }
+                    }
+                    out.push(sum + op.bias[co]);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn convolutions_give_the_bits_of_the_written_order() {
+        let mut rng = TestRng(0x5eed_0fc0_de00);
+        for (ci, co, groups, h, w, s) in [
+            (3, 32, 1, 12, 16, 2),
+            (3, 5, 1, 7, 9, 1),
+            (24, 24, 24, 9, 11, 1),
+            (19, 19, 19, 20, 30, 2),
+            (4, 6, 2, 5, 5, 1),
+        ] {
+            let weights = random(&mut rng, co * ci / groups * 9);
+            let bias = random(&mut rng, co);
+            let (oh, ow) = crate::int8::depthwise::output_size(h, w, s);
+            let op = ExactConv3x3::new(Conv3x3Params {
+                layer: "random".into(),
+                input_channels: ci,
+                groups,
+                stride: s,
+                height: h,
+                width: w,
+                weights,
+                bias,
+                output_shape: tvec![1, co, oh, ow],
+            })
+            .unwrap();
+            let input = random(&mut rng, ci * h * w);
+            let ours = eval(&op, &[1, ci, h, w], &input);
+            let expected = conv_reference(&op, &input);
+            assert_eq!(ours.len(), expected.len());
+            for (a, b) in ours.iter().zip(&expected) {
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "{ci}->{co}/{groups} stride {s}: {a} against {b}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn pointwise_gives_the_bits_of_the_written_order() {
+        let mut rng = TestRng(0xfeed_beef);
+        for (ci, co, positions) in [(32, 16, 4800), (16, 96, 300), (5, 7, 1), (3, 2, 257)] {
+            let weights = random(&mut rng, co * ci);
+            let bias = random(&mut rng, co);
+            let op = ExactPointwise::new(
+                "random".into(),
+                weights.clone(),
+                bias.clone(),
+                positions,
+                tvec![1, co, positions],
+            )
+            .unwrap();
+            let input = random(&mut rng, ci * positions);
+            let ours = eval(&op, &[1, ci, positions], &input);
+            for co_at in 0..co {
+                for p in 0..positions {
+                    let mut sum = 0f32;
+                    for i in 0..ci {
+                        sum += weights[co_at * ci + i] * input[i * positions + p];
+                    }
+                    let expected = sum + bias[co_at];
+                    let got = ours[co_at * positions + p];
+                    assert_eq!(got.to_bits(), expected.to_bits(), "{ci}->{co} at {p}");
+                }
+            }
+        }
+    }
+}
