@@ -30,8 +30,8 @@ macro_rules! dispatch {
                 // SAFETY: the CPU supports AVX-512 F, checked just above.
                 return unsafe { wide($self, ($($arg),*)) };
             }
-            if is_x86_feature_detected!("avx2") {
-                #[target_feature(enable = "avx2")]
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                #[target_feature(enable = "avx2,fma")]
                 unsafe fn wide<T: ?Sized + Exact>(op: &T, args: T::Args<'_>) {
                     op.kernel(args)
                 }
@@ -246,7 +246,7 @@ fn sum_of_products<'a>(
                     .map(<&[f32; CHUNK]>::try_from)
                 {
                     for lane in 0..CHUNK {
-                        sum[lane] += weight * x[lane];
+                        sum[lane] = weight.mul_add(x[lane], sum[lane]);
                     }
                 }
             }
@@ -257,7 +257,7 @@ fn sum_of_products<'a>(
             out.fill(0.0);
             for (i, weight) in weights.iter().enumerate() {
                 for (o, x) in out.iter_mut().zip(&inputs(i)[start..]) {
-                    *o += weight * x;
+                    *o = weight.mul_add(*x, *o);
                 }
             }
             for o in out.iter_mut() {
@@ -440,7 +440,7 @@ mod tests {
                             } else {
                                 input[ci * h * w + y as usize * w + x as usize]
                             };
-                            sum += op.weights[(co * group_inputs + i) * 9 + tap] * value;
+                            sum = op.weights[(co * group_inputs + i) * 9 + tap].mul_add(value, sum);
                         }
                     }
                     out.push(sum + op.bias[co]);
@@ -509,7 +509,7 @@ mod tests {
                 for p in 0..positions {
                     let mut sum = 0f32;
                     for i in 0..ci {
-                        sum += weights[co_at * ci + i] * input[i * positions + p];
+                        sum = weights[co_at * ci + i].mul_add(input[i * positions + p], sum);
                     }
                     let expected = sum + bias[co_at];
                     let got = ours[co_at * positions + p];
