@@ -5,9 +5,11 @@
 //! the other step when the last bit differs, and the flip travels through every int8 layer
 //! after it. tract's f32 kernels sum in an order that depends on the CPU (vector width, fused
 //! multiply-add), so the same member gave visibly different probabilities on aarch64 and
-//! x86-64. These ops compute every output as `((0 + w0 * x0) + w1 * x1) + ... + bias`, each
-//! product and sum rounded on its own (Rust never fuses them), vectorized across output
-//! positions only: the bits are the same on every CPU.
+//! x86-64. These ops compute every output as `fma(wn, xn, ... fma(w1, x1, fma(w0, x0, 0))) +
+//! bias`: one fused multiply-add per term, each rounded once as IEEE 754 defines it (in
+//! hardware on aarch64 and on x86-64 with FMA, else by the correctly rounded software
+//! routine), vectorized across output positions only. The bits are the same on every CPU, and
+//! the single rounding keeps the stem as precise as tract's own kernels.
 
 use tract_core::internal::*;
 
@@ -16,8 +18,8 @@ use super::requant::for_each_chunk;
 /// Output positions computed per block, so a block's inputs stay in the L1 cache.
 const BLOCK: usize = 256;
 
-/// Runs `kernel` compiled for AVX-512 (else AVX2) where the CPU has it. Sums are taken
-/// across output positions only, so the vector width never changes the result.
+/// Runs `kernel` compiled for AVX-512 (else AVX2 with FMA) where the CPU has it. Vectors run
+/// across output positions only, so their width never changes the result.
 macro_rules! dispatch {
     ($self:ident . $method:ident ( $($arg:expr),* )) => {{
         #[cfg(target_arch = "x86_64")]
@@ -227,7 +229,7 @@ impl PaddedPlanes {
 /// Output positions summed at a time, in registers.
 const CHUNK: usize = 64;
 
-/// `out[p] = ((0 + w0 * x0[p]) + w1 * x1[p]) + ... + bias` with `xi = inputs(i)`.
+/// `out[p] = fma(wn, xn[p], ... fma(w0, x0[p], 0)) + bias` with `xi = inputs(i)`.
 #[inline(always)]
 fn sum_of_products<'a>(
     out: &mut [f32],
