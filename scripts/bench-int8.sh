@@ -2,14 +2,14 @@
 # Int8 against f32, dermedge (tract) against onnxruntime, on the same members and the same input:
 # medians per member and for the ensemble (members run one after another), with ratios, at 1 and
 # 2 threads. Setup: onnxruntime from PyPI into target/bench-venv. By default it compares the shipped
-# models/ensemble.toml with models/int8/; an int8 manifest that is missing is made with
-# `dermedge-tools quantize` from the f32 one (needs ../shared/ham10000).
+# int8 default, models/ensemble.toml, with its f32 source, models/f32/; an int8 manifest that is
+# missing is made with `dermedge-tools quantize` from the f32 one (needs ../shared/ham10000).
 # Usage: scripts/bench-int8.sh [RUNS] [F32_MANIFEST] [INT8_MANIFEST]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-50}
-f32=${2:-models/ensemble.toml}
-int8=${3:-models/int8/ensemble.toml}
+f32=${2:-models/f32/ensemble.toml}
+int8=${3:-models/ensemble.toml}
 venv=target/bench-venv
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"

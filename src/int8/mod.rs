@@ -716,7 +716,7 @@ mod tests {
     use crate::ensemble::{typed_model_for_input, Ensemble};
     use crate::preprocess::{load_image_file, ImageLimits};
 
-    const MANIFEST: &str = "models/int8/ensemble.toml";
+    const MANIFEST: &str = "models/ensemble.toml";
 
     fn shipped() -> (Ensemble, TypedModel) {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join(MANIFEST);

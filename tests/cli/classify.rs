@@ -180,10 +180,10 @@ fn the_shipped_default_ensemble_classifies_the_shipped_samples() {
 }
 
 #[test]
-fn the_shipped_int8_variant_agrees_with_f32_on_the_samples() {
+fn the_shipped_int8_default_agrees_with_its_f32_source_on_the_samples() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let f32_records = classify_samples(&root.join("models/ensemble.toml"));
-    let int8_records = classify_samples(&root.join("models/int8/ensemble.toml"));
+    let f32_records = classify_samples(&root.join("models/f32/ensemble.toml"));
+    let int8_records = classify_samples(&root.join("models/ensemble.toml"));
     for (a, b) in f32_records.iter().zip(&int8_records) {
         assert_eq!(a["input"], b["input"]);
         assert_eq!(b["members"][0]["precision"], "int8");

@@ -152,7 +152,7 @@ enum Command {
     /// Post-training int8 quantization of an f32 ensemble (QDQ members), calibrated on training images; compares int8 with f32 on the validation side.
     Quantize {
         /// The f32 ensemble.
-        #[arg(long, default_value = "models/ensemble.toml")]
+        #[arg(long, default_value = "models/f32/ensemble.toml")]
         manifest: PathBuf,
         #[command(flatten)]
         dataset: DatasetArgs,
@@ -177,10 +177,10 @@ enum Command {
     /// Compare an int8 ensemble with its f32 reference through tract: top-1 agreement and accuracy on one side of the split.
     Compare {
         /// The int8 ensemble.
-        #[arg(long)]
+        #[arg(long, default_value = "models/ensemble.toml")]
         manifest: PathBuf,
         /// The f32 ensemble it was made from.
-        #[arg(long, default_value = "models/ensemble.toml")]
+        #[arg(long, default_value = "models/f32/ensemble.toml")]
         reference: PathBuf,
         #[command(flatten)]
         dataset: DatasetArgs,
