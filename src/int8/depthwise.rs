@@ -90,13 +90,15 @@ impl DepthwiseConvI8 {
         {
             let avx512 =
                 is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw");
-            if channels_last && avx512 {
-                // SAFETY: the CPU supports AVX-512 F and BW, checked just above.
-                return unsafe { self.run_channels_last_avx512(input, first, out) };
-            }
-            if is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2, checked just above.
-                return unsafe { self.run_avx2(channels_last, input, first, out) };
+            let avx2 = is_x86_feature_detected!("avx2");
+            // SAFETY: each kernel runs only where the CPU has its features, checked here.
+            unsafe {
+                match (channels_last, avx512, avx2) {
+                    (true, true, _) => return self.run_channels_last_avx512(input, first, out),
+                    (true, false, true) => return self.run_channels_last_avx2(input, first, out),
+                    (false, _, true) => return self.run_planar_avx2(input, first, out),
+                    _ => {}
+                }
             }
         }
         if channels_last {
@@ -114,12 +116,14 @@ impl DepthwiseConvI8 {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn run_avx2(&self, channels_last: bool, input: &[i8], first: usize, out: &mut [i8]) {
-        if channels_last {
-            self.run_channels_last(input, first, out);
-        } else {
-            self.run_planar(input, first, out);
-        }
+    unsafe fn run_channels_last_avx2(&self, input: &[i8], first: usize, out: &mut [i8]) {
+        self.run_channels_last(input, first, out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn run_planar_avx2(&self, input: &[i8], first: usize, out: &mut [i8]) {
+        self.run_planar(input, first, out);
     }
 
     /// Convolves up to [`LANES`] channels at once, each channel in one lane: the input is
