@@ -459,22 +459,12 @@ fn fuse_mean_pool(
     }))
 }
 
-/// A 3x3, padding 1, stride 1 or 2 Conv with one group per channel.
-fn fuse_depthwise(
-    model: &TypedModel,
-    node: &TypedNode,
-    conv: &Conv,
-    q: &QuantizeLinearU8,
-    grid: OutputGrid,
-    output_shape: TVec<usize>,
-    absorbed: Vec<usize>,
-) -> TractResult<Option<Fused>> {
+/// The stride of an unquantized NCHW Conv with OIHW weights, a bias input, a 3x3 kernel,
+/// padding 1 and stride 1 or 2 (the same both ways); `None` for any other Conv.
+fn conv3x3_stride(conv: &Conv, node: &TypedNode) -> Option<usize> {
     let spec = &conv.pool_spec;
-    let channels = spec.input_channels;
     let stride = spec.strides.as_ref().map_or(1, |s| s[0]);
-    let geometry_ok = conv.group == channels
-        && spec.output_channels == channels
-        && conv.q_params.is_none()
+    let ok = conv.q_params.is_none()
         && conv.kernel_fmt == KernelFormat::OIHW
         && matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
         && *spec.kernel_shape == [3, 3]
@@ -489,9 +479,25 @@ fn fuse_depthwise(
             .is_none_or(|s| s.len() == 2 && s[0] == s[1])
         && matches!(stride, 1 | 2)
         && node.inputs.len() == 3;
-    if !geometry_ok {
-        return Ok(stays_float(&node.name, &format!("{conv:?}")));
-    }
+    ok.then_some(stride)
+}
+
+/// A 3x3, padding 1, stride 1 or 2 Conv with one group per channel.
+fn fuse_depthwise(
+    model: &TypedModel,
+    node: &TypedNode,
+    conv: &Conv,
+    q: &QuantizeLinearU8,
+    grid: OutputGrid,
+    output_shape: TVec<usize>,
+    absorbed: Vec<usize>,
+) -> TractResult<Option<Fused>> {
+    let spec = &conv.pool_spec;
+    let channels = spec.input_channels;
+    let stride = match conv3x3_stride(conv, node) {
+        Some(stride) if conv.group == channels && spec.output_channels == channels => stride,
+        _ => return Ok(stays_float(&node.name, &format!("{conv:?}"))),
+    };
     let Some((source, input)) = dequantized_source(model, node.inputs[0]) else {
         return Ok(stays_float(&node.name, "its input is not dequantized"));
     };
@@ -550,28 +556,13 @@ fn exact_float_layer(model: &TypedModel, node: &TypedNode) -> TractResult<Option
     };
     let output_shape = concrete_shape(model, node.id.into())?;
     if let Some(conv) = node.op_as::<Conv>() {
-        let spec = &conv.pool_spec;
-        let stride = spec.strides.as_ref().map_or(1, |s| s[0]);
-        let geometry_ok = conv.q_params.is_none()
-            && conv.kernel_fmt == KernelFormat::OIHW
-            && matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
-            && *spec.kernel_shape == [3, 3]
-            && matches!(&spec.padding, PaddingSpec::Explicit(b, a) if **b == [1, 1] && **a == [1, 1])
-            && spec
-                .dilations
-                .as_ref()
-                .is_none_or(|d| d.iter().all(|d| *d == 1))
-            && spec
-                .strides
-                .as_ref()
-                .is_none_or(|s| s.len() == 2 && s[0] == s[1])
-            && matches!(stride, 1 | 2)
-            && node.inputs.len() == 3;
+        let Some(stride) = conv3x3_stride(conv, node) else {
+            return Ok(None);
+        };
         let input_shape = concrete_shape(model, node.inputs[0])?;
         let rank = input_shape.len();
         let batch_of_one = input_shape.iter().rev().skip(3).all(|d| *d == 1);
-        if !geometry_ok
-            || reads_dequantized(node.inputs[0])
+        if reads_dequantized(node.inputs[0])
             || rank < 3
             || !batch_of_one
             || model.outlet_fact(node.inputs[0])?.datum_type != DatumType::F32
