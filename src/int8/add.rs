@@ -2,7 +2,7 @@
 
 use tract_core::internal::*;
 
-use super::requant::{int8_fact, int8_output, vectorized, OutputGrid};
+use super::requant::{int8_fact, output_tensor, vectorized, OutputGrid};
 
 /// One int8 input of [`AddI8`]: its scale and i8-domain zero point.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -62,15 +62,15 @@ impl EvalOp for AddI8 {
         let (a, b) = (a.try_as_plain_ram()?, b.try_as_plain_ram()?);
         let (a, b) = (a.as_slice::<i8>()?, b.as_slice::<i8>()?);
         let ((ma, za), (mb, zb)) = (self.left, self.right);
-        let mut out = vec![0i8; len];
-        vectorized(|| {
-            for ((a, b), o) in a.iter().zip(b).zip(&mut out) {
-                *o = self
-                    .grid
-                    .quantize((f32::from(*a) - za) * ma + (f32::from(*b) - zb) * mb);
-            }
-        });
-        int8_output(&self.shape, out)
+        output_tensor(&self.shape, |out: &mut [i8]| {
+            vectorized(|| {
+                for ((a, b), o) in a.iter().zip(b).zip(out) {
+                    *o = self
+                        .grid
+                        .quantize((f32::from(*a) - za) * ma + (f32::from(*b) - zb) * mb);
+                }
+            })
+        })
     }
 }
 

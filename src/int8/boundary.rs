@@ -2,7 +2,7 @@
 
 use tract_core::internal::*;
 
-use super::requant::{int8_fact, int8_output, vectorized, OutputGrid};
+use super::requant::{int8_fact, output_tensor, vectorized, OutputGrid};
 
 /// `y = grid(x / scale)`: an f32 tensor quantized to int8, with any clip before it folded
 /// into the grid.
@@ -43,14 +43,14 @@ impl EvalOp for QuantizeI8 {
         ensure!(input.datum_type() == DatumType::F32);
         ensure!(input.len() == self.shape.iter().product::<usize>());
         let input = input.try_as_plain_ram()?;
-        let mut out = vec![0i8; input.len()];
         let input = input.as_slice::<f32>()?;
-        vectorized(|| {
-            for (x, o) in input.iter().zip(&mut out) {
-                *o = self.grid.quantize(x * self.inverse_scale);
-            }
-        });
-        int8_output(&self.shape, out)
+        output_tensor(&self.shape, |out: &mut [i8]| {
+            vectorized(|| {
+                for (x, o) in input.iter().zip(out) {
+                    *o = self.grid.quantize(x * self.inverse_scale);
+                }
+            })
+        })
     }
 }
 

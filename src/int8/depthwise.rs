@@ -3,7 +3,7 @@
 
 use tract_core::internal::*;
 
-use super::requant::{for_each_chunk, int8_fact, int8_output, OutputGrid};
+use super::requant::{for_each_chunk, int8_fact, output_tensor, OutputGrid};
 
 /// Channels one thread convolves at a time, and the lanes of the channels-last kernel.
 const CHANNELS_PER_TASK: usize = LANES;
@@ -294,11 +294,11 @@ impl EvalOp for DepthwiseConvI8 {
         let input = input.try_as_plain_ram()?;
         let input = input.as_slice::<i8>()?;
         let (oh, ow) = output_size(h, w, self.stride);
-        let mut out = vec![0i8; self.channels * oh * ow];
-        for_each_chunk(&mut out, CHANNELS_PER_TASK * oh * ow, |task, out| {
-            self.run(input, task * CHANNELS_PER_TASK, out)
-        });
-        int8_output(&self.output_shape, out)
+        output_tensor(&self.output_shape, |out: &mut [i8]| {
+            for_each_chunk(out, CHANNELS_PER_TASK * oh * ow, |task, out| {
+                self.run(input, task * CHANNELS_PER_TASK, out)
+            })
+        })
     }
 }
 

@@ -13,7 +13,7 @@
 
 use tract_core::internal::*;
 
-use super::requant::for_each_chunk;
+use super::requant::{for_each_chunk, output_tensor};
 
 /// Output positions computed per block, so a block's inputs stay in the L1 cache.
 const BLOCK: usize = 256;
@@ -333,12 +333,6 @@ impl Exact for ExactPointwise {
 /// Output channels one thread computes at a time.
 const CHANNELS_PER_TASK: usize = 8;
 
-fn f32_output(shape: &[usize], values: Vec<f32>) -> TractResult<TVec<TValue>> {
-    Ok(tvec!(
-        tract_ndarray::ArrayD::from_shape_vec(shape, values)?.into_tvalue()
-    ))
-}
-
 macro_rules! exact_op {
     ($op:ty, $name:literal, $inputs:expr, $planes:expr) => {
         impl Op for $op {
@@ -360,11 +354,11 @@ macro_rules! exact_op {
                 let input = input.as_slice::<f32>()?;
                 let planes: fn(&$op) -> usize = $planes;
                 let plane = planes(self);
-                let mut out = vec![0f32; self.output_channels * plane];
-                for_each_chunk(&mut out, CHANNELS_PER_TASK * plane, |task, out| {
-                    self.run(input, task * CHANNELS_PER_TASK, out)
-                });
-                f32_output(&self.output_shape, out)
+                output_tensor(&self.output_shape, |out: &mut [f32]| {
+                    for_each_chunk(out, CHANNELS_PER_TASK * plane, |task, out| {
+                        self.run(input, task * CHANNELS_PER_TASK, out)
+                    })
+                })
             }
         }
 

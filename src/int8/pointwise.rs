@@ -10,7 +10,7 @@ use tract_core::internal::*;
 use tract_linalg::mmm::{AsInputValue, FusedSpec, MMMInputValue, MatMatMul};
 use tract_linalg::{MmmDispatch, WeightType};
 
-use super::requant::{for_each_chunk, int8_fact, int8_output, vectorized, OutputGrid};
+use super::requant::{for_each_chunk, int8_fact, output_tensor, vectorized, OutputGrid};
 
 /// Output values one thread requantizes at a time.
 const REQUANT_VALUES_PER_TASK: usize = 16 * 1024;
@@ -241,20 +241,20 @@ impl EvalOp for PointwiseConvI8 {
         }
         let acc = acc.try_as_plain_ram()?;
         let acc = acc.as_slice::<i32>()?;
-        let mut out = vec![0i8; co * n];
         let rows_per_task = (REQUANT_VALUES_PER_TASK / n).max(1);
-        for_each_chunk(&mut out, rows_per_task * n, |task, out| {
-            vectorized(|| {
-                for (row, out) in out.chunks_mut(n).enumerate() {
-                    let c = task * rows_per_task + row;
-                    let (m, b) = (self.multiplier[c], self.offset[c]);
-                    for (a, o) in acc[c * n..(c + 1) * n].iter().zip(out) {
-                        *o = self.grid.quantize(*a as f32 * m + b);
+        output_tensor(&self.output_shape, |out: &mut [i8]| {
+            for_each_chunk(out, rows_per_task * n, |task, out| {
+                vectorized(|| {
+                    for (row, out) in out.chunks_mut(n).enumerate() {
+                        let c = task * rows_per_task + row;
+                        let (m, b) = (self.multiplier[c], self.offset[c]);
+                        for (a, o) in acc[c * n..(c + 1) * n].iter().zip(out) {
+                            *o = self.grid.quantize(*a as f32 * m + b);
+                        }
                     }
-                }
+                })
             })
-        });
-        int8_output(&self.output_shape, out)
+        })
     }
 }
 

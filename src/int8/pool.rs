@@ -3,7 +3,7 @@
 use tract_core::internal::*;
 
 use super::add::InputGrid;
-use super::requant::{int8_fact, int8_output, OutputGrid};
+use super::requant::{int8_fact, output_tensor, OutputGrid};
 
 /// `y[c] = grid(sum_p (x[c, p] - zero point) * scale * factor / output scale)` over the
 /// `positions` values of each channel: the sum is exact in integers, so the result is the same
@@ -79,15 +79,13 @@ impl EvalOp for MeanPoolI8 {
         );
         let input = input.try_as_plain_ram()?;
         let input = input.as_slice::<i8>()?;
-        let out = input
-            .chunks_exact(self.positions)
-            .map(|plane| {
+        output_tensor(&self.output_shape, |out: &mut [i8]| {
+            for (plane, o) in input.chunks_exact(self.positions).zip(out) {
                 let sum: i32 = plane.iter().map(|v| i32::from(*v)).sum::<i32>()
                     - self.input_zero_point * self.positions as i32;
-                self.grid.quantize(sum as f32 * self.multiplier)
-            })
-            .collect();
-        int8_output(&self.output_shape, out)
+                *o = self.grid.quantize(sum as f32 * self.multiplier);
+            }
+        })
     }
 }
 

@@ -117,11 +117,15 @@ pub fn for_each_chunk<T: Send>(
     }
 }
 
-/// An op's int8 result: `values` laid out as `shape`.
-pub fn int8_output(shape: &[usize], values: Vec<i8>) -> TractResult<TVec<TValue>> {
-    Ok(tvec!(
-        tract_ndarray::ArrayD::from_shape_vec(shape, values)?.into_tvalue()
-    ))
+/// An op's result: a new tensor of `shape` whose values `fill` writes (it starts zeroed), made
+/// in place rather than copied from a vector.
+pub fn output_tensor<T: Datum + tract_core::num_traits::Zero>(
+    shape: &[usize],
+    fill: impl FnOnce(&mut [T]),
+) -> TractResult<TVec<TValue>> {
+    let mut tensor = Tensor::zero::<T>(shape)?;
+    fill(tensor.try_as_plain_ram_mut()?.as_slice_mut::<T>()?);
+    Ok(tvec!(tensor.into_tvalue()))
 }
 
 /// The output fact of an int8 op writing `shape`, after checking its inputs are `input_type`.
