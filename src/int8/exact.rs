@@ -66,6 +66,8 @@ pub struct ExactConv3x3 {
     /// `[output_channels, input_channels / groups, 3, 3]`.
     weights: Vec<f32>,
     bias: Vec<f32>,
+    /// The activation's clip (ReLU6: 0 and 6), applied after the bias.
+    clip: (f32, f32),
 }
 impl Eq for ExactConv3x3 {}
 
@@ -79,6 +81,8 @@ pub struct Conv3x3Params {
     pub width: usize,
     pub weights: Vec<f32>,
     pub bias: Vec<f32>,
+    /// Lowest and highest output (the activation's clip), infinite for none.
+    pub clip: (f32, f32),
     pub output_shape: TVec<usize>,
 }
 
@@ -104,6 +108,7 @@ impl ExactConv3x3 {
             output_shape: params.output_shape,
             weights: params.weights,
             bias: params.bias,
+            clip: params.clip,
         })
     }
 
@@ -150,7 +155,10 @@ impl Exact for ExactConv3x3 {
                 .chunks_exact(padded.row_len)
                 .zip(plane.chunks_exact_mut(ow))
             {
-                o.copy_from_slice(&row[..ow]);
+                let (low, high) = self.clip;
+                for (o, value) in o.iter_mut().zip(&row[..ow]) {
+                    *o = value.max(low).min(high);
+                }
             }
         }
     }
@@ -439,7 +447,7 @@ mod tests {
                             sum = op.weights[(co * group_inputs + i) * 9 + tap].mul_add(value, sum);
                         }
                     }
-                    out.push(sum + op.bias[co]);
+                    out.push((sum + op.bias[co]).clamp(op.clip.0, op.clip.1));
                 }
             }
         }
@@ -449,12 +457,14 @@ mod tests {
     #[test]
     fn convolutions_give_the_bits_of_the_written_order() {
         let mut rng = TestRng(0x5eed_0fc0_de00);
-        for (ci, co, groups, h, w, s) in [
-            (3, 32, 1, 12, 16, 2),
-            (3, 5, 1, 7, 9, 1),
-            (24, 24, 24, 9, 11, 1),
-            (19, 19, 19, 20, 30, 2),
-            (4, 6, 2, 5, 5, 1),
+        let relu6 = (0.0, 6.0);
+        let none = (f32::NEG_INFINITY, f32::INFINITY);
+        for (ci, co, groups, h, w, s, clip) in [
+            (3, 32, 1, 12, 16, 2, relu6),
+            (3, 5, 1, 7, 9, 1, none),
+            (24, 24, 24, 9, 11, 1, relu6),
+            (19, 19, 19, 20, 30, 2, none),
+            (4, 6, 2, 5, 5, 1, (-0.5, 0.5)),
         ] {
             let weights = random(&mut rng, co * ci / groups * 9);
             let bias = random(&mut rng, co);
@@ -468,6 +478,7 @@ mod tests {
                 width: w,
                 weights,
                 bias,
+                clip,
                 output_shape: tvec![1, co, oh, ow],
             })
             .unwrap();

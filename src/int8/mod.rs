@@ -126,12 +126,12 @@ fn rewrite_layers(
         if translator.absorbed.contains(&node.id) || translator.fused.contains_key(&node.id) {
             continue;
         }
-        if let Some(exact) = exact_float_layer(model, node)? {
+        if let Some((exact, output)) = exact_float_layer(model, node, &translator.absorbed)? {
             translator.summary.exact_float += 1;
             translator.absorbed.extend(exact.absorbed);
             translator
                 .exact
-                .insert(node.id, (exact.op, exact.sources[0]));
+                .insert(output, (exact.op, exact.sources[0]));
         }
     }
     let summary = translator.summary;
@@ -545,10 +545,45 @@ fn fuse_depthwise(
     }))
 }
 
-/// A float 3x3 convolution or a float pointwise convolution with its bias that does not read
-/// a dequantized tensor (a layer of the stem), as an op that computes in a fixed order
-/// ([`exact`]); `None` for anything else.
-fn exact_float_layer(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Fused>> {
+/// The constant clip (`Max`/`Min` with a scalar) right after `node`, if any, that no other
+/// rewrite has taken: its bounds and its nodes in graph order.
+fn clip_after(
+    model: &TypedModel,
+    node: &TypedNode,
+    taken: &HashSet<usize>,
+) -> ((f32, f32), Vec<usize>) {
+    let (mut low, mut high) = (f32::NEG_INFINITY, f32::INFINITY);
+    let mut chain = vec![];
+    let mut current = node;
+    while single_successor(current) {
+        let next = model.node(current.outputs[0].successors[0].node);
+        let is_max = bin_op::<Max>(next);
+        if !(is_max || bin_op::<Min>(next)) || taken.contains(&next.id) {
+            break;
+        }
+        let other = next.inputs.iter().find(|i| i.node != current.id);
+        let Some(bound) = other.and_then(|o| scalar_const(model, *o)) else {
+            break;
+        };
+        if is_max {
+            low = low.max(bound);
+        } else {
+            high = high.min(bound);
+        }
+        chain.push(next.id);
+        current = next;
+    }
+    ((low, high), chain)
+}
+
+/// A float 3x3 convolution (with the clip after it) or a float pointwise convolution with its
+/// bias that does not read a dequantized tensor (a layer of the stem), as an op that computes in
+/// a fixed order ([`exact`]), and the node whose output it replaces; `None` for anything else.
+fn exact_float_layer(
+    model: &TypedModel,
+    node: &TypedNode,
+    taken: &HashSet<usize>,
+) -> TractResult<Option<(Fused, usize)>> {
     let reads_dequantized = |outlet: OutletId| {
         model
             .node(before_reshapes(model, outlet).node)
@@ -575,6 +610,7 @@ fn exact_float_layer(model: &TypedModel, node: &TypedNode) -> TractResult<Option
         ) else {
             return Ok(None);
         };
+        let (clip, mut chain) = clip_after(model, node, taken);
         let op = ExactConv3x3::new(Conv3x3Params {
             layer: node.name.clone(),
             input_channels: input_shape[rank - 3],
@@ -584,12 +620,18 @@ fn exact_float_layer(model: &TypedModel, node: &TypedNode) -> TractResult<Option
             width: input_shape[rank - 1],
             weights,
             bias,
+            clip,
             output_shape,
         });
-        return Ok(op.ok().map(|op| Fused {
-            op: Box::new(op),
-            sources: vec![node.inputs[0]],
-            absorbed: vec![],
+        chain.insert(0, node.id);
+        let output = chain.pop().unwrap_or(node.id);
+        return Ok(op.ok().map(|op| {
+            let fused = Fused {
+                op: Box::new(op),
+                sources: vec![node.inputs[0]],
+                absorbed: chain,
+            };
+            (fused, output)
         }));
     }
     if !bin_op::<Add>(node) {
@@ -633,10 +675,13 @@ fn exact_float_layer(model: &TypedModel, node: &TypedNode) -> TractResult<Option
         return Ok(None);
     }
     let op = ExactPointwise::new(node.name.clone(), weights, bias, positions, output_shape);
-    Ok(op.ok().map(|op| Fused {
-        op: Box::new(op),
-        sources: vec![input],
-        absorbed: vec![einsum_node.id],
+    Ok(op.ok().map(|op| {
+        let fused = Fused {
+            op: Box::new(op),
+            sources: vec![input],
+            absorbed: vec![einsum_node.id],
+        };
+        (fused, node.id)
     }))
 }
 
@@ -848,6 +893,14 @@ mod tests {
             int8_nodes >= summary.fused(),
             "{int8_nodes} int8 nodes in the plan"
         );
+        let clips = member
+            .plan()
+            .model()
+            .nodes()
+            .iter()
+            .filter(|n| n.op.name().contains("Max") || n.op.name().contains("Min"))
+            .count();
+        assert_eq!(clips, 0, "the stem's clips run inside its convolutions");
         let softmax = |logits: &[f32]| {
             let top = logits.iter().fold(f32::MIN, |m, v| m.max(*v));
             let exp: Vec<f32> = logits.iter().map(|v| (v - top).exp()).collect();
