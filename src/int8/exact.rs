@@ -18,37 +18,60 @@ use super::requant::{for_each_chunk, output_tensor};
 /// Output positions computed per block, so a block's inputs stay in the L1 cache.
 const BLOCK: usize = 256;
 
-/// Runs `kernel` compiled for AVX-512 (else AVX2 with FMA) where the CPU has it. Vectors run
-/// across output positions only, so their width never changes the result.
-macro_rules! dispatch {
-    ($self:ident . $method:ident ( $($arg:expr),* )) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                #[target_feature(enable = "avx512f")]
-                unsafe fn wide<T: ?Sized + Exact>(op: &T, args: T::Args<'_>) {
-                    op.kernel(args)
-                }
-                // SAFETY: the CPU supports AVX-512 F, checked just above.
-                return unsafe { wide($self, ($($arg),*)) };
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn wide<T: ?Sized + Exact>(op: &T, args: T::Args<'_>) {
-                    op.kernel(args)
-                }
-                // SAFETY: the CPU supports AVX2, checked just above.
-                return unsafe { wide($self, ($($arg),*)) };
-            }
-        }
-        $self.kernel(($($arg),*))
-    }};
+/// A float layer whose inner loop is compiled once per vector width.
+trait Exact {
+    /// Values of the input tensor.
+    fn input_len(&self) -> usize;
+    /// Positions of one output channel.
+    fn plane_len(&self) -> usize;
+    /// Output channels `first..` of `input` into `out` (as many as it holds).
+    fn kernel(&self, input: &[f32], first: usize, out: &mut [f32]);
 }
 
-/// An op whose inner loop is compiled once per vector width.
-trait Exact {
-    type Args<'a>;
-    fn kernel(&self, args: Self::Args<'_>);
+/// Runs `op`'s kernel compiled for AVX-512 (else AVX2 with FMA) where the CPU has it. Vectors
+/// run across output positions only, so their width never changes the result.
+fn run<T: Exact>(op: &T, input: &[f32], first: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512<T: Exact>(op: &T, input: &[f32], first: usize, out: &mut [f32]) {
+            op.kernel(input, first, out)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<T: Exact>(op: &T, input: &[f32], first: usize, out: &mut [f32]) {
+            op.kernel(input, first, out)
+        }
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512 F, checked just above.
+            return unsafe { avx512(op, input, first, out) };
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+            return unsafe { avx2(op, input, first, out) };
+        }
+    }
+    op.kernel(input, first, out)
+}
+
+/// Output channels one thread computes at a time.
+const CHANNELS_PER_TASK: usize = 8;
+
+/// Evaluates `op` on its one f32 input into a new `output_shape` tensor.
+fn eval_exact<T: Exact + Sync>(
+    op: &T,
+    output_shape: &[usize],
+    inputs: TVec<TValue>,
+) -> TractResult<TVec<TValue>> {
+    let input = args_1!(inputs);
+    ensure!(input.datum_type() == DatumType::F32 && input.len() == op.input_len());
+    let input = input.try_as_plain_ram()?;
+    let input = input.as_slice::<f32>()?;
+    let plane = op.plane_len();
+    output_tensor(output_shape, |out: &mut [f32]| {
+        for_each_chunk(out, CHANNELS_PER_TASK * plane, |task, out| {
+            run(op, input, task * CHANNELS_PER_TASK, out)
+        })
+    })
 }
 
 /// A 3x3, padding 1, stride 1 or 2 convolution on f32 `[1, ci, h, w]`, with `groups` groups
@@ -111,18 +134,21 @@ impl ExactConv3x3 {
             clip: params.clip,
         })
     }
-
-    /// Output channels `first..` into `out`, one group's taps gathered at a time.
-    fn run(&self, input: &[f32], first: usize, out: &mut [f32]) {
-        dispatch!(self.kernel(input, first, out))
-    }
 }
 
 impl Exact for ExactConv3x3 {
-    type Args<'a> = (&'a [f32], usize, &'a mut [f32]);
+    fn input_len(&self) -> usize {
+        self.input_channels * self.height * self.width
+    }
 
+    fn plane_len(&self) -> usize {
+        let (oh, ow) = super::depthwise::output_size(self.height, self.width, self.stride);
+        oh * ow
+    }
+
+    /// One group's input planes are padded at a time.
     #[inline(always)]
-    fn kernel(&self, (input, first, out): Self::Args<'_>) {
+    fn kernel(&self, input: &[f32], first: usize, out: &mut [f32]) {
         let (h, w, s) = (self.height, self.width, self.stride);
         let (oh, ow) = super::depthwise::output_size(h, w, s);
         let group_inputs = self.input_channels / self.groups;
@@ -313,17 +339,19 @@ impl ExactPointwise {
             bias,
         })
     }
-
-    fn run(&self, input: &[f32], first: usize, out: &mut [f32]) {
-        dispatch!(self.kernel(input, first, out))
-    }
 }
 
 impl Exact for ExactPointwise {
-    type Args<'a> = (&'a [f32], usize, &'a mut [f32]);
+    fn input_len(&self) -> usize {
+        self.input_channels * self.positions
+    }
+
+    fn plane_len(&self) -> usize {
+        self.positions
+    }
 
     #[inline(always)]
-    fn kernel(&self, (input, first, out): Self::Args<'_>) {
+    fn kernel(&self, input: &[f32], first: usize, out: &mut [f32]) {
         let (ci, positions) = (self.input_channels, self.positions);
         for start in (0..positions).step_by(BLOCK) {
             let end = (start + BLOCK).min(positions);
@@ -338,11 +366,8 @@ impl Exact for ExactPointwise {
     }
 }
 
-/// Output channels one thread computes at a time.
-const CHANNELS_PER_TASK: usize = 8;
-
 macro_rules! exact_op {
-    ($op:ty, $name:literal, $inputs:expr, $planes:expr) => {
+    ($op:ty, $name:literal) => {
         impl Op for $op {
             fn name(&self) -> StaticName {
                 $name.into()
@@ -355,18 +380,7 @@ macro_rules! exact_op {
             op_out_of_plan!();
 
             fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-                let input = args_1!(inputs);
-                let expected: fn(&$op) -> usize = $inputs;
-                ensure!(input.datum_type() == DatumType::F32 && input.len() == expected(self));
-                let input = input.try_as_plain_ram()?;
-                let input = input.as_slice::<f32>()?;
-                let planes: fn(&$op) -> usize = $planes;
-                let plane = planes(self);
-                output_tensor(&self.output_shape, |out: &mut [f32]| {
-                    for_each_chunk(out, CHANNELS_PER_TASK * plane, |task, out| {
-                        self.run(input, task * CHANNELS_PER_TASK, out)
-                    })
-                })
+                eval_exact(self, &self.output_shape, inputs)
             }
         }
 
@@ -381,21 +395,8 @@ macro_rules! exact_op {
     };
 }
 
-exact_op!(
-    ExactConv3x3,
-    "ExactConv3x3",
-    |op| op.input_channels * op.height * op.width,
-    |op| {
-        let (oh, ow) = super::depthwise::output_size(op.height, op.width, op.stride);
-        oh * ow
-    }
-);
-exact_op!(
-    ExactPointwise,
-    "ExactPointwise",
-    |op| op.input_channels * op.positions,
-    |op| op.positions
-);
+exact_op!(ExactConv3x3, "ExactConv3x3");
+exact_op!(ExactPointwise, "ExactPointwise");
 
 #[cfg(test)]
 mod tests {

@@ -200,6 +200,18 @@ fn scalar_const(model: &TypedModel, outlet: OutletId) -> Option<f32> {
         .flatten()
 }
 
+/// `value` of exactly one of a binary node's two inputs, and the other input.
+fn one_constant<T>(
+    node: &TypedNode,
+    value: impl Fn(OutletId) -> Option<T>,
+) -> Option<(T, OutletId)> {
+    match (value(node.inputs[0]), value(node.inputs[1])) {
+        (None, Some(v)) => Some((v, node.inputs[0])),
+        (Some(v), None) => Some((v, node.inputs[1])),
+        _ => None,
+    }
+}
+
 fn const_values(model: &TypedModel, outlet: OutletId) -> Option<Vec<f32>> {
     let konst = model.outlet_fact(outlet).ok()?.konst.clone()?;
     requant::f32_values(&konst).ok()
@@ -226,22 +238,11 @@ fn fuse(model: &TypedModel, quantize: &TypedNode) -> TractResult<Fused> {
     let (mut clip_low, mut clip_high) = (f32::NEG_INFINITY, f32::INFINITY);
     let mut core_outlet = quantize.inputs[0];
     let mut core = model.node(core_outlet.node);
-    loop {
-        let is_max = bin_op::<Max>(core);
-        if !(is_max || bin_op::<Min>(core)) || !single_successor(core) {
+    while single_successor(core) {
+        let Some((other, bounds)) = clip_step(model, core, (clip_low, clip_high)) else {
             break;
-        }
-        let [a, b] = [core.inputs[0], core.inputs[1]];
-        let (bound, other) = match (scalar_const(model, a), scalar_const(model, b)) {
-            (None, Some(v)) => (v, a),
-            (Some(v), None) => (v, b),
-            _ => break,
         };
-        if is_max {
-            clip_low = clip_low.max(bound);
-        } else {
-            clip_high = clip_high.min(bound);
-        }
+        (clip_low, clip_high) = bounds;
         absorbed.push(core.id);
         core_outlet = other;
         core = model.node(other.node);
@@ -318,28 +319,12 @@ fn fuse_pointwise(
     output_shape: TVec<usize>,
     mut absorbed: Vec<usize>,
 ) -> TractResult<Option<Fused>> {
-    let (bias, einsum_outlet) = match (
-        const_values(model, add.inputs[0]),
-        const_values(model, add.inputs[1]),
-    ) {
-        (None, Some(bias)) => (bias, add.inputs[0]),
-        (Some(bias), None) => (bias, add.inputs[1]),
-        _ => return Ok(stays_float(&add.name, "no constant bias")),
+    let (bias, einsum_node, expression) = match einsum_with_bias(model, add) {
+        Ok(parts) => parts,
+        Err(why) => return Ok(stays_float(&add.name, &why)),
     };
-    let einsum_node = model.node(einsum_outlet.node);
-    let Some(einsum) = einsum_node.op_as::<EinSum>() else {
-        return Ok(stays_float(&add.name, "no EinSum before the bias"));
-    };
-    let expression = einsum.axes.to_string();
     let gemm = expression == "mk,kn->mn";
-    if !(gemm
-        || matches!(
-            expression.as_str(),
-            "IHW,OI->OHW" | "NIHW,OI->OHW" | "NIHW,OI->NOHW"
-        ))
-        || einsum.q_params.is_some()
-        || !single_successor(einsum_node)
-    {
+    if !(gemm || is_pointwise_form(&expression)) {
         return Ok(stays_float(&add.name, &format!("EinSum {expression}")));
     }
     let Some((source, input)) = dequantized_source(model, einsum_node.inputs[0]) else {
@@ -368,17 +353,12 @@ fn fuse_pointwise(
     let Some((int_weights, scales)) = recover_int8_rows(&weights, co) else {
         return Ok(stays_float(&add.name, "its weights are not an int8 grid"));
     };
-    let ci = weights.len() / co;
-    let positions = input_shape.iter().product::<usize>() / ci.max(1);
-    if input_shape.len() < 3
-        || input_shape[input_shape.len() - 3] != ci
-        || positions * ci != input_shape.iter().product::<usize>()
-    {
+    let Some(positions) = pointwise_positions(&input_shape, weights.len() / co) else {
         return Ok(stays_float(
             &add.name,
             &format!("input shape {input_shape:?}"),
         ));
-    }
+    };
     let params = PointwiseParams {
         layer: add.name.clone(),
         weights: &int_weights,
@@ -402,6 +382,38 @@ fn fuse_pointwise(
     }))
 }
 
+/// `Add(EinSum(x, W), bias)` with a constant bias and an unquantized EinSum read by the Add
+/// alone: the bias, the EinSum node and its expression; or why not.
+fn einsum_with_bias<'m>(
+    model: &'m TypedModel,
+    add: &TypedNode,
+) -> Result<(Vec<f32>, &'m TypedNode, String), String> {
+    let (bias, einsum_outlet) =
+        one_constant(add, |o| const_values(model, o)).ok_or("no constant bias")?;
+    let einsum_node = model.node(einsum_outlet.node);
+    let einsum = einsum_node
+        .op_as::<EinSum>()
+        .ok_or("no EinSum before the bias")?;
+    let expression = einsum.axes.to_string();
+    if einsum.q_params.is_some() || !single_successor(einsum_node) {
+        return Err(format!("EinSum {expression}"));
+    }
+    Ok((bias, einsum_node, expression))
+}
+
+/// The EinSum forms of a decluttered 1x1 convolution.
+fn is_pointwise_form(expression: &str) -> bool {
+    matches!(expression, "IHW,OI->OHW" | "NIHW,OI->OHW" | "NIHW,OI->NOHW")
+}
+
+/// Positions of a 1x1 convolution's `[.., ci, h, w]` input, when its channel axis holds `ci`.
+fn pointwise_positions(input_shape: &[usize], ci: usize) -> Option<usize> {
+    let values = input_shape.iter().product::<usize>();
+    let positions = values / ci.max(1);
+    (input_shape.len() >= 3 && input_shape[input_shape.len() - 3] == ci && positions * ci == values)
+        .then_some(positions)
+}
+
 /// `Mul(Reduce<Sum>(DequantizeLinear(x), spatial axes), factor)`: a decluttered global
 /// average pool.
 fn fuse_mean_pool(
@@ -412,13 +424,8 @@ fn fuse_mean_pool(
     output_shape: &[usize],
     mut absorbed: Vec<usize>,
 ) -> TractResult<Option<Fused>> {
-    let (factor, reduce_outlet) = match (
-        scalar_const(model, mul.inputs[0]),
-        scalar_const(model, mul.inputs[1]),
-    ) {
-        (None, Some(factor)) => (factor, mul.inputs[0]),
-        (Some(factor), None) => (factor, mul.inputs[1]),
-        _ => return Ok(stays_float(&mul.name, "no constant factor")),
+    let Some((factor, reduce_outlet)) = one_constant(mul, |o| scalar_const(model, o)) else {
+        return Ok(stays_float(&mul.name, "no constant factor"));
     };
     let reduce_node = model.node(reduce_outlet.node);
     let Some(reduce) = reduce_node.op_as::<Reduce>() else {
@@ -545,6 +552,25 @@ fn fuse_depthwise(
     }))
 }
 
+/// When `node` is `Max` or `Min` with a scalar constant: its other input, and `bounds` (low,
+/// high) tightened by it.
+fn clip_step(
+    model: &TypedModel,
+    node: &TypedNode,
+    (low, high): (f32, f32),
+) -> Option<(OutletId, (f32, f32))> {
+    let is_max = bin_op::<Max>(node);
+    if !(is_max || bin_op::<Min>(node)) {
+        return None;
+    }
+    let (bound, input) = one_constant(node, |o| scalar_const(model, o))?;
+    Some(if is_max {
+        (input, (low.max(bound), high))
+    } else {
+        (input, (low, high.min(bound)))
+    })
+}
+
 /// The constant clip (`Max`/`Min` with a scalar) right after `node`, if any, that no other
 /// rewrite has taken: its bounds and its nodes in graph order.
 fn clip_after(
@@ -557,18 +583,12 @@ fn clip_after(
     let mut current = node;
     while single_successor(current) {
         let next = model.node(current.outputs[0].successors[0].node);
-        let is_max = bin_op::<Max>(next);
-        if !(is_max || bin_op::<Min>(next)) || taken.contains(&next.id) {
+        if taken.contains(&next.id) {
             break;
         }
-        let other = next.inputs.iter().find(|i| i.node != current.id);
-        let Some(bound) = other.and_then(|o| scalar_const(model, *o)) else {
-            break;
-        };
-        if is_max {
-            low = low.max(bound);
-        } else {
-            high = high.min(bound);
+        match clip_step(model, next, (low, high)) {
+            Some((input, bounds)) if input.node == current.id => (low, high) = bounds,
+            _ => break,
         }
         chain.push(next.id);
         current = next;
@@ -637,27 +657,12 @@ fn exact_float_layer(
     if !bin_op::<Add>(node) {
         return Ok(None);
     }
-    let (bias, einsum_outlet) = match (
-        const_values(model, node.inputs[0]),
-        const_values(model, node.inputs[1]),
-    ) {
-        (None, Some(bias)) => (bias, node.inputs[0]),
-        (Some(bias), None) => (bias, node.inputs[1]),
-        _ => return Ok(None),
-    };
-    let einsum_node = model.node(einsum_outlet.node);
-    let Some(einsum) = einsum_node.op_as::<EinSum>() else {
+    let Ok((bias, einsum_node, expression)) = einsum_with_bias(model, node) else {
         return Ok(None);
     };
-    let pointwise_form = matches!(
-        einsum.axes.to_string().as_str(),
-        "IHW,OI->OHW" | "NIHW,OI->OHW" | "NIHW,OI->NOHW"
-    );
     let input = einsum_node.inputs[0];
-    if !pointwise_form
+    if !is_pointwise_form(&expression)
         || reads_dequantized(input)
-        || einsum.q_params.is_some()
-        || !single_successor(einsum_node)
         || model.outlet_fact(input)?.datum_type != DatumType::F32
     {
         return Ok(None);
@@ -666,14 +671,10 @@ fn exact_float_layer(
         return Ok(None);
     };
     let input_shape = concrete_shape(model, input)?;
-    let co = bias.len();
-    let ci = weights.len() / co.max(1);
-    let values = input_shape.iter().product::<usize>();
-    let positions = values / ci.max(1);
-    if input_shape.len() < 3 || input_shape[input_shape.len() - 3] != ci || positions * ci != values
-    {
+    let ci = weights.len() / bias.len().max(1);
+    let Some(positions) = pointwise_positions(&input_shape, ci) else {
         return Ok(None);
-    }
+    };
     let op = ExactPointwise::new(node.name.clone(), weights, bias, positions, output_shape);
     Ok(op.ok().map(|op| {
         let fused = Fused {
