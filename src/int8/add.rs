@@ -2,7 +2,7 @@
 
 use tract_core::internal::*;
 
-use super::requant::{int8_fact, output_tensor, vectorized, OutputGrid};
+use super::requant::{int8_fact, output_tensor, vectorized, OutputGrid, VectorLoop};
 
 /// One int8 input of [`AddI8`]: its scale and i8-domain zero point.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -61,16 +61,38 @@ impl EvalOp for AddI8 {
         ensure!(a.datum_type() == DatumType::I8 && b.datum_type() == DatumType::I8);
         let (a, b) = (a.try_as_plain_ram()?, b.try_as_plain_ram()?);
         let (a, b) = (a.as_slice::<i8>()?, b.as_slice::<i8>()?);
-        let ((ma, za), (mb, zb)) = (self.left, self.right);
         output_tensor(&self.shape, |out: &mut [i8]| {
-            vectorized(|| {
-                for ((a, b), o) in a.iter().zip(b).zip(out) {
-                    *o = self
-                        .grid
-                        .quantize((f32::from(*a) - za) * ma + (f32::from(*b) - zb) * mb);
-                }
+            vectorized(Sum {
+                a,
+                b,
+                left: self.left,
+                right: self.right,
+                grid: self.grid,
+                out,
             })
         })
+    }
+}
+
+/// `out = grid((a - za) * ma + (b - zb) * mb)`, elementwise.
+struct Sum<'a> {
+    a: &'a [i8],
+    b: &'a [i8],
+    left: (f32, f32),
+    right: (f32, f32),
+    grid: OutputGrid,
+    out: &'a mut [i8],
+}
+
+impl VectorLoop for Sum<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let ((ma, za), (mb, zb)) = (self.left, self.right);
+        for ((a, b), o) in self.a.iter().zip(self.b).zip(self.out) {
+            *o = self
+                .grid
+                .quantize((f32::from(*a) - za) * ma + (f32::from(*b) - zb) * mb);
+        }
     }
 }
 

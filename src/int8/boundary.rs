@@ -2,7 +2,7 @@
 
 use tract_core::internal::*;
 
-use super::requant::{int8_fact, output_tensor, vectorized, OutputGrid};
+use super::requant::{int8_fact, output_tensor, vectorized, OutputGrid, VectorLoop};
 
 /// `y = grid(x / scale)`: an f32 tensor quantized to int8, with any clip before it folded
 /// into the grid.
@@ -45,12 +45,30 @@ impl EvalOp for QuantizeI8 {
         let input = input.try_as_plain_ram()?;
         let input = input.as_slice::<f32>()?;
         output_tensor(&self.shape, |out: &mut [i8]| {
-            vectorized(|| {
-                for (x, o) in input.iter().zip(out) {
-                    *o = self.grid.quantize(x * self.inverse_scale);
-                }
+            vectorized(Quantize {
+                input,
+                inverse_scale: self.inverse_scale,
+                grid: self.grid,
+                out,
             })
         })
+    }
+}
+
+/// `out = grid(input * inverse_scale)`, elementwise.
+struct Quantize<'a> {
+    input: &'a [f32],
+    inverse_scale: f32,
+    grid: OutputGrid,
+    out: &'a mut [i8],
+}
+
+impl VectorLoop for Quantize<'_> {
+    #[inline(always)]
+    fn run(self) {
+        for (x, o) in self.input.iter().zip(self.out) {
+            *o = self.grid.quantize(x * self.inverse_scale);
+        }
     }
 }
 

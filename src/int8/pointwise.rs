@@ -10,7 +10,9 @@ use tract_core::internal::*;
 use tract_linalg::mmm::{AsInputValue, FusedSpec, MMMInputValue, MatMatMul};
 use tract_linalg::{MmmDispatch, WeightType};
 
-use super::requant::{for_each_chunk, int8_fact, output_tensor, vectorized, OutputGrid};
+use super::requant::{
+    for_each_chunk, int8_fact, output_tensor, vectorized, OutputGrid, VectorLoop,
+};
 
 /// Output values one thread requantizes at a time.
 const REQUANT_VALUES_PER_TASK: usize = 16 * 1024;
@@ -244,17 +246,39 @@ impl EvalOp for PointwiseConvI8 {
         let rows_per_task = (REQUANT_VALUES_PER_TASK / n).max(1);
         output_tensor(&self.output_shape, |out: &mut [i8]| {
             for_each_chunk(out, rows_per_task * n, |task, out| {
-                vectorized(|| {
-                    for (row, out) in out.chunks_mut(n).enumerate() {
-                        let c = task * rows_per_task + row;
-                        let (m, b) = (self.multiplier[c], self.offset[c]);
-                        for (a, o) in acc[c * n..(c + 1) * n].iter().zip(out) {
-                            *o = self.grid.quantize(*a as f32 * m + b);
-                        }
-                    }
+                let first = task * rows_per_task;
+                let rows = out.len() / n;
+                vectorized(RequantizeRows {
+                    acc: &acc[first * n..(first + rows) * n],
+                    multiplier: &self.multiplier[first..first + rows],
+                    offset: &self.offset[first..first + rows],
+                    grid: self.grid,
+                    out,
                 })
             })
         })
+    }
+}
+
+/// `out[c, p] = grid(acc[c, p] * multiplier[c] + offset[c])`, one row per channel.
+struct RequantizeRows<'a> {
+    acc: &'a [i32],
+    multiplier: &'a [f32],
+    offset: &'a [f32],
+    grid: OutputGrid,
+    out: &'a mut [i8],
+}
+
+impl VectorLoop for RequantizeRows<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let n = self.out.len() / self.multiplier.len();
+        let rows = self.out.chunks_exact_mut(n).zip(self.acc.chunks_exact(n));
+        for ((out, acc), (m, b)) in rows.zip(self.multiplier.iter().zip(self.offset)) {
+            for (a, o) in acc.iter().zip(out) {
+                *o = self.grid.quantize(*a as f32 * m + b);
+            }
+        }
     }
 }
 

@@ -45,45 +45,49 @@ impl OutputGrid {
         }
     }
 
-    /// Quantizes `v` (in output steps) onto this grid.
+    /// Quantizes `v` (in output steps) onto this grid; NaN goes to the lowest step.
     #[inline(always)]
     pub fn quantize(&self, v: f32) -> i8 {
-        let steps = (v.max(self.low).min(self.high) + ROUNDING_MAGIC).to_bits() as i32
-            - ROUNDING_MAGIC.to_bits() as i32;
+        let above_low = if v > self.low { v } else { self.low };
+        let clamped = if above_low < self.high {
+            above_low
+        } else {
+            self.high
+        };
+        let steps = (clamped + ROUNDING_MAGIC).to_bits() as i32 - ROUNDING_MAGIC.to_bits() as i32;
         (steps + i32::from(self.zero_point)) as i8
     }
 }
 
-/// Runs `kernel` compiled for AVX-512 (else AVX2) where the CPU has it (x86-64), else as
-/// built: the int8 loops are written to vectorize, and wider vectors cut their instructions.
-#[inline(always)]
-pub fn vectorized<R>(kernel: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw") {
-        #[target_feature(enable = "avx512f,avx512bw")]
-        unsafe fn avx512<R>(kernel: impl FnOnce() -> R) -> R {
-            kernel()
-        }
-        // SAFETY: the CPU supports AVX-512 F and BW, checked just above.
-        return unsafe { avx512(kernel) };
-    }
-    avx2(kernel)
+/// A loop that [`vectorized`] compiles once per vector width. `run` must be
+/// `#[inline(always)]`, so that its body is compiled with the caller's target features.
+pub trait VectorLoop {
+    fn run(self);
 }
 
-/// Runs `kernel` compiled for AVX2 where the CPU has it (x86-64), else as built: for loops that
-/// run faster on 256-bit vectors than on 512-bit ones.
-#[inline(always)]
-pub fn avx2<R>(kernel: impl FnOnce() -> R) -> R {
+/// Runs `kernel` compiled for AVX-512 (else AVX2) where the CPU has it (x86-64), else as
+/// built: the int8 loops are written to vectorize, and wider vectors cut their instructions.
+pub fn vectorized<L: VectorLoop>(kernel: L) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2<R>(kernel: impl FnOnce() -> R) -> R {
-            kernel()
+    {
+        #[target_feature(enable = "avx512f,avx512bw")]
+        unsafe fn avx512<L: VectorLoop>(kernel: L) {
+            kernel.run()
         }
-        // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { avx2(kernel) };
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2<L: VectorLoop>(kernel: L) {
+            kernel.run()
+        }
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+            // SAFETY: the CPU supports AVX-512 F and BW, checked just above.
+            return unsafe { avx512(kernel) };
+        }
+        if is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { avx2(kernel) };
+        }
     }
-    kernel()
+    kernel.run()
 }
 
 /// Outputs smaller than this run on the calling thread: waking the pool costs more.
@@ -117,13 +121,16 @@ pub fn for_each_chunk<T: Send>(
     }
 }
 
-/// An op's result: a new tensor of `shape` whose values `fill` writes (it starts zeroed), made
-/// in place rather than copied from a vector.
-pub fn output_tensor<T: Datum + tract_core::num_traits::Zero>(
+/// An op's result: a new tensor of `shape` whose values `fill` writes, made in place rather
+/// than copied from a vector. `fill` must write every value: the tensor starts uninitialized,
+/// as tract's own ops make their outputs.
+pub fn output_tensor<T: Datum + Copy>(
     shape: &[usize],
     fill: impl FnOnce(&mut [T]),
 ) -> TractResult<TVec<TValue>> {
-    let mut tensor = Tensor::zero::<T>(shape)?;
+    // SAFETY: T is a plain number type, valid for any bits; `fill` writes every value before
+    // anything reads the tensor.
+    let mut tensor = unsafe { Tensor::uninitialized::<T>(shape)? };
     fill(tensor.try_as_plain_ram_mut()?.as_slice_mut::<T>()?);
     Ok(tvec!(tensor.into_tvalue()))
 }
