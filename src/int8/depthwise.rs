@@ -3,15 +3,23 @@
 
 use tract_core::internal::*;
 
-use super::requant::{for_each_chunk, int8_fact, output_tensor, OutputGrid};
+use super::layout::Layout;
+use super::requant::{
+    for_each_chunk, int8_fact, output_tensor, vectorized, OutputGrid, VectorLoop,
+};
 
 /// Channels one thread convolves at a time, and the lanes of the channels-last kernel.
 const CHANNELS_PER_TASK: usize = LANES;
 const LANES: usize = 16;
 /// Outputs the planar kernel sums at a time.
 const PLANAR_BLOCK: usize = 64;
-/// Input planes up to this many positions run channels-last, larger ones plane by plane.
+/// Channels-first input planes up to this many positions run channels-last, larger ones plane
+/// by plane; layers of up to this many output positions run faster on channels-last tensors.
 const CHANNELS_LAST_MAX_POSITIONS: usize = 300;
+/// Output rows a channels-last band computes: its padded input rows stay in the cache.
+const BAND_ROWS: usize = 8;
+/// Channels the channels-last kernel sums at a time.
+const CHANNEL_BLOCK: usize = 64;
 
 /// Quantization and geometry of a depthwise layer, as read from the QDQ graph.
 pub struct DepthwiseParams<'a> {
@@ -32,7 +40,8 @@ pub struct DepthwiseParams<'a> {
     pub output_shape: TVec<usize>,
 }
 
-/// A depthwise 3x3 convolution on int8 `[.., channels, height, width]` input.
+/// A depthwise 3x3 convolution on int8 `[.., channels, height, width]` input, or on
+/// `[.., height, width, channels]` input and output with [`DepthwiseConvI8::with_layout`].
 ///
 /// Products and sums run in f32 on integer values (`|w| <= 127`, `|x - zero point| <= 255`,
 /// nine taps), which is exact and vectorizes on every x86-64 and aarch64 CPU.
@@ -43,8 +52,14 @@ pub struct DepthwiseConvI8 {
     pub stride: usize,
     pub height: usize,
     pub width: usize,
+    /// The output's shape in channels-first order.
     pub output_shape: TVec<usize>,
+    /// Layout of both input and output.
+    pub layout: Layout,
+    /// `[channels, 9]`.
     weights: Vec<f32>,
+    /// `[9, channels]`.
+    tap_weights: Vec<f32>,
     input_zero_point: f32,
     multiplier: Vec<f32>,
     offset: Vec<f32>,
@@ -77,7 +92,11 @@ impl DepthwiseConvI8 {
             height: params.height,
             width: params.width,
             output_shape: params.output_shape,
+            layout: Layout::ChannelsFirst,
             weights: params.weights.iter().map(|w| f32::from(*w)).collect(),
+            tap_weights: (0..9 * channels)
+                .map(|at| f32::from(params.weights[(at % channels) * 9 + at / channels]))
+                .collect(),
             input_zero_point: f32::from(params.input_zero_point),
             multiplier,
             offset,
@@ -85,7 +104,19 @@ impl DepthwiseConvI8 {
         })
     }
 
-    /// Convolves channels `first..` of `input` into `out` (as many as it holds).
+    /// Whether the layer runs faster on channels-last tensors (measured on x86-64: small
+    /// planes; large ones run faster plane by plane).
+    pub fn faster_channels_last(&self) -> bool {
+        let (oh, ow) = output_size(self.height, self.width, self.stride);
+        oh * ow <= CHANNELS_LAST_MAX_POSITIONS
+    }
+
+    /// The same layer reading and writing tensors in `layout`.
+    pub fn with_layout(self, layout: Layout) -> DepthwiseConvI8 {
+        DepthwiseConvI8 { layout, ..self }
+    }
+
+    /// Convolves channels `first..` of channels-first `input` into `out` (as many as it holds).
     fn run(&self, input: &[i8], first: usize, out: &mut [i8]) {
         let channels_last = self.height * self.width <= CHANNELS_LAST_MAX_POSITIONS;
         #[cfg(target_arch = "x86_64")]
@@ -185,6 +216,77 @@ impl DepthwiseConvI8 {
         }
     }
 
+    /// Convolves output rows `first_row..` (as many as `out` holds) of channels-last `input`
+    /// into channels-last `out`: per band of [`BAND_ROWS`] output rows, the band's input rows
+    /// are copied into a zero-padded f32 buffer, and every output position sums nine taps over
+    /// its channels, [`CHANNEL_BLOCK`] at a time.
+    #[inline(always)]
+    fn run_channels_last_rows(&self, input: &[i8], first_row: usize, out: &mut [i8]) {
+        let (h, w, s, c) = (self.height, self.width, self.stride, self.channels);
+        let (_, ow) = output_size(h, w, s);
+        let rows = out.len() / (ow * c);
+        let (pw, zero_point, grid) = (w + 2, self.input_zero_point, self.grid);
+        let mut padded = vec![0f32; ((BAND_ROWS - 1) * s + 3) * pw * c];
+        for band in (0..rows).step_by(BAND_ROWS) {
+            let band_rows = BAND_ROWS.min(rows - band);
+            let top = (first_row + band) * s;
+            for (r, row) in padded
+                .chunks_exact_mut(pw * c)
+                .take((band_rows - 1) * s + 3)
+                .enumerate()
+            {
+                let Some(y) = (top + r).checked_sub(1).filter(|y| *y < h) else {
+                    row.fill(0.0);
+                    continue;
+                };
+                let (left, rest) = row.split_at_mut(c);
+                let (inside, right) = rest.split_at_mut(w * c);
+                left.fill(0.0);
+                right.fill(0.0);
+                let source = &input[y * w * c..(y + 1) * w * c];
+                for (d, v) in inside.iter_mut().zip(source) {
+                    *d = f32::from(*v) - zero_point;
+                }
+            }
+            for by in 0..band_rows {
+                let out_row = &mut out[(band + by) * ow * c..(band + by + 1) * ow * c];
+                for (ox, position) in out_row.chunks_exact_mut(c).enumerate() {
+                    let tap_at: [usize; 9] =
+                        std::array::from_fn(|tap| ((by * s + tap / 3) * pw + ox * s + tap % 3) * c);
+                    for start in (0..c).step_by(CHANNEL_BLOCK) {
+                        let len = CHANNEL_BLOCK.min(c - start);
+                        let x = |tap: usize| &padded[tap_at[tap] + start..][..len];
+                        let weights = |tap: usize| &self.tap_weights[tap * c + start..][..len];
+                        let sums = match nine_taps::<CHANNEL_BLOCK>(x, weights) {
+                            Some(sums) => sums,
+                            None => {
+                                let mut sums = [0f32; CHANNEL_BLOCK];
+                                for tap in 0..9 {
+                                    for ((sum, x), weight) in
+                                        sums.iter_mut().zip(x(tap)).zip(weights(tap))
+                                    {
+                                        *sum += weight * x;
+                                    }
+                                }
+                                sums
+                            }
+                        };
+                        let scales = self.multiplier[start..start + len]
+                            .iter()
+                            .zip(&self.offset[start..start + len]);
+                        for ((o, sum), (m, b)) in position[start..start + len]
+                            .iter_mut()
+                            .zip(&sums)
+                            .zip(scales)
+                        {
+                            *o = grid.quantize(sum * m + b);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Convolves one channel at a time over a flattened padded plane.
     #[inline(always)]
     fn run_planar(&self, input: &[i8], first: usize, out: &mut [i8]) {
@@ -201,9 +303,10 @@ impl DepthwiseConvI8 {
             1 => padded_row * pw,
             _ => (padded_row % 2) * odd_plane + (padded_row / 2) * pw,
         };
-        // Spare values so the last shifted taps stay in bounds.
-        let mut padded = vec![0f32; 2 * odd_plane + pw];
-        let mut rows = vec![0i8; oh * pw];
+        // Whole blocks of outputs, and spare values so the last block's taps stay in bounds.
+        let n = (oh * pw).div_ceil(PLANAR_BLOCK) * PLANAR_BLOCK;
+        let mut padded = vec![0f32; 2 * odd_plane + pw + PLANAR_BLOCK];
+        let mut rows = vec![0i8; n];
         let zero_point = self.input_zero_point;
         for (at, c) in (first..first + out.len() / (oh * ow)).enumerate() {
             let plane = &input[c * h * w..(c + 1) * h * w];
@@ -232,7 +335,6 @@ impl DepthwiseConvI8 {
             let (m, b) = (self.multiplier[c], self.offset[c]);
             // Position `oy * pw + ox` of `rows` is output (oy, ox); the columns past `ow`
             // of each row are discarded.
-            let n = rows.len();
             let tap_rows: [&[f32]; 9] = std::array::from_fn(|tap| {
                 let (ky, kx) = (tap / 3, tap % 3);
                 let column = match (s, kx) {
@@ -246,17 +348,19 @@ impl DepthwiseConvI8 {
             });
             // Fixed-size blocks summed in a local array: the loop vectorizes whatever the
             // compiler knows of the slices' aliasing.
-            let rows = &mut rows[..n];
-            for start in (0..n).step_by(PLANAR_BLOCK) {
-                let len = PLANAR_BLOCK.min(n - start);
+            for (start, block) in rows.chunks_exact_mut(PLANAR_BLOCK).enumerate() {
+                let start = start * PLANAR_BLOCK;
                 let mut sums = [0f32; PLANAR_BLOCK];
                 for (tap, row) in tap_rows.iter().enumerate() {
-                    let row = &row[start..start + len];
-                    for (sum, x) in sums.iter_mut().zip(row) {
-                        *sum += taps[tap] * x;
+                    if let Ok(row) =
+                        <&[f32; PLANAR_BLOCK]>::try_from(&row[start..start + PLANAR_BLOCK])
+                    {
+                        for lane in 0..PLANAR_BLOCK {
+                            sums[lane] += taps[tap] * row[lane];
+                        }
                     }
                 }
-                for (o, sum) in rows[start..start + len].iter_mut().zip(&sums) {
+                for (o, sum) in block.iter_mut().zip(&sums) {
                     *o = self.grid.quantize(sum * m + b);
                 }
             }
@@ -266,6 +370,24 @@ impl DepthwiseConvI8 {
             }
         }
     }
+}
+
+/// `sum over taps t of weights(t)[i] * inputs(t)[i]` for `i < N`, accumulated in registers;
+/// `None` unless every slice holds exactly `N` values.
+#[inline(always)]
+fn nine_taps<'a, const N: usize>(
+    inputs: impl Fn(usize) -> &'a [f32],
+    weights: impl Fn(usize) -> &'a [f32],
+) -> Option<[f32; N]> {
+    let mut sums = [0f32; N];
+    for tap in 0..9 {
+        let inputs = <&[f32; N]>::try_from(inputs(tap)).ok()?;
+        let weights = <&[f32; N]>::try_from(weights(tap)).ok()?;
+        for lane in 0..N {
+            sums[lane] += weights[lane] * inputs[lane];
+        }
+    }
+    Some(sums)
 }
 
 /// Output height and width of a 3x3, padding 1 convolution.
@@ -280,8 +402,8 @@ impl Op for DepthwiseConvI8 {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "{} channels, {}x{}, stride {}",
-            self.channels, self.height, self.width, self.stride
+            "{} channels, {}x{}, stride {}, {:?}",
+            self.channels, self.height, self.width, self.stride, self.layout
         )])
     }
 
@@ -298,17 +420,50 @@ impl EvalOp for DepthwiseConvI8 {
         let input = input.try_as_plain_ram()?;
         let input = input.as_slice::<i8>()?;
         let (oh, ow) = output_size(h, w, self.stride);
-        output_tensor(&self.output_shape, |out: &mut [i8]| {
-            for_each_chunk(out, CHANNELS_PER_TASK * oh * ow, |task, out| {
-                self.run(input, task * CHANNELS_PER_TASK, out)
-            })
+        let output_shape = self.layout.shape(&self.output_shape);
+        output_tensor(&output_shape, |out: &mut [i8]| match self.layout {
+            Layout::ChannelsFirst => {
+                for_each_chunk(out, CHANNELS_PER_TASK * oh * ow, |task, out| {
+                    self.run(input, task * CHANNELS_PER_TASK, out)
+                })
+            }
+            Layout::ChannelsLast => {
+                for_each_chunk(out, BAND_ROWS * ow * self.channels, |task, out| {
+                    vectorized(ChannelsLastRows {
+                        op: self,
+                        input,
+                        first_row: task * BAND_ROWS,
+                        out,
+                    })
+                })
+            }
         })
+    }
+}
+
+/// [`DepthwiseConvI8::run_channels_last_rows`], compiled per vector width.
+struct ChannelsLastRows<'a> {
+    op: &'a DepthwiseConvI8,
+    input: &'a [i8],
+    first_row: usize,
+    out: &'a mut [i8],
+}
+
+impl VectorLoop for ChannelsLastRows<'_> {
+    #[inline(always)]
+    fn run(self) {
+        self.op
+            .run_channels_last_rows(self.input, self.first_row, self.out)
     }
 }
 
 impl TypedOp for DepthwiseConvI8 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        int8_fact(inputs, DatumType::I8, &self.output_shape)
+        int8_fact(
+            inputs,
+            DatumType::I8,
+            &self.layout.shape(&self.output_shape),
+        )
     }
 
     as_op!();
@@ -386,19 +541,34 @@ mod tests {
             };
             let expected = reference(&params, &input);
             let op = DepthwiseConvI8::new(params).unwrap();
-            let input = Tensor::from_shape(&[1, channels, height, width], &input).unwrap();
-            let ours = op
-                .eval(&EvalContext::out_of_plan(), tvec!(input.into_tvalue()))
-                .unwrap()
-                .remove(0);
-            assert_eq!(ours.shape(), &[1, channels, oh, ow]);
-            let ours = ours.try_as_plain_ram().unwrap();
-            let apart = TestRng::steps_apart(ours.as_slice::<i8>().unwrap(), &expected);
-            assert!(
-                apart * 100 <= expected.len(),
-                "{apart} of {} apart",
-                expected.len()
-            );
+            let channels_last = |values: &[i8]| -> Vec<i8> {
+                let plane = values.len() / channels;
+                (0..values.len())
+                    .map(|at| values[(at % channels) * plane + at / channels])
+                    .collect()
+            };
+            for layout in [Layout::ChannelsFirst, Layout::ChannelsLast] {
+                let (input, expected) = match layout {
+                    Layout::ChannelsFirst => (input.clone(), expected.clone()),
+                    Layout::ChannelsLast => (channels_last(&input), channels_last(&expected)),
+                };
+                let shape = layout.shape(&[1, channels, height, width]);
+                let input = Tensor::from_shape(&shape, &input).unwrap();
+                let ours = op
+                    .clone()
+                    .with_layout(layout)
+                    .eval(&EvalContext::out_of_plan(), tvec!(input.into_tvalue()))
+                    .unwrap()
+                    .remove(0);
+                assert_eq!(ours.shape(), &*layout.shape(&[1, channels, oh, ow]));
+                let ours = ours.try_as_plain_ram().unwrap();
+                let apart = TestRng::steps_apart(ours.as_slice::<i8>().unwrap(), &expected);
+                assert!(
+                    apart * 100 <= expected.len(),
+                    "{layout:?}: {apart} of {} apart",
+                    expected.len()
+                );
+            }
         }
     }
 }

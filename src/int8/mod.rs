@@ -12,6 +12,7 @@ mod add;
 mod boundary;
 mod depthwise;
 mod exact;
+mod layout;
 mod pointwise;
 mod pool;
 mod requant;
@@ -36,6 +37,7 @@ pub use add::{AddI8, InputGrid};
 pub use boundary::QuantizeI8;
 pub use depthwise::{DepthwiseConvI8, DepthwiseParams};
 pub use exact::{Conv3x3Params, ExactConv3x3, ExactPointwise};
+pub use layout::Layout;
 pub use pointwise::{choose_kernel, PointwiseConvI8, PointwiseParams};
 pub use pool::{MeanPoolI8, MeanPoolParams};
 pub use requant::{recover_int8_rows, round_ties_even, OutputGrid};
@@ -86,15 +88,27 @@ pub fn is_quantized(model: &TypedModel) -> bool {
 /// when the model has nothing to rewrite, or a quantized tensor is read by something other
 /// than a DequantizeLinear or a change of axes (a form this rewrite does not handle).
 pub fn rewrite(model: &TypedModel) -> TractResult<Option<(TypedModel, RewriteSummary)>> {
-    rewrite_layers(model, true)
+    rewrite_layers(model, Scope::Int8)
 }
 
-/// [`rewrite`], or with `int8: false` only the float layers moved to [`exact`]: the QDQ graph
-/// as tract runs it, with the stem the rewritten member computes.
+/// What [`rewrite_layers`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Only the float layers move to [`exact`]: the QDQ graph as tract runs it, with the stem
+    /// the rewritten member computes.
+    StemOnly,
+    /// [`rewrite`] with every int8 tensor channels-first.
+    #[cfg(test)]
+    Int8ChannelsFirst,
+    /// [`rewrite`].
+    Int8,
+}
+
 fn rewrite_layers(
     model: &TypedModel,
-    int8: bool,
+    scope: Scope,
 ) -> TractResult<Option<(TypedModel, RewriteSummary)>> {
+    let int8 = scope != Scope::StemOnly;
     if !is_quantized(model) {
         return Ok(None);
     }
@@ -121,6 +135,9 @@ fn rewrite_layers(
             translator.absorbed.extend(fused.absorbed);
             translator.fused.insert(node.id, (fused.op, fused.sources));
         }
+    }
+    if scope == Scope::Int8 {
+        plan_channels_last(model, &mut translator)?;
     }
     for node in model.nodes() {
         if translator.absorbed.contains(&node.id) || translator.fused.contains_key(&node.id) {
@@ -686,6 +703,78 @@ fn exact_float_layer(
     }))
 }
 
+/// Moves to channels-last tensors each depthwise convolution that runs faster so, whose input
+/// only a pointwise convolution writes and only it reads, and whose output only pointwise
+/// convolutions read:
+/// the depthwise kernel then convolves the channels of a position side by side, and the
+/// pointwise ones read and write that layout through their packing and store, so no tensor is
+/// ever transposed.
+fn plan_channels_last(model: &TypedModel, translator: &mut Translator) -> TractResult<()> {
+    let mut readers: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (id, (_, sources)) in &translator.fused {
+        for source in sources {
+            readers.entry(source.node).or_default().push(*id);
+        }
+    }
+    let is_op = |id: usize, pointwise: bool| {
+        translator.fused.get(&id).is_some_and(|(op, _)| {
+            if pointwise {
+                op.downcast_ref::<PointwiseConvI8>().is_some()
+            } else {
+                op.downcast_ref::<DepthwiseConvI8>()
+                    .is_some_and(DepthwiseConvI8::faster_channels_last)
+            }
+        })
+    };
+    let only_int8_readers = |tensor: usize| read_only_by_int8_ops(model, tensor, translator);
+    let mut moves = vec![];
+    for (&id, (_, sources)) in &translator.fused {
+        let [input] = sources[..] else { continue };
+        let output_readers = readers.get(&id).map(Vec::as_slice).unwrap_or_default();
+        if is_op(id, false)
+            && is_op(input.node, true)
+            && readers.get(&input.node).map(Vec::as_slice) == Some(&[id])
+            && only_int8_readers(input.node)
+            && !output_readers.is_empty()
+            && output_readers.iter().all(|r| is_op(*r, true))
+            && only_int8_readers(id)
+        {
+            moves.push((id, input.node, output_readers.to_vec()));
+        }
+    }
+    for (depthwise, producer, consumers) in moves {
+        if let Some(op) = translator.fused_op::<DepthwiseConvI8>(depthwise) {
+            op.layout = Layout::ChannelsLast;
+        }
+        if let Some(op) = translator.fused_op::<PointwiseConvI8>(producer) {
+            op.set_layouts(op.layouts().0, Layout::ChannelsLast)?;
+        }
+        for consumer in consumers {
+            if let Some(op) = translator.fused_op::<PointwiseConvI8>(consumer) {
+                op.set_layouts(Layout::ChannelsLast, op.layouts().1)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether the int8 tensor of QuantizeLinear node `tensor` is read only by fused int8 ops
+/// (through DequantizeLinear nodes and changes of shape they absorb), not by a float layer
+/// or as a model output.
+fn read_only_by_int8_ops(model: &TypedModel, tensor: usize, translator: &Translator) -> bool {
+    let node = model.node(tensor);
+    let outputs = model.output_outlets().unwrap_or_default();
+    node.outputs.iter().enumerate().all(|(slot, output)| {
+        !outputs.contains(&OutletId::new(tensor, slot))
+            && output.successors.iter().all(|reader| {
+                let reader = model.node(reader.node);
+                translator.absorbed.contains(&reader.id)
+                    || ((reader.op_is::<DequantizeLinearF32>() || reader.op_is::<AxisOp>())
+                        && read_only_by_int8_ops(model, reader.id, translator))
+            })
+    })
+}
+
 /// Rewrites the graph node by node: every uint8 QuantizeLinear becomes its fused int8 op (or a
 /// [`QuantizeI8`] boundary), the nodes a chain absorbed are dropped, DequantizeLinear reads the
 /// int8 tensor, the rest is copied.
@@ -699,6 +788,11 @@ struct Translator {
 }
 
 impl Translator {
+    /// The fused op that replaces QuantizeLinear node `id`, when it is a `T`.
+    fn fused_op<T: TypedOp>(&mut self, id: usize) -> Option<&mut T> {
+        self.fused.get_mut(&id)?.0.downcast_mut::<T>()
+    }
+
     fn summary_count(&mut self, op: &dyn TypedOp) {
         if op.downcast_ref::<PointwiseConvI8>().is_some() {
             self.summary.pointwise += 1;
@@ -747,6 +841,8 @@ impl Translate<TypedFact, Box<dyn TypedOp>, TypedFact, Box<dyn TypedOp>> for Tra
 #[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};
+
+    use tract_linalg::multithread::{multithread_tract_scope, Executor};
 
     use super::*;
     use crate::classify::{expand_inputs, InputItem};
@@ -860,6 +956,43 @@ mod tests {
         );
     }
 
+    /// Moving tensors to channels-last changes where values sit, not what they are: the
+    /// member gives the same logits, bit for bit, with every int8 tensor channels-first, and
+    /// with its ops splitting their work over threads.
+    #[test]
+    fn channels_last_tensors_leave_the_logits_unchanged() {
+        let (ensemble, model) = shipped();
+        let plan = |scope: Scope| {
+            let (rewritten, _) = rewrite_layers(&model, scope).unwrap().unwrap();
+            let layouts: Vec<String> = rewritten
+                .nodes()
+                .iter()
+                .filter_map(|n| n.op_as::<DepthwiseConvI8>())
+                .map(|d| format!("{:?}", d.layout))
+                .collect();
+            let plan = rewritten.into_optimized().unwrap().into_runnable().unwrap();
+            (plan, layouts)
+        };
+        let (moved, moved_layouts) = plan(Scope::Int8);
+        let (planar, planar_layouts) = plan(Scope::Int8ChannelsFirst);
+        assert!(
+            moved_layouts.iter().any(|l| l == "ChannelsLast"),
+            "{moved_layouts:?}"
+        );
+        assert!(planar_layouts.iter().all(|l| l == "ChannelsFirst"));
+        for path in samples() {
+            let image = load_image_file(&path, &ImageLimits::default()).unwrap();
+            let input = ensemble.input_for(&image.rgb);
+            let moved_threaded = multithread_tract_scope(Executor::multithread(3), || {
+                moved.run(tvec!(input.clone())).unwrap().remove(0)
+            });
+            let moved = moved.run(tvec!(input.clone())).unwrap().remove(0);
+            let planar = planar.run(tvec!(input)).unwrap().remove(0);
+            assert_eq!(moved, planar, "{}", path.display());
+            assert_eq!(moved, moved_threaded, "{} on 3 threads", path.display());
+        }
+    }
+
     /// The shipped int8 member runs its quantized layers on the int8 ops, and gives the QDQ
     /// graph's probabilities on every sample image (the same top-1, or the same two on top
     /// where the reference's are within 0.03 of each other). The reference runs the same stem ops: a
@@ -879,7 +1012,7 @@ mod tests {
             ),
             (33, 16, 10, 1, 4)
         );
-        let (same_stem, stem_only) = rewrite_layers(&model, false).unwrap().unwrap();
+        let (same_stem, stem_only) = rewrite_layers(&model, Scope::StemOnly).unwrap().unwrap();
         assert_eq!((stem_only.fused(), stem_only.exact_float), (0, 4));
         let plain = same_stem.into_optimized().unwrap().into_runnable().unwrap();
         let member = &ensemble.members[0];

@@ -10,6 +10,7 @@ use tract_core::internal::*;
 use tract_linalg::mmm::{AsInputValue, FusedSpec, MMMInputValue, MatMatMul};
 use tract_linalg::{MmmDispatch, WeightType};
 
+use super::layout::Layout;
 use super::requant::{
     for_each_chunk, int8_fact, output_tensor, vectorized, OutputGrid, VectorLoop,
 };
@@ -104,15 +105,24 @@ pub fn choose_kernel(m: usize, k: usize, n: usize) -> TractResult<Option<KernelC
     }))
 }
 
-/// `y[c, p] = grid(multiplier[c] * sum_k w[c, k] * x[k, p] + offset[c])` on int8 `x` laid out
-/// `[.., k, positions]`; zero points and bias are folded into `offset`.
+/// `y[c, p] = grid(multiplier[c] * sum_k w[c, k] * x[k, p] + offset[c])` on int8 `x`; zero
+/// points and bias are folded into `offset`. Input and output are channels-first unless set
+/// otherwise with [`PointwiseConvI8::set_layouts`].
 #[derive(Debug, Clone)]
 pub struct PointwiseConvI8 {
     /// Name of the source layer, for plans and errors.
     pub layer: String,
     pub output_channels: usize,
     pub input_channels: usize,
+    /// The output's shape in channels-first order.
     pub output_shape: TVec<usize>,
+    input_layout: Layout,
+    output_layout: Layout,
+    positions: usize,
+    /// `[output_channels, input_channels]`.
+    weights: Arc<Tensor>,
+    /// The weights packed as the left operand of `choice`'s kernel for a channels-first
+    /// output, as the right one for a channels-last output.
     packed_weights: Arc<Box<dyn MMMInputValue>>,
     choice: KernelChoice,
     multiplier: Vec<f32>,
@@ -168,12 +178,45 @@ impl PointwiseConvI8 {
             output_channels: co,
             input_channels: ci,
             output_shape: params.output_shape,
+            input_layout: Layout::ChannelsFirst,
+            output_layout: Layout::ChannelsFirst,
+            positions: params.positions,
+            weights: Arc::new(weights),
             packed_weights: Arc::new(packed),
             choice,
             multiplier,
             offset,
             grid: params.grid,
         }))
+    }
+
+    /// Makes the layer read and write tensors in these layouts. A channels-last output is
+    /// computed transposed, positions by channels, so that the kernel stores whole rows; the
+    /// weights are packed again for that product.
+    pub fn set_layouts(&mut self, input: Layout, output: Layout) -> TractResult<()> {
+        if output != self.output_layout {
+            let (co, ci, n) = (self.output_channels, self.input_channels, self.positions);
+            let (m, n) = match output {
+                Layout::ChannelsFirst => (co, n),
+                Layout::ChannelsLast => (n, co),
+            };
+            let choice = choose_kernel(m, ci, n)?.context("no int8 kernel for this layout")?;
+            let (a_format, b_format) = &choice.kernel.packings()[choice.packing];
+            let packed = match output {
+                Layout::ChannelsFirst => a_format.prepare_one(&self.weights, 1, 0)?,
+                Layout::ChannelsLast => b_format.prepare_one(&self.weights, 1, 0)?,
+            };
+            self.packed_weights = Arc::new(packed);
+            self.choice = choice;
+        }
+        self.input_layout = input;
+        self.output_layout = output;
+        Ok(())
+    }
+
+    /// Layouts of the input and the output.
+    pub fn layouts(&self) -> (Layout, Layout) {
+        (self.input_layout, self.output_layout)
     }
 
     /// Name of the int8 kernel this layer runs on.
@@ -186,6 +229,8 @@ impl PartialEq for PointwiseConvI8 {
     fn eq(&self, other: &Self) -> bool {
         self.layer == other.layer
             && self.output_shape == other.output_shape
+            && self.input_layout == other.input_layout
+            && self.output_layout == other.output_layout
             && self.multiplier == other.multiplier
             && self.offset == other.offset
             && self.grid == other.grid
@@ -200,9 +245,11 @@ impl Op for PointwiseConvI8 {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "{} -> {} channels, kernel {}",
+            "{} -> {} channels, {:?} -> {:?}, kernel {}",
             self.input_channels,
             self.output_channels,
+            self.input_layout,
+            self.output_layout,
             self.kernel_name()
         )])
     }
@@ -218,18 +265,30 @@ impl EvalOp for PointwiseConvI8 {
         let (co, ci) = (self.output_channels, self.input_channels);
         ensure!(input.datum_type() == DatumType::I8 && input.len().is_multiple_of(ci));
         let n = input.len() / ci;
-        let input = input.into_shape(&[ci, n])?;
-        let (_, b_format) = &self.choice.kernel.packings()[self.choice.packing];
-        let packed_input = b_format.prepare_one(&input, 0, 1)?;
-        let mut acc = unsafe { Tensor::uninitialized::<i32>(&[co, n])? };
+        let (a_format, b_format) = &self.choice.kernel.packings()[self.choice.packing];
+        let activations = match self.output_layout {
+            Layout::ChannelsFirst => b_format,
+            Layout::ChannelsLast => a_format,
+        };
+        let packed_input = match self.input_layout {
+            Layout::ChannelsFirst => activations.prepare_one(&input.into_shape(&[ci, n])?, 0, 1)?,
+            Layout::ChannelsLast => activations.prepare_one(&input.into_shape(&[n, ci])?, 1, 0)?,
+        };
+        let weights = AsInputValue::Borrowed(&**self.packed_weights);
+        let packed_input = AsInputValue::Borrowed(&*packed_input);
+        let (a, b, rows, columns) = match self.output_layout {
+            Layout::ChannelsFirst => (weights, packed_input, co, n),
+            Layout::ChannelsLast => (packed_input, weights, n, co),
+        };
+        let mut acc = unsafe { Tensor::uninitialized::<i32>(&[rows, columns])? };
         unsafe {
             self.choice.kernel.run(
-                co,
-                n,
+                rows,
+                columns,
                 &[
                     FusedSpec::AddMatMul {
-                        a: AsInputValue::Borrowed(&**self.packed_weights),
-                        b: AsInputValue::Borrowed(&*packed_input),
+                        a,
+                        b,
                         packing: self.choice.packing,
                     },
                     FusedSpec::Store(
@@ -243,19 +302,35 @@ impl EvalOp for PointwiseConvI8 {
         }
         let acc = acc.try_as_plain_ram()?;
         let acc = acc.as_slice::<i32>()?;
-        let rows_per_task = (REQUANT_VALUES_PER_TASK / n).max(1);
-        output_tensor(&self.output_shape, |out: &mut [i8]| {
-            for_each_chunk(out, rows_per_task * n, |task, out| {
-                let first = task * rows_per_task;
-                let rows = out.len() / n;
-                vectorized(RequantizeRows {
-                    acc: &acc[first * n..(first + rows) * n],
-                    multiplier: &self.multiplier[first..first + rows],
-                    offset: &self.offset[first..first + rows],
-                    grid: self.grid,
-                    out,
+        let output_shape = self.output_layout.shape(&self.output_shape);
+        output_tensor(&output_shape, |out: &mut [i8]| match self.output_layout {
+            Layout::ChannelsFirst => {
+                let rows_per_task = (REQUANT_VALUES_PER_TASK / n).max(1);
+                for_each_chunk(out, rows_per_task * n, |task, out| {
+                    let first = task * rows_per_task;
+                    let rows = out.len() / n;
+                    vectorized(RequantizeRows {
+                        acc: &acc[first * n..(first + rows) * n],
+                        multiplier: &self.multiplier[first..first + rows],
+                        offset: &self.offset[first..first + rows],
+                        grid: self.grid,
+                        out,
+                    })
                 })
-            })
+            }
+            Layout::ChannelsLast => {
+                let positions_per_task = (REQUANT_VALUES_PER_TASK / co).max(1);
+                for_each_chunk(out, positions_per_task * co, |task, out| {
+                    let first = task * positions_per_task * co;
+                    vectorized(RequantizeColumns {
+                        acc: &acc[first..first + out.len()],
+                        multiplier: &self.multiplier,
+                        offset: &self.offset,
+                        grid: self.grid,
+                        out,
+                    })
+                })
+            }
         })
     }
 }
@@ -282,9 +357,36 @@ impl VectorLoop for RequantizeRows<'_> {
     }
 }
 
+/// `out[p, c] = grid(acc[p, c] * multiplier[c] + offset[c])`, one row per position.
+struct RequantizeColumns<'a> {
+    acc: &'a [i32],
+    multiplier: &'a [f32],
+    offset: &'a [f32],
+    grid: OutputGrid,
+    out: &'a mut [i8],
+}
+
+impl VectorLoop for RequantizeColumns<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let co = self.multiplier.len();
+        let rows = self.out.chunks_exact_mut(co).zip(self.acc.chunks_exact(co));
+        for (out, acc) in rows {
+            let columns = acc.iter().zip(self.multiplier.iter().zip(self.offset));
+            for ((a, (m, b)), o) in columns.zip(out) {
+                *o = self.grid.quantize(*a as f32 * m + b);
+            }
+        }
+    }
+}
+
 impl TypedOp for PointwiseConvI8 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        int8_fact(inputs, DatumType::I8, &self.output_shape)
+        int8_fact(
+            inputs,
+            DatumType::I8,
+            &self.output_layout.shape(&self.output_shape),
+        )
     }
 
     as_op!();
@@ -331,21 +433,49 @@ mod tests {
                 output_inverse_scale,
                 grid,
                 positions,
-                output_shape: tvec![co, positions],
+                output_shape: tvec![co, positions, 1],
             };
             let op = PointwiseConvI8::new(params).unwrap().unwrap();
-            let input = Tensor::from_shape(&[1, ci, positions], &input).unwrap();
-            let ours = op
-                .eval(&EvalContext::out_of_plan(), tvec!(input.into_tvalue()))
-                .unwrap()
-                .remove(0);
-            let ours = ours.try_as_plain_ram().unwrap();
-            let apart = TestRng::steps_apart(ours.as_slice::<i8>().unwrap(), &expected);
-            assert!(
-                apart * 100 <= expected.len(),
-                "{apart} of {} apart",
-                expected.len()
-            );
+            let transposed = |values: &[i8], rows: usize| -> Vec<i8> {
+                let columns = values.len() / rows;
+                (0..values.len())
+                    .map(|at| values[(at % rows) * columns + at / rows])
+                    .collect()
+            };
+            for (input_layout, output_layout) in [
+                (Layout::ChannelsFirst, Layout::ChannelsFirst),
+                (Layout::ChannelsFirst, Layout::ChannelsLast),
+                (Layout::ChannelsLast, Layout::ChannelsFirst),
+                (Layout::ChannelsLast, Layout::ChannelsLast),
+            ] {
+                let mut op = op.clone();
+                op.set_layouts(input_layout, output_layout).unwrap();
+                let input = match input_layout {
+                    Layout::ChannelsFirst => Tensor::from_shape(&[ci, positions], &input),
+                    Layout::ChannelsLast => {
+                        Tensor::from_shape(&[positions, ci], &transposed(&input, ci))
+                    }
+                };
+                let ours = op
+                    .eval(
+                        &EvalContext::out_of_plan(),
+                        tvec!(input.unwrap().into_tvalue()),
+                    )
+                    .unwrap()
+                    .remove(0);
+                let expected = match output_layout {
+                    Layout::ChannelsFirst => expected.clone(),
+                    Layout::ChannelsLast => transposed(&expected, co),
+                };
+                assert_eq!(ours.shape(), &*output_layout.shape(&[co, positions, 1]));
+                let ours = ours.try_as_plain_ram().unwrap();
+                let apart = TestRng::steps_apart(ours.as_slice::<i8>().unwrap(), &expected);
+                assert!(
+                    apart * 100 <= expected.len(),
+                    "{input_layout:?} -> {output_layout:?}: {apart} of {} apart",
+                    expected.len()
+                );
+            }
         }
     }
 }
