@@ -313,11 +313,12 @@ impl EvalOp for PointwiseConvI8 {
                 for_each_chunk(out, rows_per_task * n, |task, out| {
                     let first = task * rows_per_task;
                     let rows = out.len() / n;
-                    vectorized(RequantizeRows {
+                    vectorized(Requantize {
                         acc: &acc[first * n..(first + rows) * n],
                         multiplier: &self.multiplier[first..first + rows],
                         offset: &self.offset[first..first + rows],
                         grid: self.grid,
+                        layout: Layout::ChannelsFirst,
                         out,
                     })
                 })
@@ -326,11 +327,12 @@ impl EvalOp for PointwiseConvI8 {
                 let positions_per_task = (REQUANT_VALUES_PER_TASK / co).max(1);
                 for_each_chunk(out, positions_per_task * co, |task, out| {
                     let first = task * positions_per_task * co;
-                    vectorized(RequantizeColumns {
+                    vectorized(Requantize {
                         acc: &acc[first..first + out.len()],
                         multiplier: &self.multiplier,
                         offset: &self.offset,
                         grid: self.grid,
+                        layout: Layout::ChannelsLast,
                         out,
                     })
                 })
@@ -339,46 +341,39 @@ impl EvalOp for PointwiseConvI8 {
     }
 }
 
-/// `out[c, p] = grid(acc[c, p] * multiplier[c] + offset[c])`, one row per channel.
-struct RequantizeRows<'a> {
+/// `out = grid(acc * multiplier[c] + offset[c])` for channel `c` of each value, `acc` and `out`
+/// holding whole channel-first rows or whole channel-last positions.
+struct Requantize<'a> {
     acc: &'a [i32],
     multiplier: &'a [f32],
     offset: &'a [f32],
     grid: OutputGrid,
+    layout: Layout,
     out: &'a mut [i8],
 }
 
-impl VectorLoop for RequantizeRows<'_> {
+impl VectorLoop for Requantize<'_> {
     #[inline(always)]
     fn run(self) {
-        let n = self.out.len() / self.multiplier.len();
-        let rows = self.out.chunks_exact_mut(n).zip(self.acc.chunks_exact(n));
-        for ((out, acc), (m, b)) in rows.zip(self.multiplier.iter().zip(self.offset)) {
-            for (a, o) in acc.iter().zip(out) {
-                *o = self.grid.quantize(*a as f32 * m + b);
+        let scales = self.multiplier.iter().zip(self.offset);
+        match self.layout {
+            Layout::ChannelsFirst => {
+                let n = self.out.len() / self.multiplier.len();
+                let rows = self.out.chunks_exact_mut(n).zip(self.acc.chunks_exact(n));
+                for ((out, acc), (m, b)) in rows.zip(scales) {
+                    for (a, o) in acc.iter().zip(out) {
+                        *o = self.grid.quantize(*a as f32 * m + b);
+                    }
+                }
             }
-        }
-    }
-}
-
-/// `out[p, c] = grid(acc[p, c] * multiplier[c] + offset[c])`, one row per position.
-struct RequantizeColumns<'a> {
-    acc: &'a [i32],
-    multiplier: &'a [f32],
-    offset: &'a [f32],
-    grid: OutputGrid,
-    out: &'a mut [i8],
-}
-
-impl VectorLoop for RequantizeColumns<'_> {
-    #[inline(always)]
-    fn run(self) {
-        let co = self.multiplier.len();
-        let rows = self.out.chunks_exact_mut(co).zip(self.acc.chunks_exact(co));
-        for (out, acc) in rows {
-            let columns = acc.iter().zip(self.multiplier.iter().zip(self.offset));
-            for ((a, (m, b)), o) in columns.zip(out) {
-                *o = self.grid.quantize(*a as f32 * m + b);
+            Layout::ChannelsLast => {
+                let co = self.multiplier.len();
+                let rows = self.out.chunks_exact_mut(co).zip(self.acc.chunks_exact(co));
+                for (out, acc) in rows {
+                    for ((a, (m, b)), o) in acc.iter().zip(scales.clone()).zip(out) {
+                        *o = self.grid.quantize(*a as f32 * m + b);
+                    }
+                }
             }
         }
     }
