@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Int8 against f32, dermedge (tract) against onnxruntime, on the same members and the same input:
-# medians per member and for the ensemble (members run one after another), with ratios, at 1 and
-# 2 threads. Setup: onnxruntime from PyPI into target/bench-venv. By default it compares the shipped
-# int8 default, models/ensemble.toml, with its f32 source, models/f32/; an int8 manifest that is
-# missing is made with `dermedge-tools quantize` from the f32 one (needs ../shared/ham10000).
+# medians per member and for the ensemble (every member on one input; at 2 threads the members may
+# run at once, in dermedge and in onnxruntime alike), with ratios, at 1 and 2 threads. Setup:
+# onnxruntime from PyPI into target/bench-venv. By default it compares the shipped int8 default,
+# models/ensemble.toml, with its f32 source, models/f32/; an int8 manifest that is missing is made
+# with `dermedge-tools quantize` from the f32 one (needs ../shared/ham10000).
 # Usage: scripts/bench-int8.sh [RUNS] [F32_MANIFEST] [INT8_MANIFEST]
 set -euo pipefail
 cd "$(dirname "$0")/.."

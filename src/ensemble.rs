@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use image::RgbImage;
+use tract_linalg::multithread::{current_tract_executor, Executor};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
@@ -264,29 +265,25 @@ impl Member {
         Ok(view.iter().copied().collect())
     }
 
-    /// Runs the network on every view of one input and returns its raw outputs, one per view,
-    /// and its probabilities averaged over the views (test-time augmentation).
-    pub fn predict_views(
+    /// Turns the raw outputs of one input's views into probabilities averaged over the views
+    /// (test-time augmentation).
+    fn mean_over_views(
         &self,
-        views: &[TValue],
+        raw: &[Vec<f32>],
         temperature: f32,
-    ) -> Result<(Vec<Vec<f32>>, Vec<f32>), InferenceError> {
-        if views.is_empty() {
+    ) -> Result<Vec<f32>, InferenceError> {
+        if raw.is_empty() {
             return Err(InferenceError {
                 member: self.label(),
                 message: "it was given no input views".into(),
             });
         }
-        let raw = views
-            .iter()
-            .map(|view| self.run_raw(view))
-            .collect::<Result<Vec<_>, _>>()?;
         let per_view = raw
             .iter()
             .map(|r| self.probabilities_from_raw(r.clone(), temperature))
             .collect::<Result<Vec<_>, _>>()?;
         let slices: Vec<&[f32]> = per_view.iter().map(Vec::as_slice).collect();
-        Ok((raw, decision::mean(&slices)))
+        Ok(decision::mean(&slices))
     }
 
     /// Runs the network and returns class probabilities, temperature-scaled when the member
@@ -422,19 +419,33 @@ impl Ensemble {
             .collect()
     }
 
-    /// Classifies the views of one input with every member and combines the results.
+    /// Classifies the views of one input with every member and combines the results. When
+    /// tract's executor is a thread pool, the member runs (one per member and view) share it
+    /// concurrently; the results do not depend on it.
     pub fn predict(&self, views: &[TValue]) -> Result<Prediction, InferenceError> {
         let temperature = self.manifest.decision.temperature.unwrap_or(1.0);
+        let runs = concurrently(self.members.len() * views.len(), |run| {
+            let member = &self.members[run / views.len()];
+            let started = Instant::now();
+            let raw = member.run_raw(&views[run % views.len()]);
+            (raw, started.elapsed().as_secs_f64() * 1e3)
+        });
+        let mut runs = runs.into_iter();
         let members = self
             .members
             .iter()
             .map(|member| {
-                let started = Instant::now();
-                let (raw, probabilities) = member.predict_views(views, temperature)?;
+                let mut raw = Vec::with_capacity(views.len());
+                let mut ms = 0.0;
+                for (output, run_ms) in runs.by_ref().take(views.len()) {
+                    raw.push(output?);
+                    ms += run_ms;
+                }
+                let probabilities = member.mean_over_views(&raw, temperature)?;
                 Ok(MemberPrediction {
                     probabilities,
                     raw,
-                    ms: started.elapsed().as_secs_f64() * 1e3,
+                    ms,
                 })
             })
             .collect::<Result<Vec<_>, InferenceError>>()?;
@@ -454,6 +465,22 @@ impl Ensemble {
     }
 }
 
+/// `task(0)`, ..., `task(count - 1)` in order: spawned on the pool of tract's current executor
+/// when it is a thread pool, else run one after another on this thread.
+fn concurrently<T: Send>(count: usize, task: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    if let (true, Executor::MultiThread(pool)) = (count > 1, current_tract_executor()) {
+        let mut results: Vec<Option<T>> = (0..count).map(|_| None).collect();
+        let task = &task;
+        pool.scope(|scope| {
+            for (index, slot) in results.iter_mut().enumerate() {
+                scope.spawn(move |_| *slot = Some(task(index)));
+            }
+        });
+        return results.into_iter().flatten().collect();
+    }
+    (0..count).map(task).collect()
+}
+
 /// Wraps NCHW data of the spec's size as a tract input value.
 pub fn tensor_from_nchw(data: Vec<f32>, spec: &InputSpec) -> TValue {
     let shape = [1, 3, spec.height as usize, spec.width as usize];
@@ -461,4 +488,52 @@ pub fn tensor_from_nchw(data: Vec<f32>, spec: &InputSpec) -> TValue {
         .expect("preprocessing yields exactly 3 * width * height values")
         .into_tensor()
         .into_tvalue()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use tract_linalg::multithread::multithread_tract_scope;
+
+    use super::*;
+    use crate::preprocess::{load_image_file, ImageLimits};
+
+    #[test]
+    fn concurrent_tasks_keep_their_order() {
+        let squares = |_| concurrently(20, |i| i * i);
+        let pooled = multithread_tract_scope(Executor::multithread(3), || squares(()));
+        assert_eq!(pooled, (0..20).map(|i| i * i).collect::<Vec<_>>());
+    }
+
+    /// Members and views spread over a thread pool give the results of a run one after
+    /// another, bit for bit and in member and view order.
+    #[test]
+    fn members_on_a_thread_pool_give_the_sequential_results() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let ensemble = Ensemble::load(&root.join("models/ensemble.toml")).unwrap();
+        let image = load_image_file(
+            &root.join("models/samples/ISIC_0024698.jpg"),
+            &ImageLimits::default(),
+        )
+        .unwrap()
+        .rgb;
+        let views = [
+            ensemble.input_for(&image),
+            ensemble.input_for(&image::imageops::flip_horizontal(&image)),
+        ];
+        let sequential =
+            multithread_tract_scope(Executor::SingleThread, || ensemble.predict(&views)).unwrap();
+        let pooled =
+            multithread_tract_scope(Executor::multithread(2), || ensemble.predict(&views)).unwrap();
+        let raw = |p: &Prediction| p.members.iter().map(|m| m.raw.clone()).collect::<Vec<_>>();
+        let sequential_raw = raw(&sequential);
+        assert_ne!(sequential_raw[0], sequential_raw[1], "members must differ");
+        assert_ne!(
+            sequential_raw[0][0], sequential_raw[0][1],
+            "views must differ"
+        );
+        assert_eq!(raw(&pooled), sequential_raw);
+        assert_eq!(pooled.probabilities, sequential.probabilities);
+    }
 }

@@ -50,6 +50,7 @@ fn bench_reports_every_member_and_the_ensemble() {
         assert!(m["load_ms"].as_f64().unwrap() > 0.0);
         assert!(m["tract_alone"]["median_ms"].as_f64().unwrap() > 0.0);
     }
+    assert_eq!(report["members_and_combine"]["runs"], 3);
     assert_eq!(report["per_image"]["runs"], 3);
     assert_eq!(report["capture_to_log"]["runs"], 3);
     assert!(report["capture_frame"]
