@@ -13,6 +13,7 @@ mod boundary;
 mod depthwise;
 mod exact;
 mod layout;
+mod pairs;
 mod pointwise;
 mod pool;
 mod requant;

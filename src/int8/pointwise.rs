@@ -1,6 +1,7 @@
 //! Pointwise (1x1) convolution on int8 activations and weights, on tract-linalg's integer
-//! matrix kernels, with bias, zero points, per-channel scales and the activation clip fused
-//! into one requantization pass.
+//! matrix kernels or this crate's AVX2 pair product (whichever runs the shape faster), with
+//! bias, zero points, per-channel scales and the activation clip fused into one
+//! requantization pass.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -12,6 +13,7 @@ use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_linalg::{MmmDispatch, WeightType};
 
 use super::layout::Layout;
+use super::pairs::{self, PairColumns, PairRows, Strided};
 use super::requant::{
     for_each_chunk, int8_fact, output_tensor, vectorized, OutputGrid, VectorLoop,
 };
@@ -19,11 +21,34 @@ use super::requant::{
 /// Output values one thread requantizes at a time.
 const REQUANT_VALUES_PER_TASK: usize = 16 * 1024;
 
-/// The int8 matrix kernel and packing chosen for one `(m, k, n)` shape.
+/// The int8 matrix kernel chosen for one `(m, k, n)` shape.
 #[derive(Debug, Clone)]
-pub struct KernelChoice {
-    kernel: Box<dyn MatMatMul>,
-    packing: usize,
+pub enum KernelChoice {
+    /// One of tract-linalg's integer kernels, with the index of its int8 packing.
+    Tract {
+        kernel: Box<dyn MatMatMul>,
+        packing: usize,
+    },
+    /// This crate's AVX2 pair product ([`pairs`]).
+    Pairs,
+}
+
+impl KernelChoice {
+    /// Whether the kernel is written for this CPU's instructions (not a portable one).
+    fn is_native(&self) -> bool {
+        match self {
+            KernelChoice::Tract { kernel, .. } => kernel.arch().is_some(),
+            KernelChoice::Pairs => true,
+        }
+    }
+
+    /// The kernel's name.
+    pub fn name(&self) -> &str {
+        match self {
+            KernelChoice::Tract { kernel, .. } => kernel.name(),
+            KernelChoice::Pairs => "dermedge_avx2_pairs_i32_6x16",
+        }
+    }
 }
 
 /// The kernel chosen for each `(m, k, n)`.
@@ -38,31 +63,56 @@ fn int8_packing(kernel: &dyn MatMatMul) -> Option<usize> {
 }
 
 fn time_kernel(choice: &KernelChoice, m: usize, k: usize, n: usize) -> TractResult<f64> {
-    let (a_format, b_format) = &choice.kernel.packings()[choice.packing];
-    let a = a_format.prepare_one(&Tensor::zero::<i8>(&[m, k])?, 1, 0)?;
+    let zeros = vec![0i8; m.max(n) * k];
+    let a = Tensor::zero::<i8>(&[m, k])?;
     let b = Tensor::zero::<i8>(&[k, n])?;
     let mut c = Tensor::zero::<i32>(&[m, n])?;
+    let pair_rows = PairRows::new(row_major(&zeros, m, k));
+    let packed_a = match choice {
+        KernelChoice::Tract { kernel, packing } => {
+            Some(kernel.packings()[*packing].0.prepare_one(&a, 1, 0)?)
+        }
+        KernelChoice::Pairs => None,
+    };
     let mut best = f64::INFINITY;
     for _ in 0..3 {
         let started = Instant::now();
-        let packed_b = b_format.prepare_one(&b, 0, 1)?;
-        unsafe {
-            choice.kernel.run(
-                m,
-                n,
-                &[
-                    FusedSpec::AddMatMul {
-                        a: AsInputValue::Borrowed(&*a),
-                        b: AsInputValue::Borrowed(&*packed_b),
-                        packing: choice.packing,
-                    },
-                    FusedSpec::Store(choice.kernel.c_view(Some(0), Some(1)).wrap(&c.view_mut())),
-                ],
-            )?;
+        match (choice, &packed_a) {
+            (KernelChoice::Tract { kernel, packing }, Some(packed_a)) => {
+                let packed_b = kernel.packings()[*packing].1.prepare_one(&b, 0, 1)?;
+                unsafe {
+                    kernel.run(
+                        m,
+                        n,
+                        &[
+                            FusedSpec::AddMatMul {
+                                a: AsInputValue::Borrowed(&**packed_a),
+                                b: AsInputValue::Borrowed(&*packed_b),
+                                packing: *packing,
+                            },
+                            FusedSpec::Store(kernel.c_view(Some(0), Some(1)).wrap(&c.view_mut())),
+                        ],
+                    )?;
+                }
+            }
+            _ => {
+                let packed_b = PairColumns::new(row_major(&zeros, k, n));
+                let mut out = c.try_as_plain_ram_mut()?;
+                pairs::product(&pair_rows, &packed_b, out.as_slice_mut::<i32>()?)?;
+            }
         }
         best = best.min(started.elapsed().as_secs_f64());
     }
     Ok(best)
+}
+
+/// The first `rows * columns` values of `values` as a row-major matrix.
+fn row_major(values: &[i8], rows: usize, columns: usize) -> Strided<'_> {
+    Strided {
+        values,
+        shape: (rows, columns),
+        strides: (columns, 1),
+    }
 }
 
 /// The fastest runnable int8 kernel of this CPU for an `m x k` by `k x n` product, timed once
@@ -74,31 +124,33 @@ pub fn choose_kernel(m: usize, k: usize, n: usize) -> TractResult<Option<KernelC
     if let Some(choice) = chosen.lock().ok().and_then(|c| c.get(&(m, k, n)).cloned()) {
         return Ok(Some(choice));
     }
-    let candidates: Vec<KernelChoice> = MmmDispatch::native()
+    let mut candidates: Vec<KernelChoice> = MmmDispatch::native()
         .runnable()
         .iter()
         .filter(|kernel| kernel.internal_type() == DatumType::I32 && !kernel.emulated())
         .filter_map(|kernel| {
-            Some(KernelChoice {
+            Some(KernelChoice::Tract {
                 packing: int8_packing(&**kernel)?,
                 kernel: kernel.clone(),
             })
         })
         .collect();
+    if pairs::available() {
+        candidates.push(KernelChoice::Pairs);
+    }
     // Portable kernels only where the CPU has nothing written for it.
-    let native = candidates.iter().any(|c| c.kernel.arch().is_some());
+    if candidates.iter().any(KernelChoice::is_native) {
+        candidates.retain(KernelChoice::is_native);
+    }
     let mut best: Option<(f64, KernelChoice)> = None;
     for choice in candidates {
-        if native && choice.kernel.arch().is_none() {
-            continue;
-        }
         let seconds = time_kernel(&choice, m, k, n)?;
         if best.as_ref().is_none_or(|(b, _)| seconds < *b) {
             best = Some((seconds, choice));
         }
     }
     Ok(best.map(|(_, choice)| {
-        log::debug!("int8 kernel for {m}x{k}x{n}: {}", choice.kernel.name());
+        log::debug!("int8 kernel for {m}x{k}x{n}: {}", choice.name());
         if let Ok(mut chosen) = chosen.lock() {
             chosen.insert((m, k, n), choice.clone());
         }
@@ -122,10 +174,7 @@ pub struct PointwiseConvI8 {
     positions: usize,
     /// `[output_channels, input_channels]`.
     weights: Arc<Tensor>,
-    /// The weights packed as the left operand of `choice`'s kernel for a channels-first
-    /// output, as the right one for a channels-last output.
-    packed_weights: Arc<Box<dyn MMMInputValue>>,
-    choice: KernelChoice,
+    product: Product,
     multiplier: Vec<f32>,
     offset: Vec<f32>,
     grid: OutputGrid,
@@ -157,9 +206,7 @@ impl PointwiseConvI8 {
             return Ok(None);
         };
         let weights = Tensor::from_shape(&[co, ci], params.weights)?;
-        let packed = choice.kernel.packings()[choice.packing]
-            .0
-            .prepare_one(&weights, 1, 0)?;
+        let product = Product::new(choice, &weights, Layout::ChannelsFirst)?;
         let mut multiplier = Vec::with_capacity(co);
         let mut offset = Vec::with_capacity(co);
         for c in 0..co {
@@ -183,8 +230,7 @@ impl PointwiseConvI8 {
             output_layout: Layout::ChannelsFirst,
             positions: params.positions,
             weights: Arc::new(weights),
-            packed_weights: Arc::new(packed),
-            choice,
+            product,
             multiplier,
             offset,
             grid: params.grid,
@@ -202,13 +248,7 @@ impl PointwiseConvI8 {
                 Layout::ChannelsLast => (n, co),
             };
             let choice = choose_kernel(m, ci, n)?.context("no int8 kernel for this layout")?;
-            let (a_format, b_format) = &choice.kernel.packings()[choice.packing];
-            let packed = match output {
-                Layout::ChannelsFirst => a_format.prepare_one(&self.weights, 1, 0)?,
-                Layout::ChannelsLast => b_format.prepare_one(&self.weights, 1, 0)?,
-            };
-            self.packed_weights = Arc::new(packed);
-            self.choice = choice;
+            self.product = Product::new(choice, &self.weights, output)?;
         }
         self.input_layout = input;
         self.output_layout = output;
@@ -222,7 +262,110 @@ impl PointwiseConvI8 {
 
     /// Name of the int8 kernel this layer runs on.
     pub fn kernel_name(&self) -> &str {
-        self.choice.kernel.name()
+        match &self.product {
+            Product::Tract { choice, .. } => choice.name(),
+            Product::PairsWeightsLeft(_) | Product::PairsWeightsRight(_) => {
+                KernelChoice::Pairs.name()
+            }
+        }
+    }
+
+    /// `acc = weights x input` (channels-first output) or `input x weights^T` (channels-last
+    /// output), on tract-linalg's kernel.
+    fn tract_product(
+        &self,
+        kernel: &dyn MatMatMul,
+        packing: usize,
+        packed_weights: &dyn MMMInputValue,
+        input: Tensor,
+        acc: &mut Tensor,
+    ) -> TractResult<()> {
+        let ci = self.input_channels;
+        let n = input.len() / ci;
+        let (a_format, b_format) = &kernel.packings()[packing];
+        let activations = match self.output_layout {
+            Layout::ChannelsFirst => b_format,
+            Layout::ChannelsLast => a_format,
+        };
+        let packed_input = match self.input_layout {
+            Layout::ChannelsFirst => activations.prepare_one(&input.into_shape(&[ci, n])?, 0, 1)?,
+            Layout::ChannelsLast => activations.prepare_one(&input.into_shape(&[n, ci])?, 1, 0)?,
+        };
+        let weights = AsInputValue::Borrowed(packed_weights);
+        let packed_input = AsInputValue::Borrowed(&*packed_input);
+        let (a, b) = match self.output_layout {
+            Layout::ChannelsFirst => (weights, packed_input),
+            Layout::ChannelsLast => (packed_input, weights),
+        };
+        let (rows, columns) = (acc.shape()[0], acc.shape()[1]);
+        // SAFETY: the packed operands and `acc` have the `rows x ci x columns` shape the
+        // kernel is told.
+        unsafe {
+            kernel.run(
+                rows,
+                columns,
+                &[
+                    FusedSpec::AddMatMul { a, b, packing },
+                    FusedSpec::Store(kernel.c_view(Some(0), Some(1)).wrap(&acc.view_mut())),
+                ],
+            )
+        }
+    }
+}
+
+impl PointwiseConvI8 {
+    /// The input values as an `input_channels x positions` matrix.
+    fn input_matrix<'a>(&self, values: &'a [i8], positions: usize) -> Strided<'a> {
+        let ci = self.input_channels;
+        Strided {
+            values,
+            shape: (ci, positions),
+            strides: match self.input_layout {
+                Layout::ChannelsFirst => (positions, 1),
+                Layout::ChannelsLast => (1, ci),
+            },
+        }
+    }
+}
+
+/// The weights, packed for the kernel that computes the layer's product.
+#[derive(Debug, Clone)]
+enum Product {
+    /// On tract-linalg's kernel: the weights are its left operand for a channels-first output,
+    /// its right one for a channels-last output.
+    Tract {
+        choice: KernelChoice,
+        weights: Arc<Box<dyn MMMInputValue>>,
+    },
+    /// On the pair product, weights on the left: channels-first output.
+    PairsWeightsLeft(Arc<PairRows>),
+    /// On the pair product, weights on the right: channels-last output.
+    PairsWeightsRight(Arc<PairColumns>),
+}
+
+impl Product {
+    /// Packs `weights` (`[output_channels, input_channels]`) for `choice` and `output`.
+    fn new(choice: KernelChoice, weights: &Tensor, output: Layout) -> TractResult<Product> {
+        let (co, ci) = (weights.shape()[0], weights.shape()[1]);
+        let values = weights.try_as_plain_ram()?;
+        let values = values.as_slice::<i8>()?;
+        Ok(match (&choice, output) {
+            (KernelChoice::Tract { kernel, packing }, _) => {
+                let (a_format, b_format) = &kernel.packings()[*packing];
+                let format = match output {
+                    Layout::ChannelsFirst => a_format,
+                    Layout::ChannelsLast => b_format,
+                };
+                let weights = Arc::new(format.prepare_one(weights, 1, 0)?);
+                Product::Tract { choice, weights }
+            }
+            (KernelChoice::Pairs, Layout::ChannelsFirst) => {
+                Product::PairsWeightsLeft(Arc::new(PairRows::new(row_major(values, co, ci))))
+            }
+            (KernelChoice::Pairs, Layout::ChannelsLast) => Product::PairsWeightsRight(Arc::new(
+                PairColumns::new(row_major(values, co, ci).transposed()),
+            )),
+        })
     }
 }
 
@@ -266,43 +409,34 @@ impl EvalOp for PointwiseConvI8 {
         let (co, ci) = (self.output_channels, self.input_channels);
         ensure!(input.datum_type() == DatumType::I8 && input.len().is_multiple_of(ci));
         let n = input.len() / ci;
-        let (a_format, b_format) = &self.choice.kernel.packings()[self.choice.packing];
-        let activations = match self.output_layout {
-            Layout::ChannelsFirst => b_format,
-            Layout::ChannelsLast => a_format,
+        let (rows, columns) = match self.output_layout {
+            Layout::ChannelsFirst => (co, n),
+            Layout::ChannelsLast => (n, co),
         };
-        let packed_input = match self.input_layout {
-            Layout::ChannelsFirst => activations.prepare_one(&input.into_shape(&[ci, n])?, 0, 1)?,
-            Layout::ChannelsLast => activations.prepare_one(&input.into_shape(&[n, ci])?, 1, 0)?,
-        };
-        let weights = AsInputValue::Borrowed(&**self.packed_weights);
-        let packed_input = AsInputValue::Borrowed(&*packed_input);
-        let (a, b, rows, columns) = match self.output_layout {
-            Layout::ChannelsFirst => (weights, packed_input, co, n),
-            Layout::ChannelsLast => (packed_input, weights, n, co),
-        };
+        // SAFETY: i32 is valid for any bits, and the product writes every value.
         let mut acc = unsafe { Tensor::uninitialized::<i32>(&[rows, columns])? };
         // One layer's product takes tens of microseconds: handing its panels to the thread pool
         // costs more than it saves (at 2 threads: 2.1-2.9 ms per member in pointwise layers
         // threaded, 1.65-1.86 ms on the calling thread).
-        multithread_tract_scope(Executor::SingleThread, || unsafe {
-            self.choice.kernel.run(
-                rows,
-                columns,
-                &[
-                    FusedSpec::AddMatMul {
-                        a,
-                        b,
-                        packing: self.choice.packing,
-                    },
-                    FusedSpec::Store(
-                        self.choice
-                            .kernel
-                            .c_view(Some(0), Some(1))
-                            .wrap(&acc.view_mut()),
-                    ),
-                ],
-            )
+        multithread_tract_scope(Executor::SingleThread, || match &self.product {
+            Product::Tract {
+                choice: KernelChoice::Tract { kernel, packing },
+                weights,
+            } => self.tract_product(&**kernel, *packing, &***weights, input, &mut acc),
+            Product::Tract { .. } => bail!("tract weights packed for another kernel"),
+            Product::PairsWeightsLeft(weights) => {
+                let values = input.try_as_plain_ram()?;
+                let x = self.input_matrix(values.as_slice::<i8>()?, n);
+                let mut out = acc.try_as_plain_ram_mut()?;
+                pairs::product(weights, &PairColumns::new(x), out.as_slice_mut::<i32>()?)
+            }
+            Product::PairsWeightsRight(weights) => {
+                let values = input.try_as_plain_ram()?;
+                let x = self.input_matrix(values.as_slice::<i8>()?, n);
+                let mut out = acc.try_as_plain_ram_mut()?;
+                let out = out.as_slice_mut::<i32>()?;
+                pairs::product(&PairRows::new(x.transposed()), weights, out)
+            }
         })?;
         let acc = acc.try_as_plain_ram()?;
         let acc = acc.as_slice::<i32>()?;

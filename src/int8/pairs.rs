@@ -1,0 +1,315 @@
+//! An exact int8 matrix product for x86-64 CPUs with AVX2 and no int8 dot-product
+//! instructions (VNNI): both operands widened to 16 bits, so that `vpmaddwd` multiplies two
+//! consecutive terms of the sum and adds them into 32 bits, sixteen columns by six rows per
+//! step. tract-linalg's AVX2 int8 kernel multiplies one term at a time and ran the pointwise
+//! layers slower than tract's f32 kernels on such a CPU.
+//!
+//! Products of int8 values fit in 15 bits and a pair of them in 16, so every sum is exact.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use tract_core::internal::*;
+
+/// Rows of the left operand one kernel step computes.
+const ROWS: usize = 6;
+/// Columns of the right operand one kernel step computes: two vectors of eight 32-bit lanes.
+const COLUMNS: usize = 16;
+
+/// Whether this CPU runs [`product`].
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// An int8 matrix read through strides: element `(i, j)` is `values[i * strides.0 + j * strides.1]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Strided<'a> {
+    pub values: &'a [i8],
+    pub shape: (usize, usize),
+    pub strides: (usize, usize),
+}
+
+impl<'a> Strided<'a> {
+    /// The same values read as the transposed matrix.
+    pub fn transposed(self) -> Strided<'a> {
+        Strided {
+            values: self.values,
+            shape: (self.shape.1, self.shape.0),
+            strides: (self.strides.1, self.strides.0),
+        }
+    }
+
+    fn at(&self, i: usize, j: usize) -> i8 {
+        self.values[i * self.strides.0 + j * self.strides.1]
+    }
+}
+
+/// The left operand, `rows x depth`: each row widened to i16 and padded to an even length, so
+/// that two consecutive terms read as one 32-bit value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairRows {
+    data: Vec<i16>,
+    rows: usize,
+    pairs: usize,
+}
+
+impl PairRows {
+    /// Widens `matrix` (`rows x depth`).
+    pub fn new(matrix: Strided) -> PairRows {
+        let (rows, depth) = matrix.shape;
+        let pairs = depth.div_ceil(2);
+        let mut data = vec![0i16; rows * pairs * 2];
+        for (r, row) in data.chunks_exact_mut(pairs * 2).enumerate() {
+            if matrix.strides.1 == 1 {
+                let start = r * matrix.strides.0;
+                let source = &matrix.values[start..start + depth];
+                for (d, s) in row.iter_mut().zip(source) {
+                    *d = i16::from(*s);
+                }
+            } else {
+                for (k, d) in row.iter_mut().take(depth).enumerate() {
+                    *d = i16::from(matrix.at(r, k));
+                }
+            }
+        }
+        PairRows { data, rows, pairs }
+    }
+}
+
+/// The right operand, `depth x columns`, in panels of sixteen columns: for every pair of
+/// consecutive terms, each column's two values side by side, zero-padded past the last term
+/// and the last column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairColumns {
+    data: Vec<i16>,
+    columns: usize,
+    pairs: usize,
+}
+
+impl PairColumns {
+    /// Packs `matrix` (`depth x columns`).
+    pub fn new(matrix: Strided) -> PairColumns {
+        let (depth, columns) = matrix.shape;
+        let pairs = depth.div_ceil(2);
+        let panel_len = pairs * COLUMNS * 2;
+        let mut data = vec![0i16; columns.div_ceil(COLUMNS) * panel_len];
+        for (panel, packed) in data.chunks_exact_mut(panel_len).enumerate() {
+            let first = panel * COLUMNS;
+            let width = COLUMNS.min(columns - first);
+            #[cfg(target_arch = "x86_64")]
+            if width == COLUMNS && matrix.strides.1 == 1 && available() {
+                // SAFETY: the CPU supports AVX2, checked just above.
+                unsafe { pack_panel_avx2(&matrix, first, packed) };
+                continue;
+            }
+            for (pair, step) in packed.chunks_exact_mut(COLUMNS * 2).enumerate() {
+                for (j, value) in step.chunks_exact_mut(2).take(width).enumerate() {
+                    for (half, v) in value.iter_mut().enumerate() {
+                        let k = pair * 2 + half;
+                        if k < depth {
+                            *v = i16::from(matrix.at(k, first + j));
+                        }
+                    }
+                }
+            }
+        }
+        PairColumns {
+            data,
+            columns,
+            pairs,
+        }
+    }
+}
+
+/// Packs one full panel of a matrix whose rows are contiguous: two rows' sixteen bytes are
+/// widened and interleaved in four instructions.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn pack_panel_avx2(matrix: &Strided, first: usize, packed: &mut [i16]) {
+    let depth = matrix.shape.0;
+    let zeros = [0i8; COLUMNS];
+    let row = |k: usize| -> &[i8] {
+        if k < depth {
+            let start = k * matrix.strides.0 + first;
+            &matrix.values[start..start + COLUMNS]
+        } else {
+            &zeros
+        }
+    };
+    for (pair, step) in packed.chunks_exact_mut(COLUMNS * 2).enumerate() {
+        let (even, odd) = (row(pair * 2), row(pair * 2 + 1));
+        // SAFETY: `even` and `odd` hold 16 bytes and `step` 32 i16 values; unaligned loads and
+        // stores are used throughout.
+        unsafe {
+            let even = _mm256_cvtepi8_epi16(_mm_loadu_si128(even.as_ptr().cast()));
+            let odd = _mm256_cvtepi8_epi16(_mm_loadu_si128(odd.as_ptr().cast()));
+            let low = _mm256_unpacklo_epi16(even, odd);
+            let high = _mm256_unpackhi_epi16(even, odd);
+            let target = step.as_mut_ptr().cast::<__m256i>();
+            _mm256_storeu_si256(target, _mm256_permute2x128_si256(low, high, 0x20));
+            _mm256_storeu_si256(target.add(1), _mm256_permute2x128_si256(low, high, 0x31));
+        }
+    }
+}
+
+/// `out[r * columns + c] = sum_k a(r, k) * b(k, c)`, exact, into a row-major `rows x columns`
+/// slice. Fails on a CPU without AVX2 (see [`available`]) and on operands of different depths.
+pub fn product(a: &PairRows, b: &PairColumns, out: &mut [i32]) -> TractResult<()> {
+    ensure!(
+        a.pairs == b.pairs,
+        "pair product of operands of different depths"
+    );
+    ensure!(
+        out.len() == a.rows * b.columns,
+        "pair product into an output of the wrong size"
+    );
+    ensure!(
+        available(),
+        "the pair product needs AVX2, which this CPU lacks"
+    );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the CPU supports AVX2, checked just above.
+    unsafe {
+        product_avx2(a, b, out)
+    };
+    Ok(())
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn product_avx2(a: &PairRows, b: &PairColumns, out: &mut [i32]) {
+    let (rows, columns, pairs) = (a.rows, b.columns, a.pairs);
+    let zero_row = vec![0i16; pairs * 2];
+    let panel_len = pairs * COLUMNS * 2;
+    for (panel, packed) in b.data.chunks_exact(panel_len).enumerate() {
+        let first_column = panel * COLUMNS;
+        let width = COLUMNS.min(columns - first_column);
+        for first_row in (0..rows).step_by(ROWS) {
+            let height = ROWS.min(rows - first_row);
+            let row_starts: [*const i32; ROWS] = std::array::from_fn(|i| {
+                let row = if i < height {
+                    &a.data[(first_row + i) * pairs * 2..(first_row + i + 1) * pairs * 2]
+                } else {
+                    &zero_row[..]
+                };
+                row.as_ptr().cast::<i32>()
+            });
+            // SAFETY: every row start points at `pairs` i32 values (two i16 each), `packed`
+            // holds `pairs` steps of two vectors, and the tile is written inside `out`'s
+            // `rows x columns` bounds.
+            let tile = unsafe { tile_avx2(row_starts, packed, pairs) };
+            for (i, row) in tile.chunks_exact(COLUMNS).take(height).enumerate() {
+                let start = (first_row + i) * columns + first_column;
+                out[start..start + width].copy_from_slice(&row[..width]);
+            }
+        }
+    }
+}
+
+/// Six rows by sixteen columns of the product, kept in twelve vector registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn tile_avx2(
+    rows: [*const i32; ROWS],
+    packed: &[i16],
+    pairs: usize,
+) -> [i32; ROWS * COLUMNS] {
+    let mut acc = [_mm256_setzero_si256(); ROWS * 2];
+    let mut b = packed.as_ptr().cast::<__m256i>();
+    for pair in 0..pairs {
+        let (b0, b1) = (_mm256_loadu_si256(b), _mm256_loadu_si256(b.add(1)));
+        b = b.add(2);
+        for (i, row) in rows.iter().enumerate() {
+            let a = _mm256_set1_epi32(row.add(pair).read_unaligned());
+            acc[2 * i] = _mm256_add_epi32(acc[2 * i], _mm256_madd_epi16(a, b0));
+            acc[2 * i + 1] = _mm256_add_epi32(acc[2 * i + 1], _mm256_madd_epi16(a, b1));
+        }
+    }
+    let mut tile = [0i32; ROWS * COLUMNS];
+    for (vector, target) in acc.iter().zip(tile.chunks_exact_mut(8)) {
+        _mm256_storeu_si256(target.as_mut_ptr().cast(), *vector);
+    }
+    tile
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::int8::test_rng::TestRng;
+
+    fn direct(a: &Strided, b: &Strided) -> Vec<i32> {
+        let (rows, depth) = a.shape;
+        let columns = b.shape.1;
+        (0..rows * columns)
+            .map(|at| {
+                let (r, c) = (at / columns, at % columns);
+                (0..depth)
+                    .map(|k| i32::from(a.at(r, k)) * i32::from(b.at(k, c)))
+                    .sum()
+            })
+            .collect()
+    }
+
+    /// Every combination of row-major and column-major operands, sizes off the 6x16 tile and
+    /// odd depths, and the extreme values -128 and 127, give the direct integer product.
+    #[test]
+    fn matches_the_direct_product() {
+        if !available() {
+            eprintln!("no AVX2 on this CPU: the pair product is not used here");
+            return;
+        }
+        let mut rng = TestRng(0x9e37_79b9_7f4a_7c15);
+        for (rows, depth, columns) in [
+            (1, 1, 1),
+            (6, 2, 16),
+            (7, 3, 17),
+            (13, 96, 40),
+            (40, 161, 5),
+        ] {
+            for extreme in [false, true] {
+                let mut left = rng.i8s(rows * depth);
+                let mut right = rng.i8s(depth * columns);
+                if extreme {
+                    left.iter_mut()
+                        .for_each(|v| *v = if *v < 0 { -128 } else { 127 });
+                    right
+                        .iter_mut()
+                        .for_each(|v| *v = if *v < 0 { -128 } else { 127 });
+                }
+                for left_row_major in [true, false] {
+                    for right_row_major in [true, false] {
+                        let a = Strided {
+                            values: &left,
+                            shape: (rows, depth),
+                            strides: if left_row_major {
+                                (depth, 1)
+                            } else {
+                                (1, rows)
+                            },
+                        };
+                        let b = Strided {
+                            values: &right,
+                            shape: (depth, columns),
+                            strides: if right_row_major {
+                                (columns, 1)
+                            } else {
+                                (1, depth)
+                            },
+                        };
+                        let mut out = vec![0i32; rows * columns];
+                        product(&PairRows::new(a), &PairColumns::new(b), &mut out).unwrap();
+                        assert_eq!(out, direct(&a, &b), "{rows}x{depth}x{columns}");
+                    }
+                }
+            }
+        }
+    }
+}
