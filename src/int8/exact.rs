@@ -303,6 +303,36 @@ fn sum_of_products<'a>(
     }
 }
 
+/// Output channels that share the input vectors they read in [`shared_sums`].
+const SHARED_CHANNELS: usize = 4;
+/// Output positions [`shared_sums`] sums at a time.
+const SHARED_CHUNK: usize = 16;
+
+/// `fma(wn[c], xn[p], ... fma(w0[c], x0[p], 0))` for `SHARED_CHUNK` positions of
+/// `SHARED_CHANNELS` channels, with `xi = inputs(i)`: each input vector is read once for all
+/// the channels.
+#[inline(always)]
+fn shared_sums<'a>(
+    weights: &[&[f32]; SHARED_CHANNELS],
+    inputs: impl Fn(usize) -> &'a [f32],
+) -> [[f32; SHARED_CHUNK]; SHARED_CHANNELS] {
+    let mut sums = [[0f32; SHARED_CHUNK]; SHARED_CHANNELS];
+    for i in 0..weights[0].len() {
+        if let Some(Ok(x)) = inputs(i)
+            .get(..SHARED_CHUNK)
+            .map(<&[f32; SHARED_CHUNK]>::try_from)
+        {
+            for (sum, w) in sums.iter_mut().zip(weights) {
+                let w = w[i];
+                for lane in 0..SHARED_CHUNK {
+                    sum[lane] = w.mul_add(x[lane], sum[lane]);
+                }
+            }
+        }
+    }
+    sums
+}
+
 /// A pointwise (1x1) convolution on f32 `[.., ci, positions..]` with a bias.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExactPointwise {
@@ -350,17 +380,49 @@ impl Exact for ExactPointwise {
         self.positions
     }
 
+    /// Four output channels at a time share each input vector they read; each output's sum
+    /// keeps the one order of terms.
     #[inline(always)]
     fn kernel(&self, input: &[f32], first: usize, out: &mut [f32]) {
         let (ci, positions) = (self.input_channels, self.positions);
+        let weights_of = |channel: usize| &self.weights[channel * ci..(channel + 1) * ci];
+        let rest_first = first + out.len() / positions / SHARED_CHANNELS * SHARED_CHANNELS;
         for start in (0..positions).step_by(BLOCK) {
             let end = (start + BLOCK).min(positions);
-            for (at, plane) in out.chunks_exact_mut(positions).enumerate() {
-                let channel = first + at;
-                let weights = &self.weights[channel * ci..(channel + 1) * ci];
-                sum_of_products(&mut plane[start..end], self.bias[channel], weights, |i| {
-                    &input[i * positions + start..]
-                });
+            let shared_end = start + (end - start) / SHARED_CHUNK * SHARED_CHUNK;
+            let mut quads = out.chunks_exact_mut(SHARED_CHANNELS * positions);
+            for (quad, planes) in quads.by_ref().enumerate() {
+                let channel = first + quad * SHARED_CHANNELS;
+                let weights: [&[f32]; SHARED_CHANNELS] =
+                    std::array::from_fn(|c| weights_of(channel + c));
+                let bias: [f32; SHARED_CHANNELS] = std::array::from_fn(|c| self.bias[channel + c]);
+                for chunk in (start..shared_end).step_by(SHARED_CHUNK) {
+                    let sums = shared_sums(&weights, |i| &input[i * positions + chunk..]);
+                    for (c, sum) in sums.iter().enumerate() {
+                        let plane = &mut planes[c * positions + chunk..][..SHARED_CHUNK];
+                        for (o, s) in plane.iter_mut().zip(sum) {
+                            *o = s + bias[c];
+                        }
+                    }
+                }
+                for (c, plane) in planes.chunks_exact_mut(positions).enumerate() {
+                    sum_of_products(&mut plane[shared_end..end], bias[c], weights[c], |i| {
+                        &input[i * positions + shared_end..]
+                    });
+                }
+            }
+            for (at, plane) in quads
+                .into_remainder()
+                .chunks_exact_mut(positions)
+                .enumerate()
+            {
+                let channel = rest_first + at;
+                sum_of_products(
+                    &mut plane[start..end],
+                    self.bias[channel],
+                    weights_of(channel),
+                    |i| &input[i * positions + start..],
+                );
             }
         }
     }
