@@ -133,6 +133,23 @@ fn time_ms<T>(f: impl FnOnce() -> T) -> (T, f64) {
     (value, started.elapsed().as_secs_f64() * 1e3)
 }
 
+/// Timings of `options.runs` calls of `run`, after `options.warmup` untimed ones.
+fn timed_runs<T, E>(
+    options: &BenchOptions,
+    run: impl Fn() -> Result<T, E>,
+) -> Result<TimingStats, E> {
+    for _ in 0..options.warmup {
+        run()?;
+    }
+    let mut samples = Vec::with_capacity(options.runs);
+    for _ in 0..options.runs {
+        let (result, ms) = time_ms(&run);
+        result?;
+        samples.push(ms);
+    }
+    Ok(TimingStats::from_samples(&samples))
+}
+
 /// A deterministic, lesion-like test picture (a dark blob on skin tones) for runs without an image.
 pub fn synthetic_image(width: u32, height: u32) -> RgbImage {
     RgbImage::from_fn(width, height, |x, y| {
@@ -322,25 +339,8 @@ pub fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     }
 
     let views = [input.clone()];
-    for _ in 0..options.warmup {
-        ensemble.predict(&views)?;
-    }
-    let mut combined = Vec::with_capacity(options.runs);
-    for _ in 0..options.runs {
-        let (result, ms) = time_ms(|| ensemble.predict(&views));
-        result?;
-        combined.push(ms);
-    }
-
-    for _ in 0..options.warmup {
-        ensemble.classify(&image)?;
-    }
-    let mut whole = Vec::with_capacity(options.runs);
-    for _ in 0..options.runs {
-        let (result, ms) = time_ms(|| ensemble.classify(&image));
-        result?;
-        whole.push(ms);
-    }
+    let members_and_combine = timed_runs(options, || ensemble.predict(&views))?;
+    let per_image = timed_runs(options, || ensemble.classify(&image))?;
 
     let (capture_to_log, capture_frame) = time_capture_to_log(&ensemble, &image, options)?;
 
@@ -355,8 +355,8 @@ pub fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         members,
         ensemble_load_ms,
         decode,
-        members_and_combine: TimingStats::from_samples(&combined),
-        per_image: TimingStats::from_samples(&whole),
+        members_and_combine,
+        per_image,
         capture_to_log,
         capture_frame,
         peak_rss_bytes: peak_rss_bytes(),
