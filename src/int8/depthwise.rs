@@ -3,6 +3,7 @@
 
 use tract_core::internal::*;
 
+use super::depthwise_avx2::{self, GroupedLayer};
 use super::layout::Layout;
 use super::requant::{
     for_each_chunk, int8_fact, output_tensor, vectorized, OutputGrid, VectorLoop,
@@ -64,6 +65,8 @@ pub struct DepthwiseConvI8 {
     multiplier: Vec<f32>,
     offset: Vec<f32>,
     grid: OutputGrid,
+    /// The channels-last layer for the AVX2 kernel.
+    grouped: GroupedLayer,
 }
 impl Eq for DepthwiseConvI8 {}
 
@@ -80,11 +83,21 @@ impl DepthwiseConvI8 {
             .iter()
             .map(|s| params.input_scale * s * params.output_inverse_scale)
             .collect();
-        let offset = params
+        let offset: Vec<f32> = params
             .bias
             .iter()
             .map(|b| b * params.output_inverse_scale)
             .collect();
+        let weights: Vec<f32> = params.weights.iter().map(|w| f32::from(*w)).collect();
+        let input_zero_point = f32::from(params.input_zero_point);
+        let grouped = GroupedLayer::new(
+            (channels, params.height, params.width, params.stride),
+            input_zero_point,
+            &weights,
+            &multiplier,
+            &offset,
+            params.grid,
+        );
         Ok(DepthwiseConvI8 {
             layer: params.layer,
             channels,
@@ -93,14 +106,15 @@ impl DepthwiseConvI8 {
             width: params.width,
             output_shape: params.output_shape,
             layout: Layout::ChannelsFirst,
-            weights: params.weights.iter().map(|w| f32::from(*w)).collect(),
+            weights,
             tap_weights: (0..9 * channels)
                 .map(|at| f32::from(params.weights[(at % channels) * 9 + at / channels]))
                 .collect(),
-            input_zero_point: f32::from(params.input_zero_point),
+            input_zero_point,
             multiplier,
             offset,
             grid: params.grid,
+            grouped,
         })
     }
 
@@ -429,6 +443,16 @@ impl EvalOp for DepthwiseConvI8 {
             }
             Layout::ChannelsLast => {
                 for_each_chunk(out, BAND_ROWS * ow * self.channels, |task, out| {
+                    let first_row = task * BAND_ROWS;
+                    if depthwise_avx2::convolve_rows(
+                        &self.grouped,
+                        input,
+                        first_row,
+                        BAND_ROWS,
+                        out,
+                    ) {
+                        return;
+                    }
                     vectorized(ChannelsLastRows {
                         op: self,
                         input,
@@ -504,6 +528,79 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The AVX2 channels-last kernel writes the portable loop's values exactly, on whole and
+    /// partial channel groups, both strides, rows split across bands, and the extreme inputs.
+    #[test]
+    fn the_avx2_channels_last_kernel_matches_the_portable_loop_exactly() {
+        if !depthwise_avx2::available() {
+            eprintln!("no AVX2 and FMA on this CPU: the kernel is not used here");
+            return;
+        }
+        let mut rng = TestRng(0x5851_f42d_4c95_7f2d);
+        for (channels, height, width, stride) in [
+            (8, 5, 6, 1),
+            (16, 19, 11, 2),
+            (13, 9, 4, 1),
+            (40, 3, 21, 2),
+            (3, 1, 1, 1),
+        ] {
+            for extreme in [false, true] {
+                let mut input = rng.i8s(channels * height * width);
+                let mut weights = rng.i8s(channels * 9);
+                if extreme {
+                    input
+                        .iter_mut()
+                        .for_each(|v| *v = if *v < 0 { -128 } else { 127 });
+                    weights
+                        .iter_mut()
+                        .for_each(|v| *v = if *v < 0 { -128 } else { 127 });
+                }
+                let (oh, ow) = output_size(height, width, stride);
+                let params = DepthwiseParams {
+                    layer: "random".into(),
+                    weights: &weights,
+                    weight_scales: &(0..channels)
+                        .map(|_| rng.f32_in(0.001, 0.05))
+                        .collect::<Vec<_>>(),
+                    bias: &(0..channels)
+                        .map(|_| rng.f32_in(-2.0, 2.0))
+                        .collect::<Vec<_>>(),
+                    input_scale: rng.f32_in(0.01, 0.1),
+                    input_zero_point: if extreme { 127 } else { rng.next() as i8 },
+                    output_inverse_scale: rng.f32_in(5.0, 50.0),
+                    grid: OutputGrid::new(rng.f32_in(5.0, 50.0), rng.next() as u8, -6.0, 6.0),
+                    stride,
+                    height,
+                    width,
+                    output_shape: tvec![1, channels, oh, ow],
+                };
+                let op = DepthwiseConvI8::new(params)
+                    .unwrap()
+                    .with_layout(Layout::ChannelsLast);
+                let mut portable = vec![0i8; oh * ow * channels];
+                let mut kernel = vec![0i8; oh * ow * channels];
+                let band = BAND_ROWS * ow * channels;
+                for (task, out) in portable.chunks_mut(band).enumerate() {
+                    op.run_channels_last_rows(&input, task * BAND_ROWS, out);
+                }
+                for (task, out) in kernel.chunks_mut(band).enumerate() {
+                    let first_row = task * BAND_ROWS;
+                    assert!(depthwise_avx2::convolve_rows(
+                        &op.grouped,
+                        &input,
+                        first_row,
+                        BAND_ROWS,
+                        out
+                    ));
+                }
+                assert_eq!(
+                    kernel, portable,
+                    "{channels}x{height}x{width}, stride {stride}"
+                );
+            }
+        }
     }
 
     #[test]

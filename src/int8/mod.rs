@@ -11,6 +11,7 @@
 mod add;
 mod boundary;
 mod depthwise;
+mod depthwise_avx2;
 mod exact;
 mod layout;
 mod pairs;
