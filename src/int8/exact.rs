@@ -146,23 +146,22 @@ impl Exact for ExactConv3x3 {
         oh * ow
     }
 
-    /// One group's input planes are padded at a time.
+    /// One group's input planes are padded at a time. Without groups, output channels are
+    /// summed [`SHARED_CHANNELS`] at a time, sharing the input vectors they read.
     #[inline(always)]
     fn kernel(&self, input: &[f32], first: usize, out: &mut [f32]) {
         let (h, w, s) = (self.height, self.width, self.stride);
         let (oh, ow) = super::depthwise::output_size(h, w, s);
         let group_inputs = self.input_channels / self.groups;
         let group_outputs = self.output_channels / self.groups;
+        let terms = group_inputs * 9;
         let padded = PaddedPlanes::new(h, w, s);
-        let starts: Vec<usize> = (0..group_inputs * 9)
+        let starts: Vec<usize> = (0..terms)
             .map(|term| (term / 9) * padded.len + padded.tap_start(term % 9))
             .collect();
         let mut planes = vec![0f32; group_inputs * padded.len];
-        let mut rows = vec![0f32; oh * padded.row_len];
         let mut padded_group = usize::MAX;
-        for (at, plane) in out.chunks_exact_mut(oh * ow).enumerate() {
-            let channel = first + at;
-            let group = channel / group_outputs;
+        let mut pad = |group: usize, planes: &mut [f32]| {
             if group != padded_group {
                 let inputs = &input[group * group_inputs * h * w..][..group_inputs * h * w];
                 for (source, target) in inputs
@@ -173,7 +172,51 @@ impl Exact for ExactConv3x3 {
                 }
                 padded_group = group;
             }
-            let weights = &self.weights[channel * group_inputs * 9..][..group_inputs * 9];
+        };
+        let (low, high) = self.clip;
+        let shared = if self.groups == 1 {
+            SHARED_CHANNELS * oh * ow
+        } else {
+            out.len() + 1
+        };
+        let total = out.len();
+        let mut quads = out.chunks_exact_mut(shared);
+        for (quad, quad_planes) in quads.by_ref().enumerate() {
+            pad(0, &mut planes);
+            let channel = first + quad * SHARED_CHANNELS;
+            let weights: [&[f32]; SHARED_CHANNELS] =
+                std::array::from_fn(|c| &self.weights[(channel + c) * terms..][..terms]);
+            let shared_end = ow / SHARED_CHUNK * SHARED_CHUNK;
+            for oy in 0..oh {
+                let run = oy * padded.row_len;
+                for ox in (0..shared_end).step_by(SHARED_CHUNK) {
+                    let sums = shared_sums(&weights, |term| &planes[starts[term] + run + ox..]);
+                    for (c, sum) in sums.iter().enumerate() {
+                        let bias = self.bias[channel + c];
+                        let target = &mut quad_planes[(c * oh + oy) * ow + ox..][..SHARED_CHUNK];
+                        for (o, s) in target.iter_mut().zip(sum) {
+                            *o = (s + bias).max(low).min(high);
+                        }
+                    }
+                }
+                for (c, plane) in quad_planes.chunks_exact_mut(oh * ow).enumerate() {
+                    let target = &mut plane[oy * ow + shared_end..(oy + 1) * ow];
+                    sum_of_products(target, self.bias[channel + c], weights[c], |term| {
+                        &planes[starts[term] + run + shared_end..]
+                    });
+                    for o in target.iter_mut() {
+                        *o = o.max(low).min(high);
+                    }
+                }
+            }
+        }
+        let rest = quads.into_remainder();
+        let first = first + (total - rest.len()) / (oh * ow);
+        let mut rows = vec![0f32; oh * padded.row_len];
+        for (at, plane) in rest.chunks_exact_mut(oh * ow).enumerate() {
+            let channel = first + at;
+            pad(channel / group_outputs, &mut planes);
+            let weights = &self.weights[channel * terms..][..terms];
             sum_of_products(&mut rows, self.bias[channel], weights, |term| {
                 &planes[starts[term]..]
             });
@@ -181,7 +224,6 @@ impl Exact for ExactConv3x3 {
                 .chunks_exact(padded.row_len)
                 .zip(plane.chunks_exact_mut(ow))
             {
-                let (low, high) = self.clip;
                 for (o, value) in o.iter_mut().zip(&row[..ow]) {
                     *o = value.max(low).min(high);
                 }
@@ -525,6 +567,8 @@ mod tests {
         for (ci, co, groups, h, w, s, clip) in [
             (3, 32, 1, 12, 16, 2, relu6),
             (3, 5, 1, 7, 9, 1, none),
+            (3, 10, 1, 9, 70, 2, relu6),
+            (2, 8, 1, 5, 40, 1, none),
             (24, 24, 24, 9, 11, 1, relu6),
             (19, 19, 19, 20, 30, 2, none),
             (4, 6, 2, 5, 5, 1, (-0.5, 0.5)),
