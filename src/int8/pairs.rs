@@ -4,7 +4,8 @@
 //! step. tract-linalg's AVX2 int8 kernel multiplies one term at a time and ran the pointwise
 //! layers slower than tract's f32 kernels on such a CPU.
 //!
-//! Products of int8 values fit in 15 bits and a pair of them in 16, so every sum is exact.
+//! A product of two int8 values is at most 2^14 in magnitude and `vpmaddwd` adds two of them
+//! into 32 bits, so every sum is exact in i32.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -12,6 +13,7 @@ use std::arch::x86_64::*;
 use tract_core::internal::*;
 
 /// Rows of the left operand one kernel step computes.
+#[cfg(target_arch = "x86_64")]
 const ROWS: usize = 6;
 /// Columns of the right operand one kernel step computes: two vectors of eight 32-bit lanes.
 const COLUMNS: usize = 16;
@@ -177,9 +179,48 @@ pub fn product(a: &PairRows, b: &PairColumns, out: &mut [i32]) -> TractResult<()
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the CPU supports AVX2, checked just above.
     unsafe {
-        product_avx2(a, b, out)
+        if b.columns == 1 {
+            matrix_vector_avx2(a, b, out)
+        } else {
+            product_avx2(a, b, out)
+        }
     };
     Ok(())
+}
+
+/// The product by a one-column right operand: one dot product per row, sixteen terms per step.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn matrix_vector_avx2(a: &PairRows, b: &PairColumns, out: &mut [i32]) {
+    let depth = a.pairs * 2;
+    let column: Vec<i16> = b
+        .data
+        .chunks_exact(COLUMNS * 2)
+        .flat_map(|step| [step[0], step[1]])
+        .collect();
+    let whole = depth / 16 * 16;
+    for (row, o) in a.data.chunks_exact(depth).zip(out.iter_mut()) {
+        let mut sums = _mm256_setzero_si256();
+        for (x, w) in column[..whole].chunks_exact(16).zip(row.chunks_exact(16)) {
+            // SAFETY: both chunks hold sixteen i16 values; unaligned loads.
+            let (x, w) = unsafe {
+                (
+                    _mm256_loadu_si256(x.as_ptr().cast()),
+                    _mm256_loadu_si256(w.as_ptr().cast()),
+                )
+            };
+            sums = _mm256_add_epi32(sums, _mm256_madd_epi16(x, w));
+        }
+        let mut lanes = [0i32; 8];
+        // SAFETY: `lanes` holds eight i32 values; unaligned store.
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), sums) };
+        let tail: i32 = column[whole..]
+            .iter()
+            .zip(&row[whole..])
+            .map(|(x, w)| i32::from(*x) * i32::from(*w))
+            .sum();
+        *o = lanes.iter().sum::<i32>() + tail;
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -201,10 +242,15 @@ fn product_avx2(a: &PairRows, b: &PairColumns, out: &mut [i32]) {
                 };
                 row.as_ptr().cast::<i32>()
             });
-            // SAFETY: every row start points at `pairs` i32 values (two i16 each), `packed`
-            // holds `pairs` steps of two vectors, and the tile is written inside `out`'s
-            // `rows x columns` bounds.
-            let tile = unsafe { tile_avx2(row_starts, packed, pairs) };
+            // SAFETY: every row start points at `pairs` i32 values (two i16 each), and
+            // `packed` holds `pairs` steps of two vectors.
+            let tile = unsafe {
+                if width <= COLUMNS / 2 {
+                    tile_avx2::<1>(row_starts, packed, pairs)
+                } else {
+                    tile_avx2::<2>(row_starts, packed, pairs)
+                }
+            };
             for (i, row) in tile.chunks_exact(COLUMNS).take(height).enumerate() {
                 let start = (first_row + i) * columns + first_column;
                 out[start..start + width].copy_from_slice(&row[..width]);
@@ -213,28 +259,30 @@ fn product_avx2(a: &PairRows, b: &PairColumns, out: &mut [i32]) {
     }
 }
 
-/// Six rows by sixteen columns of the product, kept in twelve vector registers.
+/// Six rows by the first `V` eight-column vectors of a panel (`V` is 1 or 2), kept in up to
+/// twelve vector registers; the tile's other columns are zero.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn tile_avx2(
+unsafe fn tile_avx2<const V: usize>(
     rows: [*const i32; ROWS],
     packed: &[i16],
     pairs: usize,
 ) -> [i32; ROWS * COLUMNS] {
-    let mut acc = [_mm256_setzero_si256(); ROWS * 2];
+    let mut acc = [[_mm256_setzero_si256(); 2]; ROWS];
     let mut b = packed.as_ptr().cast::<__m256i>();
     for pair in 0..pairs {
-        let (b0, b1) = (_mm256_loadu_si256(b), _mm256_loadu_si256(b.add(1)));
+        let columns: [__m256i; V] = std::array::from_fn(|v| _mm256_loadu_si256(b.add(v)));
         b = b.add(2);
-        for (i, row) in rows.iter().enumerate() {
+        for (row, acc) in rows.iter().zip(acc.iter_mut()) {
             let a = _mm256_set1_epi32(row.add(pair).read_unaligned());
-            acc[2 * i] = _mm256_add_epi32(acc[2 * i], _mm256_madd_epi16(a, b0));
-            acc[2 * i + 1] = _mm256_add_epi32(acc[2 * i + 1], _mm256_madd_epi16(a, b1));
+            for (acc, column) in acc.iter_mut().zip(&columns) {
+                *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(a, *column));
+            }
         }
     }
     let mut tile = [0i32; ROWS * COLUMNS];
-    for (vector, target) in acc.iter().zip(tile.chunks_exact_mut(8)) {
+    for (vector, target) in acc.iter().flatten().zip(tile.chunks_exact_mut(8)) {
         _mm256_storeu_si256(target.as_mut_ptr().cast(), *vector);
     }
     tile
@@ -273,6 +321,8 @@ mod tests {
             (7, 3, 17),
             (13, 96, 40),
             (40, 161, 5),
+            (9, 70, 24),
+            (50, 37, 1),
         ] {
             for extreme in [false, true] {
                 let mut left = rng.i8s(rows * depth);
