@@ -133,6 +133,9 @@ impl DepthwiseConvI8 {
     /// Convolves channels `first..` of channels-first `input` into `out` (as many as it holds).
     fn run(&self, input: &[i8], first: usize, out: &mut [i8]) {
         let channels_last = self.height * self.width <= CHANNELS_LAST_MAX_POSITIONS;
+        if !channels_last && depthwise_avx2::convolve_planes(&self.grouped, input, first, out) {
+            return;
+        }
         #[cfg(target_arch = "x86_64")]
         {
             let avx512 =
@@ -530,10 +533,11 @@ mod tests {
         out
     }
 
-    /// The AVX2 channels-last kernel writes the portable loop's values exactly, on whole and
-    /// partial channel groups, both strides, rows split across bands, and the extreme inputs.
+    /// The AVX2 kernels write the portable loops' values exactly: channels-last on whole and
+    /// partial channel groups and rows split across bands, planar on rows off the vector
+    /// width, both strides, and the extreme inputs.
     #[test]
-    fn the_avx2_channels_last_kernel_matches_the_portable_loop_exactly() {
+    fn the_avx2_kernels_match_the_portable_loops_exactly() {
         if !depthwise_avx2::available() {
             eprintln!("no AVX2 and FMA on this CPU: the kernel is not used here");
             return;
@@ -545,6 +549,9 @@ mod tests {
             (13, 9, 4, 1),
             (40, 3, 21, 2),
             (3, 1, 1, 1),
+            (9, 12, 80, 2),
+            (10, 7, 70, 1),
+            (3, 6, 33, 2),
         ] {
             for extreme in [false, true] {
                 let mut input = rng.i8s(channels * height * width);
@@ -598,6 +605,32 @@ mod tests {
                 assert_eq!(
                     kernel, portable,
                     "{channels}x{height}x{width}, stride {stride}"
+                );
+                let planes = |values: &[i8], positions: usize| -> Vec<i8> {
+                    (0..values.len())
+                        .map(|at| values[(at % positions) * channels + at / positions])
+                        .collect()
+                };
+                let planar_input = planes(&input, height * width);
+                let mut planar = vec![0i8; oh * ow * channels];
+                op.run_planar(&planar_input, 0, &mut planar);
+                let mut kernel = vec![0i8; oh * ow * channels];
+                let (first, rest) = kernel.split_at_mut(oh * ow);
+                assert!(depthwise_avx2::convolve_planes(
+                    &op.grouped,
+                    &planar_input,
+                    0,
+                    first
+                ));
+                assert!(depthwise_avx2::convolve_planes(
+                    &op.grouped,
+                    &planar_input,
+                    1,
+                    rest
+                ));
+                assert_eq!(
+                    kernel, planar,
+                    "planes of {channels}x{height}x{width}, stride {stride}"
                 );
             }
         }

@@ -271,3 +271,138 @@ impl Quantizer {
         }
     }
 }
+
+/// Convolves channels `first..` (as many as `out` holds, plane after plane) of channels-first
+/// `input`: each channel's plane is copied, zero point removed, into a zero-padded f32 plane,
+/// its rows split into even then odd columns at stride 2, so that each tap of consecutive
+/// outputs reads consecutive values; 32 outputs of a row are summed at once. `false`, with
+/// nothing written, where [`convolve_rows`] would be.
+pub fn convolve_planes(layer: &GroupedLayer, input: &[i8], first: usize, out: &mut [i8]) -> bool {
+    let (c, h, w) = (layer.channels, layer.height, layer.width);
+    let plane_len = ((h - 1) / layer.stride + 1) * layer.output_width();
+    if !available()
+        || !matches!(layer.stride, 1 | 2)
+        || input.len() != h * w * c
+        || !out.len().is_multiple_of(plane_len)
+        || first + out.len() / plane_len > c
+        || layer.weights.len() != c.div_ceil(LANES) * 9 * LANES
+    {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut padded = vec![0f32; (h + 2) * (w + 2) + LANES];
+        for (at, out) in out.chunks_exact_mut(plane_len).enumerate() {
+            let channel = first + at;
+            let plane = &input[channel * h * w..(channel + 1) * h * w];
+            // SAFETY: the CPU supports AVX2 and FMA, checked above; `plane` and `out` have the
+            // layer's input and output plane sizes, and `padded` its padded plane's.
+            unsafe {
+                match layer.stride {
+                    1 => convolve_plane::<1>(layer, channel, plane, &mut padded, out),
+                    _ => convolve_plane::<2>(layer, channel, plane, &mut padded, out),
+                }
+            }
+        }
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn convolve_plane<const S: usize>(
+    layer: &GroupedLayer,
+    channel: usize,
+    plane: &[i8],
+    padded: &mut [f32],
+    out: &mut [i8],
+) {
+    let w = layer.width;
+    let (ow, pw) = (layer.output_width(), w + 2);
+    let evens = pw.div_ceil(2);
+    let zero_point = _mm256_set1_ps(layer.input_zero_point);
+    let convert =
+        |bytes: __m128i| _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)), zero_point);
+    let even_then_odd = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    for (y, source) in plane.chunks_exact(w).enumerate() {
+        let row = &mut padded[(y + 1) * pw..(y + 2) * pw];
+        let mut x = 0;
+        if S == 1 {
+            while x + LANES <= w {
+                let bytes = _mm_loadl_epi64(source.as_ptr().add(x).cast());
+                _mm256_storeu_ps(row.as_mut_ptr().add(x + 1), convert(bytes));
+                x += LANES;
+            }
+            for (d, v) in row[x + 1..=w].iter_mut().zip(&source[x..]) {
+                *d = f32::from(*v) - layer.input_zero_point;
+            }
+        } else {
+            // Input column x is padded column x + 1: even x go to the odd half.
+            let (even_half, odd_half) = row.split_at_mut(evens);
+            while x + 2 * LANES <= w {
+                let bytes = _mm_shuffle_epi8(
+                    _mm_loadu_si128(source.as_ptr().add(x).cast()),
+                    even_then_odd,
+                );
+                _mm256_storeu_ps(odd_half.as_mut_ptr().add(x / 2), convert(bytes));
+                _mm256_storeu_ps(
+                    even_half.as_mut_ptr().add(x / 2 + 1),
+                    convert(_mm_srli_si128(bytes, 8)),
+                );
+                x += 2 * LANES;
+            }
+            for (x, v) in source.iter().enumerate().skip(x) {
+                let value = f32::from(*v) - layer.input_zero_point;
+                if x % 2 == 0 {
+                    odd_half[x / 2] = value;
+                } else {
+                    even_half[x / 2 + 1] = value;
+                }
+            }
+        }
+    }
+    let (group, lane) = (channel / LANES, channel % LANES);
+    let weights: [__m256; 9] =
+        std::array::from_fn(|tap| _mm256_set1_ps(layer.weights[(group * 9 + tap) * LANES + lane]));
+    let multiplier = _mm256_set1_ps(layer.multiplier[channel]);
+    let offset = _mm256_set1_ps(layer.offset[channel]);
+    let quantizer = Quantizer {
+        low: _mm256_set1_ps(layer.grid.low),
+        high: _mm256_set1_ps(layer.grid.high),
+        zero_point: _mm256_set1_epi32(i32::from(layer.grid.zero_point)),
+    };
+    let tap_columns: [usize; 3] = if S == 1 { [0, 1, 2] } else { [0, evens, 1] };
+    for (oy, out_row) in out.chunks_exact_mut(ow).enumerate() {
+        let taps: [*const f32; 9] = std::array::from_fn(|tap| {
+            padded
+                .as_ptr()
+                .add((oy * S + tap / 3) * pw + tap_columns[tap % 3])
+        });
+        let mut ox = 0;
+        while ox + POSITIONS * LANES <= ow {
+            let mut sums = [_mm256_setzero_ps(); POSITIONS];
+            for (tap, weight) in taps.iter().zip(&weights) {
+                for (i, sum) in sums.iter_mut().enumerate() {
+                    let x = _mm256_loadu_ps(tap.add(ox + i * LANES));
+                    *sum = _mm256_fmadd_ps(*weight, x, *sum);
+                }
+            }
+            for (i, sum) in sums.iter().enumerate() {
+                let target = out_row.as_mut_ptr().add(ox + i * LANES);
+                quantizer.store(*sum, multiplier, offset, target, LANES);
+            }
+            ox += POSITIONS * LANES;
+        }
+        while ox < ow {
+            let mut sum = _mm256_setzero_ps();
+            for (tap, weight) in taps.iter().zip(&weights) {
+                sum = _mm256_fmadd_ps(*weight, _mm256_loadu_ps(tap.add(ox)), sum);
+            }
+            let lanes = LANES.min(ow - ox);
+            quantizer.store(sum, multiplier, offset, out_row.as_mut_ptr().add(ox), lanes);
+            ox += LANES;
+        }
+    }
+}
