@@ -106,10 +106,17 @@ impl PairColumns {
             let first = panel * COLUMNS;
             let width = COLUMNS.min(columns - first);
             #[cfg(target_arch = "x86_64")]
-            if width == COLUMNS && matrix.strides.1 == 1 && available() {
-                // SAFETY: the CPU supports AVX2, checked just above.
-                unsafe { pack_panel_avx2(&matrix, first, packed) };
-                continue;
+            if width == COLUMNS && available() {
+                if matrix.strides.1 == 1 {
+                    // SAFETY: the CPU supports AVX2, checked just above.
+                    unsafe { pack_panel_avx2(&matrix, first, packed) };
+                    continue;
+                }
+                if matrix.strides.0 == 1 {
+                    // SAFETY: the CPU supports AVX2, checked just above.
+                    unsafe { pack_column_major_panel_avx2(&matrix, first, packed) };
+                    continue;
+                }
             }
             for (pair, step) in packed.chunks_exact_mut(COLUMNS * 2).enumerate() {
                 for (j, value) in step.chunks_exact_mut(2).take(width).enumerate() {
@@ -159,6 +166,84 @@ fn pack_panel_avx2(matrix: &Strided, first: usize, packed: &mut [i16]) {
             _mm256_storeu_si256(target.add(1), _mm256_permute2x128_si256(low, high, 0x31));
         }
     }
+}
+
+/// Packs one full panel of a matrix whose columns are contiguous: per sixteen terms, each
+/// column's bytes are widened (eight pairs per vector) and two 8x8 transposes of the pairs
+/// give the panel's steps; the last terms are copied one by one.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn pack_column_major_panel_avx2(matrix: &Strided, first: usize, packed: &mut [i16]) {
+    let depth = matrix.shape.0;
+    let column = |j: usize| &matrix.values[(first + j) * matrix.strides.1..][..depth];
+    let whole = depth / 16 * 16;
+    for start in (0..whole).step_by(16) {
+        for half in 0..2 {
+            // SAFETY: every column holds `depth` bytes, of which 16 from `start`; the eight
+            // steps written hold 32 i16 values each from `start / 2 * 32`; unaligned accesses.
+            unsafe {
+                let rows: [__m256i; 8] = std::array::from_fn(|j| {
+                    let bytes = column(half * 8 + j)[start..].as_ptr();
+                    _mm256_cvtepi8_epi16(_mm_loadu_si128(bytes.cast()))
+                });
+                let steps = transpose_8x8(rows);
+                for (i, step) in steps.iter().enumerate() {
+                    let at = (start / 2 + i) * COLUMNS * 2 + half * COLUMNS;
+                    _mm256_storeu_si256(packed[at..at + COLUMNS].as_mut_ptr().cast(), *step);
+                }
+            }
+        }
+    }
+    for (pair, step) in packed
+        .chunks_exact_mut(COLUMNS * 2)
+        .enumerate()
+        .skip(whole / 2)
+    {
+        for (j, value) in step.chunks_exact_mut(2).enumerate() {
+            for (half, v) in value.iter_mut().enumerate() {
+                let k = pair * 2 + half;
+                if k < depth {
+                    *v = i16::from(column(j)[k]);
+                }
+            }
+        }
+    }
+}
+
+/// The 8x8 transpose of 32-bit lanes: lane `j` of output `i` is lane `i` of input `j`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn transpose_8x8(r: [__m256i; 8]) -> [__m256i; 8] {
+    let t = [
+        _mm256_unpacklo_epi32(r[0], r[1]),
+        _mm256_unpackhi_epi32(r[0], r[1]),
+        _mm256_unpacklo_epi32(r[2], r[3]),
+        _mm256_unpackhi_epi32(r[2], r[3]),
+        _mm256_unpacklo_epi32(r[4], r[5]),
+        _mm256_unpackhi_epi32(r[4], r[5]),
+        _mm256_unpacklo_epi32(r[6], r[7]),
+        _mm256_unpackhi_epi32(r[6], r[7]),
+    ];
+    let u = [
+        _mm256_unpacklo_epi64(t[0], t[2]),
+        _mm256_unpackhi_epi64(t[0], t[2]),
+        _mm256_unpacklo_epi64(t[1], t[3]),
+        _mm256_unpackhi_epi64(t[1], t[3]),
+        _mm256_unpacklo_epi64(t[4], t[6]),
+        _mm256_unpackhi_epi64(t[4], t[6]),
+        _mm256_unpacklo_epi64(t[5], t[7]),
+        _mm256_unpackhi_epi64(t[5], t[7]),
+    ];
+    [
+        _mm256_permute2x128_si256(u[0], u[4], 0x20),
+        _mm256_permute2x128_si256(u[1], u[5], 0x20),
+        _mm256_permute2x128_si256(u[2], u[6], 0x20),
+        _mm256_permute2x128_si256(u[3], u[7], 0x20),
+        _mm256_permute2x128_si256(u[0], u[4], 0x31),
+        _mm256_permute2x128_si256(u[1], u[5], 0x31),
+        _mm256_permute2x128_si256(u[2], u[6], 0x31),
+        _mm256_permute2x128_si256(u[3], u[7], 0x31),
+    ]
 }
 
 /// `out[r * columns + c] = sum_k a(r, k) * b(k, c)`, exact, into a row-major `rows x columns`
@@ -229,11 +314,24 @@ fn product_avx2(a: &PairRows, b: &PairColumns, out: &mut [i32]) {
     let (rows, columns, pairs) = (a.rows, b.columns, a.pairs);
     let zero_row = vec![0i16; pairs * 2];
     let panel_len = pairs * COLUMNS * 2;
-    for (panel, packed) in b.data.chunks_exact(panel_len).enumerate() {
-        let first_column = panel * COLUMNS;
-        let width = COLUMNS.min(columns - first_column);
-        for first_row in (0..rows).step_by(ROWS) {
-            let height = ROWS.min(rows - first_row);
+    let panels = b.data.len() / panel_len;
+    let row_tiles = rows.div_ceil(ROWS);
+    // The larger operand is read once, the smaller one again for each tile of the larger.
+    let rows_outside = a.data.len() > b.data.len();
+    let (outer, inner) = if rows_outside {
+        (row_tiles, panels)
+    } else {
+        (panels, row_tiles)
+    };
+    for o in 0..outer {
+        for i in 0..inner {
+            let (row_tile, panel) = if rows_outside { (o, i) } else { (i, o) };
+            let packed = &b.data[panel * panel_len..(panel + 1) * panel_len];
+            let (first_row, first_column) = (row_tile * ROWS, panel * COLUMNS);
+            let (height, width) = (
+                ROWS.min(rows - first_row),
+                COLUMNS.min(columns - first_column),
+            );
             let row_starts: [*const i32; ROWS] = std::array::from_fn(|i| {
                 let row = if i < height {
                     &a.data[(first_row + i) * pairs * 2..(first_row + i + 1) * pairs * 2]
@@ -251,9 +349,26 @@ fn product_avx2(a: &PairRows, b: &PairColumns, out: &mut [i32]) {
                     tile_avx2::<2>(row_starts, packed, pairs)
                 }
             };
-            for (i, row) in tile.chunks_exact(COLUMNS).take(height).enumerate() {
-                let start = (first_row + i) * columns + first_column;
-                out[start..start + width].copy_from_slice(&row[..width]);
+            if height == ROWS && width == COLUMNS {
+                for (i, vectors) in tile.iter().enumerate() {
+                    let target = &mut out[(first_row + i) * columns + first_column..][..COLUMNS];
+                    // SAFETY: `target` holds sixteen i32 values; unaligned stores.
+                    unsafe {
+                        _mm256_storeu_si256(target.as_mut_ptr().cast(), vectors[0]);
+                        _mm256_storeu_si256(target.as_mut_ptr().add(8).cast(), vectors[1]);
+                    }
+                }
+            } else {
+                for (i, vectors) in tile.iter().take(height).enumerate() {
+                    let mut values = [0i32; COLUMNS];
+                    // SAFETY: `values` holds sixteen i32 values; unaligned stores.
+                    unsafe {
+                        _mm256_storeu_si256(values.as_mut_ptr().cast(), vectors[0]);
+                        _mm256_storeu_si256(values.as_mut_ptr().add(8).cast(), vectors[1]);
+                    }
+                    let start = (first_row + i) * columns + first_column;
+                    out[start..start + width].copy_from_slice(&values[..width]);
+                }
             }
         }
     }
@@ -268,7 +383,7 @@ unsafe fn tile_avx2<const V: usize>(
     rows: [*const i32; ROWS],
     packed: &[i16],
     pairs: usize,
-) -> [i32; ROWS * COLUMNS] {
+) -> [[__m256i; 2]; ROWS] {
     let mut acc = [[_mm256_setzero_si256(); 2]; ROWS];
     let mut b = packed.as_ptr().cast::<__m256i>();
     for pair in 0..pairs {
@@ -281,11 +396,7 @@ unsafe fn tile_avx2<const V: usize>(
             }
         }
     }
-    let mut tile = [0i32; ROWS * COLUMNS];
-    for (vector, target) in acc.iter().flatten().zip(tile.chunks_exact_mut(8)) {
-        _mm256_storeu_si256(target.as_mut_ptr().cast(), *vector);
-    }
-    tile
+    acc
 }
 
 #[cfg(test)]
