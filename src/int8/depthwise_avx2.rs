@@ -152,11 +152,7 @@ unsafe fn convolve_band<const S: usize>(
         plane.resize(input_rows * pw * LANES, 0.0);
     }
     let zero_point = _mm256_set1_ps(layer.input_zero_point);
-    let quantizer = Quantizer {
-        low: _mm256_set1_ps(layer.grid.low),
-        high: _mm256_set1_ps(layer.grid.high),
-        zero_point: _mm256_set1_epi32(i32::from(layer.grid.zero_point)),
-    };
+    let quantizer = Quantizer::new(layer.grid);
     for group in 0..c.div_ceil(LANES) {
         let lanes = LANES.min(c - group * LANES);
         for r in 0..input_rows {
@@ -241,6 +237,15 @@ struct Quantizer {
 
 #[cfg(target_arch = "x86_64")]
 impl Quantizer {
+    #[target_feature(enable = "avx2,fma")]
+    fn new(grid: OutputGrid) -> Quantizer {
+        Quantizer {
+            low: _mm256_set1_ps(grid.low),
+            high: _mm256_set1_ps(grid.high),
+            zero_point: _mm256_set1_epi32(i32::from(grid.zero_point)),
+        }
+    }
+
     /// Stores the first `lanes` of `grid.quantize(sum * multiplier + offset)` at `target`
     /// ([`OutputGrid::quantize`] on vectors: NaN goes to the lowest step, rounding is to the
     /// nearest, ties to even).
@@ -368,11 +373,7 @@ unsafe fn convolve_plane<const S: usize>(
         std::array::from_fn(|tap| _mm256_set1_ps(layer.weights[(group * 9 + tap) * LANES + lane]));
     let multiplier = _mm256_set1_ps(layer.multiplier[channel]);
     let offset = _mm256_set1_ps(layer.offset[channel]);
-    let quantizer = Quantizer {
-        low: _mm256_set1_ps(layer.grid.low),
-        high: _mm256_set1_ps(layer.grid.high),
-        zero_point: _mm256_set1_epi32(i32::from(layer.grid.zero_point)),
-    };
+    let quantizer = Quantizer::new(layer.grid);
     let tap_columns: [usize; 3] = if S == 1 { [0, 1, 2] } else { [0, evens, 1] };
     for (oy, out_row) in out.chunks_exact_mut(ow).enumerate() {
         let taps: [*const f32; 9] = std::array::from_fn(|tap| {
