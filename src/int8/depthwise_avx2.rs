@@ -1,11 +1,12 @@
-//! The channels-last depthwise kernel for x86-64 CPUs with AVX2 and FMA. Each band of input
-//! rows is copied, zero point removed and zero-padded, into f32 planes of eight channels (one
-//! vector per position), so that every tap of an output sits at a fixed distance from the
-//! output's first tap; four output positions are summed at once and requantized on the vectors.
+//! Depthwise kernels for x86-64 CPUs with AVX2 and FMA, on channels-last tensors
+//! ([`convolve_rows`]) and on channels-first planes ([`convolve_planes`]). The input is copied,
+//! zero point removed and zero-padded, into f32 planes laid out so that every tap of an output
+//! sits at a fixed distance from the output's first tap; several outputs are summed at once in
+//! registers and requantized on the vectors.
 //!
-//! The values are the portable loop's: products and partial sums of integer values stay below
+//! The values are the portable loops': products and partial sums of integer values stay below
 //! 2^24, so they are exact in f32 with or without fused multiply-adds, and the requantization
-//! multiplies then adds, as the portable loop does.
+//! multiplies then adds, as the portable loops do.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -17,7 +18,7 @@ pub const LANES: usize = 8;
 /// Output positions summed at once.
 const POSITIONS: usize = 4;
 
-/// Whether this CPU runs [`convolve_rows`].
+/// Whether this CPU runs [`convolve_rows`] and [`convolve_planes`].
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
