@@ -16,6 +16,7 @@ use super::requant::OutputGrid;
 /// Channels one vector holds.
 pub const LANES: usize = 8;
 /// Output positions summed at once.
+#[cfg(target_arch = "x86_64")]
 const POSITIONS: usize = 4;
 
 /// Whether this CPU runs [`convolve_rows`] and [`convolve_planes`].
@@ -131,7 +132,10 @@ pub fn convolve_rows(
         true
     }
     #[cfg(not(target_arch = "x86_64"))]
-    false
+    {
+        let _ = (first_row, band_rows);
+        false
+    }
 }
 
 /// One band, a group of [`LANES`] channels at a time: the group's padded input rows into

@@ -174,14 +174,15 @@ impl Exact for ExactConv3x3 {
             }
         };
         let (low, high) = self.clip;
-        let shared = if self.groups == 1 {
-            SHARED_CHANNELS * oh * ow
-        } else {
-            out.len() + 1
+        let shared_channels = match self.groups {
+            1 => out.len() / (oh * ow) / SHARED_CHANNELS * SHARED_CHANNELS,
+            _ => 0,
         };
-        let total = out.len();
-        let mut quads = out.chunks_exact_mut(shared);
-        for (quad, quad_planes) in quads.by_ref().enumerate() {
+        let (shared, rest) = out.split_at_mut(shared_channels * oh * ow);
+        for (quad, quad_planes) in shared
+            .chunks_exact_mut(SHARED_CHANNELS * oh * ow)
+            .enumerate()
+        {
             pad(0, &mut planes);
             let channel = first + quad * SHARED_CHANNELS;
             let weights: [&[f32]; SHARED_CHANNELS] =
@@ -210,8 +211,7 @@ impl Exact for ExactConv3x3 {
                 }
             }
         }
-        let rest = quads.into_remainder();
-        let first = first + (total - rest.len()) / (oh * ow);
+        let first = first + shared_channels;
         let mut rows = vec![0f32; oh * padded.row_len];
         for (at, plane) in rest.chunks_exact_mut(oh * ow).enumerate() {
             let channel = first + at;
