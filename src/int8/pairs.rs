@@ -118,21 +118,29 @@ impl PairColumns {
                     continue;
                 }
             }
-            for (pair, step) in packed.chunks_exact_mut(COLUMNS * 2).enumerate() {
-                for (j, value) in step.chunks_exact_mut(2).take(width).enumerate() {
-                    for (half, v) in value.iter_mut().enumerate() {
-                        let k = pair * 2 + half;
-                        if k < depth {
-                            *v = i16::from(matrix.at(k, first + j));
-                        }
-                    }
-                }
-            }
+            pack_steps(&matrix, first, width, 0, packed);
         }
         PairColumns {
             data,
             columns,
             pairs,
+        }
+    }
+}
+
+/// Packs the steps from `first_pair` of the panel whose first column is `first` and which
+/// holds `width` columns, one value at a time.
+fn pack_steps(matrix: &Strided, first: usize, width: usize, first_pair: usize, packed: &mut [i16]) {
+    let depth = matrix.shape.0;
+    let steps = packed.chunks_exact_mut(COLUMNS * 2).enumerate();
+    for (pair, step) in steps.skip(first_pair) {
+        for (j, value) in step.chunks_exact_mut(2).take(width).enumerate() {
+            for (half, v) in value.iter_mut().enumerate() {
+                let k = pair * 2 + half;
+                if k < depth {
+                    *v = i16::from(matrix.at(k, first + j));
+                }
+            }
         }
     }
 }
@@ -194,20 +202,7 @@ fn pack_column_major_panel_avx2(matrix: &Strided, first: usize, packed: &mut [i1
             }
         }
     }
-    for (pair, step) in packed
-        .chunks_exact_mut(COLUMNS * 2)
-        .enumerate()
-        .skip(whole / 2)
-    {
-        for (j, value) in step.chunks_exact_mut(2).enumerate() {
-            for (half, v) in value.iter_mut().enumerate() {
-                let k = pair * 2 + half;
-                if k < depth {
-                    *v = i16::from(column(j)[k]);
-                }
-            }
-        }
-    }
+    pack_steps(matrix, first, COLUMNS, whole / 2, packed);
 }
 
 /// The 8x8 transpose of 32-bit lanes: lane `j` of output `i` is lane `i` of input `j`.
