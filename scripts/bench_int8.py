@@ -6,6 +6,10 @@ int8 issue asks for. An ensemble figure is the median wall time of running every
 input: dermedge's `members_and_combine` (members share the thread pool at 2+ threads), and for
 onnxruntime the faster of its members one after another with all threads, and its members at once
 on threads of their own (sessions of threads // members intra-op threads each).
+
+The runs are made in rounds, f32 and int8 taking turns (f32 first in even rounds, int8 first in
+odd ones), each round in fresh processes and sessions; every figure is the median of the rounds'
+medians, so that a drift of the machine's speed over minutes falls on both precisions alike.
 """
 
 import argparse
@@ -95,27 +99,54 @@ def main():
     parser.add_argument("--image", required=True)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--rounds", type=int, default=5,
+        help="rounds of RUNS / ROUNDS timed runs; f32 and int8 alternate round by round",
+    )
     args = parser.parse_args()
-    print(f"onnxruntime {ort.__version__}; {args.runs} timed runs per member; input {args.image}")
+    print(
+        f"onnxruntime {ort.__version__}; {args.runs} timed runs per member in {args.rounds} "
+        f"rounds (each figure: the median of the rounds' medians); input {args.image}"
+    )
+    per_round = max(1, args.runs // args.rounds)
     with tempfile.TemporaryDirectory() as tmp:
         saved = os.path.join(tmp, "input.f32")
         for threads in args.threads:
-            rows, ensemble, notes = {}, {}, []
-            for precision, manifest in (("f32", args.f32), ("int8", args.int8)):
-                members, plain, whole, shape = dermedge_bench(
-                    args.dermedge, manifest, args.image, threads, args.runs, saved
-                )
-                dims = [int(d) for d in shape.split("x")]
-                tensor = np.fromfile(saved, dtype="<f4").reshape(dims)
-                rows[("dermedge", precision)] = members
-                ensemble[("dermedge", precision)] = whole
-                rows[("plain tract", precision)] = plain
-                ensemble[("plain tract", precision)] = sum(plain)
-                ort_members, ort_ensemble, at_once = ort_timings(manifest, tensor, threads, args.runs)
-                rows[("onnxruntime", precision)] = ort_members
-                ensemble[("onnxruntime", precision)] = ort_ensemble
-                if at_once is not None:
-                    notes.append(f"onnxruntime {precision}: members at once {at_once:.2f} ms")
+            member_rounds, ensemble_rounds, note_rounds = {}, {}, {}
+            for round_index in range(args.rounds):
+                order = [("f32", args.f32), ("int8", args.int8)]
+                if round_index % 2:
+                    order.reverse()
+                for precision, manifest in order:
+                    members, plain, whole, shape = dermedge_bench(
+                        args.dermedge, manifest, args.image, threads, per_round, saved
+                    )
+                    dims = [int(d) for d in shape.split("x")]
+                    tensor = np.fromfile(saved, dtype="<f4").reshape(dims)
+                    ort_members, ort_ensemble, at_once = ort_timings(
+                        manifest, tensor, threads, per_round
+                    )
+                    for key, row, whole_ms in (
+                        (("dermedge", precision), members, whole),
+                        (("plain tract", precision), plain, sum(plain)),
+                        (("onnxruntime", precision), ort_members, ort_ensemble),
+                    ):
+                        member_rounds.setdefault(key, []).append(row)
+                        ensemble_rounds.setdefault(key, []).append(whole_ms)
+                    if at_once is not None:
+                        note_rounds.setdefault(precision, []).append(at_once)
+            keys = [(e, p) for e in ("dermedge", "plain tract", "onnxruntime") for p in ("f32", "int8")]
+            rows = {k: [statistics.median(r) for r in zip(*member_rounds[k])] for k in keys}
+            ensemble = {k: statistics.median(ensemble_rounds[k]) for k in keys}
+            notes = [
+                f"onnxruntime {p}: members at once {statistics.median(v):.2f} ms"
+                for p, v in note_rounds.items()
+            ]
+            spread = {
+                p: " ".join(f"{ms:.2f}" for ms in ensemble_rounds[("dermedge", p)])
+                for p in ("f32", "int8")
+            }
+            notes += [f"dermedge {p} ensemble, round by round: {v}" for p, v in spread.items()]
             print(
                 f"\n{threads} thread(s): median ms per member (each alone) and for the ensemble "
                 "(all members on one input); dermedge = members with softmax and combine, "
