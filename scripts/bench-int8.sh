@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Int8 against f32, dermedge (tract) against onnxruntime, on the same members and the same input:
 # medians per member and for the ensemble (every member on one input; at 2 threads the members may
-# run at once, in dermedge and in onnxruntime alike), with ratios, at 1 and 2 threads. Setup:
+# run at once, in dermedge and in onnxruntime alike), with ratios, at 1 and 2 threads; f32 and
+# int8 take turns in 5 rounds of RUNS / 5 runs, each figure the median of the rounds'. Setup:
 # onnxruntime from PyPI into target/bench-venv. By default it compares the shipped int8 default,
 # models/ensemble.toml, with its f32 source, models/f32/; an int8 manifest that is missing is made
 # with `dermedge-tools quantize` from the f32 one (needs ../shared/ham10000).
