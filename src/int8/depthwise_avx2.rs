@@ -12,8 +12,6 @@
 use std::arch::x86_64::*;
 
 use super::requant::OutputGrid;
-#[cfg(target_arch = "x86_64")]
-use super::requant::Quantizer;
 
 /// Channels one vector holds.
 pub const LANES: usize = 8;
@@ -233,6 +231,55 @@ unsafe fn tap_sums<const S: usize, const P: usize>(
         }
     }
     sums
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Quantizer {
+    low: __m256,
+    high: __m256,
+    zero_point: __m256i,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Quantizer {
+    #[target_feature(enable = "avx2,fma")]
+    fn new(grid: OutputGrid) -> Quantizer {
+        Quantizer {
+            low: _mm256_set1_ps(grid.low),
+            high: _mm256_set1_ps(grid.high),
+            zero_point: _mm256_set1_epi32(i32::from(grid.zero_point)),
+        }
+    }
+
+    /// Stores the first `lanes` of `grid.quantize(sum * multiplier + offset)` at `target`
+    /// ([`OutputGrid::quantize`] on vectors: NaN goes to the lowest step, rounding is to the
+    /// nearest, ties to even).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn store(
+        &self,
+        sum: __m256,
+        multiplier: __m256,
+        offset: __m256,
+        target: *mut i8,
+        lanes: usize,
+    ) {
+        let steps = _mm256_add_ps(_mm256_mul_ps(sum, multiplier), offset);
+        let clamped = _mm256_min_ps(_mm256_max_ps(steps, self.low), self.high);
+        let values = _mm256_add_epi32(_mm256_cvtps_epi32(clamped), self.zero_point);
+        let words = _mm_packs_epi32(
+            _mm256_castsi256_si128(values),
+            _mm256_extracti128_si256(values, 1),
+        );
+        let bytes = _mm_packs_epi16(words, words);
+        if lanes == LANES {
+            _mm_storel_epi64(target.cast(), bytes);
+        } else {
+            let mut all = [0i8; LANES];
+            _mm_storel_epi64(all.as_mut_ptr().cast(), bytes);
+            std::ptr::copy_nonoverlapping(all.as_ptr(), target, lanes);
+        }
+    }
 }
 
 /// Convolves channels `first..` (as many as `out` holds, plane after plane) of channels-first

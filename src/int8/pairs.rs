@@ -12,10 +12,6 @@ use std::arch::x86_64::*;
 
 use tract_core::internal::*;
 
-use super::requant::OutputGrid;
-#[cfg(target_arch = "x86_64")]
-use super::requant::Quantizer;
-
 /// Rows of the left operand one kernel step computes.
 #[cfg(target_arch = "x86_64")]
 const ROWS: usize = 6;
@@ -248,124 +244,28 @@ fn transpose_8x8(r: [__m256i; 8]) -> [__m256i; 8] {
 /// `out[r * columns + c] = sum_k a(r, k) * b(k, c)`, exact, into a row-major `rows x columns`
 /// slice. Fails on a CPU without AVX2 (see [`available`]) and on operands of different depths.
 pub fn product(a: &PairRows, b: &PairColumns, out: &mut [i32]) -> TractResult<()> {
-    check_operands(a, b, out.len())?;
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: the CPU supports AVX2, checked by `check_operands`.
-    unsafe {
-        if b.columns == 1 {
-            matrix_vector_avx2(a, b, out)
-        } else {
-            product_avx2(a, b, Output::Sums(out))
-        }
-    };
-    Ok(())
-}
-
-/// Requantization applied to a product as it is stored: output `(r, c)` is
-/// `grid.quantize(sum(r, c) as f32 * multiplier[i] + offset[i])`, `i` being `r` or `c`.
-#[derive(Debug, Clone, Copy)]
-pub struct Requantization<'a> {
-    pub multiplier: &'a [f32],
-    pub offset: &'a [f32],
-    /// Whether `multiplier` and `offset` go by output row; else by output column.
-    pub per_row: bool,
-    pub grid: OutputGrid,
-}
-
-impl Requantization<'_> {
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    fn quantize(&self, sum: i32, row: usize, column: usize) -> i8 {
-        let i = if self.per_row { row } else { column };
-        self.grid
-            .quantize(sum as f32 * self.multiplier[i] + self.offset[i])
-    }
-}
-
-/// [`product`] requantized to int8 as each tile leaves the registers (no i32 result in
-/// memory), into a row-major `rows x columns` slice; the values are those of [`product`]
-/// followed by [`OutputGrid::quantize`], bit for bit.
-pub fn product_requantized(
-    a: &PairRows,
-    b: &PairColumns,
-    requantization: &Requantization,
-    out: &mut [i8],
-) -> TractResult<()> {
-    check_operands(a, b, out.len())?;
-    let scales = if requantization.per_row {
-        a.rows
-    } else {
-        b.columns
-    };
-    ensure!(
-        requantization.multiplier.len() == scales && requantization.offset.len() == scales,
-        "pair product requantized with {} multipliers and {} offsets for {scales} outputs",
-        requantization.multiplier.len(),
-        requantization.offset.len()
-    );
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: the CPU supports AVX2, checked by `check_operands`.
-    unsafe {
-        if b.columns == 1 {
-            let mut sums = vec![0i32; a.rows];
-            matrix_vector_avx2(a, b, &mut sums);
-            for (row, (o, sum)) in out.iter_mut().zip(&sums).enumerate() {
-                *o = requantization.quantize(*sum, row, 0);
-            }
-        } else {
-            let padded_len = b.columns.next_multiple_of(COLUMNS);
-            let padded_scales = if requantization.per_row {
-                Vec::new()
-            } else {
-                [requantization.multiplier, requantization.offset]
-                    .iter()
-                    .flat_map(|values| {
-                        let padding = std::iter::repeat(0.0);
-                        values.iter().copied().chain(padding).take(padded_len)
-                    })
-                    .collect()
-            };
-            let output = Output::Requantized {
-                out,
-                requantization,
-                padded_scales,
-                quantizer: Quantizer::new(requantization.grid),
-            };
-            product_avx2(a, b, output)
-        }
-    };
-    Ok(())
-}
-
-fn check_operands(a: &PairRows, b: &PairColumns, outputs: usize) -> TractResult<()> {
     ensure!(
         a.pairs == b.pairs,
         "pair product of operands of different depths"
     );
     ensure!(
-        outputs == a.rows * b.columns,
+        out.len() == a.rows * b.columns,
         "pair product into an output of the wrong size"
     );
     ensure!(
         available(),
         "the pair product needs AVX2, which this CPU lacks"
     );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the CPU supports AVX2, checked just above.
+    unsafe {
+        if b.columns == 1 {
+            matrix_vector_avx2(a, b, out)
+        } else {
+            product_avx2(a, b, out)
+        }
+    };
     Ok(())
-}
-
-/// Where [`product_avx2`] stores its tiles.
-#[cfg(target_arch = "x86_64")]
-enum Output<'a> {
-    /// The exact i32 sums.
-    Sums(&'a mut [i32]),
-    /// The sums requantized to int8.
-    Requantized {
-        out: &'a mut [i8],
-        requantization: &'a Requantization<'a>,
-        /// Per-column requantization: the multipliers, then the offsets, each zero-padded to
-        /// whole panels; empty per row.
-        padded_scales: Vec<f32>,
-        quantizer: Quantizer,
-    },
 }
 
 /// The product by a one-column right operand: one dot product per row, sixteen terms per step.
@@ -405,7 +305,7 @@ fn matrix_vector_avx2(a: &PairRows, b: &PairColumns, out: &mut [i32]) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn product_avx2(a: &PairRows, b: &PairColumns, mut output: Output) {
+fn product_avx2(a: &PairRows, b: &PairColumns, out: &mut [i32]) {
     let (rows, columns, pairs) = (a.rows, b.columns, a.pairs);
     let zero_row = vec![0i16; pairs * 2];
     let panel_len = pairs * COLUMNS * 2;
@@ -444,104 +344,26 @@ fn product_avx2(a: &PairRows, b: &PairColumns, mut output: Output) {
                     tile_avx2::<2>(row_starts, packed, pairs)
                 }
             };
-            let at = (first_row, first_column, height, width, columns);
-            match &mut output {
-                Output::Sums(out) => store_sums(&tile, at, out),
-                Output::Requantized {
-                    out,
-                    requantization,
-                    padded_scales,
-                    quantizer,
-                } => store_requantized(&tile, at, requantization, padded_scales, quantizer, out),
-            }
-        }
-    }
-}
-
-/// A tile's first row and column, its height and width, and the output's columns.
-#[cfg(target_arch = "x86_64")]
-type TileAt = (usize, usize, usize, usize, usize);
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[inline]
-fn store_sums(tile: &[[__m256i; 2]; ROWS], at: TileAt, out: &mut [i32]) {
-    let (first_row, first_column, height, width, columns) = at;
-    for (i, vectors) in tile.iter().take(height).enumerate() {
-        let start = (first_row + i) * columns + first_column;
-        if width == COLUMNS {
-            let target = &mut out[start..start + COLUMNS];
-            // SAFETY: `target` holds sixteen i32 values; unaligned stores.
-            unsafe {
-                _mm256_storeu_si256(target.as_mut_ptr().cast(), vectors[0]);
-                _mm256_storeu_si256(target.as_mut_ptr().add(8).cast(), vectors[1]);
-            }
-        } else {
-            let mut values = [0i32; COLUMNS];
-            // SAFETY: `values` holds sixteen i32 values; unaligned stores.
-            unsafe {
-                _mm256_storeu_si256(values.as_mut_ptr().cast(), vectors[0]);
-                _mm256_storeu_si256(values.as_mut_ptr().add(8).cast(), vectors[1]);
-            }
-            out[start..start + width].copy_from_slice(&values[..width]);
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[inline]
-fn store_requantized(
-    tile: &[[__m256i; 2]; ROWS],
-    at: TileAt,
-    requantization: &Requantization,
-    padded_scales: &[f32],
-    quantizer: &Quantizer,
-    out: &mut [i8],
-) {
-    let (first_row, first_column, height, width, columns) = at;
-    let lanes = Quantizer::LANES;
-    let (multiplier, offset) = (requantization.multiplier, requantization.offset);
-    let column_scales: [[__m256; 2]; 2] = if requantization.per_row {
-        [[_mm256_setzero_ps(); 2]; 2]
-    } else {
-        let padded_len = padded_scales.len() / 2;
-        let m = &padded_scales[first_column..first_column + COLUMNS];
-        let o = &padded_scales[padded_len + first_column..padded_len + first_column + COLUMNS];
-        // SAFETY: `m` and `o` hold sixteen f32 values; unaligned loads.
-        unsafe {
-            [
-                [
-                    _mm256_loadu_ps(m.as_ptr()),
-                    _mm256_loadu_ps(m.as_ptr().add(lanes)),
-                ],
-                [
-                    _mm256_loadu_ps(o.as_ptr()),
-                    _mm256_loadu_ps(o.as_ptr().add(lanes)),
-                ],
-            ]
-        }
-    };
-    for (i, vectors) in tile.iter().take(height).enumerate() {
-        let row = first_row + i;
-        let target = &mut out[row * columns + first_column..][..width];
-        let [m, o] = if requantization.per_row {
-            let (m, o) = (_mm256_set1_ps(multiplier[row]), _mm256_set1_ps(offset[row]));
-            [[m, m], [o, o]]
-        } else {
-            column_scales
-        };
-        for (v, sums) in vectors.iter().enumerate() {
-            let first = v * lanes;
-            if first >= width {
-                break;
-            }
-            // SAFETY: `target` holds `width` bytes, of which `min(width - first, 8)` are
-            // written from `first`.
-            unsafe {
-                let sums = _mm256_cvtepi32_ps(*sums);
-                let stored = lanes.min(width - first);
-                quantizer.store(sums, m[v], o[v], target[first..].as_mut_ptr(), stored);
+            if height == ROWS && width == COLUMNS {
+                for (i, vectors) in tile.iter().enumerate() {
+                    let target = &mut out[(first_row + i) * columns + first_column..][..COLUMNS];
+                    // SAFETY: `target` holds sixteen i32 values; unaligned stores.
+                    unsafe {
+                        _mm256_storeu_si256(target.as_mut_ptr().cast(), vectors[0]);
+                        _mm256_storeu_si256(target.as_mut_ptr().add(8).cast(), vectors[1]);
+                    }
+                }
+            } else {
+                for (i, vectors) in tile.iter().take(height).enumerate() {
+                    let mut values = [0i32; COLUMNS];
+                    // SAFETY: `values` holds sixteen i32 values; unaligned stores.
+                    unsafe {
+                        _mm256_storeu_si256(values.as_mut_ptr().cast(), vectors[0]);
+                        _mm256_storeu_si256(values.as_mut_ptr().add(8).cast(), vectors[1]);
+                    }
+                    let start = (first_row + i) * columns + first_column;
+                    out[start..start + width].copy_from_slice(&values[..width]);
+                }
             }
         }
     }
@@ -588,59 +410,6 @@ mod tests {
                     .sum()
             })
             .collect()
-    }
-
-    /// Requantized as stored, per row and per column, the values are the i32 product's
-    /// quantized one by one, bit for bit, on tiles whole and partial and one-column operands.
-    #[test]
-    fn requantized_stores_match_the_sums_quantized_one_by_one() {
-        if !available() {
-            eprintln!("no AVX2 on this CPU: the pair product is not used here");
-            return;
-        }
-        let mut rng = TestRng(0x6a09_e667_f3bc_c908);
-        for (rows, depth, columns) in [
-            (6, 16, 16),
-            (13, 24, 40),
-            (7, 96, 9),
-            (40, 37, 1),
-            (5, 3, 33),
-        ] {
-            let a = rng.i8s(rows * depth);
-            let b = rng.i8s(depth * columns);
-            let a = PairRows::new(Strided {
-                values: &a,
-                shape: (rows, depth),
-                strides: (depth, 1),
-            });
-            let b = PairColumns::new(Strided {
-                values: &b,
-                shape: (depth, columns),
-                strides: (columns, 1),
-            });
-            let mut sums = vec![0i32; rows * columns];
-            product(&a, &b, &mut sums).unwrap();
-            for per_row in [true, false] {
-                let scales = if per_row { rows } else { columns };
-                let multiplier: Vec<f32> = (0..scales).map(|_| rng.f32_in(0.0005, 0.05)).collect();
-                let offset: Vec<f32> = (0..scales).map(|_| rng.f32_in(-40.0, 40.0)).collect();
-                let grid = OutputGrid::new(1.0, rng.next() as u8, -60.0, 90.0);
-                let requantization = Requantization {
-                    multiplier: &multiplier,
-                    offset: &offset,
-                    per_row,
-                    grid,
-                };
-                let expected: Vec<i8> = sums
-                    .iter()
-                    .enumerate()
-                    .map(|(at, sum)| requantization.quantize(*sum, at / columns, at % columns))
-                    .collect();
-                let mut out = vec![0i8; rows * columns];
-                product_requantized(&a, &b, &requantization, &mut out).unwrap();
-                assert_eq!(out, expected, "{rows}x{depth}x{columns}, per row {per_row}");
-            }
-        }
     }
 
     /// Every combination of row-major and column-major operands, sizes off the 6x16 tile and

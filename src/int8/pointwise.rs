@@ -13,9 +13,9 @@ use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_linalg::{MmmDispatch, WeightType};
 
 use super::layout::Layout;
-use super::pairs::{self, PairColumns, PairRows, Requantization, Strided};
+use super::pairs::{self, PairColumns, PairRows, Strided};
 use super::requant::{
-    for_each_chunk, int8_fact, output_tensor, try_output_tensor, vectorized, OutputGrid, VectorLoop,
+    for_each_chunk, int8_fact, output_tensor, vectorized, OutputGrid, VectorLoop,
 };
 
 /// Output values one thread requantizes at a time.
@@ -413,45 +413,34 @@ impl EvalOp for PointwiseConvI8 {
             Layout::ChannelsFirst => (co, n),
             Layout::ChannelsLast => (n, co),
         };
-        let output_shape = self.output_layout.shape(&self.output_shape);
-        let requantization = |per_row| Requantization {
-            multiplier: &self.multiplier,
-            offset: &self.offset,
-            per_row,
-            grid: self.grid,
-        };
-        let (kernel, packing, packed_weights) = match &self.product {
-            Product::Tract {
-                choice: KernelChoice::Tract { kernel, packing },
-                weights,
-            } => (kernel, *packing, weights),
-            Product::Tract { .. } => bail!("tract weights packed for another kernel"),
-            Product::PairsWeightsLeft(weights) => {
-                let values = input.try_as_plain_ram()?;
-                let x = PairColumns::new(self.input_matrix(values.as_slice::<i8>()?, n));
-                return try_output_tensor(&output_shape, |out| {
-                    pairs::product_requantized(weights, &x, &requantization(true), out)
-                });
-            }
-            Product::PairsWeightsRight(weights) => {
-                let values = input.try_as_plain_ram()?;
-                let x = self.input_matrix(values.as_slice::<i8>()?, n);
-                let x = PairRows::new(x.transposed());
-                return try_output_tensor(&output_shape, |out| {
-                    pairs::product_requantized(&x, weights, &requantization(false), out)
-                });
-            }
-        };
         // SAFETY: i32 is valid for any bits, and the product writes every value.
         let mut acc = unsafe { Tensor::uninitialized::<i32>(&[rows, columns])? };
         // One layer's product takes tens of microseconds: handing its panels to the thread pool
         // costs more than it saves (at 2 threads: 2.1-2.9 ms per member in pointwise layers
         // threaded, 1.65-1.86 ms on the calling thread).
-        multithread_tract_scope(Executor::SingleThread, || {
-            self.tract_product(&**kernel, packing, &***packed_weights, input, &mut acc)
+        multithread_tract_scope(Executor::SingleThread, || match &self.product {
+            Product::Tract {
+                choice: KernelChoice::Tract { kernel, packing },
+                weights,
+            } => self.tract_product(&**kernel, *packing, &***weights, input, &mut acc),
+            Product::Tract { .. } => bail!("tract weights packed for another kernel"),
+            Product::PairsWeightsLeft(weights) => {
+                let values = input.try_as_plain_ram()?;
+                let x = self.input_matrix(values.as_slice::<i8>()?, n);
+                let mut out = acc.try_as_plain_ram_mut()?;
+                pairs::product(weights, &PairColumns::new(x), out.as_slice_mut::<i32>()?)
+            }
+            Product::PairsWeightsRight(weights) => {
+                let values = input.try_as_plain_ram()?;
+                let x = self.input_matrix(values.as_slice::<i8>()?, n);
+                let mut out = acc.try_as_plain_ram_mut()?;
+                let out = out.as_slice_mut::<i32>()?;
+                pairs::product(&PairRows::new(x.transposed()), weights, out)
+            }
         })?;
         let acc = acc.try_as_plain_ram()?;
         let acc = acc.as_slice::<i32>()?;
+        let output_shape = self.output_layout.shape(&self.output_shape);
         output_tensor(&output_shape, |out: &mut [i8]| match self.output_layout {
             Layout::ChannelsFirst => {
                 let rows_per_task = (REQUANT_VALUES_PER_TASK / n).max(1);

@@ -1,8 +1,5 @@
 //! Integer-domain helpers shared by the int8 ops: rounding, requantization, weight recovery.
 
-#[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::*;
-
 use tract_core::internal::*;
 
 /// `1.5 * 2^23`: adding then subtracting it rounds an `f32` of magnitude below `2^22` to the
@@ -59,62 +56,6 @@ impl OutputGrid {
         };
         let steps = (clamped + ROUNDING_MAGIC).to_bits() as i32 - ROUNDING_MAGIC.to_bits() as i32;
         (steps + i32::from(self.zero_point)) as i8
-    }
-}
-
-/// [`OutputGrid::quantize`] on eight lanes of an AVX2 vector, for the x86-64 kernels.
-#[cfg(target_arch = "x86_64")]
-pub struct Quantizer {
-    low: __m256,
-    high: __m256,
-    zero_point: __m256i,
-}
-
-#[cfg(target_arch = "x86_64")]
-impl Quantizer {
-    /// Lanes one [`Quantizer::store`] writes at most.
-    pub const LANES: usize = 8;
-
-    #[target_feature(enable = "avx2")]
-    pub fn new(grid: OutputGrid) -> Quantizer {
-        Quantizer {
-            low: _mm256_set1_ps(grid.low),
-            high: _mm256_set1_ps(grid.high),
-            zero_point: _mm256_set1_epi32(i32::from(grid.zero_point)),
-        }
-    }
-
-    /// Stores the first `lanes` of `grid.quantize(sum * multiplier + offset)` at `target`
-    /// (NaN goes to the lowest step, rounding is to the nearest, ties to even: the scalar
-    /// quantizer's values, bit for bit, with the product rounded before the sum as there).
-    ///
-    /// # Safety
-    /// `target` must be valid for `lanes` (at most [`Quantizer::LANES`]) bytes of writes.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    pub unsafe fn store(
-        &self,
-        sum: __m256,
-        multiplier: __m256,
-        offset: __m256,
-        target: *mut i8,
-        lanes: usize,
-    ) {
-        let steps = _mm256_add_ps(_mm256_mul_ps(sum, multiplier), offset);
-        let clamped = _mm256_min_ps(_mm256_max_ps(steps, self.low), self.high);
-        let values = _mm256_add_epi32(_mm256_cvtps_epi32(clamped), self.zero_point);
-        let words = _mm_packs_epi32(
-            _mm256_castsi256_si128(values),
-            _mm256_extracti128_si256(values, 1),
-        );
-        let bytes = _mm_packs_epi16(words, words);
-        if lanes == Self::LANES {
-            _mm_storel_epi64(target.cast(), bytes);
-        } else {
-            let mut all = [0i8; Self::LANES];
-            _mm_storel_epi64(all.as_mut_ptr().cast(), bytes);
-            std::ptr::copy_nonoverlapping(all.as_ptr(), target, lanes);
-        }
     }
 }
 
@@ -187,21 +128,10 @@ pub fn output_tensor<T: Datum + Copy>(
     shape: &[usize],
     fill: impl FnOnce(&mut [T]),
 ) -> TractResult<TVec<TValue>> {
-    try_output_tensor(shape, |out| {
-        fill(out);
-        Ok(())
-    })
-}
-
-/// [`output_tensor`] with a `fill` that may fail (then nothing is returned).
-pub fn try_output_tensor<T: Datum + Copy>(
-    shape: &[usize],
-    fill: impl FnOnce(&mut [T]) -> TractResult<()>,
-) -> TractResult<TVec<TValue>> {
     // SAFETY: T is a plain number type, valid for any bits; `fill` writes every value before
-    // anything reads the tensor, or fails and the tensor is dropped unread.
+    // anything reads the tensor.
     let mut tensor = unsafe { Tensor::uninitialized::<T>(shape)? };
-    fill(tensor.try_as_plain_ram_mut()?.as_slice_mut::<T>()?)?;
+    fill(tensor.try_as_plain_ram_mut()?.as_slice_mut::<T>()?);
     Ok(tvec!(tensor.into_tvalue()))
 }
 
