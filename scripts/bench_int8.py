@@ -91,6 +91,34 @@ def ort_timings(manifest, tensor, threads, runs):
     return [statistics.median(m) for m in per_member], ensemble, at_once
 
 
+def time_in_rounds(args, threads, saved):
+    """Per engine and precision, each round's member medians and ensemble median; and per
+    precision, onnxruntime's members-at-once medians."""
+    per_round = max(1, args.runs // args.rounds)
+    member_rounds, ensemble_rounds, note_rounds = {}, {}, {}
+    for round_index in range(args.rounds):
+        order = [("f32", args.f32), ("int8", args.int8)]
+        if round_index % 2:
+            order.reverse()
+        for precision, manifest in order:
+            members, plain, whole, shape = dermedge_bench(
+                args.dermedge, manifest, args.image, threads, per_round, saved
+            )
+            dims = [int(d) for d in shape.split("x")]
+            tensor = np.fromfile(saved, dtype="<f4").reshape(dims)
+            ort_members, ort_ensemble, at_once = ort_timings(manifest, tensor, threads, per_round)
+            for key, row, whole_ms in (
+                (("dermedge", precision), members, whole),
+                (("plain tract", precision), plain, sum(plain)),
+                (("onnxruntime", precision), ort_members, ort_ensemble),
+            ):
+                member_rounds.setdefault(key, []).append(row)
+                ensemble_rounds.setdefault(key, []).append(whole_ms)
+            if at_once is not None:
+                note_rounds.setdefault(precision, []).append(at_once)
+    return member_rounds, ensemble_rounds, note_rounds
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--f32", required=True)
@@ -108,33 +136,10 @@ def main():
         f"onnxruntime {ort.__version__}; {args.runs} timed runs per member in {args.rounds} "
         f"rounds (each figure: the median of the rounds' medians); input {args.image}"
     )
-    per_round = max(1, args.runs // args.rounds)
     with tempfile.TemporaryDirectory() as tmp:
         saved = os.path.join(tmp, "input.f32")
         for threads in args.threads:
-            member_rounds, ensemble_rounds, note_rounds = {}, {}, {}
-            for round_index in range(args.rounds):
-                order = [("f32", args.f32), ("int8", args.int8)]
-                if round_index % 2:
-                    order.reverse()
-                for precision, manifest in order:
-                    members, plain, whole, shape = dermedge_bench(
-                        args.dermedge, manifest, args.image, threads, per_round, saved
-                    )
-                    dims = [int(d) for d in shape.split("x")]
-                    tensor = np.fromfile(saved, dtype="<f4").reshape(dims)
-                    ort_members, ort_ensemble, at_once = ort_timings(
-                        manifest, tensor, threads, per_round
-                    )
-                    for key, row, whole_ms in (
-                        (("dermedge", precision), members, whole),
-                        (("plain tract", precision), plain, sum(plain)),
-                        (("onnxruntime", precision), ort_members, ort_ensemble),
-                    ):
-                        member_rounds.setdefault(key, []).append(row)
-                        ensemble_rounds.setdefault(key, []).append(whole_ms)
-                    if at_once is not None:
-                        note_rounds.setdefault(precision, []).append(at_once)
+            member_rounds, ensemble_rounds, note_rounds = time_in_rounds(args, threads, saved)
             keys = [(e, p) for e in ("dermedge", "plain tract", "onnxruntime") for p in ("f32", "int8")]
             rows = {k: [statistics.median(r) for r in zip(*member_rounds[k])] for k in keys}
             ensemble = {k: statistics.median(ensemble_rounds[k]) for k in keys}
