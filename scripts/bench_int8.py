@@ -147,11 +147,11 @@ def main():
                 f"onnxruntime {p}: members at once {statistics.median(v):.2f} ms"
                 for p, v in note_rounds.items()
             ]
-            spread = {
-                p: " ".join(f"{ms:.2f}" for ms in ensemble_rounds[("dermedge", p)])
+            notes += [
+                f"dermedge {p} ensemble, round by round: "
+                + " ".join(f"{ms:.2f}" for ms in ensemble_rounds[("dermedge", p)])
                 for p in ("f32", "int8")
-            }
-            notes += [f"dermedge {p} ensemble, round by round: {v}" for p, v in spread.items()]
+            ]
             print(
                 f"\n{threads} thread(s): median ms per member (each alone) and for the ensemble "
                 "(all members on one input); dermedge = members with softmax and combine, "
