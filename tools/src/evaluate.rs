@@ -255,6 +255,8 @@ pub struct Summary {
     /// without a threshold.
     pub malignant_sensitivity: f64,
     pub malignant_specificity: f64,
+    /// Images of each true class that the same rule refers (class order of `CLASSES`).
+    pub referred_per_class: Vec<usize>,
     pub ece: f64,
     pub bins: Vec<Bin>,
     pub nll: f64,
@@ -279,6 +281,7 @@ pub fn summarise(
     let mut top = [0usize; 3];
     let (mut mel_tp, mut mel_fn, mut mel_tn, mut mel_fp) = (0, 0, 0, 0);
     let (mut mal_tp, mut mal_fn, mut mal_tn, mut mal_fp) = (0, 0, 0, 0);
+    let mut referred_per_class = vec![0; CLASSES.len()];
     for (p, &l) in probabilities.iter().zip(labels) {
         let predicted = argmax(p);
         confusion.add(l, predicted);
@@ -295,6 +298,7 @@ pub fn summarise(
             Some(t) => malignant_score(p) >= t,
             None => MALIGNANT.contains(&predicted),
         };
+        referred_per_class[l] += usize::from(refer);
         match (MALIGNANT.contains(&l), refer) {
             (true, true) => mal_tp += 1,
             (true, false) => mal_fn += 1,
@@ -317,6 +321,7 @@ pub fn summarise(
         melanoma_auc: roc_auc(&mel_scores, &is_mel),
         malignant_sensitivity: rate(mal_tp, mal_tp + mal_fn),
         malignant_specificity: rate(mal_tn, mal_tn + mal_fp),
+        referred_per_class,
         ece,
         bins,
         nll: nll(probabilities, labels),
@@ -466,8 +471,14 @@ pub fn markdown_report(
     }
     if let Some(ensemble) = summaries.last() {
         let _ = writeln!(md, "\n## Per class ({})\n", ensemble.name);
-        let _ = writeln!(md, "| class | images | precision | recall | F1 |");
-        let _ = writeln!(md, "| --- | --- | --- | --- | --- |");
+        let _ = writeln!(
+            md,
+            "| class | images | precision | recall | F1 | referred ({}) |",
+            referral.map_or("malignant top-1".into(), |t| format!(
+                "malignant score >= {t:.3}"
+            ))
+        );
+        let _ = writeln!(md, "| --- | --- | --- | --- | --- | --- |");
         let precisions = ensemble.confusion.precisions();
         let recalls = ensemble.confusion.recalls();
         for (c, code) in CLASSES.iter().enumerate() {
@@ -479,12 +490,14 @@ pub fn markdown_report(
             } else {
                 f64::NAN
             };
+            let referred = ensemble.referred_per_class[c];
             let _ = writeln!(
                 md,
-                "| {code} | {n} | {} | {} | {} |",
+                "| {code} | {n} | {} | {} | {} | {referred} ({}) |",
                 pct(p),
                 pct(r),
-                pct(f1)
+                pct(f1),
+                pct(rate(referred, n))
             );
         }
         let _ = writeln!(
@@ -572,6 +585,10 @@ mod tests {
         let s = summarise("x", &probabilities, &labels, Some(0.2));
         assert_eq!(s.malignant_sensitivity, 1.0);
         assert_eq!(s.malignant_specificity, 1.0);
+        assert_eq!(s.referred_per_class, [0, 0, 0, 0, 4, 0, 0]);
+        let s = summarise("x", &probabilities, &labels, Some(0.1));
+        assert_eq!(s.referred_per_class, [0, 0, 0, 0, 4, 1, 0]);
+        assert_eq!(s.malignant_specificity, 0.5);
     }
 
     #[test]
