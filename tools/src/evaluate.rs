@@ -280,7 +280,6 @@ pub fn summarise(
     let mut confusion = Confusion::new(CLASSES.len());
     let mut top = [0usize; 3];
     let (mut mel_tp, mut mel_fn, mut mel_tn, mut mel_fp) = (0, 0, 0, 0);
-    let (mut mal_tp, mut mal_fn, mut mal_tn, mut mal_fp) = (0, 0, 0, 0);
     let mut referred_per_class = vec![0; CLASSES.len()];
     for (p, &l) in probabilities.iter().zip(labels) {
         let predicted = argmax(p);
@@ -299,11 +298,16 @@ pub fn summarise(
             None => MALIGNANT.contains(&predicted),
         };
         referred_per_class[l] += usize::from(refer);
-        match (MALIGNANT.contains(&l), refer) {
-            (true, true) => mal_tp += 1,
-            (true, false) => mal_fn += 1,
-            (false, false) => mal_tn += 1,
-            (false, true) => mal_fp += 1,
+    }
+    let (mut malignant, mut malignant_referred, mut benign, mut benign_kept) = (0, 0, 0, 0);
+    for (c, &referred) in referred_per_class.iter().enumerate() {
+        let images: usize = confusion.counts[c].iter().sum();
+        if MALIGNANT.contains(&c) {
+            malignant += images;
+            malignant_referred += referred;
+        } else {
+            benign += images;
+            benign_kept += images - referred;
         }
     }
     let n = labels.len();
@@ -319,8 +323,8 @@ pub fn summarise(
         melanoma_sensitivity: rate(mel_tp, mel_tp + mel_fn),
         melanoma_specificity: rate(mel_tn, mel_tn + mel_fp),
         melanoma_auc: roc_auc(&mel_scores, &is_mel),
-        malignant_sensitivity: rate(mal_tp, mal_tp + mal_fn),
-        malignant_specificity: rate(mal_tn, mal_tn + mal_fp),
+        malignant_sensitivity: rate(malignant_referred, malignant),
+        malignant_specificity: rate(benign_kept, benign),
         referred_per_class,
         ece,
         bins,
