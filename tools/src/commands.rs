@@ -10,7 +10,8 @@ use dermedge::preprocess::{load_image_file, to_input_tensor, ImageLimits};
 use crate::backend::BackendKind;
 use crate::data::{load_ham10000, Sample};
 use crate::evaluate::{
-    fit_decision, markdown_report, nll, summarise, write_plots, Fitted, Scores, Summary,
+    fit_decision, markdown_report, nll, summarise, write_plots, write_predictions, Fitted, Scores,
+    Summary,
 };
 use crate::export::{classifier_onnx, write_manifest, write_member, EnsembleInfo, ExportedMember};
 use crate::nn::{Arch, Classifier};
@@ -406,6 +407,11 @@ pub fn evaluate(request: &EvaluateRequest) -> anyhow::Result<PathBuf> {
         &scores.labels,
     )?;
     summaries.push(ensemble_summary);
+    write_predictions(
+        &request.out.join("predictions.csv"),
+        &scores,
+        &probabilities,
+    )?;
     let title = format!(
         "{} {}: {} side ({} images)",
         ensemble.manifest.name,

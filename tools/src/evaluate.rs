@@ -23,6 +23,8 @@ pub const MELANOMA: usize = 4;
 /// latency.
 #[derive(Debug, Clone)]
 pub struct Scores {
+    /// HAM10000 `image_id` of each image, in the order of `labels`.
+    pub image_ids: Vec<String>,
     pub labels: Vec<usize>,
     /// Per member, `[image][view][class]` flattened; one view without test-time augmentation.
     /// Flat and reserved up front, so a long evaluation does not fragment the heap.
@@ -48,6 +50,7 @@ impl Scores {
         let classes = ensemble.manifest.classes.len();
         let per_member = indices.len() * test_time_augmentation.views().len() * classes;
         let mut scores = Scores {
+            image_ids: Vec::with_capacity(indices.len()),
             labels: Vec::with_capacity(indices.len()),
             member_logits: vec![Vec::with_capacity(per_member); ensemble.members.len()],
             classes,
@@ -69,6 +72,7 @@ impl Scores {
                 logits.extend(member.raw.iter().flatten());
             }
             scores.labels.push(sample.class);
+            scores.image_ids.push(sample.image_id.clone());
         }
         Ok(scores)
     }
@@ -557,6 +561,33 @@ pub fn write_plots(
     Ok(vec![reliability, roc])
 }
 
+/// Writes `predictions.csv`: one row per image with its id, true class, the ensemble's
+/// probabilities and its malignant score, so every figure of a report can be recomputed.
+pub fn write_predictions(
+    path: &Path,
+    scores: &Scores,
+    probabilities: &[Vec<f32>],
+) -> anyhow::Result<()> {
+    let mut csv = String::from("image_id,label");
+    for code in CLASSES {
+        let _ = write!(csv, ",p_{code}");
+    }
+    csv.push_str(",malignant\n");
+    for ((id, &label), p) in scores
+        .image_ids
+        .iter()
+        .zip(&scores.labels)
+        .zip(probabilities)
+    {
+        let _ = write!(csv, "{id},{}", CLASSES[label]);
+        for v in p {
+            let _ = write!(csv, ",{v:.6}");
+        }
+        let _ = writeln!(csv, ",{:.6}", malignant_score(p));
+    }
+    std::fs::write(path, csv).with_context(|| format!("cannot write {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -605,8 +636,40 @@ mod tests {
     }
 
     #[test]
+    fn predictions_csv_has_one_row_per_image_with_its_probabilities() {
+        let scores = Scores {
+            image_ids: vec!["ISIC_1".into(), "ISIC_2".into()],
+            labels: vec![4, 5],
+            member_logits: vec![],
+            classes: 7,
+            member_names: vec![],
+            weights: vec![],
+            test_time_augmentation: TestTimeAugmentation::None,
+            latency_ms: vec![],
+        };
+        let probabilities = vec![
+            vec![0.1, 0.2, 0.0, 0.0, 0.3, 0.4, 0.0],
+            vec![0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("predictions.csv");
+        write_predictions(&path, &scores, &probabilities).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "image_id,label,p_akiec,p_bcc,p_bkl,p_df,p_mel,p_nv,p_vasc,malignant",
+                "ISIC_1,mel,0.100000,0.200000,0.000000,0.000000,0.300000,0.400000,0.000000,0.600000",
+                "ISIC_2,nv,0.000000,0.000000,0.000000,0.000000,0.000000,1.000000,0.000000,0.000000",
+            ]
+        );
+    }
+
+    #[test]
     fn uncertainty_split_counts_disagreement_and_entropy() {
         let scores = Scores {
+            image_ids: vec!["a".into(), "b".into(), "c".into()],
             labels: vec![0, 1, 2],
             member_logits: vec![
                 vec![5.0, 0.0, 0.0, 0.0, 5.0, 0.0, 0.0, 0.01, 0.0],

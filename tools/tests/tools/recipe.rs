@@ -130,6 +130,14 @@ fn resnet50_recipe_runs_end_to_end_on_cpu_with_small_weights() {
     let report = std::fs::read_to_string(dir.path().join("report/report.md")).unwrap();
     assert!(report.contains("resnet50 (resnet50-s1.onnx)"), "{report}");
     assert!(report.contains("| ensemble |"), "{report}");
+    let predictions = std::fs::read_to_string(dir.path().join("report/predictions.csv")).unwrap();
+    let rows: Vec<&str> = predictions.lines().collect();
+    assert_eq!(rows.len(), 21, "{predictions}");
+    assert!(
+        rows[0].starts_with("image_id,label,p_akiec,"),
+        "{predictions}"
+    );
+    assert!(rows[1].starts_with("ISIC_"), "{predictions}");
 }
 
 #[test]
