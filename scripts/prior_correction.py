@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Top-1, balanced accuracy and melanoma recall of an evaluated ensemble when its probabilities are
+divided by the training-side class prior raised to tau (post-hoc logit adjustment), for a grid of
+tau. Reads the `predictions.csv` that `dermedge-tools evaluate` writes and the split CSV.
+
+usage: scripts/prior_correction.py REPORT_DIR/predictions.csv splits/ham10000-seed1.csv
+"""
+import csv
+import sys
+
+CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+MELANOMA = CLASSES.index("mel")
+
+
+def training_prior(split_csv):
+    counts = dict.fromkeys(CLASSES, 0)
+    with open(split_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["split"] == "train":
+                counts[row["dx"]] += 1
+    total = sum(counts.values())
+    return [counts[c] / total for c in CLASSES]
+
+
+def read_predictions(path):
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    probabilities = [[float(r["p_" + c]) for c in CLASSES] for r in rows]
+    labels = [CLASSES.index(r["label"]) for r in rows]
+    return probabilities, labels
+
+
+def figures(probabilities, labels, prior, tau):
+    k = len(CLASSES)
+    correct, seen, top3 = [0] * k, [0] * k, 0
+    for p, label in zip(probabilities, labels):
+        adjusted = [pi / prior_i**tau for pi, prior_i in zip(p, prior)]
+        ranked = sorted(range(k), key=lambda i: -adjusted[i])
+        seen[label] += 1
+        correct[label] += ranked[0] == label
+        top3 += label in ranked[:3]
+    recall = [c / s if s else 0.0 for c, s in zip(correct, seen)]
+    present = [r for r, s in zip(recall, seen) if s]
+    return {
+        "top1": sum(correct) / len(labels),
+        "top3": top3 / len(labels),
+        "balanced": sum(present) / len(present),
+        "melanoma": recall[MELANOMA],
+    }
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit(__doc__.strip().splitlines()[-1])
+    prior = training_prior(sys.argv[2])
+    probabilities, labels = read_predictions(sys.argv[1])
+    print(f"{len(labels)} images; training prior " + " ".join(
+        f"{c} {p:.3f}" for c, p in zip(CLASSES, prior)))
+    print("| tau | top-1 | top-3 | balanced acc. | mean of top-1 and balanced | mel sens. |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for tau in [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0]:
+        f = figures(probabilities, labels, prior, tau)
+        print(f"| {tau:.1f} | {100 * f['top1']:.1f}% | {100 * f['top3']:.1f}% | "
+              f"{100 * f['balanced']:.1f}% | {50 * (f['top1'] + f['balanced']):.2f} | "
+              f"{100 * f['melanoma']:.1f}% |")
+
+
+if __name__ == "__main__":
+    main()
