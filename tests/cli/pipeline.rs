@@ -11,7 +11,7 @@ use dermedge_tools::commands::{
     calibrate, evaluate, export, train, EvaluateRequest, ExportRequest, TrainRequest,
 };
 use dermedge_tools::metrics::majority_baseline_balanced_accuracy;
-use dermedge_tools::nn::{Arch, ClassifierSpec};
+use dermedge_tools::nn::{Arch, ClassifierSpec, Normalisation};
 use dermedge_tools::quantize::{quantize, quantize_summary, QuantizeRequest, RangeMethod};
 use dermedge_tools::train::{LossChoice, TrainConfig, TrainState};
 
@@ -37,6 +37,7 @@ fn quick_config() -> TrainConfig {
         seed: 3,
         patience: 5,
         limit_per_class: Some(150),
+        input_normalisation: Some(Normalisation::IMAGENET),
     }
 }
 

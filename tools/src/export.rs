@@ -4,33 +4,25 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use burn::prelude::*;
 use dermedge::manifest::{
     ChannelOrder, DecisionSettings, EnsembleStatus, InputSpec, Manifest, MemberOutput, MemberSpec,
     ResizePolicy,
 };
 use dermedge::preprocess::sha256_hex;
 
-use crate::nn::Activation;
+use crate::nn::{host_values, Activation};
 use crate::nn::{Backbone, Classifier, ConvBn, InvertedResidualNet, ResNet, TinyCnn};
 use crate::onnx::{encode, ConvParams, DenseParams, GraphBuilder};
-
-fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    let data = t.into_data_as::<f32>();
-    data.as_slice::<f32>()
-        .map(<[f32]>::to_vec)
-        .unwrap_or_default()
-}
 
 /// The convolution of `layer` with its BatchNorm folded in: `w' = w g / sqrt(v + eps)`,
 /// `b' = beta - mean g / sqrt(v + eps)`.
 pub fn fold_conv_bn(layer: &ConvBn) -> ConvParams {
     let [out, per_group, k, _] = layer.conv.weight.shape().dims();
-    let mut weight = values(layer.conv.weight.val());
-    let gamma = values(layer.bn.gamma.val());
-    let beta = values(layer.bn.beta.val());
-    let mean = values(layer.bn.running_mean.value());
-    let var = values(layer.bn.running_var.value());
+    let mut weight = host_values(layer.conv.weight.val());
+    let gamma = host_values(layer.bn.gamma.val());
+    let beta = host_values(layer.bn.beta.val());
+    let mean = host_values(layer.bn.running_mean.value());
+    let var = host_values(layer.bn.running_var.value());
     let eps = layer.bn.epsilon as f32;
     let per_out = per_group * k * k;
     let mut bias = vec![0.0; out];
@@ -104,11 +96,11 @@ fn dense(layer: &burn::nn::Linear) -> DenseParams {
     DenseParams {
         inputs,
         outputs,
-        weight: values(layer.weight.val()),
+        weight: host_values(layer.weight.val()),
         bias: layer
             .bias
             .as_ref()
-            .map(|b| values(b.val()))
+            .map(|b| host_values(b.val()))
             .unwrap_or_else(|| vec![0.0; outputs]),
     }
 }

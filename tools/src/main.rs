@@ -9,7 +9,7 @@ use dermedge_tools::commands::{
 };
 use dermedge_tools::data::load_ham10000;
 use dermedge_tools::fixture::{write_fixture_ensemble, FixtureArch};
-use dermedge_tools::nn::{Arch, ClassifierSpec};
+use dermedge_tools::nn::{Arch, ClassifierSpec, Normalisation};
 use dermedge_tools::quantize::{
     compare, quantize, quantize_summary, CompareRequest, QuantizeRequest, RangeMethod,
 };
@@ -311,6 +311,7 @@ impl ModelArgs {
             seed: 1,
             patience: usize::MAX,
             limit_per_class: None,
+            input_normalisation: Some(Normalisation::IMAGENET),
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::data::{class_counts, class_weights, Sample};
 use crate::import::load_backbone;
 use crate::loss::LossKind;
 use crate::metrics::Confusion;
-use crate::nn::{Classifier, ClassifierSpec};
+use crate::nn::{Classifier, ClassifierSpec, Normalisation};
 use crate::plot::{write_training_plot, EpochRow};
 use crate::rng::SeededRng;
 use crate::split::shuffle;
@@ -63,12 +63,16 @@ pub struct TrainConfig {
     pub patience: usize,
     /// At most this many training images per class (quick runs); `None` uses all.
     pub limit_per_class: Option<usize>,
+    /// The input normalisation the member is trained and exported with; `None` (runs written
+    /// before this setting existed) means the backbone checkpoint's own.
+    #[serde(default)]
+    pub input_normalisation: Option<Normalisation>,
 }
 
 impl TrainConfig {
     /// The runtime input spec the member is trained for.
     pub fn input_spec(&self) -> InputSpec {
-        let (mean, std) = self.spec.arch.normalisation();
+        let Normalisation { mean, std } = self.normalisation();
         InputSpec {
             width: self.input_width,
             height: self.input_height,
@@ -77,6 +81,12 @@ impl TrainConfig {
             std,
             channel_order: ChannelOrder::Rgb,
         }
+    }
+
+    /// The input normalisation the member sees.
+    pub fn normalisation(&self) -> Normalisation {
+        self.input_normalisation
+            .unwrap_or_else(|| self.spec.arch.weights_normalisation())
     }
 
     /// Learning rate at `step` of epoch `epoch` with `steps` steps per epoch.
@@ -364,7 +374,10 @@ pub fn train_member(
         device.seed(config.seed);
         match &config.pretrained {
             Some(path) => {
-                let backbone = load_backbone(path, &config.spec, &autodiff)?;
+                let backbone = load_backbone(path, &config.spec, &autodiff)?.renormalised(
+                    config.spec.arch.weights_normalisation(),
+                    config.normalisation(),
+                )?;
                 Classifier::with_backbone(backbone, &config.spec, &autodiff)
             }
             None => Classifier::init(&config.spec, &autodiff),
@@ -548,4 +561,35 @@ pub fn training_throughput(
     }
     device.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     Ok((steps * config.batch) as f64 / started.elapsed().as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LITE0_CONFIG: &str = r#"{
+        "spec": {"arch": "efficientnet-lite0", "width": 1.0, "depth": 1.0, "hidden": 256,
+                 "dropout": 0.3, "classes": 7},
+        "pretrained": "efficientnet-lite0-57934424.pth",
+        "input_width": 160, "input_height": 120, "frozen_epochs": 1, "epochs": 8, "batch": 32,
+        "lr_head": 0.001, "lr": 0.0005, "min_lr": 0.00001, "weight_decay": 0.0001,
+        "loss": "weighted-ce", "focal_gamma": 2.0, "class_weights": null, "augment": true,
+        "seed": 6, "patience": 3, "limit_per_class": null"#;
+
+    #[test]
+    fn a_run_written_before_input_normalisation_keeps_its_checkpoint_normalisation() {
+        let old: TrainConfig = serde_json::from_str(&format!("{LITE0_CONFIG}}}")).unwrap();
+        assert_eq!(old.input_normalisation, None);
+        assert_eq!(old.input_spec().mean, [0.5; 3]);
+        assert_eq!(old.input_spec().std, [0.5; 3]);
+
+        let new: TrainConfig = serde_json::from_str(&format!(
+            r#"{LITE0_CONFIG}, "input_normalisation": {{"mean": [0.485, 0.456, 0.406],
+                "std": [0.229, 0.224, 0.225]}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(new.normalisation(), Normalisation::IMAGENET);
+        assert_eq!(new.input_spec().mean, Normalisation::IMAGENET.mean);
+        assert_eq!(new.input_spec().std, Normalisation::IMAGENET.std);
+    }
 }

@@ -1,10 +1,13 @@
 //! Convolution + BatchNorm + activation, the unit every backbone is built from.
 
+use burn::module::{Param, RunningState};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::{relu, relu6};
 use serde::{Deserialize, Serialize};
+
+use super::Normalisation;
 
 /// The activation after a convolution's BatchNorm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,8 +124,57 @@ impl ConvBn {
         self.activation.apply(self.bn.forward(self.conv.forward(x)))
     }
 
+    /// This RGB input layer rewritten for inputs normalised by `to` instead of `from`.
+    ///
+    /// With `x_from = x_to * s_to / s_from + (m_to - m_from) / s_from` per channel, the weights
+    /// scale by `s_to / s_from` and the constant the shift adds to each output channel moves into
+    /// the BatchNorm running mean.
+    pub fn renormalised(
+        mut self,
+        from: Normalisation,
+        to: Normalisation,
+    ) -> anyhow::Result<ConvBn> {
+        let [out, inputs, kh, kw] = self.conv.weight.shape().dims();
+        anyhow::ensure!(
+            inputs == 3 && self.conv.groups == 1,
+            "only a dense RGB input layer can absorb a normalisation; this one takes {inputs} channels in {} groups",
+            self.conv.groups
+        );
+        let device = self.conv.weight.device();
+        let weight = host_values(self.conv.weight.val());
+        let running_mean = host_values(self.bn.running_mean.value());
+        let kernel = kh * kw;
+        let mut scaled = Vec::with_capacity(weight.len());
+        let mut moved_mean = running_mean;
+        for (filter, mean) in weight.chunks_exact(inputs * kernel).zip(&mut moved_mean) {
+            for (c, taps) in filter.chunks_exact(kernel).enumerate() {
+                let scale = to.std[c] / from.std[c];
+                let shift = (to.mean[c] - from.mean[c]) / from.std[c];
+                scaled.extend(taps.iter().map(|w| w * scale));
+                *mean -= taps.iter().sum::<f32>() * shift;
+            }
+        }
+        self.conv.weight = Param::from_tensor(Tensor::from_data(
+            TensorData::new(scaled, [out, inputs, kh, kw]),
+            &device,
+        ));
+        self.bn.running_mean = RunningState::new(Tensor::from_data(
+            TensorData::new(moved_mean, [out]),
+            &device,
+        ));
+        Ok(self)
+    }
+
     /// Output channels.
     pub fn out_channels(&self) -> usize {
         self.conv.weight.shape()[0]
     }
+}
+
+/// A tensor's values on the host, row-major.
+pub fn host_values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data_as::<f32>()
+        .as_slice::<f32>()
+        .map(<[f32]>::to_vec)
+        .unwrap_or_default()
 }

@@ -16,7 +16,7 @@ use burn::tensor::activation::relu;
 use serde::{Deserialize, Serialize};
 
 pub use inverted::{InvertedResidual, InvertedResidualNet, InvertedSpec, StageSpec};
-pub use layers::{tf_same_pads, Activation, ConvBn, ConvSpec, Padding};
+pub use layers::{host_values, tf_same_pads, Activation, ConvBn, ConvSpec, Padding};
 pub use resnet::{Bottleneck, ResNet, ResNetSpec};
 pub use tiny::TinyCnn;
 
@@ -58,13 +58,32 @@ impl Arch {
         }
     }
 
-    /// Per-channel mean and standard deviation the ImageNet weights of this backbone expect.
-    pub fn normalisation(self) -> ([f32; 3], [f32; 3]) {
+    /// The input normalisation this backbone's ImageNet checkpoint expects.
+    pub fn weights_normalisation(self) -> Normalisation {
         match self {
-            Arch::EfficientNetLite0 => ([0.5; 3], [0.5; 3]),
-            _ => ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+            Arch::EfficientNetLite0 => Normalisation {
+                mean: [0.5; 3],
+                std: [0.5; 3],
+            },
+            _ => Normalisation::IMAGENET,
         }
     }
+}
+
+/// Per-channel mean and standard deviation that map `[0, 1]` RGB to a network's input.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Normalisation {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Normalisation {
+    /// ImageNet's statistics (torchvision): what every member is trained with, so that members of
+    /// any backbone share one manifest `[input]`.
+    pub const IMAGENET: Normalisation = Normalisation {
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
+    };
 }
 
 impl fmt::Display for Arch {
@@ -150,6 +169,26 @@ impl Backbone {
             Backbone::Inverted(m) => m.forward(x),
             Backbone::ResNet(m) => m.forward(x),
         }
+    }
+
+    /// The same network for inputs normalised by `to` instead of `from`: the stem convolution's
+    /// weights and BatchNorm mean absorb the change (exact away from the zero-padded border).
+    /// The tiny CNN has no checkpoint and comes back unchanged.
+    pub fn renormalised(self, from: Normalisation, to: Normalisation) -> anyhow::Result<Backbone> {
+        if from == to {
+            return Ok(self);
+        }
+        Ok(match self {
+            Backbone::Tiny(m) => Backbone::Tiny(m),
+            Backbone::Inverted(mut m) => {
+                m.stem = m.stem.renormalised(from, to)?;
+                Backbone::Inverted(m)
+            }
+            Backbone::ResNet(mut m) => {
+                m.stem = m.stem.renormalised(from, to)?;
+                Backbone::ResNet(m)
+            }
+        })
     }
 
     /// Channels of the feature maps.

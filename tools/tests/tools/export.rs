@@ -8,12 +8,12 @@ use dermedge::manifest::{ChannelOrder, InputSpec, ResizePolicy};
 use dermedge_tools::commands::{folder_inputs, parity};
 use dermedge_tools::export::classifier_onnx;
 use dermedge_tools::import::{backbone_from_table, load_resnet, WeightTable};
-use dermedge_tools::nn::{Arch, Backbone, Classifier, ClassifierSpec, ResNetSpec};
+use dermedge_tools::nn::{Arch, Backbone, Classifier, ClassifierSpec, Normalisation, ResNetSpec};
 
 use crate::util::*;
 
 pub fn spec_for(arch: Arch, width: u32, height: u32) -> InputSpec {
-    let (mean, std) = arch.normalisation();
+    let Normalisation { mean, std } = arch.weights_normalisation();
     InputSpec {
         width,
         height,

@@ -1,7 +1,10 @@
 //! Each weight import reproduces the original PyTorch network's pooled features on a real image.
 
+use burn::prelude::*;
 use dermedge_tools::import::{backbone_from_table, load_resnet, WeightTable};
-use dermedge_tools::nn::{Arch, Backbone, ClassifierSpec, ResNetSpec};
+use dermedge_tools::nn::{
+    host_values, Arch, Backbone, ClassifierSpec, ConvBn, Normalisation, ResNetSpec,
+};
 
 use crate::util::*;
 
@@ -24,7 +27,7 @@ fn torchvision_resnet_layout_matches_torchvision() {
     let spec = ResNetSpec::resnet50().scaled(0.125, 1.0);
     let net = load_resnet(&mut table, &spec, &device).unwrap();
     assert_eq!(table.unused(), vec!["fc.bias", "fc.weight"]);
-    let (mean, std) = Arch::ResNet50.normalisation();
+    let Normalisation { mean, std } = Arch::ResNet50.weights_normalisation();
     check(&Backbone::ResNet(net), "resnet_small", mean, std);
 }
 
@@ -35,8 +38,77 @@ fn efficientnet_lite0_matches_the_pypi_network() {
     let spec = ClassifierSpec::new(Arch::EfficientNetLite0);
     let backbone = backbone_from_table(&mut table, &spec, &device).unwrap();
     assert_eq!(table.unused(), vec!["_fc.bias", "_fc.weight"]);
-    let (mean, std) = Arch::EfficientNetLite0.normalisation();
+    let Normalisation { mean, std } = Arch::EfficientNetLite0.weights_normalisation();
     check(&backbone, "efficientnet_lite0", mean, std);
+}
+
+/// The stem's `[C, H, W]` response to one normalised NCHW image.
+fn stem_response(stem: &ConvBn, input: Vec<f32>) -> (Vec<f32>, [usize; 3]) {
+    let device = dermedge_tools::backend::ndarray_device();
+    let x = Tensor::<4>::from_data(TensorData::new(input, [1, 3, 64, 64]), &device);
+    let y = stem.forward(x);
+    let [_, c, h, w] = y.shape().dims();
+    (host_values(y), [c, h, w])
+}
+
+/// Largest difference over the outputs whose receptive field lies inside the image.
+fn interior_diff(a: &[f32], b: &[f32], [c, h, w]: [usize; 3]) -> f32 {
+    let mut worst = 0.0f32;
+    for ch in 0..c {
+        for y in 1..h - 1 {
+            for x in 1..w - 1 {
+                let i = (ch * h + y) * w + x;
+                worst = worst.max((a[i] - b[i]).abs());
+            }
+        }
+    }
+    worst
+}
+
+#[test]
+fn efficientnet_lite0_renormalised_for_imagenet_inputs_keeps_its_stem_response() {
+    let device = dermedge_tools::backend::ndarray_device();
+    let mut table = WeightTable::open(&efficientnet_lite0_weights()).unwrap();
+    let spec = ClassifierSpec::new(Arch::EfficientNetLite0);
+    let native = backbone_from_table(&mut table, &spec, &device).unwrap();
+    let own = Arch::EfficientNetLite0.weights_normalisation();
+    let imagenet = Normalisation::IMAGENET;
+    let renormalised = native.clone().renormalised(own, imagenet).unwrap();
+    let (Backbone::Inverted(native), Backbone::Inverted(renormalised)) = (native, renormalised)
+    else {
+        panic!("EfficientNet-Lite0 is an inverted-residual backbone");
+    };
+    let raw = reference_input();
+    let (expected, shape) = stem_response(&native.stem, normalised(&raw, own.mean, own.std));
+    let imagenet_input = normalised(&raw, imagenet.mean, imagenet.std);
+    let (ours, _) = stem_response(&renormalised.stem, imagenet_input.clone());
+    let (unadapted, _) = stem_response(&native.stem, imagenet_input);
+    let diff = interior_diff(&ours, &expected, shape);
+    let unadapted_diff = interior_diff(&unadapted, &expected, shape);
+    eprintln!("stem: renormalised {diff:.2e}, without renormalisation {unadapted_diff:.2e}");
+    assert!(diff < 1e-4, "renormalised stem differs by {diff}");
+    assert!(unadapted_diff > 0.1, "{unadapted_diff}");
+}
+
+#[test]
+fn only_an_rgb_input_layer_can_be_renormalised() {
+    let device = dermedge_tools::backend::ndarray_device();
+    let mut table = WeightTable::open(&mobilenet_v2_weights()).unwrap();
+    let spec = ClassifierSpec::new(Arch::MobileNetV2);
+    let Backbone::Inverted(net) = backbone_from_table(&mut table, &spec, &device).unwrap() else {
+        panic!("MobileNetV2 is an inverted-residual backbone");
+    };
+    let depthwise = net.blocks[0].depthwise.clone();
+    let err = depthwise
+        .renormalised(
+            Arch::EfficientNetLite0.weights_normalisation(),
+            Normalisation::IMAGENET,
+        )
+        .expect_err("a depthwise layer is not an RGB input layer");
+    assert!(
+        format!("{err}").contains("only a dense RGB input layer"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -46,7 +118,7 @@ fn mobilenet_v2_matches_the_deep_sort_network() {
     let spec = ClassifierSpec::new(Arch::MobileNetV2);
     let backbone = backbone_from_table(&mut table, &spec, &device).unwrap();
     assert!(table.unused().is_empty(), "{:?}", table.unused());
-    let (mean, std) = Arch::MobileNetV2.normalisation();
+    let Normalisation { mean, std } = Arch::MobileNetV2.weights_normalisation();
     check(&backbone, "mobilenet_v2", mean, std);
 }
 
