@@ -8,14 +8,14 @@ usage: scripts/member_subsets.py write OUT_DIR MANIFEST...
          each candidate's validation top-1, balanced accuracy and their mean, from the
          predictions.csv that `dermedge-tools evaluate --out OUT_DIR/<candidate>/val` wrote, best first
 """
-import csv
 import itertools
 import os
 import re
 import shutil
 import sys
 
-CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+from predictions import figures, read_predictions
+
 MEMBER = re.compile(r"\[\[members\]\]\n(?:[^\[\n][^\n]*\n)*")
 
 
@@ -42,29 +42,13 @@ def write(out, manifests):
             print(folder)
 
 
-def scores(predictions):
-    right = 0
-    per_class = {c: [0, 0] for c in CLASSES}
-    with open(predictions, newline="") as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        guess = max(CLASSES, key=lambda c: float(row["p_" + c]))
-        per_class[row["label"]][1] += 1
-        if guess == row["label"]:
-            right += 1
-            per_class[row["label"]][0] += 1
-    top1 = 100 * right / len(rows)
-    seen = [hit / total for hit, total in per_class.values() if total]
-    balanced = 100 * sum(seen) / len(seen)
-    return top1, balanced
-
-
 def rank(out):
     table = []
     for name in sorted(os.listdir(out)):
         predictions = os.path.join(out, name, "val", "predictions.csv")
         if os.path.isfile(predictions):
-            top1, balanced = scores(predictions)
+            f = figures(*read_predictions(predictions))
+            top1, balanced = 100 * f["top1"], 100 * f["balanced"]
             table.append(((top1 + balanced) / 2, top1, balanced, name))
     print("| members | top-1 | balanced | mean |\n| --- | --- | --- | --- |")
     for mean, top1, balanced, name in sorted(table, reverse=True):

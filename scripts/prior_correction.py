@@ -8,8 +8,7 @@ usage: scripts/prior_correction.py REPORT_DIR/predictions.csv splits/ham10000-se
 import csv
 import sys
 
-CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
-MELANOMA = CLASSES.index("mel")
+from predictions import CLASSES, figures, read_predictions
 
 
 def training_prior(split_csv):
@@ -20,33 +19,6 @@ def training_prior(split_csv):
                 counts[row["dx"]] += 1
     total = sum(counts.values())
     return [counts[c] / total for c in CLASSES]
-
-
-def read_predictions(path):
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    probabilities = [[float(r["p_" + c]) for c in CLASSES] for r in rows]
-    labels = [CLASSES.index(r["label"]) for r in rows]
-    return probabilities, labels
-
-
-def figures(probabilities, labels, prior, tau):
-    k = len(CLASSES)
-    correct, seen, top3 = [0] * k, [0] * k, 0
-    for p, label in zip(probabilities, labels):
-        adjusted = [pi / prior_i**tau for pi, prior_i in zip(p, prior)]
-        ranked = sorted(range(k), key=lambda i: -adjusted[i])
-        seen[label] += 1
-        correct[label] += ranked[0] == label
-        top3 += label in ranked[:3]
-    recall = [c / s if s else 0.0 for c, s in zip(correct, seen)]
-    present = [r for r, s in zip(recall, seen) if s]
-    return {
-        "top1": sum(correct) / len(labels),
-        "top3": top3 / len(labels),
-        "balanced": sum(present) / len(present),
-        "melanoma": recall[MELANOMA],
-    }
 
 
 def main():
