@@ -172,6 +172,7 @@ mod tests {
                 mean: [0.0; 3],
                 std: [1.0; 3],
                 channel_order: ChannelOrder::Rgb,
+                colour_constancy: crate::manifest::ColourConstancy::None,
             },
             classes: ham10000_classes(),
             members: vec![],

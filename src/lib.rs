@@ -8,6 +8,7 @@ pub mod bench;
 pub mod capture;
 pub mod classify;
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod decision;
 pub mod ensemble;

@@ -57,6 +57,26 @@ pub enum ChannelOrder {
     Bgr,
 }
 
+/// A colour-constancy step between resizing and normalisation, so that images taken under
+/// different illuminants and dermatoscopes reach the members with similar colours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ColourConstancy {
+    /// Colours as captured.
+    #[default]
+    None,
+    /// Shades of Gray with Minkowski norm p = 6 (Finlayson and Trezzi 2004): each channel is
+    /// divided by its 6-norm illuminant estimate, scaled so that a grey illuminant is unchanged.
+    ShadesOfGray,
+}
+
+impl ColourConstancy {
+    /// Whether the step leaves colours unchanged.
+    pub fn is_none(&self) -> bool {
+        *self == ColourConstancy::None
+    }
+}
+
 /// What a member's single output holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -79,6 +99,9 @@ pub struct InputSpec {
     /// Per-channel standard deviation, same order as `mean`.
     pub std: [f32; 3],
     pub channel_order: ChannelOrder,
+    /// Colour constancy applied after resizing, before normalisation.
+    #[serde(default, skip_serializing_if = "ColourConstancy::is_none")]
+    pub colour_constancy: ColourConstancy,
 }
 
 /// One output class.
@@ -397,6 +420,7 @@ mod tests {
                 mean: [0.5; 3],
                 std: [0.5; 3],
                 channel_order: ChannelOrder::Rgb,
+                colour_constancy: ColourConstancy::None,
             },
             classes: ham10000_classes(),
             members: vec![MemberSpec {

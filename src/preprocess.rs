@@ -8,8 +8,9 @@ use image::imageops::FilterType;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 use sha2::{Digest, Sha256};
 
-use crate::capture::mjpeg::with_huffman_tables;
-use crate::manifest::{ChannelOrder, InputSpec, ResizePolicy};
+use crate::codec::jpeg::{self, with_huffman_tables};
+use crate::codec::png;
+use crate::manifest::{ChannelOrder, ColourConstancy, InputSpec, ResizePolicy};
 
 /// Bounds checked before an image is decoded, so a hostile header cannot force a large allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +58,8 @@ pub enum ImageError {
     },
     #[error("{path} could not be decoded ({message}). Fix: the file is damaged or truncated; recapture or re-copy it")]
     Decode { path: PathBuf, message: String },
+    #[error("{path} is incomplete: {reason}. Fix: it was cut short or damaged while being copied or captured; re-copy or recapture it")]
+    Incomplete { path: PathBuf, reason: String },
 }
 
 /// An image read from disk or a camera, with the hash of its exact bytes.
@@ -140,9 +143,19 @@ pub fn decode_upright(
             path: origin.to_path_buf(),
             source: e,
         })?;
-    if !matches!(reader.format(), Some(ImageFormat::Jpeg | ImageFormat::Png)) {
-        return Err(ImageError::UnknownFormat {
+    let complete = match reader.format() {
+        Some(ImageFormat::Jpeg) => jpeg::check_complete(bytes).map_err(|e| e.to_string()),
+        Some(ImageFormat::Png) => png::check_complete(bytes).map_err(|e| e.to_string()),
+        _ => {
+            return Err(ImageError::UnknownFormat {
+                path: origin.to_path_buf(),
+            })
+        }
+    };
+    if let Err(reason) = complete {
+        return Err(ImageError::Incomplete {
             path: origin.to_path_buf(),
+            reason,
         });
     }
     let mut decoder_limits = image::Limits::default();
@@ -279,9 +292,47 @@ pub fn flip_nchw(data: &[f32], width: usize, height: usize, flip: Flip) -> Vec<f
     out
 }
 
-/// The full model input for an upright RGB image: resize then normalise.
+/// Applies the spec's colour-constancy step to an image in place.
+pub fn apply_colour_constancy(image: &mut RgbImage, method: ColourConstancy) {
+    match method {
+        ColourConstancy::None => {}
+        ColourConstancy::ShadesOfGray => shades_of_gray(image),
+    }
+}
+
+/// Shades of Gray with p = 6: the illuminant estimate of channel c is `mean(v^6)^(1/6)`; each
+/// channel is multiplied by `|e| / (sqrt(3) e_c)`, so a grey illuminant (all `e_c` equal) leaves
+/// the image unchanged. An image with an empty channel (all zero) is left as it is.
+fn shades_of_gray(image: &mut RgbImage) {
+    let pixels = u64::from(image.width()) * u64::from(image.height());
+    if pixels == 0 {
+        return;
+    }
+    let mut sums = [0f64; 3];
+    for pixel in image.pixels() {
+        for (sum, &v) in sums.iter_mut().zip(&pixel.0) {
+            let square = f64::from(v) * f64::from(v);
+            *sum += square * square * square;
+        }
+    }
+    let estimate = sums.map(|s| (s / pixels as f64).powf(1.0 / 6.0));
+    if estimate.iter().any(|&e| e <= 0.0) {
+        return;
+    }
+    let norm = estimate.iter().map(|e| e * e).sum::<f64>().sqrt();
+    let gain = estimate.map(|e| (norm / (3f64.sqrt() * e)) as f32);
+    for pixel in image.pixels_mut() {
+        for (v, g) in pixel.0.iter_mut().zip(gain) {
+            *v = (f32::from(*v) * g).round().clamp(0.0, 255.0) as u8;
+        }
+    }
+}
+
+/// The full model input for an upright RGB image: resize, colour constancy, normalise.
 pub fn to_input_tensor(image: &RgbImage, spec: &InputSpec) -> Vec<f32> {
-    normalise_nchw(&resize_for_input(image, spec), spec)
+    let mut resized = resize_for_input(image, spec);
+    apply_colour_constancy(&mut resized, spec.colour_constancy);
+    normalise_nchw(&resized, spec)
 }
 
 #[cfg(test)]
@@ -297,7 +348,51 @@ mod tests {
             mean: [0.5, 0.25, 0.0],
             std: [0.5, 0.25, 1.0],
             channel_order: order,
+            colour_constancy: crate::manifest::ColourConstancy::None,
         }
+    }
+
+    #[test]
+    fn shades_of_gray_keeps_a_grey_image_and_balances_a_colour_cast() {
+        let spec_sog = InputSpec {
+            colour_constancy: ColourConstancy::ShadesOfGray,
+            ..spec(4, 2, ResizePolicy::Stretch, ChannelOrder::Rgb)
+        };
+        let grey = RgbImage::from_fn(4, 2, |x, y| {
+            let v = (20 + 20 * x + 30 * y) as u8;
+            Rgb([v, v, v])
+        });
+        let mut balanced = grey.clone();
+        apply_colour_constancy(&mut balanced, spec_sog.colour_constancy);
+        assert_eq!(balanced, grey);
+
+        // The same scene under a reddish illuminant: red x1.5, blue x0.5.
+        let cast = RgbImage::from_fn(4, 2, |x, y| {
+            let v = (20 + 20 * x + 30 * y) as f32;
+            Rgb([(v * 1.5) as u8, v as u8, (v * 0.5) as u8])
+        });
+        let mut corrected = cast.clone();
+        apply_colour_constancy(&mut corrected, spec_sog.colour_constancy);
+        for (c, g) in corrected.pixels().zip(grey.pixels()) {
+            let spread = c.0.iter().max().unwrap() - c.0.iter().min().unwrap();
+            assert!(spread <= 2, "{c:?} is not grey (scene {g:?})");
+        }
+        let plain = to_input_tensor(&cast, &spec(4, 2, ResizePolicy::Stretch, ChannelOrder::Rgb));
+        let with_step = to_input_tensor(&cast, &spec_sog);
+        assert_ne!(plain, with_step);
+        assert_eq!(
+            with_step,
+            normalise_nchw(&corrected, &spec_sog),
+            "the step runs between resize and normalisation"
+        );
+    }
+
+    #[test]
+    fn shades_of_gray_leaves_an_image_with_an_empty_channel_unchanged() {
+        let mut image = RgbImage::from_pixel(3, 3, Rgb([200, 100, 0]));
+        let original = image.clone();
+        apply_colour_constancy(&mut image, ColourConstancy::ShadesOfGray);
+        assert_eq!(image, original);
     }
 
     #[test]
@@ -408,7 +503,7 @@ mod tests {
         let truncated = &[0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10][..];
         assert!(matches!(
             load_image_bytes(truncated, p, &limits),
-            Err(ImageError::Decode { .. })
+            Err(ImageError::Incomplete { .. })
         ));
     }
 

@@ -29,6 +29,9 @@ pub struct RunStats {
     pub classified: u64,
     pub rejected: u64,
     pub undecodable: u64,
+    /// Of the undecodable frames, those cut short (an MJPEG frame without its end, a YUYV frame
+    /// of the wrong size): never classified.
+    pub incomplete: u64,
     pub reconnects: u64,
     /// Frames whose classification failed, and a source that cannot work at all.
     pub failed: u64,
@@ -205,6 +208,9 @@ impl RunLoop<'_> {
             Ok(image) => image,
             Err(e) => {
                 stats.undecodable += 1;
+                if e.is_incomplete() {
+                    stats.incomplete += 1;
+                }
                 if requested || trigger.mode() == TriggerMode::Every {
                     self.emit_failure(frame, e.to_string(), source, stats);
                 } else if quiet.ready(started) {

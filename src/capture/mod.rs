@@ -4,7 +4,6 @@
 pub mod mjpeg;
 #[cfg(feature = "camera")]
 pub mod v4l2;
-pub mod yuyv;
 
 use std::fs::File;
 use std::io::{ErrorKind, Read};
@@ -14,6 +13,7 @@ use image::RgbImage;
 
 use crate::classify::expand_inputs;
 use crate::classify::InputItem;
+use crate::codec::{jpeg, yuyv};
 use crate::preprocess::{decode_upright, read_image_file, sha256_hex, ImageError, ImageLimits};
 
 /// Why a source could not deliver frames. The run loop reopens the source after these.
@@ -64,6 +64,20 @@ pub enum FrameError {
         max_width: u32,
         max_height: u32,
     },
+}
+
+impl FrameError {
+    /// Whether the frame was cut short in capture or transfer (as opposed to damaged or oversized).
+    pub fn is_incomplete(&self) -> bool {
+        matches!(
+            self,
+            FrameError::Image(ImageError::Incomplete { .. })
+                | FrameError::Yuyv {
+                    source: yuyv::YuyvError::WrongLength { .. },
+                    ..
+                }
+        )
+    }
 }
 
 /// The pixels of one frame, as the source delivered them.
@@ -137,7 +151,7 @@ impl Frame {
                     Ok(image::ImageFormat::Png) => "png",
                     _ => "jpg",
                 };
-                Ok((mjpeg::with_huffman_tables(bytes).into_owned(), extension))
+                Ok((jpeg::with_huffman_tables(bytes).into_owned(), extension))
             }
             FramePixels::Yuyv { .. } => {
                 let mut png = Vec::new();

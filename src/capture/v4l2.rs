@@ -153,9 +153,13 @@ impl FrameSource for V4l2Source {
         let pixels = if self.fourcc == MJPEG {
             FramePixels::Encoded(buffer[..used].to_vec())
         } else {
-            let data =
-                super::yuyv::unpad_rows(&buffer[..used], self.width, self.height, self.stride)
-                    .unwrap_or_else(|| buffer[..used].to_vec());
+            let data = crate::codec::yuyv::unpad_rows(
+                &buffer[..used],
+                self.width,
+                self.height,
+                self.stride,
+            )
+            .unwrap_or_else(|| buffer[..used].to_vec());
             FramePixels::Yuyv {
                 data,
                 width: self.width,

@@ -160,11 +160,12 @@ pub(crate) fn run(cli: &Cli, args: &RunArgs) -> u8 {
         );
     }
     eprintln!(
-        "dermedge: {} frames, {} classified, {} rejected by the gate, {} undecodable, {} failed, {} reconnects, {} journal failures, {} frames not saved",
+        "dermedge: {} frames, {} classified, {} rejected by the gate, {} undecodable ({} cut short), {} failed, {} reconnects, {} journal failures, {} frames not saved",
         stats.frames,
         stats.classified,
         stats.rejected,
         stats.undecodable,
+        stats.incomplete,
         stats.failed,
         stats.reconnects,
         stats.journal_failures,

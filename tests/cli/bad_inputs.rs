@@ -71,7 +71,8 @@ fn bad_inputs_fail_one_by_one_while_the_rest_are_classified_and_journaled() {
     }
     let error = |i: usize| records[i]["error"].as_str().unwrap_or_default().to_string();
     assert!(
-        error(0).contains("could not be decoded") && error(0).contains("Fix:"),
+        (error(0).contains("could not be decoded") || error(0).contains("is incomplete"))
+            && error(0).contains("Fix:"),
         "{}",
         error(0)
     );
@@ -209,5 +210,106 @@ fn a_member_whose_outputs_are_not_what_the_manifest_says_fails_each_input_clearl
     assert!(
         error.contains("not a distribution") && error.contains("tiny-cnn-0.onnx"),
         "{error}"
+    );
+}
+
+/// PNG encodings of a few real images (generated here: the repository ships JPEGs only).
+fn generated_pngs(sources: &[std::path::PathBuf]) -> Vec<(String, Vec<u8>)> {
+    sources
+        .iter()
+        .map(|path| {
+            let image = image::open(path).unwrap().to_rgb8();
+            let mut png = Vec::new();
+            image
+                .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                .unwrap();
+            let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+            (format!("{stem}.png"), png)
+        })
+        .collect()
+}
+
+#[test]
+fn images_cut_at_every_percent_of_their_length_are_refused_and_whole_ones_classified() {
+    let fx = Fixture::new();
+    let mut sources = sample_images();
+    sources.extend(ham10000_images(3).unwrap_or_default());
+    let mut originals: Vec<(String, Vec<u8>)> = sources
+        .iter()
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(p).unwrap(),
+            )
+        })
+        .collect();
+    originals.extend(generated_pngs(&sources[..3]));
+    let folder = fx.path("cuts");
+    std::fs::create_dir(&folder).unwrap();
+    let mut cuts = 0;
+    for (name, bytes) in &originals {
+        std::fs::write(folder.join(format!("whole-{name}")), bytes).unwrap();
+        for percent in 1..100 {
+            let cut = bytes.len() * percent / 100;
+            std::fs::write(
+                folder.join(format!("cut{percent:02}-{name}")),
+                &bytes[..cut],
+            )
+            .unwrap();
+            cuts += 1;
+        }
+    }
+    assert!(cuts >= 300, "{cuts} cut files");
+
+    let journal = fx.path("journal.jsonl");
+    let out = fx.run(&[
+        "classify",
+        "--json",
+        "--journal",
+        journal.to_str().unwrap(),
+        folder.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    let records = json_lines(&stdout(&out));
+    assert_eq!(records.len(), cuts + originals.len());
+    let mut accepted_cuts = Vec::new();
+    let mut refused_wholes = Vec::new();
+    for record in &records {
+        let input = record["input"].as_str().unwrap();
+        let file = std::path::Path::new(input)
+            .file_name()
+            .unwrap()
+            .to_string_lossy();
+        if file.starts_with("whole-") {
+            if record["top"].as_array().map_or(true, |t| t.len() != 3) {
+                refused_wholes.push(record.to_string());
+            }
+        } else {
+            let error = record["error"].as_str().unwrap_or_default();
+            if !(error.contains(input) && error.contains("Fix:")) {
+                accepted_cuts.push(record.to_string());
+            }
+        }
+    }
+    eprintln!(
+        "{cuts} cut files of {} images: {} accepted; {} whole files refused",
+        originals.len(),
+        accepted_cuts.len(),
+        refused_wholes.len()
+    );
+    assert!(
+        accepted_cuts.is_empty(),
+        "cut files given a result: {accepted_cuts:#?}"
+    );
+    assert!(
+        refused_wholes.is_empty(),
+        "whole files refused: {refused_wholes:#?}"
+    );
+    let journaled = std::fs::read_to_string(&journal).unwrap().lines().count();
+    assert_eq!(
+        journaled,
+        records.len(),
+        "every input, refused or not, is journaled"
     );
 }

@@ -1,9 +1,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use dermedge::capture::mjpeg::{with_huffman_tables, MjpegSplitter};
-use dermedge::capture::yuyv::yuyv_to_rgb;
+use dermedge::capture::mjpeg::MjpegSplitter;
 use dermedge::capture::{CaptureError, Frame, FramePixels, FrameSource};
+use dermedge::codec::jpeg::with_huffman_tables;
+use dermedge::codec::yuyv::yuyv_to_rgb;
 use dermedge::config::RunConfig;
 use dermedge::preprocess::{load_image_bytes, ImageLimits};
 use dermedge::run::RunLoop;
@@ -159,4 +160,81 @@ fn a_lost_source_is_reopened_with_backoff_and_capture_resumes() {
     // Backoff: 10 ms after the loss, then 20 and 40 ms after the failed reopens.
     assert!(started.elapsed() >= std::time::Duration::from_millis(70));
     assert_eq!(String::from_utf8(out).unwrap().matches("  1. ").count(), 5);
+}
+
+/// Delivers the given frames in order, then ends.
+struct FramesSource(std::vec::IntoIter<FramePixels>);
+
+impl FrameSource for FramesSource {
+    fn next_frame(&mut self) -> Result<Option<Frame>, CaptureError> {
+        Ok(self.0.next().map(|pixels| Frame {
+            origin: "camera:/dev/video0#7".into(),
+            pixels,
+        }))
+    }
+
+    fn name(&self) -> String {
+        "frames".into()
+    }
+}
+
+#[test]
+fn frames_cut_short_are_counted_and_never_classified() {
+    let fx = Fixture::new();
+    let ensemble = Ensemble::load(&fx.manifest).unwrap();
+    let mut config = RunConfig::default();
+    config.trigger.mode = TriggerMode::Every;
+    config.trigger.min_interval_ms = 0;
+    let mjpeg = mjpeg_frames();
+    let yuyv = std::fs::read(fixture_file("testsrc2-160x120.yuyv")).unwrap();
+    let whole_yuyv = yuyv[..160 * 120 * 2].to_vec();
+    let frames = vec![
+        FramePixels::Encoded(mjpeg[0].clone()),
+        // A short `bytesused`: the frame's first 60%, no end-of-image marker.
+        FramePixels::Encoded(mjpeg[1][..mjpeg[1].len() * 6 / 10].to_vec()),
+        FramePixels::Yuyv {
+            data: whole_yuyv[..whole_yuyv.len() - 320].to_vec(),
+            width: 160,
+            height: 120,
+        },
+        FramePixels::Yuyv {
+            data: whole_yuyv,
+            width: 160,
+            height: 120,
+        },
+    ];
+    let mut source = Some(FramesSource(frames.into_iter()));
+    let mut open = || {
+        source
+            .take()
+            .map(|s| Box::new(s) as Box<dyn FrameSource>)
+            .ok_or(CaptureError::Open {
+                source_name: "frames".into(),
+                message: "opened twice".into(),
+                fix: "-".into(),
+            })
+    };
+    let (stop, request) = (AtomicBool::new(false), AtomicBool::new(false));
+    let mut out = Vec::new();
+    let stats = RunLoop {
+        ensemble: &ensemble,
+        journal: None,
+        config: &config,
+        limits: ImageLimits::default(),
+        stop: &stop,
+        request: &request,
+        out: &mut out,
+        max_frames: Some(4),
+        stats_every: None,
+    }
+    .run(&mut open);
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(
+        (stats.frames, stats.undecodable, stats.incomplete),
+        (4, 2, 2),
+        "{out}"
+    );
+    assert_eq!(stats.classified + stats.rejected, 2, "{out}");
+    assert!(out.contains("is incomplete"), "{out}");
+    assert!(out.contains("needs 38400 bytes, got 38080"), "{out}");
 }

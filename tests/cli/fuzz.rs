@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
-use dermedge::capture::mjpeg::{scan_frame, with_huffman_tables, MjpegSplitter, Scan};
-use dermedge::capture::yuyv::yuyv_to_rgb;
+use dermedge::capture::mjpeg::MjpegSplitter;
+use dermedge::codec::jpeg::{scan_frame, with_huffman_tables, Scan};
+use dermedge::codec::yuyv::yuyv_to_rgb;
 use dermedge::config::RunConfig;
 use dermedge::journal::{read_journal, Journal};
 use dermedge::manifest::{ChannelOrder, InputSpec, Manifest, ResizePolicy};
@@ -99,6 +100,7 @@ fn spec() -> InputSpec {
         mean: [0.5; 3],
         std: [0.25; 3],
         channel_order: ChannelOrder::Bgr,
+        colour_constancy: dermedge::manifest::ColourConstancy::None,
     }
 }
 
