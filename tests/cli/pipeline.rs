@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use dermedge::manifest::TestTimeAugmentation;
+use dermedge::manifest::{ColourConstancy, TestTimeAugmentation};
 use dermedge_tools::backend::BackendKind;
 use dermedge_tools::commands::{
     calibrate, evaluate, export, train, EvaluateRequest, ExportRequest, TrainRequest,
@@ -13,7 +13,7 @@ use dermedge_tools::commands::{
 use dermedge_tools::metrics::majority_baseline_balanced_accuracy;
 use dermedge_tools::nn::{Arch, ClassifierSpec, Normalisation};
 use dermedge_tools::quantize::{quantize, quantize_summary, QuantizeRequest, RangeMethod};
-use dermedge_tools::train::{LossChoice, TrainConfig, TrainState};
+use dermedge_tools::train::{LossChoice, RunOptions, TrainConfig, TrainState};
 
 use crate::util::*;
 
@@ -38,6 +38,10 @@ fn quick_config() -> TrainConfig {
         patience: 5,
         limit_per_class: Some(150),
         input_normalisation: Some(Normalisation::IMAGENET),
+        label_smoothing: 0.1,
+        ema_decay: Some(0.9),
+        extra_training_data: Vec::new(),
+        colour_constancy: ColourConstancy::ShadesOfGray,
     }
 }
 
@@ -62,7 +66,7 @@ fn split_train_export_classify_beats_the_majority_baseline() {
         seeds: vec![3],
         weights: vec![],
         backend: BackendKind::Ndarray,
-        resume: false,
+        options: RunOptions::default(),
         template: quick_config(),
     })
     .unwrap();
@@ -71,10 +75,11 @@ fn split_train_export_classify_beats_the_majority_baseline() {
         "config.json",
         "state.json",
         "best.bpk",
-        "last.bpk",
-        "optimizer.bpk",
         "log.csv",
         "curves.png",
+        "checkpoints/e005-s00000/model.bpk",
+        "checkpoints/e005-s00000/optimizer.bpk",
+        "checkpoints/e005-s00000/average.bpk",
     ] {
         assert!(members[0].join(file).is_file(), "{file} missing");
     }
@@ -113,6 +118,15 @@ fn split_train_export_classify_beats_the_majority_baseline() {
         tolerance: 1e-4,
     })
     .unwrap();
+
+    assert_eq!(
+        dermedge::Manifest::load(&manifest)
+            .unwrap()
+            .input
+            .colour_constancy,
+        ColourConstancy::ShadesOfGray,
+        "the member's colour constancy is declared in the manifest"
+    );
 
     let report_dir = dir.path().join("report");
     let report = evaluate(&EvaluateRequest {

@@ -80,6 +80,7 @@ mod tests {
             mean: [0.485, 0.456, 0.406],
             std: [0.229, 0.224, 0.225],
             channel_order: ChannelOrder::Rgb,
+            colour_constancy: dermedge::manifest::ColourConstancy::None,
         }
     }
 

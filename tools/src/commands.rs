@@ -8,7 +8,7 @@ use dermedge::manifest::{InputSpec, TestTimeAugmentation};
 use dermedge::preprocess::{load_image_file, to_input_tensor, ImageLimits};
 
 use crate::backend::BackendKind;
-use crate::data::{load_ham10000, Sample};
+use crate::data::{load_extra_training_set, load_ham10000, Sample};
 use crate::evaluate::{
     fit_decision, markdown_report, nll, summarise, write_plots, write_predictions, Fitted, Scores,
     Summary,
@@ -16,7 +16,7 @@ use crate::evaluate::{
 use crate::export::{classifier_onnx, write_manifest, write_member, EnsembleInfo, ExportedMember};
 use crate::nn::{Arch, Classifier};
 use crate::split::{counts_table, indices_on, read_split_csv, train_val_test, write_split_csv};
-use crate::train::{load_best, train_member, TrainConfig};
+use crate::train::{load_best, train_member, RunOptions, TrainConfig};
 
 /// Options of `dermedge-tools train` beyond the per-member config.
 #[derive(Debug, Clone)]
@@ -29,7 +29,7 @@ pub struct TrainRequest {
     /// ImageNet checkpoints by backbone.
     pub weights: Vec<(Arch, PathBuf)>,
     pub backend: BackendKind,
-    pub resume: bool,
+    pub options: RunOptions,
     /// Template for every member; `spec.arch`, `pretrained` and `seed` are set per member.
     pub template: TrainConfig,
 }
@@ -96,11 +96,16 @@ pub fn train(request: &TrainRequest) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(&request.out)
         .with_context(|| format!("cannot create {}", request.out.display()))?;
     let SplitData {
-        samples,
-        train,
+        mut samples,
+        mut train,
         val,
         ..
     } = load_split(&request.data, request.split.as_deref(), &request.out)?;
+    add_extra_training_data(
+        &request.template.extra_training_data,
+        &mut samples,
+        &mut train,
+    )?;
     let mut dirs = Vec::new();
     for &arch in &request.archs {
         let pretrained = request
@@ -129,7 +134,7 @@ pub fn train(request: &TrainRequest) -> anyhow::Result<Vec<PathBuf>> {
                 &val,
                 &dir,
                 &device,
-                request.resume,
+                &request.options,
             )?;
             println!(
                 "{}: best validation balanced accuracy {:.4} at epoch {}",
@@ -141,6 +146,53 @@ pub fn train(request: &TrainRequest) -> anyhow::Result<Vec<PathBuf>> {
         }
     }
     Ok(dirs)
+}
+
+/// Appends the images of each extra training set to `samples` and to the training side; refuses a
+/// set that shares an image id with the split's dataset (it could reach validation or test).
+pub fn add_extra_training_data(
+    folders: &[PathBuf],
+    samples: &mut Vec<Sample>,
+    train: &mut Vec<usize>,
+) -> anyhow::Result<()> {
+    for folder in folders {
+        let (extra, report) = load_extra_training_set(folder)?;
+        if !report.is_clean() {
+            eprint!("{}: {}", folder.display(), report.summary());
+        }
+        let known: std::collections::HashSet<&str> =
+            samples.iter().map(|s| s.image_id.as_str()).collect();
+        if let Some(shared) = extra.iter().find(|s| known.contains(s.image_id.as_str())) {
+            bail!(
+                "{} holds {}, which is also in the split's dataset; extra training data must not overlap it. Fix: remove the shared images from {}",
+                folder.display(),
+                shared.image_id,
+                folder.display()
+            );
+        }
+        if extra.is_empty() {
+            bail!(
+                "{} holds no usable image. Fix: point --extra-data at a folder with metadata.csv (image_id, dx) and its images",
+                folder.display()
+            );
+        }
+        eprintln!(
+            "{}: {} extra training images ({})",
+            folder.display(),
+            extra.len(),
+            crate::data::class_counts(&extra)
+                .iter()
+                .zip(crate::data::CLASSES)
+                .filter(|(n, _)| **n > 0)
+                .map(|(n, c)| format!("{c} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let first = samples.len();
+        samples.extend(extra);
+        train.extend(first..samples.len());
+    }
+    Ok(())
 }
 
 /// Member folders under a run folder (those holding a `config.json`), sorted.

@@ -303,6 +303,51 @@ pub fn load_isic2018(
     Ok((samples, report))
 }
 
+/// Reads an extra training set in the ISIC 2017 copy's layout: `metadata.csv` with columns
+/// `image_id` and `dx` (a HAM10000 code) plus a folder of images. Each image is its own lesion,
+/// and its lesion id is prefixed with `extra:` so it can never share a lesion with HAM10000.
+pub fn load_extra_training_set(root: &Path) -> anyhow::Result<(Vec<Sample>, DataReport)> {
+    let csv = root.join("metadata.csv");
+    let Csv { header, rows } = read_csv(&csv)?;
+    let (image, dx) = (
+        column(&header, "image_id", &csv)?,
+        column(&header, "dx", &csv)?,
+    );
+    let index = index_images(root);
+    let mut report = DataReport::default();
+    let mut seen = HashSet::new();
+    let mut samples = Vec::new();
+    for (line, fields) in rows {
+        let (Some(image_id), Some(code)) = (fields.get(image), fields.get(dx)) else {
+            report.malformed.push((
+                line,
+                format!("{} fields, expected image_id and dx", fields.len()),
+            ));
+            continue;
+        };
+        let (image_id, code) = (image_id.trim().to_string(), code.trim());
+        let Some(class) = CLASSES.iter().position(|c| *c == code) else {
+            report.unknown_dx.push((line, code.to_string()));
+            continue;
+        };
+        if !seen.insert(image_id.clone()) {
+            report.duplicate_ids.push(image_id);
+            continue;
+        }
+        let Some(path) = index.get(&image_id) else {
+            report.missing_images.push(image_id);
+            continue;
+        };
+        samples.push(Sample {
+            lesion_id: format!("extra:{image_id}"),
+            image_id,
+            class,
+            path: path.clone(),
+        });
+    }
+    Ok((samples, report))
+}
+
 /// Images per class.
 pub fn class_counts(samples: &[Sample]) -> [usize; 7] {
     let mut counts = [0; 7];
@@ -435,6 +480,40 @@ pub(crate) mod tests {
             err.contains("HAM10000_metadata.csv") && err.contains("Fix:"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn reads_an_extra_training_set_and_reports_its_bad_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("images")).unwrap();
+        for id in ["ISIC_0000001", "ISIC_0000002", "ISIC_0000004"] {
+            image::RgbImage::new(8, 8)
+                .save(root.join("images").join(format!("{id}.jpg")))
+                .unwrap();
+        }
+        std::fs::write(
+            root.join("metadata.csv"),
+            "image_id,dx,isic2017_label,split\nISIC_0000001,mel,melanoma,train\n\
+             ISIC_0000002,nv,nevus,validation\nISIC_0000003,nv,nevus,train\n\
+             ISIC_0000004,xyz,other,train\nISIC_0000001,mel,melanoma,train\n",
+        )
+        .unwrap();
+        let (samples, report) = load_extra_training_set(root).unwrap();
+        let got: Vec<(&str, &str, usize)> = samples
+            .iter()
+            .map(|s| (s.image_id.as_str(), s.lesion_id.as_str(), s.class))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("ISIC_0000001", "extra:ISIC_0000001", 4),
+                ("ISIC_0000002", "extra:ISIC_0000002", 5)
+            ]
+        );
+        assert_eq!(report.missing_images, ["ISIC_0000003"]);
+        assert_eq!(report.unknown_dx, [(5, "xyz".to_string())]);
+        assert_eq!(report.duplicate_ids, ["ISIC_0000001"]);
     }
 
     #[test]

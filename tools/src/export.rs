@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use dermedge::manifest::{
-    ChannelOrder, DecisionSettings, EnsembleStatus, InputSpec, Manifest, MemberOutput, MemberSpec,
-    ResizePolicy,
+    DecisionSettings, EnsembleStatus, InputSpec, Manifest, MemberOutput, MemberSpec,
 };
 use dermedge::preprocess::sha256_hex;
 
@@ -162,10 +161,8 @@ pub struct EnsembleInfo {
     pub version: String,
     pub description: String,
     pub status: EnsembleStatus,
-    pub width: u32,
-    pub height: u32,
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
+    /// The one input spec of every member.
+    pub input: InputSpec,
     pub decision: DecisionSettings,
 }
 
@@ -182,10 +179,7 @@ impl EnsembleInfo {
             version: version.into(),
             description,
             status: EnsembleStatus::Trained,
-            width: spec.width,
-            height: spec.height,
-            mean: spec.mean,
-            std: spec.std,
+            input: spec.clone(),
             decision: DecisionSettings::default(),
         }
     }
@@ -202,14 +196,7 @@ pub fn write_manifest(
         version: info.version.clone(),
         status: info.status,
         description: info.description.clone(),
-        input: InputSpec {
-            width: info.width,
-            height: info.height,
-            resize: ResizePolicy::Stretch,
-            mean: info.mean,
-            std: info.std,
-            channel_order: ChannelOrder::Rgb,
-        },
+        input: info.input.clone(),
         classes: dermedge::manifest::ham10000_classes(),
         members: members
             .iter()

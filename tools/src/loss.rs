@@ -8,8 +8,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum LossKind {
-    /// `-sum_i w[y_i] log p_i[y_i] / sum_i w[y_i]`; uniform weights give plain cross-entropy.
-    WeightedCrossEntropy { weights: Vec<f32> },
+    /// `-sum_i w[y_i] sum_c q_ic log p_ic / sum_i w[y_i]` with the label-smoothed target
+    /// `q_ic = (1 - eps) [c = y_i] + eps / K`; uniform weights and `eps = 0` give plain
+    /// cross-entropy.
+    WeightedCrossEntropy {
+        weights: Vec<f32>,
+        #[serde(default)]
+        smoothing: f32,
+    },
     /// `mean_i -alpha[y_i] (1 - p_i[y_i])^gamma log p_i[y_i]` (Lin et al. 2017).
     Focal { gamma: f32, alpha: Vec<f32> },
 }
@@ -23,13 +29,20 @@ impl LossKind {
             TensorData::new(labels.iter().map(|&l| l as i64).collect(), [n, 1]),
             &device,
         );
-        let log_p: Tensor<1> = log_softmax(logits, 1).gather(1, indices).flatten(0, 1);
+        let log_probs = log_softmax(logits, 1);
+        let log_p: Tensor<1> = log_probs.clone().gather(1, indices).flatten(0, 1);
         match self {
-            LossKind::WeightedCrossEntropy { weights } => {
+            LossKind::WeightedCrossEntropy { weights, smoothing } => {
                 let w: Vec<f32> = labels.iter().map(|&l| weights[l]).collect();
                 let total: f32 = w.iter().sum();
                 let w = Tensor::<1>::from_data(TensorData::new(w, [n]), &device);
-                (log_p * w).sum().neg().div_scalar(total)
+                let target_term = if *smoothing > 0.0 {
+                    let mean_log_p: Tensor<1> = log_probs.mean_dim(1).flatten(0, 1);
+                    log_p.mul_scalar(1.0 - smoothing) + mean_log_p.mul_scalar(*smoothing)
+                } else {
+                    log_p
+                };
+                (target_term * w).sum().neg().div_scalar(total)
             }
             LossKind::Focal { gamma, alpha } => {
                 let a: Vec<f32> = labels.iter().map(|&l| alpha[l]).collect();
@@ -65,6 +78,7 @@ mod tests {
         let (logits, labels) = batch();
         let loss = LossKind::WeightedCrossEntropy {
             weights: vec![1.0, 5.0, 2.0],
+            smoothing: 0.0,
         };
         let value: f32 = loss.compute(logits, &labels).into_scalar();
         // (2 * 0.4076060 + 1 * 1.0986123) / (2 + 1)
@@ -76,12 +90,28 @@ mod tests {
         let (logits, labels) = batch();
         let loss = LossKind::WeightedCrossEntropy {
             weights: vec![1.0; 3],
+            smoothing: 0.0,
         };
         let value: f32 = loss.compute(logits, &labels).into_scalar();
         assert!(
             (value - (0.407_606 + 1.098_612_3) / 2.0).abs() < 1e-6,
             "{value}"
         );
+    }
+
+    // Row A: log p = [-2.4076060, -1.4076060, -0.4076060], mean -1.4076060;
+    // row B: all -1.0986123.
+    #[test]
+    fn label_smoothing_mixes_in_the_mean_log_probability() {
+        let (logits, labels) = batch();
+        let loss = LossKind::WeightedCrossEntropy {
+            weights: vec![1.0, 5.0, 2.0],
+            smoothing: 0.1,
+        };
+        let value: f32 = loss.compute(logits, &labels).into_scalar();
+        let a = 0.9 * 0.407_606 + 0.1 * 1.407_606;
+        let b = 1.098_612_3;
+        assert!((value - (2.0 * a + b) / 3.0).abs() < 1e-6, "{value}");
     }
 
     #[test]

@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use dermedge::manifest::TestTimeAugmentation;
+use dermedge::manifest::{ColourConstancy, TestTimeAugmentation};
 use dermedge_tools::backend::BackendKind;
 use dermedge_tools::commands::{
     calibrate, evaluate, export, parse_weights, train, EvaluateRequest, ExportRequest, TrainRequest,
@@ -15,7 +15,7 @@ use dermedge_tools::quantize::{
 };
 use dermedge_tools::sign::{keygen, sign};
 use dermedge_tools::split::{counts_table, k_fold, train_val_test, write_split_csv};
-use dermedge_tools::train::{training_throughput, LossChoice, TrainConfig};
+use dermedge_tools::train::{training_throughput, LossChoice, RunOptions, TrainConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -115,6 +115,26 @@ enum Command {
         /// At most this many training images per class (quick runs).
         #[arg(long)]
         limit_per_class: Option<usize>,
+        /// Label smoothing of the cross-entropy target, e.g. 0.1.
+        #[arg(long, default_value_t = 0.0)]
+        label_smoothing: f32,
+        /// Keep a moving average of the weights with this decay per step (e.g. 0.998); it is
+        /// validated, kept as best and exported.
+        #[arg(long)]
+        ema: Option<f64>,
+        /// A training-only image set (metadata.csv with image_id and dx, plus images), such as
+        /// ../shared/isic2017; repeatable. Never used for validation or test.
+        #[arg(long = "extra-data")]
+        extra_data: Vec<PathBuf>,
+        /// Colour constancy of the input, declared in the exported manifest.
+        #[arg(long, value_enum, default_value_t = ColourConstancyArg::None)]
+        colour_constancy: ColourConstancyArg,
+        /// Minutes between checkpoints inside an epoch (one is written at every epoch's end too).
+        #[arg(long, default_value_t = 10.0)]
+        checkpoint_minutes: f64,
+        /// Stop after this many training steps in this call, with a checkpoint (continue with --resume).
+        #[arg(long)]
+        stop_after_steps: Option<usize>,
     },
     /// Export a run's members (best checkpoints) as ONNX plus ensemble.toml, checked against tract.
     Export {
@@ -212,6 +232,23 @@ enum Command {
         #[arg(long)]
         key: PathBuf,
     },
+}
+
+/// `--colour-constancy` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ColourConstancyArg {
+    None,
+    /// Shades of Gray, p = 6.
+    ShadesOfGray,
+}
+
+impl From<ColourConstancyArg> for ColourConstancy {
+    fn from(arg: ColourConstancyArg) -> ColourConstancy {
+        match arg {
+            ColourConstancyArg::None => ColourConstancy::None,
+            ColourConstancyArg::ShadesOfGray => ColourConstancy::ShadesOfGray,
+        }
+    }
 }
 
 /// The HAM10000 folder and the split of it.
@@ -312,6 +349,10 @@ impl ModelArgs {
             patience: usize::MAX,
             limit_per_class: None,
             input_normalisation: Some(Normalisation::IMAGENET),
+            label_smoothing: 0.0,
+            ema_decay: None,
+            extra_training_data: Vec::new(),
+            colour_constancy: ColourConstancy::None,
         }
     }
 }
@@ -416,6 +457,12 @@ fn main() -> ExitCode {
             no_augment,
             patience,
             limit_per_class,
+            label_smoothing,
+            ema,
+            extra_data,
+            colour_constancy,
+            checkpoint_minutes,
+            stop_after_steps,
         } => (|| {
             let class_weights = class_weights
                 .as_deref()
@@ -433,8 +480,17 @@ fn main() -> ExitCode {
                 augment: !no_augment,
                 patience,
                 limit_per_class,
+                label_smoothing,
+                ema_decay: ema,
+                extra_training_data: extra_data,
+                colour_constancy: colour_constancy.into(),
                 ..common.config(Arch::TinyCnn)
             };
+            if !checkpoint_minutes.is_finite() || checkpoint_minutes < 0.0 {
+                anyhow::bail!(
+                    "--checkpoint-minutes {checkpoint_minutes} must be a number of minutes >= 0"
+                );
+            }
             train(&TrainRequest {
                 data,
                 split,
@@ -443,7 +499,11 @@ fn main() -> ExitCode {
                 seeds,
                 weights,
                 backend: common.backend,
-                resume,
+                options: RunOptions {
+                    resume,
+                    checkpoint_every: std::time::Duration::from_secs_f64(checkpoint_minutes * 60.0),
+                    stop_after_steps,
+                },
                 template,
             })
             .map(|_| ())

@@ -2,7 +2,8 @@
 //!
 //! Left panel: loss (blue train, orange validation). Right panel: accuracy on a 0-1 scale with
 //! grid lines every 0.1 (blue train accuracy, orange validation accuracy, green validation
-//! balanced accuracy). One x step per epoch; a grey vertical line marks the end of the frozen phase.
+//! balanced accuracy, purple the weight average's validation balanced accuracy when one is kept).
+//! One x step per epoch; a grey vertical line marks the end of the frozen phase.
 
 use std::path::Path;
 
@@ -21,17 +22,38 @@ pub struct EpochRow {
     pub val_loss: f64,
     pub val_accuracy: f64,
     pub val_balanced_accuracy: f64,
+    /// Recall of the melanoma class on the validation side.
+    #[serde(default)]
+    pub val_melanoma_sensitivity: f64,
+    /// The weight average's validation figures, when the run keeps one.
+    #[serde(default)]
+    pub average: Option<ValidationFigures>,
     pub seconds: f64,
+}
+
+/// Validation figures of one set of weights.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ValidationFigures {
+    pub loss: f64,
+    pub accuracy: f64,
+    pub balanced_accuracy: f64,
+    pub melanoma_sensitivity: f64,
 }
 
 impl EpochRow {
     /// Column names of `log.csv`.
-    pub const CSV_HEADER: &'static str = "epoch,phase,lr,train_loss,train_accuracy,val_loss,val_accuracy,val_balanced_accuracy,seconds";
+    pub const CSV_HEADER: &'static str = "epoch,phase,lr,train_loss,train_accuracy,val_loss,val_accuracy,val_balanced_accuracy,val_melanoma_sensitivity,average_val_loss,average_val_accuracy,average_val_balanced_accuracy,average_val_melanoma_sensitivity,seconds";
 
-    /// The row as CSV.
+    /// The row as CSV (the average's columns empty when none is kept).
     pub fn csv(&self) -> String {
+        let average = self.average.map_or(",,,".to_string(), |a| {
+            format!(
+                "{:.5},{:.4},{:.4},{:.4}",
+                a.loss, a.accuracy, a.balanced_accuracy, a.melanoma_sensitivity
+            )
+        });
         format!(
-            "{},{},{:.3e},{:.5},{:.4},{:.5},{:.4},{:.4},{:.1}",
+            "{},{},{:.3e},{:.5},{:.4},{:.5},{:.4},{:.4},{:.4},{average},{:.1}",
             self.epoch,
             self.phase,
             self.lr,
@@ -40,14 +62,22 @@ impl EpochRow {
             self.val_loss,
             self.val_accuracy,
             self.val_balanced_accuracy,
+            self.val_melanoma_sensitivity,
             self.seconds
         )
+    }
+
+    /// The figures the run selects and stops on: the average's when one is kept.
+    pub fn selected_balanced_accuracy(&self) -> f64 {
+        self.average
+            .map_or(self.val_balanced_accuracy, |a| a.balanced_accuracy)
     }
 }
 
 const BLUE: Rgb<u8> = Rgb([31, 119, 180]);
 const ORANGE: Rgb<u8> = Rgb([255, 127, 14]);
 const GREEN: Rgb<u8> = Rgb([44, 160, 44]);
+const PURPLE: Rgb<u8> = Rgb([148, 103, 189]);
 const GRID: Rgb<u8> = Rgb([225, 225, 225]);
 const AXIS: Rgb<u8> = Rgb([90, 90, 90]);
 
@@ -189,6 +219,11 @@ pub fn write_training_plot(path: &Path, rows: &[EpochRow]) -> anyhow::Result<()>
     accuracy.series(&mut img, &series(|r| r.train_accuracy), BLUE);
     accuracy.series(&mut img, &series(|r| r.val_accuracy), ORANGE);
     accuracy.series(&mut img, &series(|r| r.val_balanced_accuracy), GREEN);
+    let averaged: Vec<(usize, f64)> = rows
+        .iter()
+        .filter_map(|r| r.average.map(|a| (r.epoch, a.balanced_accuracy)))
+        .collect();
+    accuracy.series(&mut img, &averaged, PURPLE);
     img.save(path)
         .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -21,6 +21,7 @@ pub fn spec_for(arch: Arch, width: u32, height: u32) -> InputSpec {
         mean,
         std,
         channel_order: ChannelOrder::Rgb,
+        colour_constancy: dermedge::manifest::ColourConstancy::None,
     }
 }
 

@@ -1,0 +1,641 @@
+//! The training loop of one member: epochs of shuffled, augmented batches, a checkpoint every few
+//! minutes and at every epoch's end, validation and early stopping.
+//!
+//! Everything random is a function of the seed, the epoch and the step (the order of an epoch,
+//! each batch's augmentations, the backend's dropout stream), so a run stopped at any step and
+//! resumed from its last checkpoint computes what an uninterrupted run computes.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::average::update_average;
+use super::checkpoint::{
+    load_module, read_config, read_state, save_checkpoint, save_module, write_atomically,
+    EpochProgress, RunFiles, TrainState,
+};
+use super::validation::{logits_values, smoothed_balanced_accuracy, tensor_batch, validate};
+use super::{LossChoice, TrainConfig};
+use crate::augment::AugmentConfig;
+use crate::batch::{make_batch, Batch};
+use crate::data::{class_counts, class_weights, Sample, CLASSES};
+use crate::import::load_backbone;
+use crate::loss::LossKind;
+use crate::nn::Classifier;
+use crate::plot::{write_training_plot, EpochRow};
+use crate::rng::SeededRng;
+use crate::split::shuffle;
+
+/// How a member's training is run, beyond what defines the member.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Continue from the member folder's last checkpoint.
+    pub resume: bool,
+    /// Time between checkpoints inside an epoch (one is also written at every epoch's end).
+    pub checkpoint_every: Duration,
+    /// Stop (after a checkpoint) once this many steps have run in this call.
+    pub stop_after_steps: Option<usize>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            resume: false,
+            checkpoint_every: Duration::from_secs(600),
+            stop_after_steps: None,
+        }
+    }
+}
+
+/// What a member run produced.
+#[derive(Debug, Clone)]
+pub struct MemberRun {
+    pub dir: PathBuf,
+    pub best_epoch: Option<usize>,
+    pub best_balanced_accuracy: f64,
+    /// Whether every epoch ran or early stopping ended the run (false after `stop_after_steps`).
+    pub finished: bool,
+}
+
+fn training_indices(config: &TrainConfig, samples: &[Sample], train: &[usize]) -> Vec<usize> {
+    let Some(limit) = config.limit_per_class else {
+        return train.to_vec();
+    };
+    let mut rng = SeededRng::new(config.seed ^ 0x5eed);
+    let mut shuffled = train.to_vec();
+    shuffle(&mut shuffled, &mut rng);
+    let mut taken = [0usize; CLASSES.len()];
+    let mut out: Vec<usize> = shuffled
+        .into_iter()
+        .filter(|&i| {
+            let c = samples[i].class;
+            taken[c] += 1;
+            taken[c] <= limit
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+fn loss_for(config: &TrainConfig, samples: &[Sample], train: &[usize]) -> LossKind {
+    let weights = config.class_weights.clone().unwrap_or_else(|| {
+        let subset: Vec<Sample> = train.iter().map(|&i| samples[i].clone()).collect();
+        class_weights(&class_counts(&subset))
+    });
+    match config.loss {
+        LossChoice::WeightedCe => LossKind::WeightedCrossEntropy {
+            weights,
+            smoothing: config.label_smoothing,
+        },
+        LossChoice::Focal => LossKind::Focal {
+            gamma: config.focal_gamma,
+            alpha: weights,
+        },
+    }
+}
+
+/// A seed for everything random at one step of one epoch.
+fn step_seed(seed: u64, epoch: usize, step: usize) -> u64 {
+    SeededRng::new(seed ^ ((epoch as u64) << 40) ^ (step as u64)).next_u64()
+}
+
+fn write_log(files: &RunFiles, rows: &[EpochRow]) -> anyhow::Result<()> {
+    let mut text = format!("{}\n", EpochRow::CSV_HEADER);
+    for row in rows {
+        text.push_str(&row.csv());
+        text.push('\n');
+    }
+    write_atomically(&files.log(), text.as_bytes())?;
+    write_training_plot(&files.plot(), rows)
+}
+
+/// Remaining time from the mean duration of the fine-tuning epochs so far.
+fn eta(rows: &[EpochRow], remaining_epochs: usize) -> String {
+    let timed: Vec<f64> = rows
+        .iter()
+        .filter(|r| r.phase != "frozen")
+        .map(|r| r.seconds)
+        .collect();
+    let per_epoch = if timed.is_empty() {
+        rows.last().map_or(0.0, |r| r.seconds)
+    } else {
+        timed.iter().sum::<f64>() / timed.len() as f64
+    };
+    let minutes = (per_epoch * remaining_epochs as f64 / 60.0).round() as u64;
+    format!("{}h{:02}m", minutes / 60, minutes % 60)
+}
+
+/// A fresh member: the ImageNet backbone (renormalised to the run's input) or random weights.
+fn start(
+    config: &TrainConfig,
+    files: &RunFiles,
+    device: &Device,
+    autodiff: &Device,
+) -> anyhow::Result<Classifier> {
+    for stale in [files.state(), files.best(), files.log()] {
+        if stale.exists() {
+            std::fs::remove_file(&stale)
+                .with_context(|| format!("cannot remove {}", stale.display()))?;
+        }
+    }
+    if files.checkpoints().exists() {
+        std::fs::remove_dir_all(files.checkpoints())
+            .with_context(|| format!("cannot remove {}", files.checkpoints().display()))?;
+    }
+    write_atomically(
+        &files.config(),
+        serde_json::to_string_pretty(config)?.as_bytes(),
+    )?;
+    device.seed(config.seed);
+    Ok(match &config.pretrained {
+        Some(path) => {
+            let backbone = load_backbone(path, &config.spec, autodiff)?.renormalised(
+                config.spec.arch.weights_normalisation(),
+                config.normalisation(),
+            )?;
+            Classifier::with_backbone(backbone, &config.spec, autodiff)
+        }
+        None => Classifier::init(&config.spec, autodiff),
+    })
+}
+
+/// Trains one member into `dir` on `device` (a plain device; gradients are enabled here).
+pub fn train_member(
+    config: &TrainConfig,
+    samples: &[Sample],
+    train: &[usize],
+    val: &[usize],
+    dir: &Path,
+    device: &Device,
+    options: &RunOptions,
+) -> anyhow::Result<MemberRun> {
+    config.check()?;
+    if train.is_empty() || val.is_empty() {
+        bail!(
+            "the split has {} training and {} validation images; both sides need images",
+            train.len(),
+            val.len()
+        );
+    }
+    let files = RunFiles { dir: dir.into() };
+    std::fs::create_dir_all(files.checkpoints())
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let autodiff = device.clone().autodiff();
+    let spec = config.input_spec();
+    let train = training_indices(config, samples, train);
+    let loss = loss_for(config, samples, &train);
+
+    let mut optimizer: ModuleOptimizer = AdamWConfig::new()
+        .with_weight_decay(config.weight_decay)
+        .init();
+    let saved = if options.resume {
+        read_state(&files)?
+    } else {
+        None
+    };
+    let (mut state, mut model, mut average) = match saved {
+        Some((state, checkpoint)) => {
+            if read_config(dir)? != *config {
+                bail!(
+                    "{} was trained with other settings; resume with the same options or use a new --out",
+                    dir.display()
+                );
+            }
+            optimizer = optimizer.load(checkpoint.optimizer()).map_err(|e| {
+                anyhow::anyhow!("cannot load {}: {e:?}", checkpoint.optimizer().display())
+            })?;
+            let model = load_module(
+                Classifier::init(&config.spec, &autodiff),
+                &checkpoint.model(),
+            )?;
+            let average = match config.ema_decay {
+                Some(_) => Some(
+                    load_module(
+                        Classifier::init(&config.spec, device),
+                        &checkpoint.average(),
+                    )?
+                    .valid(),
+                ),
+                None => None,
+            };
+            log::info!(
+                "resuming {} at epoch {}, step {}",
+                dir.display(),
+                state.next_epoch + 1,
+                state.next_step
+            );
+            (state, model, average)
+        }
+        None => {
+            if options.resume {
+                log::info!("{}: no checkpoint to resume; starting", dir.display());
+            }
+            let model = start(config, &files, device, &autodiff)?;
+            let average = config.ema_decay.map(|_| model.valid());
+            (TrainState::default(), model, average)
+        }
+    };
+
+    let steps = train.len().div_ceil(config.batch);
+    let augmentation = if config.augment {
+        AugmentConfig::default()
+    } else {
+        AugmentConfig::none()
+    };
+    let mut last_checkpoint = Instant::now();
+    let mut steps_run = 0usize;
+    while state.next_epoch < config.epochs && state.epochs_without_improvement < config.patience {
+        let epoch = state.next_epoch;
+        model.backbone = if epoch < config.frozen_epochs {
+            model.backbone.freeze()
+        } else {
+            model.backbone.unfreeze()
+        };
+        let resumed_at = Instant::now();
+        let mut order = train.clone();
+        let mut rng = SeededRng::new(config.seed.wrapping_mul(1000).wrapping_add(epoch as u64));
+        shuffle(&mut order, &mut rng);
+        let bar = ProgressBar::new(steps as u64).with_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(format!("epoch {}/{}", epoch + 1, config.epochs));
+        bar.set_position(state.next_step as u64);
+        let phase = if epoch < config.frozen_epochs {
+            "frozen"
+        } else {
+            "fine-tune"
+        };
+        let mut progress = std::mem::take(&mut state.progress);
+        let mut lr = config.learning_rate(epoch, state.next_step, steps);
+        let first_step = state.next_step;
+        let interrupted = std::thread::scope(|scope| -> anyhow::Result<bool> {
+            let (tx, rx) = sync_channel::<(usize, anyhow::Result<Batch>)>(3);
+            let order = &order;
+            let augmentation = &augmentation;
+            let spec = &spec;
+            scope.spawn(move || {
+                for (step, chunk) in order.chunks(config.batch).enumerate().skip(first_step) {
+                    let mut aug_rng = SeededRng::new(step_seed(config.seed, epoch, step));
+                    let batch =
+                        make_batch(samples, chunk, spec, Some((augmentation, &mut aug_rng)));
+                    if tx.send((step, batch)).is_err() {
+                        break;
+                    }
+                }
+            });
+            for (step, batch) in rx.iter() {
+                let batch = batch?;
+                lr = config.learning_rate(epoch, step, steps);
+                device.seed(step_seed(config.seed ^ 0xd40, epoch, step));
+                let logits = model.forward(tensor_batch(&batch, &autodiff));
+                let batch_loss = loss.compute(logits.clone(), &batch.labels);
+                let grads = GradientsParams::from_grads(batch_loss.backward(), &model);
+                model = optimizer.step(lr, model.clone(), grads);
+                if let (Some(decay), Some(current)) = (config.ema_decay, average.take()) {
+                    average = Some(update_average(current, &model.valid(), decay));
+                }
+                let l: f32 = batch_loss.into_scalar();
+                if !l.is_finite() {
+                    bail!(
+                        "the training loss became {l} at epoch {}, step {step}; lower --lr",
+                        epoch + 1
+                    );
+                }
+                let values = logits_values(logits);
+                progress.correct += values
+                    .chunks(CLASSES.len())
+                    .zip(&batch.labels)
+                    .filter(|(row, &label)| crate::metrics::argmax(row) == label)
+                    .count();
+                progress.loss_sum += l as f64 * batch.len() as f64;
+                progress.seen += batch.len();
+                steps_run += 1;
+                bar.set_message(format!(
+                    "loss {:.4} acc {:.3} lr {lr:.2e}",
+                    progress.loss_sum / progress.seen as f64,
+                    progress.correct as f64 / progress.seen as f64
+                ));
+                bar.inc(1);
+                let stop = options.stop_after_steps.is_some_and(|n| steps_run >= n);
+                let due = last_checkpoint.elapsed() >= options.checkpoint_every;
+                if step + 1 < steps && (stop || due) {
+                    state.next_step = step + 1;
+                    state.progress = EpochProgress {
+                        seconds: progress.seconds + resumed_at.elapsed().as_secs_f64(),
+                        ..progress.clone()
+                    };
+                    save_checkpoint(&files, &mut state, &model, &optimizer, average.as_ref())?;
+                    last_checkpoint = Instant::now();
+                    if stop {
+                        return Ok(true);
+                    }
+                }
+            }
+            Ok(false)
+        })?;
+        bar.finish_and_clear();
+        if interrupted {
+            log::info!(
+                "{}: stopped at epoch {}, step {} of {steps}; continue with --resume",
+                dir.display(),
+                epoch + 1,
+                state.next_step
+            );
+            return Ok(MemberRun {
+                dir: dir.into(),
+                best_epoch: state.best_epoch,
+                best_balanced_accuracy: state.best_balanced_accuracy,
+                finished: false,
+            });
+        }
+
+        let eval = model.valid();
+        let validation_batch = config.batch.max(16);
+        let figures = validate(&eval, samples, val, &spec, validation_batch, device, &loss)?;
+        let average_figures = match &average {
+            Some(a) => Some(validate(
+                a,
+                samples,
+                val,
+                &spec,
+                validation_batch,
+                device,
+                &loss,
+            )?),
+            None => None,
+        };
+        let row = EpochRow {
+            epoch: epoch + 1,
+            phase: phase.into(),
+            lr,
+            train_loss: progress.loss_sum / progress.seen.max(1) as f64,
+            train_accuracy: progress.correct as f64 / progress.seen.max(1) as f64,
+            val_loss: figures.loss,
+            val_accuracy: figures.accuracy,
+            val_balanced_accuracy: figures.balanced_accuracy,
+            val_melanoma_sensitivity: figures.melanoma_sensitivity,
+            average: average_figures,
+            seconds: progress.seconds + resumed_at.elapsed().as_secs_f64(),
+        };
+        state.rows.push(row.clone());
+        let average_note = average_figures.map_or(String::new(), |a| {
+            format!(
+                " | average acc {:.3} balanced {:.3} mel {:.3}",
+                a.accuracy, a.balanced_accuracy, a.melanoma_sensitivity
+            )
+        });
+        log::info!(
+            "{} epoch {}/{} [{phase}] train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3} balanced {:.3} mel {:.3}{average_note} | {:.0} s, ETA {}",
+            dir.display(),
+            row.epoch,
+            config.epochs,
+            row.train_loss,
+            row.train_accuracy,
+            row.val_loss,
+            row.val_accuracy,
+            row.val_balanced_accuracy,
+            row.val_melanoma_sensitivity,
+            row.seconds,
+            eta(&state.rows, config.epochs - epoch - 1)
+        );
+
+        let selected = row.selected_balanced_accuracy();
+        if selected > state.best_balanced_accuracy {
+            state.best_balanced_accuracy = selected;
+            state.best_epoch = Some(row.epoch);
+            save_module(average.as_ref().unwrap_or(&eval), &files.best())?;
+        }
+        let smoothed = smoothed_balanced_accuracy(&state.rows);
+        if smoothed > state.best_smoothed {
+            state.best_smoothed = smoothed;
+            state.epochs_without_improvement = 0;
+        } else if epoch >= config.frozen_epochs {
+            state.epochs_without_improvement += 1;
+        }
+        state.next_epoch = epoch + 1;
+        state.next_step = 0;
+        save_checkpoint(&files, &mut state, &model, &optimizer, average.as_ref())?;
+        write_log(&files, &state.rows)?;
+        last_checkpoint = Instant::now();
+        if state.epochs_without_improvement >= config.patience {
+            log::info!(
+                "{}: the smoothed validation balanced accuracy has not improved for {} epochs; stopping",
+                dir.display(),
+                config.patience
+            );
+            break;
+        }
+        if state.next_epoch < config.epochs
+            && options.stop_after_steps.is_some_and(|n| steps_run >= n)
+        {
+            log::info!(
+                "{}: stopped after epoch {}; continue with --resume",
+                dir.display(),
+                state.next_epoch
+            );
+            return Ok(MemberRun {
+                dir: dir.into(),
+                best_epoch: state.best_epoch,
+                best_balanced_accuracy: state.best_balanced_accuracy,
+                finished: false,
+            });
+        }
+    }
+    Ok(MemberRun {
+        dir: dir.into(),
+        best_epoch: state.best_epoch,
+        best_balanced_accuracy: state.best_balanced_accuracy,
+        finished: true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::{Arch, ClassifierSpec, Normalisation};
+    use dermedge::manifest::ColourConstancy;
+
+    /// Images whose class is visible in their colour, in a temporary folder.
+    fn samples(dir: &Path, n: usize) -> Vec<Sample> {
+        let palette = [[200, 40, 40], [40, 200, 40], [40, 40, 200]];
+        (0..n)
+            .map(|i| {
+                let class = i % palette.len();
+                let mut rng = SeededRng::new(i as u64);
+                let image = image::RgbImage::from_fn(40, 30, |_, _| {
+                    image::Rgb(
+                        palette[class]
+                            .map(|v: i32| (v + (rng.uniform() * 50.0) as i32).clamp(0, 255) as u8),
+                    )
+                });
+                let path = dir.join(format!("img{i}.png"));
+                image.save(&path).unwrap();
+                Sample {
+                    image_id: format!("img{i}"),
+                    lesion_id: format!("l{i}"),
+                    class,
+                    path,
+                }
+            })
+            .collect()
+    }
+
+    fn config() -> TrainConfig {
+        TrainConfig {
+            spec: ClassifierSpec {
+                hidden: 16,
+                ..ClassifierSpec::new(Arch::TinyCnn)
+            },
+            pretrained: None,
+            input_width: 32,
+            input_height: 32,
+            frozen_epochs: 0,
+            epochs: 2,
+            batch: 4,
+            lr_head: 1e-3,
+            lr: 1e-3,
+            min_lr: 1e-4,
+            weight_decay: 1e-4,
+            loss: LossChoice::WeightedCe,
+            focal_gamma: 2.0,
+            class_weights: None,
+            augment: true,
+            seed: 9,
+            patience: 10,
+            limit_per_class: None,
+            input_normalisation: Some(Normalisation::IMAGENET),
+            label_smoothing: 0.1,
+            ema_decay: Some(0.8),
+            extra_training_data: Vec::new(),
+            colour_constancy: ColourConstancy::ShadesOfGray,
+        }
+    }
+
+    fn logits(dir: &Path, file: &str, device: &Device) -> Vec<f32> {
+        let model = load_module(Classifier::init(&config().spec, device), &dir.join(file))
+            .unwrap()
+            .valid();
+        let mut rng = SeededRng::new(5);
+        let x = Tensor::<4>::from_data(
+            TensorData::new(rng.normals(2 * 3 * 32 * 32, 1.0), [2, 3, 32, 32]),
+            device,
+        );
+        logits_values(model.forward(x))
+    }
+
+    #[test]
+    fn a_run_stopped_anywhere_and_resumed_computes_what_an_uninterrupted_run_computes() {
+        let _rng = super::super::backend_rng_lock();
+        let tmp = tempfile::tempdir().unwrap();
+        let data = samples(tmp.path(), 18);
+        let train: Vec<usize> = (0..12).collect();
+        let val: Vec<usize> = (12..18).collect();
+        let device = crate::backend::ndarray_device();
+        let whole = tmp.path().join("whole");
+        let run = train_member(
+            &config(),
+            &data,
+            &train,
+            &val,
+            &whole,
+            &device,
+            &RunOptions::default(),
+        )
+        .unwrap();
+        assert!(run.finished);
+
+        // Stops after 2 steps (mid-epoch), 2 more (across the epoch boundary), then the rest,
+        // with a checkpoint after every step.
+        let pieces = tmp.path().join("pieces");
+        let mut calls = 0;
+        loop {
+            let options = RunOptions {
+                resume: calls > 0,
+                checkpoint_every: Duration::ZERO,
+                stop_after_steps: (calls < 2).then_some(2),
+            };
+            calls += 1;
+            let run =
+                train_member(&config(), &data, &train, &val, &pieces, &device, &options).unwrap();
+            if run.finished {
+                break;
+            }
+            assert!(calls < 5, "the run never finished");
+        }
+        assert_eq!(calls, 3);
+
+        let state = |dir: &Path| -> TrainState {
+            serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).unwrap()).unwrap()
+        };
+        let (a, b) = (state(&whole), state(&pieces));
+        assert_eq!(a.rows.len(), 2);
+        for (x, y) in a.rows.iter().zip(&b.rows) {
+            assert_eq!(
+                EpochRow {
+                    seconds: 0.0,
+                    ..x.clone()
+                },
+                EpochRow {
+                    seconds: 0.0,
+                    ..y.clone()
+                }
+            );
+        }
+        assert!(a.rows[0].average.is_some());
+        for file in [
+            "checkpoints/e002-s00000/model.bpk",
+            "checkpoints/e002-s00000/average.bpk",
+            "best.bpk",
+        ] {
+            assert_eq!(
+                logits(&whole, file, &device),
+                logits(&pieces, file, &device),
+                "{file}"
+            );
+        }
+        let checkpoints: Vec<_> = std::fs::read_dir(pieces.join("checkpoints"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            checkpoints,
+            ["e002-s00000"],
+            "older checkpoints are removed"
+        );
+        let log = std::fs::read_to_string(pieces.join("log.csv")).unwrap();
+        assert_eq!(log.lines().count(), 3, "{log}");
+    }
+
+    #[test]
+    fn resuming_with_other_settings_is_refused() {
+        let _rng = super::super::backend_rng_lock();
+        let tmp = tempfile::tempdir().unwrap();
+        let data = samples(tmp.path(), 8);
+        let (train, val): (Vec<usize>, Vec<usize>) = (0..8).partition(|&i| i < 6);
+        let device = crate::backend::ndarray_device();
+        let dir = tmp.path().join("run");
+        let options = RunOptions {
+            stop_after_steps: Some(1),
+            ..RunOptions::default()
+        };
+        train_member(&config(), &data, &train, &val, &dir, &device, &options).unwrap();
+        let other = TrainConfig {
+            label_smoothing: 0.0,
+            ..config()
+        };
+        let resume = RunOptions {
+            resume: true,
+            ..RunOptions::default()
+        };
+        let error = train_member(&other, &data, &train, &val, &dir, &device, &resume)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("other settings"), "{error}");
+    }
+}
