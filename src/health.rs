@@ -38,6 +38,11 @@ pub struct HealthSample {
     pub open_fds: Option<usize>,
     /// Median capture-to-record time of the frames classified since the previous sample.
     pub median_ms: Option<f64>,
+    /// Records the journal could not take so far in the run.
+    pub journal_failures: u64,
+    /// The journal's error while appending fails (a full or read-only disk); `None` when the
+    /// last append worked.
+    pub journal_error: Option<String>,
 }
 
 impl HealthSample {
@@ -50,7 +55,16 @@ impl HealthSample {
             rss_bytes: current_rss_bytes(),
             open_fds: open_fds(),
             median_ms,
+            journal_failures: 0,
+            journal_error: None,
         }
+    }
+
+    /// The sample with the journal's state.
+    pub fn with_journal(mut self, failures: u64, error: Option<String>) -> HealthSample {
+        self.journal_failures = failures;
+        self.journal_error = error;
+        self
     }
 }
 

@@ -36,6 +36,8 @@ pub struct RunStats {
     /// Frames whose classification failed, and a source that cannot work at all.
     pub failed: u64,
     pub journal_failures: u64,
+    /// The journal's error while appending fails; cleared by the next append that works.
+    pub journal_error: Option<String>,
     pub save_failures: u64,
     /// Health readings at the first frame and then every `stats_every` frames.
     pub health: Vec<HealthSample>,
@@ -151,7 +153,8 @@ impl RunLoop<'_> {
                     }
                     if let Some(every) = self.stats_every.filter(|e| *e > 0) {
                         if stats.frames == 1 || stats.frames % every == 0 {
-                            let sample = HealthSample::now(stats.frames, &mut window);
+                            let sample = HealthSample::now(stats.frames, &mut window)
+                                .with_journal(stats.journal_failures, stats.journal_error.clone());
                             log::info!(
                                 "health {}",
                                 serde_json::to_string(&sample).unwrap_or_default()
@@ -285,9 +288,21 @@ impl RunLoop<'_> {
             log::error!("cannot write results to stdout: {e}");
         }
         if let Some(journal) = self.journal.as_deref_mut() {
-            if let Err(e) = journal.append_outcome(source, outcome) {
-                stats.journal_failures += 1;
-                log::error!("{e}");
+            match journal.append_outcome(source, outcome) {
+                Ok(()) => {
+                    if let Some(error) = stats.journal_error.take() {
+                        log::warn!(
+                            "journal {}: appending again after {} record(s) could not be journaled ({error})",
+                            journal.path().display(),
+                            stats.journal_failures
+                        );
+                    }
+                }
+                Err(e) => {
+                    stats.journal_failures += 1;
+                    log::error!("{e}; the result above was printed but not journaled");
+                    stats.journal_error = Some(e.to_string());
+                }
             }
         }
     }

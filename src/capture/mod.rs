@@ -444,6 +444,8 @@ pub struct CameraSettings {
     /// `mjpeg` (preferred) or `yuyv`.
     pub prefer: String,
     pub buffers: u32,
+    /// A camera that delivers no frame for this long is reopened (the stream's watchdog).
+    pub timeout_ms: u64,
 }
 
 impl Default for CameraSettings {
@@ -453,6 +455,7 @@ impl Default for CameraSettings {
             height: 960,
             prefer: "mjpeg".into(),
             buffers: 4,
+            timeout_ms: 5000,
         }
     }
 }

@@ -85,15 +85,27 @@ impl V4l2Source {
         } else {
             [MJPEG, YUYV]
         };
+        if offered.is_empty() {
+            return Err(open_error(
+                &path,
+                "the device lists no pixel format",
+                "reconnect the camera",
+            ));
+        }
         let fourcc = order
             .into_iter()
             .find(|f| offered.contains(f))
-            .ok_or_else(|| {
-                open_error(
-                    &path,
-                    "the camera offers neither MJPEG nor YUYV",
-                    "use a UVC camera",
-                )
+            .ok_or_else(|| CaptureError::Unsupported {
+                source_name: path.display().to_string(),
+                message: format!(
+                    "the camera offers neither MJPEG nor YUYV (it offers {})",
+                    offered
+                        .iter()
+                        .map(|f| String::from_utf8_lossy(f).into_owned())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                fix: "use a UVC camera that sends MJPEG or YUYV".into(),
             })?;
         let mut format = dev
             .format()
@@ -130,7 +142,7 @@ impl V4l2Source {
         }
         let mut stream = Stream::with_buffers(&dev, Type::VideoCapture, settings.buffers.max(2))
             .map_err(|e| open_error(&path, e, "another program may hold the camera"))?;
-        stream.set_timeout(Duration::from_secs(5));
+        stream.set_timeout(Duration::from_millis(settings.timeout_ms.max(1)));
         Ok(V4l2Source {
             name: format!("camera:{}", path.display()),
             stream,

@@ -1,8 +1,11 @@
 //! End-to-end tests of the `dermedge` binary.
 
 mod bad_inputs;
+#[cfg(feature = "camera")]
+mod camera;
 mod capture;
 mod classify;
+mod disk;
 mod fuzz;
 mod gate;
 mod inspect_bench;

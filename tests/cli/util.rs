@@ -1,5 +1,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Mutex;
 
 use dermedge_tools::fixture::{write_fixture_ensemble, FixtureArch};
 use serde_json::Value;
@@ -104,4 +105,26 @@ pub fn sample_images() -> Vec<PathBuf> {
 
 pub fn sha256_of(path: &Path) -> String {
     dermedge::preprocess::sha256_hex(&std::fs::read(path).unwrap())
+}
+
+/// A test shim from `tests/shims/NAME.c`, compiled once per test run into a preloadable library.
+pub fn shim(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lib{name}.so"));
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !built.iter().any(|b| b == name) {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/shims/{name}.c"));
+        let compiled = Command::new("cc")
+            .args(["-shared", "-fPIC", "-O1", "-Wall", "-o"])
+            .arg(&out)
+            .arg(&source)
+            .arg("-ldl")
+            .output()
+            .expect("the shim tests need a C compiler (cc)");
+        assert!(compiled.status.success(), "{}", stderr(&compiled));
+        built.push(name.to_string());
+    }
+    out
 }
