@@ -282,7 +282,7 @@ fn images_cut_at_every_percent_of_their_length_are_refused_and_whole_ones_classi
             .unwrap()
             .to_string_lossy();
         if file.starts_with("whole-") {
-            if record["top"].as_array().map_or(true, |t| t.len() != 3) {
+            if record["top"].as_array().is_none_or(|t| t.len() != 3) {
                 refused_wholes.push(record.to_string());
             }
         } else {

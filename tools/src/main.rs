@@ -67,75 +67,7 @@ enum Command {
         folds: Option<u8>,
     },
     /// Train ensemble members (every --arch x --seed) on a HAM10000 folder.
-    Train {
-        #[command(flatten)]
-        common: ModelArgs,
-        #[arg(long, default_value = "../shared/ham10000")]
-        data: PathBuf,
-        /// Split CSV from `dermedge-tools split`; without it the default split (seed 1) is made.
-        #[arg(long)]
-        split: Option<PathBuf>,
-        /// Run folder; each member trains into OUT/<backbone>-s<seed>/.
-        #[arg(long)]
-        out: PathBuf,
-        /// Backbones (repeatable).
-        #[arg(long = "arch", value_enum, required = true)]
-        archs: Vec<Arch>,
-        /// Seeds (comma-separated); one member per backbone and seed.
-        #[arg(long, value_delimiter = ',', default_value = "1")]
-        seeds: Vec<u64>,
-        /// ImageNet checkpoint per backbone, BACKBONE=PATH (repeatable).
-        #[arg(long = "weights", value_parser = parse_weights)]
-        weights: Vec<(Arch, PathBuf)>,
-        /// Continue members from their last checkpoint.
-        #[arg(long)]
-        resume: bool,
-        #[arg(long, default_value_t = 12)]
-        epochs: usize,
-        /// Epochs (within --epochs) that train the head only.
-        #[arg(long, default_value_t = 2)]
-        frozen_epochs: usize,
-        #[arg(long, default_value_t = 1e-3)]
-        lr_head: f64,
-        #[arg(long, default_value_t = 1e-6)]
-        min_lr: f64,
-        #[arg(long, default_value_t = 1e-4)]
-        weight_decay: f32,
-        #[arg(long, value_enum, default_value_t = LossChoice::WeightedCe)]
-        loss: LossChoice,
-        #[arg(long, default_value_t = 2.0)]
-        gamma: f32,
-        /// Class weights file: 7 numbers (akiec bcc bkl df mel nv vasc), whitespace or comma separated; `#` starts a comment line.
-        #[arg(long)]
-        class_weights: Option<PathBuf>,
-        #[arg(long)]
-        no_augment: bool,
-        #[arg(long, default_value_t = 4)]
-        patience: usize,
-        /// At most this many training images per class (quick runs).
-        #[arg(long)]
-        limit_per_class: Option<usize>,
-        /// Label smoothing of the cross-entropy target, e.g. 0.1.
-        #[arg(long, default_value_t = 0.0)]
-        label_smoothing: f32,
-        /// Keep a moving average of the weights with this decay per step (e.g. 0.998); it is
-        /// validated, kept as best and exported.
-        #[arg(long)]
-        ema: Option<f64>,
-        /// A training-only image set (metadata.csv with image_id and dx, plus images), such as
-        /// ../shared/isic2017; repeatable. Never used for validation or test.
-        #[arg(long = "extra-data")]
-        extra_data: Vec<PathBuf>,
-        /// Colour constancy of the input, declared in the exported manifest.
-        #[arg(long, value_enum, default_value_t = ColourConstancyArg::None)]
-        colour_constancy: ColourConstancyArg,
-        /// Minutes between checkpoints inside an epoch (one is written at every epoch's end too).
-        #[arg(long, default_value_t = 10.0)]
-        checkpoint_minutes: f64,
-        /// Stop after this many training steps in this call, with a checkpoint (continue with --resume).
-        #[arg(long)]
-        stop_after_steps: Option<usize>,
-    },
+    Train(Box<TrainArgs>),
     /// Export a run's members (best checkpoints) as ONNX plus ensemble.toml, checked against tract.
     Export {
         /// The --out folder of `train`.
@@ -249,6 +181,78 @@ impl From<ColourConstancyArg> for ColourConstancy {
             ColourConstancyArg::ShadesOfGray => ColourConstancy::ShadesOfGray,
         }
     }
+}
+
+/// `dermedge-tools train` options.
+#[derive(Debug, clap::Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    common: ModelArgs,
+    #[arg(long, default_value = "../shared/ham10000")]
+    data: PathBuf,
+    /// Split CSV from `dermedge-tools split`; without it the default split (seed 1) is made.
+    #[arg(long)]
+    split: Option<PathBuf>,
+    /// Run folder; each member trains into OUT/<backbone>-s<seed>/.
+    #[arg(long)]
+    out: PathBuf,
+    /// Backbones (repeatable).
+    #[arg(long = "arch", value_enum, required = true)]
+    archs: Vec<Arch>,
+    /// Seeds (comma-separated); one member per backbone and seed.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    seeds: Vec<u64>,
+    /// ImageNet checkpoint per backbone, BACKBONE=PATH (repeatable).
+    #[arg(long = "weights", value_parser = parse_weights)]
+    weights: Vec<(Arch, PathBuf)>,
+    /// Continue members from their last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    #[arg(long, default_value_t = 12)]
+    epochs: usize,
+    /// Epochs (within --epochs) that train the head only.
+    #[arg(long, default_value_t = 2)]
+    frozen_epochs: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr_head: f64,
+    #[arg(long, default_value_t = 1e-6)]
+    min_lr: f64,
+    #[arg(long, default_value_t = 1e-4)]
+    weight_decay: f32,
+    #[arg(long, value_enum, default_value_t = LossChoice::WeightedCe)]
+    loss: LossChoice,
+    #[arg(long, default_value_t = 2.0)]
+    gamma: f32,
+    /// Class weights file: 7 numbers (akiec bcc bkl df mel nv vasc), whitespace or comma separated; `#` starts a comment line.
+    #[arg(long)]
+    class_weights: Option<PathBuf>,
+    #[arg(long)]
+    no_augment: bool,
+    #[arg(long, default_value_t = 4)]
+    patience: usize,
+    /// At most this many training images per class (quick runs).
+    #[arg(long)]
+    limit_per_class: Option<usize>,
+    /// Label smoothing of the cross-entropy target, e.g. 0.1.
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f32,
+    /// Keep a moving average of the weights with this decay per step (e.g. 0.998); it is
+    /// validated, kept as best and exported.
+    #[arg(long)]
+    ema: Option<f64>,
+    /// A training-only image set (metadata.csv with image_id and dx, plus images), such as
+    /// ../shared/isic2017; repeatable. Never used for validation or test.
+    #[arg(long = "extra-data")]
+    extra_data: Vec<PathBuf>,
+    /// Colour constancy of the input, declared in the exported manifest.
+    #[arg(long, value_enum, default_value_t = ColourConstancyArg::None)]
+    colour_constancy: ColourConstancyArg,
+    /// Minutes between checkpoints inside an epoch (one is written at every epoch's end too).
+    #[arg(long, default_value_t = 10.0)]
+    checkpoint_minutes: f64,
+    /// Stop after this many training steps in this call, with a checkpoint (continue with --resume).
+    #[arg(long)]
+    stop_after_steps: Option<usize>,
 }
 
 /// The HAM10000 folder and the split of it.
@@ -437,33 +441,34 @@ fn main() -> ExitCode {
             seed,
             folds,
         } => split(&data, &out, val, test, seed, folds),
-        Command::Train {
-            common,
-            data,
-            split,
-            out,
-            archs,
-            seeds,
-            weights,
-            resume,
-            epochs,
-            frozen_epochs,
-            lr_head,
-            min_lr,
-            weight_decay,
-            loss,
-            gamma,
-            class_weights,
-            no_augment,
-            patience,
-            limit_per_class,
-            label_smoothing,
-            ema,
-            extra_data,
-            colour_constancy,
-            checkpoint_minutes,
-            stop_after_steps,
-        } => (|| {
+        Command::Train(args) => (|| {
+            let TrainArgs {
+                common,
+                data,
+                split,
+                out,
+                archs,
+                seeds,
+                weights,
+                resume,
+                epochs,
+                frozen_epochs,
+                lr_head,
+                min_lr,
+                weight_decay,
+                loss,
+                gamma,
+                class_weights,
+                no_augment,
+                patience,
+                limit_per_class,
+                label_smoothing,
+                ema,
+                extra_data,
+                colour_constancy,
+                checkpoint_minutes,
+                stop_after_steps,
+            } = *args;
             let class_weights = class_weights
                 .as_deref()
                 .map(read_class_weights)
