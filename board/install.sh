@@ -20,9 +20,11 @@ if [ ! -f /etc/dermedge/dermedge.toml ]; then
 fi
 install -m 0644 "$here/board/99-dermatoscope.rules" /etc/udev/rules.d/99-dermatoscope.rules
 install -m 0644 "$here/board/dermedge.service" /etc/systemd/system/dermedge.service
+install -m 0644 "$here/board/dermedge-serve.service" /etc/systemd/system/dermedge-serve.service
 udevadm control --reload-rules && udevadm trigger --subsystem-match=video4linux || true
 
 /opt/dermedge/bin/dermedge --ensemble /opt/dermedge/models/ensemble.toml inspect
 systemctl daemon-reload
 systemctl enable --now dermedge.service
 echo "dermedge installed: journal in /var/lib/dermedge/journal.jsonl; logs: journalctl -u dermedge -f"
+echo "For the clinic page instead: systemctl disable --now dermedge && systemctl enable --now dermedge-serve"

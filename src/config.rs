@@ -45,6 +45,42 @@ impl Default for ReplaySettings {
     }
 }
 
+/// `dermedge serve`: where it listens and how much work it takes on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeSettings {
+    /// `HOST:PORT`; a non-loopback address needs `token_file`.
+    pub listen: String,
+    /// A file holding the bearer token every API call must carry.
+    pub token_file: Option<PathBuf>,
+    /// PEM certificate chain and private key: serve HTTPS instead of HTTP.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Largest request body (an uploaded photo), in bytes.
+    pub max_body_bytes: u64,
+    /// Classification worker threads sharing the ensemble.
+    pub workers: usize,
+    /// Classifications that may wait for a worker; more are refused with 503.
+    pub queue: usize,
+    /// Longest time for one request, body included (the preview stream excepted).
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        ServeSettings {
+            listen: "127.0.0.1:8080".into(),
+            token_file: None,
+            tls_cert: None,
+            tls_key: None,
+            max_body_bytes: 20 << 20,
+            workers: 1,
+            queue: 4,
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
 /// Reconnection after a lost source.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -89,6 +125,7 @@ pub struct RunConfig {
     pub trigger: TriggerSettings,
     pub gate: GateSettings,
     pub replay: ReplaySettings,
+    pub serve: ServeSettings,
 }
 
 impl Default for RunConfig {
@@ -108,6 +145,7 @@ impl Default for RunConfig {
             trigger: TriggerSettings::default(),
             gate: GateSettings::default(),
             replay: ReplaySettings::default(),
+            serve: ServeSettings::default(),
         }
     }
 }
@@ -179,6 +217,25 @@ impl RunConfig {
         if self.threads.is_some_and(|t| t == 0 || t > 256) {
             return Err("threads must be 1 to 256".into());
         }
+        let s = &self.serve;
+        if s.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "[serve] listen = \"{}\" is not HOST:PORT with an IP address (e.g. 127.0.0.1:8080)",
+                s.listen
+            ));
+        }
+        if s.tls_cert.is_some() != s.tls_key.is_some() {
+            return Err("[serve] tls_cert and tls_key go together: set both or neither".into());
+        }
+        if !(1..=64).contains(&s.workers) || s.queue > 1024 {
+            return Err("[serve] workers must be 1 to 64 and queue 0 to 1024".into());
+        }
+        if s.max_body_bytes < 1024 || s.request_timeout_ms < 100 {
+            return Err(
+                "[serve] max_body_bytes must be at least 1024 and request_timeout_ms at least 100"
+                    .into(),
+            );
+        }
         Ok(())
     }
 }
@@ -194,7 +251,14 @@ mod tests {
         assert!(config.source.starts_with("camera"));
         assert!(!config.save_frames);
         let text = std::fs::read_to_string(&path).unwrap();
-        for table in ["[camera]", "[reconnect]", "[trigger]", "[gate]", "[replay]"] {
+        for table in [
+            "[camera]",
+            "[reconnect]",
+            "[trigger]",
+            "[gate]",
+            "[replay]",
+            "[serve]",
+        ] {
             assert!(text.contains(table), "{table} missing from the example");
         }
     }

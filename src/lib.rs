@@ -13,6 +13,7 @@ pub mod config;
 pub mod decision;
 pub mod ensemble;
 pub mod health;
+pub mod history;
 pub mod int8;
 pub mod integrity;
 pub mod journal;
@@ -23,6 +24,7 @@ pub mod profile;
 pub mod quality;
 pub mod record;
 pub mod run;
+pub mod serve;
 pub mod trigger;
 
 pub use ensemble::{Ensemble, EnsembleError, Prediction};

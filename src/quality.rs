@@ -48,17 +48,58 @@ pub struct GateMeasures {
     pub skin: f32,
 }
 
+/// What is wrong with a rejected frame, one per reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GateIssue {
+    BlankView,
+    NoSkin,
+    TooDark,
+    TooBright,
+    Clipped,
+    Blurred,
+}
+
+impl GateIssue {
+    /// A word or two for a live view (a preview overlay).
+    pub fn label(self) -> &'static str {
+        match self {
+            GateIssue::BlankView => "blank view",
+            GateIssue::NoSkin => "no skin",
+            GateIssue::TooDark => "too dark",
+            GateIssue::TooBright => "too bright",
+            GateIssue::Clipped => "clipped",
+            GateIssue::Blurred => "blurred",
+        }
+    }
+}
+
 /// The gate's verdict: the measures and, for a rejected frame, every reason.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GateVerdict {
     pub measures: GateMeasures,
     pub reasons: Vec<String>,
+    /// The kind of each reason, in the same order.
+    #[serde(default)]
+    pub issues: Vec<GateIssue>,
 }
 
 impl GateVerdict {
     /// Whether the frame may go to the ensemble.
     pub fn accepted(&self) -> bool {
         self.reasons.is_empty()
+    }
+
+    /// `sharp` for an accepted frame, else the labels of its issues (`blurred, too dark`).
+    pub fn label(&self) -> String {
+        if self.accepted() {
+            return "sharp".into();
+        }
+        self.issues
+            .iter()
+            .map(|i| i.label())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -129,12 +170,15 @@ pub fn laplacian_variance(luma: &[f32], width: usize, height: usize) -> f32 {
 pub fn check(image: &RgbImage, settings: &GateSettings) -> GateVerdict {
     let m = measure(image);
     let mut reasons = Vec::new();
+    let mut issues = Vec::new();
     if m.contrast < settings.min_contrast {
+        issues.push(GateIssue::BlankView);
         reasons.push(format!(
             "retake: blank view (contrast {:.1} < {:.1}); place the dermatoscope on the lesion",
             m.contrast, settings.min_contrast
         ));
     } else if m.skin < settings.min_skin {
+        issues.push(GateIssue::NoSkin);
         reasons.push(format!(
             "retake: no skin in view (skin {:.0} % < {:.0} %); place the dermatoscope on the lesion",
             m.skin * 100.0,
@@ -142,17 +186,20 @@ pub fn check(image: &RgbImage, settings: &GateSettings) -> GateVerdict {
         ));
     }
     if m.brightness < settings.min_brightness {
+        issues.push(GateIssue::TooDark);
         reasons.push(format!(
             "retake: too dark (brightness {:.0} < {:.0}); check the dermatoscope's light",
             m.brightness, settings.min_brightness
         ));
     } else if m.brightness > settings.max_brightness {
+        issues.push(GateIssue::TooBright);
         reasons.push(format!(
             "retake: too bright (brightness {:.0} > {:.0}); reduce glare or the light",
             m.brightness, settings.max_brightness
         ));
     }
     if m.clipped > settings.max_clipped {
+        issues.push(GateIssue::Clipped);
         reasons.push(format!(
             "retake: {:.0} % of pixels are clipped black or white (> {:.0} %); adjust the exposure",
             m.clipped * 100.0,
@@ -160,6 +207,7 @@ pub fn check(image: &RgbImage, settings: &GateSettings) -> GateVerdict {
         ));
     }
     if m.focus < settings.min_focus && m.contrast >= settings.min_contrast {
+        issues.push(GateIssue::Blurred);
         reasons.push(format!(
             "retake: out of focus (focus {:.1} < {:.1}); hold still and refocus",
             m.focus, settings.min_focus
@@ -168,6 +216,7 @@ pub fn check(image: &RgbImage, settings: &GateSettings) -> GateVerdict {
     GateVerdict {
         measures: m,
         reasons,
+        issues,
     }
 }
 

@@ -61,7 +61,7 @@ pub struct RunLoop<'a> {
 }
 
 /// Sleeps up to `duration`, returning early (true) when `stop` is set.
-fn sleep_unless_stopped(stop: &AtomicBool, duration: Duration) -> bool {
+pub(crate) fn sleep_unless_stopped(stop: &AtomicBool, duration: Duration) -> bool {
     let deadline = Instant::now() + duration;
     while Instant::now() < deadline {
         if stop.load(Ordering::Relaxed) {

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 
 use super::{config_error, EXIT_OK, EXIT_SOME_FAILED};
-use crate::journal::{read_journal, rotated_files, JournalRecord};
-use crate::record::Outcome;
+use crate::history::{csv_row, text_line, FlagFilter, RecordFilter, CSV_HEADER};
+use crate::journal::{read_journal, rotated_files};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ExportFormat {
@@ -16,19 +16,6 @@ pub(crate) enum ExportFormat {
     Json,
     /// A CSV table, one row per record.
     Csv,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum FlagFilter {
-    /// Classified, with the referral flag set.
-    Refer,
-    /// Classified, with the uncertainty flag set.
-    Uncertain,
-    Classified,
-    /// Turned away by the quality gate.
-    Rejected,
-    /// Could not be read or classified.
-    Failed,
 }
 
 #[derive(Debug, Args)]
@@ -52,135 +39,6 @@ pub(crate) struct JournalArgs {
     pub(crate) all: bool,
 }
 
-/// A UTC time bound without its trailing `Z`, or `None` when it is not one: digits first, then
-/// only date and time characters, and no offset after the `T`.
-fn time_bound(t: &str) -> Option<&str> {
-    let b = t.as_bytes();
-    let date_and_time = b.len() >= 4
-        && b[..4].iter().all(u8::is_ascii_digit)
-        && t.chars()
-            .all(|c| c.is_ascii_digit() || "-:.TZz".contains(c));
-    let offset = t
-        .split_once('T')
-        .is_some_and(|(_, time)| time.contains('-'));
-    (date_and_time && !offset).then(|| t.trim_end_matches(['Z', 'z']))
-}
-
-/// Journal times are `YYYY-MM-DDTHH:MM:SS.mmmZ`; compared without the `Z`, a bound that is a
-/// prefix (a day, an hour, a second) sorts before every time inside it.
-fn matches(record: &JournalRecord, args: &JournalArgs) -> bool {
-    let time = record.time.trim_end_matches('Z');
-    if args
-        .since
-        .as_deref()
-        .and_then(time_bound)
-        .is_some_and(|s| time < s)
-    {
-        return false;
-    }
-    if args
-        .until
-        .as_deref()
-        .and_then(time_bound)
-        .is_some_and(|u| time >= u)
-    {
-        return false;
-    }
-    match (args.flag, &record.outcome) {
-        (None, _) => true,
-        (Some(FlagFilter::Refer), Outcome::Classified(c)) => c.flags.refer == Some(true),
-        (Some(FlagFilter::Uncertain), Outcome::Classified(c)) => c.flags.uncertain == Some(true),
-        (Some(FlagFilter::Classified), Outcome::Classified(_)) => true,
-        (Some(FlagFilter::Rejected), Outcome::Rejected(_)) => true,
-        (Some(FlagFilter::Failed), Outcome::Failed(_)) => true,
-        _ => false,
-    }
-}
-
-fn csv_field(value: &str) -> String {
-    if value.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value.to_string()
-    }
-}
-
-const CSV_HEADER: &str = "time,source,input,status,sha256,ensemble,top1,p1,top2,p2,top3,p3,malignant_probability,refer,uncertain,detail";
-
-fn csv_row(record: &JournalRecord) -> String {
-    let flag = |f: Option<bool>| f.map_or(String::new(), |v| v.to_string());
-    let mut fields = vec![
-        record.time.clone(),
-        record.source.clone(),
-        record.outcome.input().to_string(),
-    ];
-    match &record.outcome {
-        Outcome::Classified(c) => {
-            fields.extend([
-                "classified".to_string(),
-                c.sha256.clone(),
-                c.ensemble.clone(),
-            ]);
-            for i in 0..3 {
-                match c.top.get(i) {
-                    Some(t) => fields.extend([t.class.clone(), format!("{:.6}", t.probability)]),
-                    None => fields.extend([String::new(), String::new()]),
-                }
-            }
-            fields.extend([
-                format!("{:.6}", c.flags.malignant_probability),
-                flag(c.flags.refer),
-                flag(c.flags.uncertain),
-                String::new(),
-            ]);
-        }
-        Outcome::Rejected(r) => {
-            fields.extend(["rejected".to_string(), r.sha256.clone()]);
-            fields.extend(std::iter::repeat_n(String::new(), 10));
-            fields.push(r.reasons.join("; "));
-        }
-        Outcome::Failed(f) => {
-            fields.push("failed".to_string());
-            fields.extend(std::iter::repeat_n(String::new(), 11));
-            fields.push(f.error.clone());
-        }
-    }
-    fields
-        .iter()
-        .map(|f| csv_field(f))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn text_line(record: &JournalRecord) -> String {
-    let what = match &record.outcome {
-        Outcome::Classified(c) => {
-            let top: Vec<String> = c
-                .top
-                .iter()
-                .map(|t| format!("{} {:.1} %", t.class, t.probability * 100.0))
-                .collect();
-            let flags = [("refer", c.flags.refer), ("uncertain", c.flags.uncertain)]
-                .iter()
-                .filter(|(_, f)| *f == Some(true))
-                .map(|(n, _)| *n)
-                .collect::<Vec<_>>()
-                .join(" ");
-            format!(
-                "{}  [{}] {}  sha256 {:.12}  {}",
-                top.join(", "),
-                flags,
-                c.ensemble,
-                c.sha256,
-                c.input
-            )
-        }
-        Outcome::Rejected(r) => format!("REJECTED {}: {}", r.input, r.reasons.join("; ")),
-        Outcome::Failed(f) => format!("FAILED {}: {}", f.input, f.error),
-    };
-    format!("{}  {}  {what}", record.time, record.source)
-}
-
 fn files(path: &Path, all: bool) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     if all {
@@ -194,12 +52,13 @@ fn files(path: &Path, all: bool) -> std::io::Result<Vec<PathBuf>> {
 
 /// Runs `dermedge journal`; returns the exit code.
 pub(crate) fn journal(args: &JournalArgs) -> u8 {
-    for t in [&args.since, &args.until].into_iter().flatten() {
-        if time_bound(t).is_none() {
-            return config_error(format!(
-                "`{t}` is not a UTC time. Fix: write e.g. 2026-11-25 or 2026-11-25T14:00:00Z"
-            ));
-        }
+    let filter = RecordFilter {
+        since: args.since.clone(),
+        until: args.until.clone(),
+        flag: args.flag,
+    };
+    if let Err(e) = filter.check() {
+        return config_error(e);
     }
     let paths = match files(&args.path, args.all) {
         Ok(p) => p,
@@ -226,7 +85,7 @@ pub(crate) fn journal(args: &JournalArgs) -> u8 {
         };
         for record in records {
             match record {
-                Ok(record) if matches(&record, args) => {
+                Ok(record) if filter.matches(&record) => {
                     shown += 1;
                     match args.format {
                         ExportFormat::Text => outln!("{}", text_line(&record)),
@@ -251,60 +110,5 @@ pub(crate) fn journal(args: &JournalArgs) -> u8 {
         EXIT_SOME_FAILED
     } else {
         EXIT_OK
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_fields_are_quoted_when_needed() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(CSV_HEADER.split(',').count(), 16);
-    }
-
-    #[test]
-    fn time_bounds_are_checked_and_cover_the_whole_second() {
-        assert_eq!(time_bound("2026-11-25"), Some("2026-11-25"));
-        assert_eq!(
-            time_bound("2026-11-25T14:00:00Z"),
-            Some("2026-11-25T14:00:00")
-        );
-        assert_eq!(time_bound("yesterday"), None);
-        assert_eq!(time_bound("2026-11-25; rm"), None);
-        assert_eq!(time_bound("2026-11-25T14:00:00-05:00"), None);
-        let record = |time: &str| JournalRecord {
-            time: time.into(),
-            source: "file".into(),
-            outcome: Outcome::Failed(crate::record::Failed {
-                input: "x".into(),
-                error: "e".into(),
-            }),
-        };
-        let args = |since: &str, until: &str| JournalArgs {
-            path: "j".into(),
-            format: ExportFormat::Text,
-            since: Some(since.into()),
-            until: Some(until.into()),
-            flag: None,
-            all: false,
-        };
-        let inside = record("2026-11-25T14:00:00.123Z");
-        assert!(matches(
-            &inside,
-            &args("2026-11-25T14:00:00Z", "2026-11-25T14:00:01Z")
-        ));
-        assert!(matches(&inside, &args("2026-11-25", "2026-11-26")));
-        assert!(!matches(
-            &inside,
-            &args("2026-11-25T14:00:01Z", "2026-11-26")
-        ));
-        assert!(!matches(
-            &inside,
-            &args("2026-11-24", "2026-11-25T14:00:00Z")
-        ));
     }
 }

@@ -23,6 +23,7 @@ macro_rules! out {
 
 mod journal;
 mod run;
+mod serve;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -84,6 +85,8 @@ enum Command {
     Gate(GateArgs),
     /// The device loop: capture frames, gate them, classify on trigger, journal every event.
     Run(RunArgs),
+    /// The clinic page and a local HTTP API: live view, capture, photo upload, history.
+    Serve(serve::ServeArgs),
     /// List V4L2 capture devices with their formats, sizes and frame rates.
     Cameras,
     /// Read a journal: filter by time and flag, export as text, JSON Lines or CSV.
@@ -184,7 +187,7 @@ struct BenchArgs {
 pub fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Run(_)) {
+    if !matches!(cli.command, Command::Run(_) | Command::Serve(_)) {
         set_threads(cli.threads.unwrap_or(1));
     }
     let code = match &cli.command {
@@ -193,6 +196,7 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => bench(&cli, args),
         Command::Gate(args) => gate(args),
         Command::Run(args) => run::run(&cli, args),
+        Command::Serve(args) => serve::run(&cli, args),
         Command::Cameras => cameras(),
         Command::Journal(args) => journal::journal(args),
     };

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `dermedge` binary.
 
 mod bad_inputs;
+mod browser;
 #[cfg(feature = "camera")]
 mod camera;
 mod capture;
@@ -13,4 +14,5 @@ mod manifest_errors;
 mod pipeline;
 mod reliability;
 mod run;
+mod serve;
 mod util;
