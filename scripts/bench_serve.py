@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Load benchmark of `dermedge serve` on loopback: N concurrent clients post a sample image to
-/api/v1/classify for a bounded number of requests and time; reports throughput, p50/p95 latency,
-the share of 503 (busy) answers and the server's peak RSS. Traffic goes only to 127.0.0.1.
+"""Load benchmark of `dermedge serve` on loopback: at each level, N concurrent clients post a
+sample image to /api/v1/classify back to back (a 503 is answered at once and the client sends
+again, the worst case) for --seconds, at most --requests requests; reports the throughput of
+classified images, p50/p95 latency of the classified ones, the share of 503 (busy) answers and
+the server's peak RSS. Traffic goes only to 127.0.0.1.
 
-Usage: scripts/bench_serve.py BINARY MANIFEST IMAGE [--clients 1,2,4,8] [--requests 200]
-       [--seconds 60] [--workers 1] [--queue 4] [--threads 1]
+Usage: scripts/bench_serve.py BINARY MANIFEST IMAGE [--clients 1,2,4,8,16] [--requests 100000]
+       [--seconds 10] [--workers 1] [--queue 4] [--threads 1]
 """
 import argparse
 import http.client
@@ -95,9 +97,9 @@ def main():
     parser.add_argument("binary")
     parser.add_argument("manifest")
     parser.add_argument("image")
-    parser.add_argument("--clients", default="1,2,4,8")
-    parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--clients", default="1,2,4,8,16")
+    parser.add_argument("--requests", type=int, default=100000)
+    parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--queue", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
