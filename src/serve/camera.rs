@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 use serde::Serialize;
 
-use super::pool::{ClassifyPool, JobInput, JobResult, Reply};
+use super::pool::{ClassifyPool, JobFailure, JobInput, JobResult, Reply};
 use crate::capture::{open_source, Frame, FramePixels, SourceSpec};
 use crate::codec::jpeg::with_huffman_tables;
 use crate::config::RunConfig;
@@ -273,6 +273,7 @@ fn handle_frame(
     feed.updates.send_replace(number);
     if automatic {
         let done_feed = Arc::clone(feed);
+        let origin = latest.origin.clone();
         let submitted = pool.submit(
             JobInput::Frame {
                 image: latest.image.clone(),
@@ -283,10 +284,12 @@ fn handle_frame(
             Reply::Callback(Box::new(move |result: JobResult| {
                 let outcome = match result {
                     Ok(classified) => Outcome::Classified(classified),
-                    Err(failure) => Outcome::Failed(crate::record::Failed {
-                        input: String::new(),
-                        error: format!("{failure:?}"),
-                    }),
+                    Err(JobFailure::Unreadable(error) | JobFailure::Inference(error)) => {
+                        Outcome::Failed(crate::record::Failed {
+                            input: origin,
+                            error,
+                        })
+                    }
                 };
                 done_feed.store_automatic(outcome);
             })),

@@ -517,11 +517,7 @@ fn error_of_or_empty(reply: &Reply) -> String {
 
 fn replay_config(fx: &Fixture) -> PathBuf {
     let config = fx.path("serve.toml");
-    std::fs::write(
-        &config,
-        "[replay]\nfps = 20.0\nloop = true\n[serve]\nrequest_timeout_ms = 700\n",
-    )
-    .unwrap();
+    std::fs::write(&config, "[replay]\nfps = 20.0\nloop = true\n").unwrap();
     config
 }
 
@@ -655,7 +651,14 @@ fn a_refused_frame_and_a_missing_camera_are_clear_errors() {
         &fx.manifest,
         &["--source", "camera:/dev/no-such-camera", "--no-journal"],
     );
-    let status = get(&gone, "/api/v1/camera", None).json();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let status = get(&gone, "/api/v1/camera", None).json();
+        if status["state"]["state"] != "starting" || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(status["state"]["state"], "gone", "{status}");
     let capture = post(&gone, "/api/v1/capture", "application/json", b"", None);
     assert_eq!(capture.status, 503);
@@ -670,7 +673,8 @@ fn a_refused_frame_and_a_missing_camera_are_clear_errors() {
 #[test]
 fn a_request_that_stalls_is_cut_off_with_408() {
     let fx = Fixture::new();
-    let config = replay_config(&fx);
+    let config = fx.path("serve.toml");
+    std::fs::write(&config, "[serve]\nrequest_timeout_ms = 700\n").unwrap();
     let server = Server::start(
         &fx.manifest,
         &[
@@ -775,4 +779,55 @@ fn tls_serves_https_with_the_given_certificate() {
         "no plain HTTP on the TLS port"
     );
     assert!(server.log().contains("https://127.0.0.1:"));
+}
+
+#[test]
+fn automatic_capture_classifies_a_steady_view_once() {
+    let fx = Fixture::new();
+    let config = fx.path("serve.toml");
+    std::fs::write(
+        &config,
+        "[replay]\nfps = 20.0\nloop = true\n[trigger]\nsteady_frames = 3\nmin_interval_ms = 0\n",
+    )
+    .unwrap();
+    let steady = fx.path("steady");
+    std::fs::create_dir(&steady).unwrap();
+    let (path, _) = sample();
+    std::fs::copy(&path, steady.join("lesion.jpg")).unwrap();
+    let journal = fx.path("journal.jsonl");
+    let server = Server::start(
+        &fx.manifest,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--auto",
+            "--source",
+            &format!("folder:{}", steady.display()),
+            "--journal",
+            journal.to_str().unwrap(),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let status = get(&server, "/api/v1/camera", None).json();
+        if status["automatic"].is_object() || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status["trigger"], "auto", "{status}");
+    assert_eq!(status["automatic"]["sequence"], 1, "{status}");
+    let record = &status["automatic"]["record"];
+    assert_eq!(record["sha256"], sha256_of(&path));
+    assert_eq!(record["top"].as_array().unwrap().len(), 3);
+    std::thread::sleep(Duration::from_millis(800));
+    let later = get(&server, "/api/v1/camera", None).json();
+    assert!(later["frames"].as_u64().unwrap() > status["frames"].as_u64().unwrap());
+    assert_eq!(
+        later["automatic"]["sequence"], 1,
+        "a view that does not move is classified once"
+    );
+    let journaled = get(&server, "/api/v1/records", None).json();
+    assert_eq!(journaled["total"], 1);
+    assert_eq!(journaled["records"][0]["sha256"], record["sha256"]);
 }
