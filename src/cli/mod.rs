@@ -203,6 +203,36 @@ pub fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
+/// The config file (or the defaults) with the global options and a command's `--source` and
+/// `--journal` laid over it: what `run` and `serve` start from.
+pub(crate) fn device_config(
+    cli: &Cli,
+    path: Option<&Path>,
+    source: Option<&str>,
+    journal: Option<&Path>,
+) -> Result<RunConfig, u8> {
+    let mut config = match path {
+        Some(path) => RunConfig::load(path).map_err(config_error)?,
+        None => RunConfig::default(),
+    };
+    if let Some(e) = &cli.ensemble {
+        config.ensemble = Some(e.clone());
+    }
+    if cli.threads.is_some() {
+        config.threads = cli.threads;
+    }
+    if let Some(key) = &cli.public_key {
+        config.public_key = Some(key.clone());
+    }
+    if let Some(source) = source {
+        config.source = source.to_string();
+    }
+    if let Some(journal) = journal {
+        config.journal = journal.to_path_buf();
+    }
+    Ok(config)
+}
+
 /// Prints a configuration error and returns its exit code.
 pub fn config_error(error: impl std::fmt::Display) -> u8 {
     eprintln!("dermedge: {error}");

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::{
-    config_error, load_checked_ensemble, set_threads, Cli, RunArgs, DEFAULT_ENSEMBLE, EXIT_OK,
-    EXIT_SOME_FAILED,
+    config_error, device_config, load_checked_ensemble, set_threads, Cli, RunArgs,
+    DEFAULT_ENSEMBLE, EXIT_OK, EXIT_SOME_FAILED,
 };
 use crate::capture::{open_source, SourceSpec};
 use crate::config::RunConfig;
@@ -19,25 +19,12 @@ use crate::run::RunLoop;
 use crate::trigger::TriggerMode;
 
 fn settings(cli: &Cli, args: &RunArgs) -> Result<RunConfig, u8> {
-    let mut config = match &args.config {
-        Some(path) => RunConfig::load(path).map_err(config_error)?,
-        None => RunConfig::default(),
-    };
-    if let Some(e) = &cli.ensemble {
-        config.ensemble = Some(e.clone());
-    }
-    if cli.threads.is_some() {
-        config.threads = cli.threads;
-    }
-    if let Some(key) = &cli.public_key {
-        config.public_key = Some(key.clone());
-    }
-    if let Some(source) = &args.source {
-        config.source = source.clone();
-    }
-    if let Some(journal) = &args.journal {
-        config.journal = journal.clone();
-    }
+    let mut config = device_config(
+        cli,
+        args.config.as_deref(),
+        args.source.as_deref(),
+        args.journal.as_deref(),
+    )?;
     if args.auto {
         config.trigger.mode = TriggerMode::Auto;
     }

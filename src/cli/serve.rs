@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::{config_error, load_checked_ensemble, set_threads, Cli, DEFAULT_ENSEMBLE, EXIT_OK};
+use super::{
+    config_error, device_config, load_checked_ensemble, set_threads, Cli, DEFAULT_ENSEMBLE, EXIT_OK,
+};
 use crate::capture::SourceSpec;
 use crate::config::RunConfig;
 use crate::journal::Journal;
@@ -63,25 +65,12 @@ pub(crate) struct ServeArgs {
 }
 
 fn settings(cli: &Cli, args: &ServeArgs) -> Result<RunConfig, u8> {
-    let mut config = match &args.config {
-        Some(path) => RunConfig::load(path).map_err(config_error)?,
-        None => RunConfig::default(),
-    };
-    if let Some(e) = &cli.ensemble {
-        config.ensemble = Some(e.clone());
-    }
-    if cli.threads.is_some() {
-        config.threads = cli.threads;
-    }
-    if let Some(key) = &cli.public_key {
-        config.public_key = Some(key.clone());
-    }
-    if let Some(source) = &args.source {
-        config.source = source.clone();
-    }
-    if let Some(journal) = &args.journal {
-        config.journal = journal.clone();
-    }
+    let mut config = device_config(
+        cli,
+        args.config.as_deref(),
+        args.source.as_deref(),
+        args.journal.as_deref(),
+    )?;
     if args.auto {
         config.trigger.mode = TriggerMode::Auto;
     }

@@ -167,6 +167,39 @@ fn sample() -> (PathBuf, Vec<u8>) {
     (path, bytes)
 }
 
+/// Polls `GET /api/v1/camera` until `ready` holds (or 20 s pass) and returns the last status.
+fn camera_status_when(server: &Server, ready: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = get(server, "/api/v1/camera", None).json();
+        if ready(&status) || Instant::now() > deadline {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts a server on a folder source with the fixture ensemble, a config and a journal.
+fn start_on_folder(
+    fx: &Fixture,
+    config: &Path,
+    folder: &Path,
+    journal: &Path,
+    extra: &[&str],
+) -> Server {
+    let source = format!("folder:{}", folder.display());
+    let mut args = vec![
+        "--config",
+        config.to_str().unwrap(),
+        "--source",
+        &source,
+        "--journal",
+        journal.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&fx.manifest, &args)
+}
+
 fn error_of(reply: &Reply) -> String {
     reply.json()["error"]
         .as_str()
@@ -527,25 +560,8 @@ fn the_live_view_shows_the_gate_and_capture_classifies_the_current_frame() {
     let config = replay_config(&fx);
     let journal = fx.path("journal.jsonl");
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/samples");
-    let server = Server::start(
-        &fx.manifest,
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--source",
-            &format!("folder:{}", samples.display()),
-            "--journal",
-            journal.to_str().unwrap(),
-        ],
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        let status = get(&server, "/api/v1/camera", None).json();
-        if status["frame"].is_object() || Instant::now() > deadline {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let server = start_on_folder(&fx, &config, &samples, &journal, &[]);
+    let status = camera_status_when(&server, |s| s["frame"].is_object());
     assert_eq!(status["state"]["state"], "live", "{status}");
     assert_eq!(status["frame"]["gate"], "sharp", "{status}");
     let frame = get(&server, "/api/v1/frame", None);
@@ -615,22 +631,9 @@ fn a_refused_frame_and_a_missing_camera_are_clear_errors() {
         .save(blank.join("grey.png"))
         .unwrap();
     let journal = fx.path("journal.jsonl");
-    let server = Server::start(
-        &fx.manifest,
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--source",
-            &format!("folder:{}", blank.display()),
-            "--journal",
-            journal.to_str().unwrap(),
-        ],
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !get(&server, "/api/v1/camera", None).json()["frame"].is_object() {
-        assert!(Instant::now() < deadline, "no frame arrived");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let server = start_on_folder(&fx, &config, &blank, &journal, &[]);
+    let status = camera_status_when(&server, |s| s["frame"].is_object());
+    assert!(status["frame"].is_object(), "no frame arrived: {status}");
     let refused = post(&server, "/api/v1/capture", "application/json", b"", None);
     assert_eq!(refused.status, 422);
     let body = refused.json();
@@ -651,14 +654,7 @@ fn a_refused_frame_and_a_missing_camera_are_clear_errors() {
         &fx.manifest,
         &["--source", "camera:/dev/no-such-camera", "--no-journal"],
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        let status = get(&gone, "/api/v1/camera", None).json();
-        if status["state"]["state"] != "starting" || Instant::now() > deadline {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = camera_status_when(&gone, |s| s["state"]["state"] != "starting");
     assert_eq!(status["state"]["state"], "gone", "{status}");
     let capture = post(&gone, "/api/v1/capture", "application/json", b"", None);
     assert_eq!(capture.status, 503);
@@ -795,26 +791,8 @@ fn automatic_capture_classifies_a_steady_view_once() {
     let (path, _) = sample();
     std::fs::copy(&path, steady.join("lesion.jpg")).unwrap();
     let journal = fx.path("journal.jsonl");
-    let server = Server::start(
-        &fx.manifest,
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--auto",
-            "--source",
-            &format!("folder:{}", steady.display()),
-            "--journal",
-            journal.to_str().unwrap(),
-        ],
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        let status = get(&server, "/api/v1/camera", None).json();
-        if status["automatic"].is_object() || Instant::now() > deadline {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let server = start_on_folder(&fx, &config, &steady, &journal, &["--auto"]);
+    let status = camera_status_when(&server, |s| s["automatic"].is_object());
     assert_eq!(status["trigger"], "auto", "{status}");
     assert_eq!(status["automatic"]["sequence"], 1, "{status}");
     let record = &status["automatic"]["record"];
