@@ -206,16 +206,7 @@ impl Member {
         }
         let typed = match crate::int8::rewrite(&typed) {
             Ok(Some((rewritten, summary))) => {
-                log::info!(
-                    "member {}: {} quantized layers run on int8 ops ({} pointwise, {} depthwise, {} add, {} pool), {} float stem layers on fixed-order ops",
-                    path.display(),
-                    summary.fused(),
-                    summary.pointwise,
-                    summary.depthwise,
-                    summary.add,
-                    summary.pool,
-                    summary.exact_float
-                );
+                log::info!("member {}: {summary}", path.display());
                 rewritten
             }
             Ok(None) => typed,

@@ -258,6 +258,7 @@ fn manifest_path(cli: &Cli) -> PathBuf {
 
 /// Loads the ensemble at `manifest`, checking its signature when a public key file is given.
 pub fn load_checked_ensemble(manifest: &Path, public_key: Option<&Path>) -> Result<Ensemble, u8> {
+    crate::int8::KernelSet::configured().map_err(config_error)?;
     let key = public_key
         .map(PublicKey::load)
         .transpose()
@@ -370,6 +371,11 @@ struct MemberInfo<'a> {
     load_ms: f64,
 }
 
+/// The int8 kernel set the members run on (checked when the ensemble was loaded).
+fn kernel_set_name() -> &'static str {
+    crate::int8::KernelSet::configured().map_or("none", |set| set.name())
+}
+
 fn inspect(cli: &Cli, args: &InspectArgs) -> u8 {
     let ensemble = match load_ensemble(cli) {
         Ok(e) => e,
@@ -401,6 +407,7 @@ fn inspect(cli: &Cli, args: &InspectArgs) -> u8 {
             "classes": m.classes,
             "decision": m.decision,
             "members": members,
+            "int8_kernels": kernel_set_name(),
         });
         outln!("{}", json_line(&value));
         return EXIT_OK;
@@ -431,6 +438,7 @@ fn inspect(cli: &Cli, args: &InspectArgs) -> u8 {
         let kind = if c.malignant { "malignant" } else { "benign" };
         outln!("  {index}  {:<6} {:<10} {}", c.code, kind, c.name);
     }
+    outln!("int8 kernels: {}", kernel_set_name());
     outln!("members   {}", members.len());
     for member in &members {
         outln!(

@@ -10,6 +10,7 @@ mod disk;
 mod fuzz;
 mod gate;
 mod inspect_bench;
+mod kernels;
 mod manifest_errors;
 mod pipeline;
 mod reliability;

@@ -7,50 +7,21 @@
 //! A product of two int8 values is at most 2^14 in magnitude and `vpmaddwd` adds two of them
 //! into 32 bits, so every sum is exact in i32.
 
-#[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
 use tract_core::internal::*;
 
+use crate::int8::kernels::matmul::Strided;
+use crate::int8::kernels::KernelSet;
+
 /// Rows of the left operand one kernel step computes.
-#[cfg(target_arch = "x86_64")]
 const ROWS: usize = 6;
 /// Columns of the right operand one kernel step computes: two vectors of eight 32-bit lanes.
 const COLUMNS: usize = 16;
 
-/// Whether this CPU runs [`product`].
+/// Whether this CPU runs [`product`] (probed once, with the kernel sets).
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx2")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// An int8 matrix read through strides: element `(i, j)` is `values[i * strides.0 + j * strides.1]`.
-#[derive(Debug, Clone, Copy)]
-pub struct Strided<'a> {
-    pub values: &'a [i8],
-    pub shape: (usize, usize),
-    pub strides: (usize, usize),
-}
-
-impl<'a> Strided<'a> {
-    /// The same values read as the transposed matrix.
-    pub fn transposed(self) -> Strided<'a> {
-        Strided {
-            values: self.values,
-            shape: (self.shape.1, self.shape.0),
-            strides: (self.strides.1, self.strides.0),
-        }
-    }
-
-    fn at(&self, i: usize, j: usize) -> i8 {
-        self.values[i * self.strides.0 + j * self.strides.1]
-    }
+    KernelSet::best().has_avx2_fma()
 }
 
 /// The left operand, `rows x depth`: each row widened to i16 and padded to an even length, so
@@ -105,7 +76,6 @@ impl PairColumns {
         for (panel, packed) in data.chunks_exact_mut(panel_len).enumerate() {
             let first = panel * COLUMNS;
             let width = COLUMNS.min(columns - first);
-            #[cfg(target_arch = "x86_64")]
             if width == COLUMNS && available() {
                 if matrix.strides.1 == 1 {
                     // SAFETY: the CPU supports AVX2, checked just above.
@@ -147,7 +117,6 @@ fn pack_steps(matrix: &Strided, first: usize, width: usize, first_pair: usize, p
 
 /// Packs one full panel of a matrix whose rows are contiguous: two rows' sixteen bytes are
 /// widened and interleaved in four instructions.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn pack_panel_avx2(matrix: &Strided, first: usize, packed: &mut [i16]) {
     let depth = matrix.shape.0;
@@ -179,7 +148,6 @@ fn pack_panel_avx2(matrix: &Strided, first: usize, packed: &mut [i16]) {
 /// Packs one full panel of a matrix whose columns are contiguous: per sixteen terms, each
 /// column's bytes are widened (eight pairs per vector) and two 8x8 transposes of the pairs
 /// give the panel's steps; the last terms are copied one by one.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn pack_column_major_panel_avx2(matrix: &Strided, first: usize, packed: &mut [i16]) {
     let depth = matrix.shape.0;
@@ -206,7 +174,6 @@ fn pack_column_major_panel_avx2(matrix: &Strided, first: usize, packed: &mut [i1
 }
 
 /// The 8x8 transpose of 32-bit lanes: lane `j` of output `i` is lane `i` of input `j`.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn transpose_8x8(r: [__m256i; 8]) -> [__m256i; 8] {
     let t = [
@@ -256,7 +223,6 @@ pub fn product(a: &PairRows, b: &PairColumns, out: &mut [i32]) -> TractResult<()
         available(),
         "the pair product needs AVX2, which this CPU lacks"
     );
-    #[cfg(target_arch = "x86_64")]
     // SAFETY: the CPU supports AVX2, checked just above.
     unsafe {
         if b.columns == 1 {
@@ -269,7 +235,6 @@ pub fn product(a: &PairRows, b: &PairColumns, out: &mut [i32]) -> TractResult<()
 }
 
 /// The product by a one-column right operand: one dot product per row, sixteen terms per step.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn matrix_vector_avx2(a: &PairRows, b: &PairColumns, out: &mut [i32]) {
     let depth = a.pairs * 2;
@@ -303,7 +268,6 @@ fn matrix_vector_avx2(a: &PairRows, b: &PairColumns, out: &mut [i32]) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn product_avx2(a: &PairRows, b: &PairColumns, out: &mut [i32]) {
     let (rows, columns, pairs) = (a.rows, b.columns, a.pairs);
@@ -371,7 +335,6 @@ fn product_avx2(a: &PairRows, b: &PairColumns, out: &mut [i32]) {
 
 /// Six rows by the first `V` eight-column vectors of a panel (`V` is 1 or 2), kept in up to
 /// twelve vector registers; the tile's other columns are zero.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
 unsafe fn tile_avx2<const V: usize>(

@@ -1,4 +1,5 @@
-//! Integer-domain helpers shared by the int8 ops: rounding, requantization, weight recovery.
+//! The grids of int8 tensors: rounding, requantization onto an output grid, input grids, and
+//! the recovery of int8 weights from a QDQ graph's dequantized constants.
 
 use tract_core::internal::*;
 
@@ -10,6 +11,13 @@ const ROUNDING_MAGIC: f32 = 12_582_912.0;
 #[inline(always)]
 pub fn round_ties_even(v: f32) -> f32 {
     (v + ROUNDING_MAGIC) - ROUNDING_MAGIC
+}
+
+/// The grid of an int8 input: its scale and i8-domain zero point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InputGrid {
+    pub scale: f32,
+    pub zero_point: i8,
 }
 
 /// An output quantizer: `q = clamp(round(v), low, high) + zero_point` with `v` already in
@@ -57,92 +65,6 @@ impl OutputGrid {
         let steps = (clamped + ROUNDING_MAGIC).to_bits() as i32 - ROUNDING_MAGIC.to_bits() as i32;
         (steps + i32::from(self.zero_point)) as i8
     }
-}
-
-/// A loop that [`vectorized`] compiles once per vector width. `run` must be
-/// `#[inline(always)]`, so that its body is compiled with the caller's target features.
-pub trait VectorLoop {
-    fn run(self);
-}
-
-/// Runs `kernel` compiled for AVX-512 (else AVX2) where the CPU has it (x86-64), else as
-/// built: the int8 loops are written to vectorize, and wider vectors cut their instructions.
-pub fn vectorized<L: VectorLoop>(kernel: L) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx512bw")]
-        unsafe fn avx512<L: VectorLoop>(kernel: L) {
-            kernel.run()
-        }
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2<L: VectorLoop>(kernel: L) {
-            kernel.run()
-        }
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
-            // SAFETY: the CPU supports AVX-512 F and BW, checked just above.
-            return unsafe { avx512(kernel) };
-        }
-        if is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { avx2(kernel) };
-        }
-    }
-    kernel.run()
-}
-
-/// Outputs smaller than this run on the calling thread: waking the pool costs more.
-const PARALLEL_MIN_VALUES: usize = 64 * 1024;
-
-/// Calls `task(index, chunk)` on consecutive `chunk_len` chunks of `out`, on the threads of
-/// tract's current executor (`--threads`), so the int8 ops scale like tract's own kernels; small outputs stay on
-/// the calling thread.
-pub fn for_each_chunk<T: Send>(
-    out: &mut [T],
-    chunk_len: usize,
-    task: impl Fn(usize, &mut [T]) + Send + Sync,
-) {
-    use rayon::prelude::*;
-    use tract_linalg::multithread::{current_tract_executor, Executor};
-    let chunk_len = chunk_len.max(1);
-    match current_tract_executor() {
-        Executor::MultiThread(pool)
-            if out.len() >= PARALLEL_MIN_VALUES && out.len() > chunk_len =>
-        {
-            pool.install(|| {
-                out.par_chunks_mut(chunk_len)
-                    .enumerate()
-                    .for_each(|(i, chunk)| task(i, chunk))
-            })
-        }
-        _ => out
-            .chunks_mut(chunk_len)
-            .enumerate()
-            .for_each(|(i, chunk)| task(i, chunk)),
-    }
-}
-
-/// An op's result: a new tensor of `shape` whose values `fill` writes, made in place rather
-/// than copied from a vector. `fill` must write every value: the tensor starts uninitialized,
-/// as tract's own ops make their outputs.
-pub fn output_tensor<T: Datum + Copy>(
-    shape: &[usize],
-    fill: impl FnOnce(&mut [T]),
-) -> TractResult<TVec<TValue>> {
-    // SAFETY: T is a plain number type, valid for any bits; `fill` writes every value before
-    // anything reads the tensor.
-    let mut tensor = unsafe { Tensor::uninitialized::<T>(shape)? };
-    fill(tensor.try_as_plain_ram_mut()?.as_slice_mut::<T>()?);
-    Ok(tvec!(tensor.into_tvalue()))
-}
-
-/// The output fact of an int8 op writing `shape`, after checking its inputs are `input_type`.
-pub fn int8_fact(
-    inputs: &[&TypedFact],
-    input_type: DatumType,
-    shape: &[usize],
-) -> TractResult<TVec<TypedFact>> {
-    ensure!(inputs.iter().all(|i| i.datum_type == input_type));
-    Ok(tvec!(i8::fact(shape)))
 }
 
 /// Integer weights and one scale per output channel recovered from dequantized f32 weights

@@ -8,28 +8,15 @@
 //! 2^24, so they are exact in f32 with or without fused multiply-adds, and the requantization
 //! multiplies then adds, as the portable loops do.
 
-#[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::requant::OutputGrid;
+use crate::int8::grid::OutputGrid;
+use crate::int8::kernels::KernelSet;
 
 /// Channels one vector holds.
 pub const LANES: usize = 8;
 /// Output positions summed at once.
-#[cfg(target_arch = "x86_64")]
 const POSITIONS: usize = 4;
-
-/// Whether this CPU runs [`convolve_rows`] and [`convolve_planes`].
-pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
 
 /// A depthwise 3x3 layer (padding 1) on a channels-last int8 tensor, its per-channel values
 /// grouped by [`LANES`] channels and zero-padded to whole groups.
@@ -96,8 +83,9 @@ impl GroupedLayer {
 
 /// Convolves output rows `first_row..` (as many as `out` holds, positions by channels) of
 /// channels-last `input`, `band_rows` output rows at a time; `false`, with nothing written,
-/// on a CPU without AVX2 and FMA (see [`available`]) or on a stride other than 1 and 2.
+/// for a kernel set without AVX2 and FMA or on a stride other than 1 and 2.
 pub fn convolve_rows(
+    set: KernelSet,
     layer: &GroupedLayer,
     input: &[i8],
     first_row: usize,
@@ -106,7 +94,7 @@ pub fn convolve_rows(
 ) -> bool {
     let (c, h, w) = (layer.channels, layer.height, layer.width);
     let row_len = layer.output_width() * c;
-    if !available()
+    if !set.has_avx2_fma()
         || !matches!(layer.stride, 1 | 2)
         || input.len() != h * w * c
         || row_len == 0
@@ -115,32 +103,23 @@ pub fn convolve_rows(
     {
         return false;
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        let mut plane = Vec::new();
-        for (band, out) in out.chunks_mut(band_rows.max(1) * row_len).enumerate() {
-            let first = first_row + band * band_rows.max(1);
-            // SAFETY: the CPU supports AVX2 and FMA, checked above, and the sizes of `input`,
-            // `out` and the layer's grouped values were checked against its shape.
-            unsafe {
-                match layer.stride {
-                    1 => convolve_band::<1>(layer, input, first, out, &mut plane),
-                    _ => convolve_band::<2>(layer, input, first, out, &mut plane),
-                }
+    let mut plane = Vec::new();
+    for (band, out) in out.chunks_mut(band_rows.max(1) * row_len).enumerate() {
+        let first = first_row + band * band_rows.max(1);
+        // SAFETY: a set with AVX2 and FMA exists only on a CPU that has them, and the sizes of `input`,
+        // `out` and the layer's grouped values were checked against its shape.
+        unsafe {
+            match layer.stride {
+                1 => convolve_band::<1>(layer, input, first, out, &mut plane),
+                _ => convolve_band::<2>(layer, input, first, out, &mut plane),
             }
         }
-        true
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (first_row, band_rows);
-        false
-    }
+    true
 }
 
 /// One band, a group of [`LANES`] channels at a time: the group's padded input rows into
 /// `plane` (`[band input rows, width + 2, LANES]`), then the group's output rows.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn convolve_band<const S: usize>(
     layer: &GroupedLayer,
@@ -211,7 +190,6 @@ unsafe fn convolve_band<const S: usize>(
 
 /// The nine-tap sums of `P` output positions from `first`, the taps of row `ky` read from
 /// `rows[ky]`.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 unsafe fn tap_sums<const S: usize, const P: usize>(
@@ -233,14 +211,12 @@ unsafe fn tap_sums<const S: usize, const P: usize>(
     sums
 }
 
-#[cfg(target_arch = "x86_64")]
 struct Quantizer {
     low: __m256,
     high: __m256,
     zero_point: __m256i,
 }
 
-#[cfg(target_arch = "x86_64")]
 impl Quantizer {
     #[target_feature(enable = "avx2,fma")]
     fn new(grid: OutputGrid) -> Quantizer {
@@ -287,10 +263,16 @@ impl Quantizer {
 /// its rows split into even then odd columns at stride 2, so that each tap of consecutive
 /// outputs reads consecutive values; 32 outputs of a row are summed at once. `false`, with
 /// nothing written, where [`convolve_rows`] would be.
-pub fn convolve_planes(layer: &GroupedLayer, input: &[i8], first: usize, out: &mut [i8]) -> bool {
+pub fn convolve_planes(
+    set: KernelSet,
+    layer: &GroupedLayer,
+    input: &[i8],
+    first: usize,
+    out: &mut [i8],
+) -> bool {
     let (c, h, w) = (layer.channels, layer.height, layer.width);
     let plane_len = ((h - 1) / layer.stride + 1) * layer.output_width();
-    if !available()
+    if !set.has_avx2_fma()
         || !matches!(layer.stride, 1 | 2)
         || input.len() != h * w * c
         || !out.len().is_multiple_of(plane_len)
@@ -299,28 +281,22 @@ pub fn convolve_planes(layer: &GroupedLayer, input: &[i8], first: usize, out: &m
     {
         return false;
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        let mut padded = vec![0f32; (h + 2) * (w + 2) + LANES];
-        for (at, out) in out.chunks_exact_mut(plane_len).enumerate() {
-            let channel = first + at;
-            let plane = &input[channel * h * w..(channel + 1) * h * w];
-            // SAFETY: the CPU supports AVX2 and FMA, checked above; `plane` and `out` have the
-            // layer's input and output plane sizes, and `padded` its padded plane's.
-            unsafe {
-                match layer.stride {
-                    1 => convolve_plane::<1>(layer, channel, plane, &mut padded, out),
-                    _ => convolve_plane::<2>(layer, channel, plane, &mut padded, out),
-                }
+    let mut padded = vec![0f32; (h + 2) * (w + 2) + LANES];
+    for (at, out) in out.chunks_exact_mut(plane_len).enumerate() {
+        let channel = first + at;
+        let plane = &input[channel * h * w..(channel + 1) * h * w];
+        // SAFETY: a set with AVX2 and FMA exists only on a CPU that has them; `plane` and `out` have the
+        // layer's input and output plane sizes, and `padded` its padded plane's.
+        unsafe {
+            match layer.stride {
+                1 => convolve_plane::<1>(layer, channel, plane, &mut padded, out),
+                _ => convolve_plane::<2>(layer, channel, plane, &mut padded, out),
             }
         }
-        true
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    true
 }
 
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn convolve_plane<const S: usize>(
     layer: &GroupedLayer,

@@ -13,7 +13,12 @@
 
 use tract_core::internal::*;
 
-use super::requant::{for_each_chunk, output_tensor};
+use super::output_tensor;
+use crate::int8::kernels::depthwise::output_size;
+use crate::int8::kernels::fixed_order::{
+    shared_sums, sum_of_products, PaddedPlanes, SHARED_CHANNELS, SHARED_CHUNK,
+};
+use crate::int8::kernels::{for_each_chunk, KernelSet, VectorLoop};
 
 /// Output positions computed per block, so a block's inputs stay in the L1 cache.
 const BLOCK: usize = 256;
@@ -24,33 +29,25 @@ trait Exact {
     fn input_len(&self) -> usize;
     /// Positions of one output channel.
     fn plane_len(&self) -> usize;
+    /// The kernel set the layer runs on.
+    fn kernels(&self) -> KernelSet;
     /// Output channels `first..` of `input` into `out` (as many as it holds).
     fn kernel(&self, input: &[f32], first: usize, out: &mut [f32]);
 }
 
-/// Runs `op`'s kernel compiled for AVX-512 (else AVX2 with FMA) where the CPU has it. Vectors
-/// run across output positions only, so their width never changes the result.
-fn run<T: Exact>(op: &T, input: &[f32], first: usize, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn avx512<T: Exact>(op: &T, input: &[f32], first: usize, out: &mut [f32]) {
-            op.kernel(input, first, out)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2<T: Exact>(op: &T, input: &[f32], first: usize, out: &mut [f32]) {
-            op.kernel(input, first, out)
-        }
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512 F, checked just above.
-            return unsafe { avx512(op, input, first, out) };
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
-            return unsafe { avx2(op, input, first, out) };
-        }
+/// One task of an [`Exact`] layer, run with [`KernelSet::run`].
+struct ExactTask<'a, T> {
+    op: &'a T,
+    input: &'a [f32],
+    first: usize,
+    out: &'a mut [f32],
+}
+
+impl<T: Exact> VectorLoop for ExactTask<'_, T> {
+    #[inline(always)]
+    fn run(self) {
+        self.op.kernel(self.input, self.first, self.out)
     }
-    op.kernel(input, first, out)
 }
 
 /// Output channels one thread computes at a time.
@@ -69,7 +66,12 @@ fn eval_exact<T: Exact + Sync>(
     let plane = op.plane_len();
     output_tensor(output_shape, |out: &mut [f32]| {
         for_each_chunk(out, CHANNELS_PER_TASK * plane, |task, out| {
-            run(op, input, task * CHANNELS_PER_TASK, out)
+            op.kernels().run(ExactTask {
+                op,
+                input,
+                first: task * CHANNELS_PER_TASK,
+                out,
+            })
         })
     })
 }
@@ -91,6 +93,7 @@ pub struct ExactConv3x3 {
     bias: Vec<f32>,
     /// The activation's clip (ReLU6: 0 and 6), applied after the bias.
     clip: (f32, f32),
+    kernels: KernelSet,
 }
 impl Eq for ExactConv3x3 {}
 
@@ -111,14 +114,14 @@ pub struct Conv3x3Params {
 
 impl ExactConv3x3 {
     /// Builds the op; errors when the parameters do not describe such a convolution.
-    pub fn new(params: Conv3x3Params) -> TractResult<ExactConv3x3> {
+    pub fn new(params: Conv3x3Params, kernels: KernelSet) -> TractResult<ExactConv3x3> {
         let output_channels = params.bias.len();
         let groups = params.groups;
         ensure!(groups > 0 && params.input_channels.is_multiple_of(groups));
         ensure!(output_channels.is_multiple_of(groups));
         ensure!(params.weights.len() == output_channels * params.input_channels / groups * 9);
         ensure!(matches!(params.stride, 1 | 2) && params.height > 0 && params.width > 0);
-        let (oh, ow) = super::depthwise::output_size(params.height, params.width, params.stride);
+        let (oh, ow) = output_size(params.height, params.width, params.stride);
         ensure!(params.output_shape.iter().product::<usize>() == output_channels * oh * ow);
         Ok(ExactConv3x3 {
             layer: params.layer,
@@ -132,17 +135,22 @@ impl ExactConv3x3 {
             weights: params.weights,
             bias: params.bias,
             clip: params.clip,
+            kernels,
         })
     }
 }
 
 impl Exact for ExactConv3x3 {
+    fn kernels(&self) -> KernelSet {
+        self.kernels
+    }
+
     fn input_len(&self) -> usize {
         self.input_channels * self.height * self.width
     }
 
     fn plane_len(&self) -> usize {
-        let (oh, ow) = super::depthwise::output_size(self.height, self.width, self.stride);
+        let (oh, ow) = output_size(self.height, self.width, self.stride);
         oh * ow
     }
 
@@ -151,7 +159,7 @@ impl Exact for ExactConv3x3 {
     #[inline(always)]
     fn kernel(&self, input: &[f32], first: usize, out: &mut [f32]) {
         let (h, w, s) = (self.height, self.width, self.stride);
-        let (oh, ow) = super::depthwise::output_size(h, w, s);
+        let (oh, ow) = output_size(h, w, s);
         let group_inputs = self.input_channels / self.groups;
         let group_outputs = self.output_channels / self.groups;
         let terms = group_inputs * 9;
@@ -232,149 +240,6 @@ impl Exact for ExactConv3x3 {
     }
 }
 
-/// Zero-padded input planes, flattened so that each tap of all outputs reads one contiguous
-/// run: position `oy * row_len + ox` of a run is output `(oy, ox)`, and the columns past the
-/// output width are discarded. With stride 2 the even padded rows come first, then the odd
-/// ones, and each row holds its even columns, then its odd ones.
-struct PaddedPlanes {
-    stride: usize,
-    width: usize,
-    row_len: usize,
-    even_columns: usize,
-    odd_rows_at: usize,
-    len: usize,
-}
-
-impl PaddedPlanes {
-    fn new(height: usize, width: usize, stride: usize) -> PaddedPlanes {
-        let row_len = width + 2;
-        let (oh, _) = super::depthwise::output_size(height, width, stride);
-        let rows = if stride == 1 { height + 2 } else { oh + 2 };
-        let odd_rows_at = rows * row_len;
-        PaddedPlanes {
-            stride,
-            width,
-            row_len,
-            even_columns: row_len.div_ceil(2),
-            odd_rows_at,
-            len: 2 * odd_rows_at + row_len,
-        }
-    }
-
-    fn row_at(&self, padded_row: usize) -> usize {
-        match self.stride {
-            1 => padded_row * self.row_len,
-            _ => (padded_row % 2) * self.odd_rows_at + (padded_row / 2) * self.row_len,
-        }
-    }
-
-    fn fill(&self, source: &[f32], target: &mut [f32]) {
-        let w = self.width;
-        for (y, source) in source.chunks_exact(w).enumerate() {
-            let at = self.row_at(y + 1);
-            let row = &mut target[at..at + self.row_len];
-            if self.stride == 1 {
-                row[1..=w].copy_from_slice(source);
-            } else {
-                let (evens, odds) = row.split_at_mut(self.even_columns);
-                let pairs = source.chunks_exact(2);
-                if let [last] = pairs.remainder() {
-                    odds[w / 2] = *last;
-                }
-                for ((pair, o), e) in pairs.zip(odds.iter_mut()).zip(&mut evens[1..]) {
-                    *o = pair[0];
-                    *e = pair[1];
-                }
-            }
-        }
-    }
-
-    /// Where the run of tap `(ky, kx)` starts.
-    fn tap_start(&self, tap: usize) -> usize {
-        let (ky, kx) = (tap / 3, tap % 3);
-        let column = match (self.stride, kx) {
-            (1, _) => kx,
-            (_, 0) => 0,
-            (_, 1) => self.even_columns,
-            _ => 1,
-        };
-        self.row_at(ky) + column
-    }
-}
-
-/// Output positions summed at a time, in registers.
-const CHUNK: usize = 64;
-
-/// `out[p] = fma(wn, xn[p], ... fma(w0, x0[p], 0)) + bias` with `xi = inputs(i)`.
-#[inline(always)]
-fn sum_of_products<'a>(
-    out: &mut [f32],
-    bias: f32,
-    weights: &[f32],
-    inputs: impl Fn(usize) -> &'a [f32],
-) {
-    let len = out.len();
-    for start in (0..len).step_by(CHUNK) {
-        let out = &mut out[start..(start + CHUNK).min(len)];
-        if let Ok(out) = <&mut [f32; CHUNK]>::try_from(&mut *out) {
-            let mut sum = [0f32; CHUNK];
-            for (i, weight) in weights.iter().enumerate() {
-                if let Some(Ok(x)) = inputs(i)
-                    .get(start..start + CHUNK)
-                    .map(<&[f32; CHUNK]>::try_from)
-                {
-                    for lane in 0..CHUNK {
-                        sum[lane] = weight.mul_add(x[lane], sum[lane]);
-                    }
-                }
-            }
-            for lane in 0..CHUNK {
-                out[lane] = sum[lane] + bias;
-            }
-        } else {
-            out.fill(0.0);
-            for (i, weight) in weights.iter().enumerate() {
-                for (o, x) in out.iter_mut().zip(&inputs(i)[start..]) {
-                    *o = weight.mul_add(*x, *o);
-                }
-            }
-            for o in out.iter_mut() {
-                *o += bias;
-            }
-        }
-    }
-}
-
-/// Output channels that share the input vectors they read in [`shared_sums`].
-const SHARED_CHANNELS: usize = 4;
-/// Output positions [`shared_sums`] sums at a time.
-const SHARED_CHUNK: usize = 16;
-
-/// `fma(wn[c], xn[p], ... fma(w0[c], x0[p], 0))` for `SHARED_CHUNK` positions of
-/// `SHARED_CHANNELS` channels, with `xi = inputs(i)`: each input vector is read once for all
-/// the channels.
-#[inline(always)]
-fn shared_sums<'a>(
-    weights: &[&[f32]; SHARED_CHANNELS],
-    inputs: impl Fn(usize) -> &'a [f32],
-) -> [[f32; SHARED_CHUNK]; SHARED_CHANNELS] {
-    let mut sums = [[0f32; SHARED_CHUNK]; SHARED_CHANNELS];
-    for i in 0..weights[0].len() {
-        if let Some(Ok(x)) = inputs(i)
-            .get(..SHARED_CHUNK)
-            .map(<&[f32; SHARED_CHUNK]>::try_from)
-        {
-            for (sum, w) in sums.iter_mut().zip(weights) {
-                let w = w[i];
-                for lane in 0..SHARED_CHUNK {
-                    sum[lane] = w.mul_add(x[lane], sum[lane]);
-                }
-            }
-        }
-    }
-    sums
-}
-
 /// A pointwise (1x1) convolution on f32 `[.., ci, positions..]` with a bias.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExactPointwise {
@@ -386,6 +251,7 @@ pub struct ExactPointwise {
     /// `[output_channels, input_channels]`.
     weights: Vec<f32>,
     bias: Vec<f32>,
+    kernels: KernelSet,
 }
 impl Eq for ExactPointwise {}
 
@@ -397,6 +263,7 @@ impl ExactPointwise {
         bias: Vec<f32>,
         positions: usize,
         output_shape: TVec<usize>,
+        kernels: KernelSet,
     ) -> TractResult<ExactPointwise> {
         let output_channels = bias.len();
         ensure!(output_channels > 0 && weights.len().is_multiple_of(output_channels));
@@ -409,11 +276,16 @@ impl ExactPointwise {
             output_shape,
             weights,
             bias,
+            kernels,
         })
     }
 }
 
 impl Exact for ExactPointwise {
+    fn kernels(&self) -> KernelSet {
+        self.kernels
+    }
+
     fn input_len(&self) -> usize {
         self.input_channels * self.positions
     }
@@ -528,7 +400,7 @@ mod tests {
     /// The sum the ops promise, in the promised order, written out plainly.
     fn conv_reference(op: &ExactConv3x3, input: &[f32]) -> Vec<f32> {
         let (h, w, s) = (op.height, op.width, op.stride);
-        let (oh, ow) = crate::int8::depthwise::output_size(h, w, s);
+        let (oh, ow) = output_size(h, w, s);
         let group_inputs = op.input_channels / op.groups;
         let group_outputs = op.output_channels / op.groups;
         let mut out = Vec::new();
@@ -559,6 +431,7 @@ mod tests {
         out
     }
 
+    /// On every kernel set.
     #[test]
     fn convolutions_give_the_bits_of_the_written_order() {
         let mut rng = TestRng(0x5eed_0fc0_de00);
@@ -575,59 +448,69 @@ mod tests {
         ] {
             let weights = random(&mut rng, co * ci / groups * 9);
             let bias = random(&mut rng, co);
-            let (oh, ow) = crate::int8::depthwise::output_size(h, w, s);
-            let op = ExactConv3x3::new(Conv3x3Params {
-                layer: "random".into(),
-                input_channels: ci,
-                groups,
-                stride: s,
-                height: h,
-                width: w,
-                weights,
-                bias,
-                clip,
-                output_shape: tvec![1, co, oh, ow],
-            })
-            .unwrap();
+            let (oh, ow) = output_size(h, w, s);
             let input = random(&mut rng, ci * h * w);
-            let ours = eval(&op, &[1, ci, h, w], &input);
-            let expected = conv_reference(&op, &input);
-            assert_eq!(ours.len(), expected.len());
-            for (a, b) in ours.iter().zip(&expected) {
-                assert_eq!(
-                    a.to_bits(),
-                    b.to_bits(),
-                    "{ci}->{co}/{groups} stride {s}: {a} against {b}"
-                );
+            for kernels in KernelSet::runnable() {
+                let params = Conv3x3Params {
+                    layer: "random".into(),
+                    input_channels: ci,
+                    groups,
+                    stride: s,
+                    height: h,
+                    width: w,
+                    weights: weights.clone(),
+                    bias: bias.clone(),
+                    clip,
+                    output_shape: tvec![1, co, oh, ow],
+                };
+                let op = ExactConv3x3::new(params, kernels).unwrap();
+                let ours = eval(&op, &[1, ci, h, w], &input);
+                let expected = conv_reference(&op, &input);
+                assert_eq!(ours.len(), expected.len());
+                for (a, b) in ours.iter().zip(&expected) {
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "{kernels}: {ci}->{co}/{groups} stride {s}: {a} against {b}"
+                    );
+                }
             }
         }
     }
 
+    /// On every kernel set.
     #[test]
     fn pointwise_gives_the_bits_of_the_written_order() {
         let mut rng = TestRng(0xfeed_beef);
         for (ci, co, positions) in [(32, 16, 4800), (16, 96, 300), (5, 7, 1), (3, 2, 257)] {
             let weights = random(&mut rng, co * ci);
             let bias = random(&mut rng, co);
-            let op = ExactPointwise::new(
-                "random".into(),
-                weights.clone(),
-                bias.clone(),
-                positions,
-                tvec![1, co, positions],
-            )
-            .unwrap();
             let input = random(&mut rng, ci * positions);
-            let ours = eval(&op, &[1, ci, positions], &input);
-            for co_at in 0..co {
-                for p in 0..positions {
-                    let mut sum = 0f32;
-                    for i in 0..ci {
-                        sum = weights[co_at * ci + i].mul_add(input[i * positions + p], sum);
+            for kernels in KernelSet::runnable() {
+                let op = ExactPointwise::new(
+                    "random".into(),
+                    weights.clone(),
+                    bias.clone(),
+                    positions,
+                    tvec![1, co, positions],
+                    kernels,
+                )
+                .unwrap();
+                let ours = eval(&op, &[1, ci, positions], &input);
+                for co_at in 0..co {
+                    for p in 0..positions {
+                        let mut sum = 0f32;
+                        for i in 0..ci {
+                            sum = weights[co_at * ci + i].mul_add(input[i * positions + p], sum);
+                        }
+                        let expected = sum + bias[co_at];
+                        let got = ours[co_at * positions + p];
+                        assert_eq!(
+                            got.to_bits(),
+                            expected.to_bits(),
+                            "{kernels}: {ci}->{co} at {p}"
+                        );
                     }
-                    let expected = sum + bias[co_at];
-                    let got = ours[co_at * positions + p];
-                    assert_eq!(got.to_bits(), expected.to_bits(), "{ci}->{co} at {p}");
                 }
             }
         }

@@ -1,15 +1,14 @@
-//! Elementwise sum of two int8 tensors (the residual connections), requantized.
+//! Elementwise sum of two int8 tensors (the residual connections), requantized; and the rewrite
+//! that finds it in a QDQ graph: an `Add` of two dequantized tensors of the output's shape.
 
 use tract_core::internal::*;
+use tract_core::ops::math::Add;
 
-use super::requant::{int8_fact, output_tensor, vectorized, OutputGrid, VectorLoop};
-
-/// One int8 input of [`AddI8`]: its scale and i8-domain zero point.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct InputGrid {
-    pub scale: f32,
-    pub zero_point: i8,
-}
+use super::{int8_fact, output_tensor};
+use crate::int8::grid::{InputGrid, OutputGrid};
+use crate::int8::kernels::{KernelSet, VectorLoop};
+use crate::int8::rewrite::graph::{bin_op, dequantized_source};
+use crate::int8::rewrite::{Chain, Fused, Pattern};
 
 /// `y = grid((a - za) * sa / sy + (b - zb) * sb / sy)` on two int8 tensors of one shape.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,6 +18,7 @@ pub struct AddI8 {
     left: (f32, f32),
     right: (f32, f32),
     grid: OutputGrid,
+    kernels: KernelSet,
 }
 impl Eq for AddI8 {}
 
@@ -31,6 +31,7 @@ impl AddI8 {
         right: InputGrid,
         output_inverse_scale: f32,
         grid: OutputGrid,
+        kernels: KernelSet,
     ) -> AddI8 {
         let affine = |g: InputGrid| (g.scale * output_inverse_scale, f32::from(g.zero_point));
         AddI8 {
@@ -39,7 +40,52 @@ impl AddI8 {
             left: affine(left),
             right: affine(right),
             grid,
+            kernels,
         }
+    }
+}
+
+/// The residual-sum rewrite: see the module's documentation.
+pub struct AddPattern;
+
+impl Pattern for AddPattern {
+    fn name(&self) -> &'static str {
+        "AddI8"
+    }
+
+    fn fuse(&self, chain: &Chain) -> TractResult<Option<Fused>> {
+        let (model, add) = (chain.model, chain.layer);
+        if !bin_op::<Add>(add) {
+            return Ok(None);
+        }
+        let (Some(left), Some(right)) = (
+            dequantized_source(model, add.inputs[0]),
+            dequantized_source(model, add.inputs[1]),
+        ) else {
+            return Ok(None);
+        };
+        let same_shape = add.inputs.iter().all(|i| {
+            model
+                .outlet_fact(*i)
+                .is_ok_and(|f| f.shape.as_concrete() == Some(&*chain.output_shape))
+        });
+        if !same_shape {
+            return Ok(None);
+        }
+        let op = AddI8::new(
+            add.name.clone(),
+            chain.output_shape.clone(),
+            left.1,
+            right.1,
+            chain.quantize.scale,
+            chain.grid,
+            chain.kernels,
+        );
+        Ok(Some(Fused {
+            op: Box::new(op),
+            sources: vec![left.0.into(), right.0.into()],
+            absorbed: chain.absorbed.clone(),
+        }))
     }
 }
 
@@ -62,7 +108,7 @@ impl EvalOp for AddI8 {
         let (a, b) = (a.try_as_plain_ram()?, b.try_as_plain_ram()?);
         let (a, b) = (a.as_slice::<i8>()?, b.as_slice::<i8>()?);
         output_tensor(&self.shape, |out: &mut [i8]| {
-            vectorized(Sum {
+            self.kernels.run(Sum {
                 a,
                 b,
                 left: self.left,
@@ -109,8 +155,10 @@ mod tests {
     use super::*;
     use crate::int8::test_rng::TestRng;
 
+    /// Every kernel set writes the portable set's values, which match the dequantized sum but
+    /// for values on a rounding boundary.
     #[test]
-    fn matches_the_dequantized_sum_on_random_inputs() {
+    fn every_kernel_set_matches_the_dequantized_sum_on_random_inputs() {
         let mut rng = TestRng(0x6a09_e667_f3bc_c909);
         let (a, b) = (rng.i8s(1000), rng.i8s(1000));
         let left = InputGrid {
@@ -130,12 +178,25 @@ mod tests {
                 grid.quantize((real * 9.0) as f32)
             })
             .collect();
-        let op = AddI8::new("random".into(), tvec![10, 100], left, right, 9.0, grid);
         let tensor = |v: &[i8]| Tensor::from_shape(&[10, 100], v).unwrap().into_tvalue();
-        let ours = op
-            .eval(&EvalContext::out_of_plan(), tvec!(tensor(&a), tensor(&b)))
-            .unwrap()
-            .remove(0);
+        let run = |kernels| {
+            let op = AddI8::new(
+                "random".into(),
+                tvec![10, 100],
+                left,
+                right,
+                9.0,
+                grid,
+                kernels,
+            );
+            op.eval(&EvalContext::out_of_plan(), tvec!(tensor(&a), tensor(&b)))
+                .unwrap()
+                .remove(0)
+        };
+        let ours = run(KernelSet::PORTABLE);
+        for kernels in KernelSet::runnable() {
+            assert_eq!(run(kernels), ours, "{kernels} against the portable set");
+        }
         let ours = ours.try_as_plain_ram().unwrap();
         let apart = TestRng::steps_apart(ours.as_slice::<i8>().unwrap(), &expected);
         assert!(apart <= 10, "{apart} of 1000 apart");

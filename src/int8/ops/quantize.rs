@@ -2,7 +2,9 @@
 
 use tract_core::internal::*;
 
-use super::requant::{int8_fact, output_tensor, vectorized, OutputGrid, VectorLoop};
+use super::{int8_fact, output_tensor};
+use crate::int8::grid::OutputGrid;
+use crate::int8::kernels::{KernelSet, VectorLoop};
 
 /// `y = grid(x / scale)`: an f32 tensor quantized to int8, with any clip before it folded
 /// into the grid.
@@ -12,17 +14,25 @@ pub struct QuantizeI8 {
     pub shape: TVec<usize>,
     inverse_scale: f32,
     grid: OutputGrid,
+    kernels: KernelSet,
 }
 impl Eq for QuantizeI8 {}
 
 impl QuantizeI8 {
     /// Quantizes onto `grid`; `inverse_scale` is `1 / scale`.
-    pub fn new(layer: String, shape: TVec<usize>, inverse_scale: f32, grid: OutputGrid) -> Self {
+    pub fn new(
+        layer: String,
+        shape: TVec<usize>,
+        inverse_scale: f32,
+        grid: OutputGrid,
+        kernels: KernelSet,
+    ) -> Self {
         QuantizeI8 {
             layer,
             shape,
             inverse_scale,
             grid,
+            kernels,
         }
     }
 }
@@ -45,7 +55,7 @@ impl EvalOp for QuantizeI8 {
         let input = input.try_as_plain_ram()?;
         let input = input.as_slice::<f32>()?;
         output_tensor(&self.shape, |out: &mut [i8]| {
-            vectorized(Quantize {
+            self.kernels.run(Quantize {
                 input,
                 inverse_scale: self.inverse_scale,
                 grid: self.grid,

@@ -1,0 +1,356 @@
+//! Int8 matrix products for the pointwise convolutions: tract-linalg's integer kernels and this
+//! crate's x86-64 pair product, the fastest chosen per shape within a kernel set, and the
+//! requantization of their i32 sums.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use tract_core::internal::*;
+use tract_linalg::mmm::{AsInputValue, FusedSpec, MMMInputValue, MatMatMul};
+use tract_linalg::{MmmDispatch, WeightType};
+
+#[cfg(target_arch = "x86_64")]
+use super::x86::pair_product::{self, PairColumns, PairRows};
+use super::{KernelSet, VectorLoop};
+use crate::int8::grid::OutputGrid;
+use crate::int8::layout::Layout;
+
+/// An int8 matrix read through strides: element `(i, j)` is `values[i * strides.0 + j * strides.1]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Strided<'a> {
+    pub values: &'a [i8],
+    pub shape: (usize, usize),
+    pub strides: (usize, usize),
+}
+
+impl<'a> Strided<'a> {
+    /// The first `rows * columns` values of `values` as a row-major matrix.
+    pub fn row_major(values: &'a [i8], rows: usize, columns: usize) -> Strided<'a> {
+        Strided {
+            values,
+            shape: (rows, columns),
+            strides: (columns, 1),
+        }
+    }
+
+    /// The same values read as the transposed matrix.
+    pub fn transposed(self) -> Strided<'a> {
+        Strided {
+            values: self.values,
+            shape: (self.shape.1, self.shape.0),
+            strides: (self.strides.1, self.strides.0),
+        }
+    }
+
+    /// Element `(i, j)`.
+    pub fn at(&self, i: usize, j: usize) -> i8 {
+        self.values[i * self.strides.0 + j * self.strides.1]
+    }
+}
+
+/// The int8 matrix kernel chosen for one `(m, k, n)` shape.
+#[derive(Debug, Clone)]
+pub enum KernelChoice {
+    /// One of tract-linalg's integer kernels, with the index of its int8 packing.
+    Tract {
+        kernel: Box<dyn MatMatMul>,
+        packing: usize,
+    },
+    /// This crate's AVX2 pair product ([`pair_product`]).
+    #[cfg(target_arch = "x86_64")]
+    Pairs,
+}
+
+impl KernelChoice {
+    /// The kernel's name.
+    pub fn name(&self) -> &str {
+        match self {
+            KernelChoice::Tract { kernel, .. } => kernel.name(),
+            #[cfg(target_arch = "x86_64")]
+            KernelChoice::Pairs => "dermedge_avx2_pairs_i32_6x16",
+        }
+    }
+}
+
+fn int8_packing(kernel: &dyn MatMatMul) -> Option<usize> {
+    let int8 = WeightType::Plain(DatumType::I8);
+    kernel
+        .packings()
+        .iter()
+        .position(|(a, b)| a.precursor() == int8 && b.precursor() == int8)
+}
+
+/// tract-linalg's kernels that belong to `set`: the portable ones for the portable set, else
+/// the ones written for the CPU, without AVX-512 below the AVX-512 set.
+fn tract_kernels(set: KernelSet) -> Vec<KernelChoice> {
+    MmmDispatch::native()
+        .runnable()
+        .iter()
+        .filter(|kernel| kernel.internal_type() == DatumType::I32 && !kernel.emulated())
+        .filter(|kernel| match kernel.arch() {
+            None => set == KernelSet::PORTABLE,
+            Some(_) => {
+                set != KernelSet::PORTABLE
+                    && (set.has_avx512_bw() || !kernel.name().contains("avx512"))
+            }
+        })
+        .filter_map(|kernel| {
+            Some(KernelChoice::Tract {
+                packing: int8_packing(&**kernel)?,
+                kernel: kernel.clone(),
+            })
+        })
+        .collect()
+}
+
+fn time_kernel(choice: &KernelChoice, m: usize, k: usize, n: usize) -> TractResult<f64> {
+    let weights = Tensor::zero::<i8>(&[m, k])?;
+    let input = Tensor::zero::<i8>(&[k, n])?;
+    let packed = PackedWeights::new(choice.clone(), &weights, Layout::ChannelsFirst)?;
+    let mut acc = Tensor::zero::<i32>(&[m, n])?;
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let started = Instant::now();
+        packed.multiply(input.clone(), Layout::ChannelsFirst, &mut acc)?;
+        best = best.min(started.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
+/// The fastest int8 kernel of `set` for an `m x k` by `k x n` product, timed once per set,
+/// shape and process (members of an ensemble share their shapes), or `None` when the set has no
+/// integer kernel with int8 packing. Results are exact integers whichever kernel runs.
+pub fn choose_kernel(
+    set: KernelSet,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> TractResult<Option<KernelChoice>> {
+    type Chosen = HashMap<(KernelSet, usize, usize, usize), KernelChoice>;
+    static CHOSEN: OnceLock<Mutex<Chosen>> = OnceLock::new();
+    let chosen = CHOSEN.get_or_init(Default::default);
+    let key = (set, m, k, n);
+    if let Some(choice) = chosen.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(Some(choice));
+    }
+    #[allow(unused_mut)]
+    let mut candidates = tract_kernels(set);
+    #[cfg(target_arch = "x86_64")]
+    if set.has_avx2_fma() {
+        candidates.push(KernelChoice::Pairs);
+    }
+    let mut best: Option<(f64, KernelChoice)> = None;
+    let timed = candidates.len() > 1;
+    for choice in candidates {
+        let seconds = if timed {
+            time_kernel(&choice, m, k, n)?
+        } else {
+            0.0
+        };
+        if best.as_ref().is_none_or(|(b, _)| seconds < *b) {
+            best = Some((seconds, choice));
+        }
+    }
+    Ok(best.map(|(_, choice)| {
+        log::debug!("int8 kernel for {m}x{k}x{n} ({set}): {}", choice.name());
+        if let Ok(mut chosen) = chosen.lock() {
+            chosen.insert(key, choice.clone());
+        }
+        choice
+    }))
+}
+
+/// The weights of a pointwise layer, packed for the kernel that computes its product.
+#[derive(Debug, Clone)]
+pub enum PackedWeights {
+    /// On tract-linalg's kernel: the weights are its left operand for a channels-first output,
+    /// its right one for a channels-last output.
+    Tract {
+        choice: KernelChoice,
+        weights: Arc<Box<dyn MMMInputValue>>,
+        output: Layout,
+    },
+    /// On the pair product, weights on the left: channels-first output.
+    #[cfg(target_arch = "x86_64")]
+    PairsWeightsLeft(Arc<PairRows>),
+    /// On the pair product, weights on the right: channels-last output.
+    #[cfg(target_arch = "x86_64")]
+    PairsWeightsRight(Arc<PairColumns>),
+}
+
+impl PackedWeights {
+    /// Packs `weights` (`[output_channels, input_channels]`) for `choice` and `output`.
+    pub fn new(choice: KernelChoice, weights: &Tensor, output: Layout) -> TractResult<Self> {
+        Ok(match &choice {
+            KernelChoice::Tract { kernel, packing } => {
+                let (a_format, b_format) = &kernel.packings()[*packing];
+                let format = match output {
+                    Layout::ChannelsFirst => a_format,
+                    Layout::ChannelsLast => b_format,
+                };
+                let weights = Arc::new(format.prepare_one(weights, 1, 0)?);
+                PackedWeights::Tract {
+                    choice,
+                    weights,
+                    output,
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            KernelChoice::Pairs => {
+                let (co, ci) = (weights.shape()[0], weights.shape()[1]);
+                let values = weights.try_as_plain_ram()?;
+                let values = Strided::row_major(values.as_slice::<i8>()?, co, ci);
+                match output {
+                    Layout::ChannelsFirst => {
+                        PackedWeights::PairsWeightsLeft(Arc::new(PairRows::new(values)))
+                    }
+                    Layout::ChannelsLast => PackedWeights::PairsWeightsRight(Arc::new(
+                        PairColumns::new(values.transposed()),
+                    )),
+                }
+            }
+        })
+    }
+
+    /// Name of the kernel the weights are packed for.
+    pub fn kernel_name(&self) -> &str {
+        match self {
+            PackedWeights::Tract { choice, .. } => choice.name(),
+            #[cfg(target_arch = "x86_64")]
+            PackedWeights::PairsWeightsLeft(_) | PackedWeights::PairsWeightsRight(_) => {
+                KernelChoice::Pairs.name()
+            }
+        }
+    }
+
+    /// `acc = weights x input` (`[co, n]`, for a channels-first output) or
+    /// `input^T x weights^T` (`[n, co]`, channels-last), with `input` holding `ci x n` values
+    /// in `input_layout`.
+    pub fn multiply(
+        &self,
+        input: Tensor,
+        input_layout: Layout,
+        acc: &mut Tensor,
+    ) -> TractResult<()> {
+        let (rows, columns) = (acc.shape()[0], acc.shape()[1]);
+        match self {
+            PackedWeights::Tract {
+                choice: KernelChoice::Tract { kernel, packing },
+                weights,
+                output,
+            } => {
+                let n = match output {
+                    Layout::ChannelsFirst => columns,
+                    Layout::ChannelsLast => rows,
+                };
+                let ci = input.len() / n.max(1);
+                let (a_format, b_format) = &kernel.packings()[*packing];
+                let activations = match output {
+                    Layout::ChannelsFirst => b_format,
+                    Layout::ChannelsLast => a_format,
+                };
+                let packed_input = match input_layout {
+                    Layout::ChannelsFirst => {
+                        activations.prepare_one(&input.into_shape(&[ci, n])?, 0, 1)?
+                    }
+                    Layout::ChannelsLast => {
+                        activations.prepare_one(&input.into_shape(&[n, ci])?, 1, 0)?
+                    }
+                };
+                let weights = AsInputValue::Borrowed(&***weights);
+                let packed_input = AsInputValue::Borrowed(&*packed_input);
+                let (a, b) = match output {
+                    Layout::ChannelsFirst => (weights, packed_input),
+                    Layout::ChannelsLast => (packed_input, weights),
+                };
+                // SAFETY: the packed operands and `acc` have the `rows x ci x columns` shape
+                // the kernel is told.
+                unsafe {
+                    kernel.run(
+                        rows,
+                        columns,
+                        &[
+                            FusedSpec::AddMatMul {
+                                a,
+                                b,
+                                packing: *packing,
+                            },
+                            FusedSpec::Store(kernel.c_view(Some(0), Some(1)).wrap(&acc.view_mut())),
+                        ],
+                    )
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            PackedWeights::Tract { .. } => bail!("tract weights packed for another kernel"),
+            #[cfg(target_arch = "x86_64")]
+            PackedWeights::PairsWeightsLeft(weights) => {
+                let values = input.try_as_plain_ram()?;
+                let x = input_matrix(values.as_slice::<i8>()?, input_layout, columns);
+                let mut out = acc.try_as_plain_ram_mut()?;
+                pair_product::product(weights, &PairColumns::new(x), out.as_slice_mut::<i32>()?)
+            }
+            #[cfg(target_arch = "x86_64")]
+            PackedWeights::PairsWeightsRight(weights) => {
+                let values = input.try_as_plain_ram()?;
+                let x = input_matrix(values.as_slice::<i8>()?, input_layout, rows);
+                let mut out = acc.try_as_plain_ram_mut()?;
+                let out = out.as_slice_mut::<i32>()?;
+                pair_product::product(&PairRows::new(x.transposed()), weights, out)
+            }
+        }
+    }
+}
+
+/// `values` as an `input_channels x positions` matrix.
+#[cfg(target_arch = "x86_64")]
+fn input_matrix(values: &[i8], layout: Layout, positions: usize) -> Strided<'_> {
+    let ci = values.len() / positions.max(1);
+    Strided {
+        values,
+        shape: (ci, positions),
+        strides: match layout {
+            Layout::ChannelsFirst => (positions, 1),
+            Layout::ChannelsLast => (1, ci),
+        },
+    }
+}
+
+/// `out = grid(acc * multiplier[c] + offset[c])` for channel `c` of each value, `acc` and `out`
+/// holding whole channel-first rows or whole channel-last positions; run with
+/// [`KernelSet::run`].
+pub struct Requantize<'a> {
+    pub acc: &'a [i32],
+    pub multiplier: &'a [f32],
+    pub offset: &'a [f32],
+    pub grid: OutputGrid,
+    pub layout: Layout,
+    pub out: &'a mut [i8],
+}
+
+impl VectorLoop for Requantize<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let scales = self.multiplier.iter().zip(self.offset);
+        match self.layout {
+            Layout::ChannelsFirst => {
+                let n = self.out.len() / self.multiplier.len();
+                let rows = self.out.chunks_exact_mut(n).zip(self.acc.chunks_exact(n));
+                for ((out, acc), (m, b)) in rows.zip(scales) {
+                    for (a, o) in acc.iter().zip(out) {
+                        *o = self.grid.quantize(*a as f32 * m + b);
+                    }
+                }
+            }
+            Layout::ChannelsLast => {
+                let co = self.multiplier.len();
+                let rows = self.out.chunks_exact_mut(co).zip(self.acc.chunks_exact(co));
+                for (out, acc) in rows {
+                    for ((a, (m, b)), o) in acc.iter().zip(scales.clone()).zip(out) {
+                        *o = self.grid.quantize(*a as f32 * m + b);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The float layers before the first quantized tensor (the stem), moved to ops that compute in
+//! one fixed order, so that the first quantization sees the same bits on every CPU.
+
+use std::collections::HashSet;
+
+use tract_core::internal::*;
+use tract_core::ops::cnn::Conv;
+use tract_core::ops::math::Add;
+use tract_core::ops::quant::DequantizeLinearF32;
+
+use super::graph::{
+    before_reshapes, bin_op, clip_after, concrete_shape, const_values, conv3x3_stride,
+    einsum_with_bias, is_pointwise_form, pointwise_positions,
+};
+use super::Fused;
+use crate::int8::kernels::KernelSet;
+use crate::int8::ops::stem::{Conv3x3Params, ExactConv3x3, ExactPointwise};
+
+/// A float 3x3 convolution (with the clip after it) or a float pointwise convolution with its
+/// bias that does not read a dequantized tensor (a layer of the stem), as an op that computes in
+/// a fixed order ([`crate::int8::ops::stem`]) on `kernels`, and the node whose output it
+/// replaces; `None` for anything else.
+pub fn exact_float_layer(
+    model: &TypedModel,
+    node: &TypedNode,
+    taken: &HashSet<usize>,
+    kernels: KernelSet,
+) -> TractResult<Option<(Fused, usize)>> {
+    let reads_dequantized = |outlet: OutletId| {
+        model
+            .node(before_reshapes(model, outlet).node)
+            .op_is::<DequantizeLinearF32>()
+    };
+    let output_shape = concrete_shape(model, node.id.into())?;
+    if let Some(conv) = node.op_as::<Conv>() {
+        let Some(stride) = conv3x3_stride(conv, node) else {
+            return Ok(None);
+        };
+        let input_shape = concrete_shape(model, node.inputs[0])?;
+        let rank = input_shape.len();
+        let batch_of_one = input_shape.iter().rev().skip(3).all(|d| *d == 1);
+        if reads_dequantized(node.inputs[0])
+            || rank < 3
+            || !batch_of_one
+            || model.outlet_fact(node.inputs[0])?.datum_type != DatumType::F32
+        {
+            return Ok(None);
+        }
+        let (Some(weights), Some(bias)) = (
+            const_values(model, node.inputs[1]),
+            const_values(model, node.inputs[2]),
+        ) else {
+            return Ok(None);
+        };
+        let (clip, mut chain) = clip_after(model, node, taken);
+        let op = ExactConv3x3::new(
+            Conv3x3Params {
+                layer: node.name.clone(),
+                input_channels: input_shape[rank - 3],
+                groups: conv.group,
+                stride,
+                height: input_shape[rank - 2],
+                width: input_shape[rank - 1],
+                weights,
+                bias,
+                clip,
+                output_shape,
+            },
+            kernels,
+        );
+        chain.insert(0, node.id);
+        let output = chain.pop().unwrap_or(node.id);
+        return Ok(op.ok().map(|op| {
+            let fused = Fused {
+                op: Box::new(op),
+                sources: vec![node.inputs[0]],
+                absorbed: chain,
+            };
+            (fused, output)
+        }));
+    }
+    if !bin_op::<Add>(node) {
+        return Ok(None);
+    }
+    let Ok((bias, einsum_node, expression)) = einsum_with_bias(model, node) else {
+        return Ok(None);
+    };
+    let input = einsum_node.inputs[0];
+    if !is_pointwise_form(&expression)
+        || reads_dequantized(input)
+        || model.outlet_fact(input)?.datum_type != DatumType::F32
+    {
+        return Ok(None);
+    }
+    let Some(weights) = const_values(model, einsum_node.inputs[1]) else {
+        return Ok(None);
+    };
+    let input_shape = concrete_shape(model, input)?;
+    let ci = weights.len() / bias.len().max(1);
+    let Some(positions) = pointwise_positions(&input_shape, ci) else {
+        return Ok(None);
+    };
+    let op = ExactPointwise::new(
+        node.name.clone(),
+        weights,
+        bias,
+        positions,
+        output_shape,
+        kernels,
+    );
+    Ok(op.ok().map(|op| {
+        let fused = Fused {
+            op: Box::new(op),
+            sources: vec![input],
+            absorbed: vec![einsum_node.id],
+        };
+        (fused, node.id)
+    }))
+}
