@@ -152,6 +152,7 @@ impl KernelSet {
     }
 
     /// Whether the x86-64 AVX2 and FMA kernels may run.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn has_avx2_fma(self) -> bool {
         self.0 >= Family::X86Avx2
     }
