@@ -81,8 +81,8 @@ fn int8_packing(kernel: &dyn MatMatMul) -> Option<usize> {
         .position(|(a, b)| a.precursor() == int8 && b.precursor() == int8)
 }
 
-/// tract-linalg's kernels that belong to `set`: the portable ones for the portable set, else
-/// the ones written for the CPU, without AVX-512 below the AVX-512 set.
+/// tract-linalg's kernels that belong to `set`: the generic ones for the portable set, else the
+/// ones written for the CPU, without AVX-512 below the AVX-512 set.
 fn tract_kernels(set: KernelSet) -> Vec<KernelChoice> {
     MmmDispatch::native()
         .runnable()

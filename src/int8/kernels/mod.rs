@@ -1,7 +1,10 @@
 //! The loops the int8 ops run, per architecture, and the one place that asks the CPU what it
 //! can run.
 //!
-//! A [`KernelSet`] names one family of CPUs. The rewrite picks one set for a member (the best
+//! A [`KernelSet`] names one family of CPUs: `portable` (plain Rust loops and tract-linalg's
+//! generic matrix kernels, the reference), `x86-avx2` and `x86-avx512` (this crate's x86 kernels
+//! and tract-linalg's native ones), `aarch64-neon` (the loops compiled for aarch64, whose vectors
+//! are NEON, and tract-linalg's arm64 matrix kernels). The rewrite picks one set for a member (the best
 //! this CPU runs, or the one `DERMEDGE_INT8_KERNELS` names) and every op it builds keeps it, so
 //! a plan says which code it runs. Every set writes the same integers as [`KernelSet::PORTABLE`];
 //! only the instructions differ.
@@ -48,14 +51,21 @@ impl CpuFeatures {
     }
 }
 
+/// The families of kernel sets, from the least to the most specific for a CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Family {
     Portable,
     X86Avx2,
     X86Avx512,
+    Aarch64Neon,
 }
 
-const FAMILIES: [Family; 3] = [Family::Portable, Family::X86Avx2, Family::X86Avx512];
+const FAMILIES: [Family; 4] = [
+    Family::Portable,
+    Family::X86Avx2,
+    Family::X86Avx512,
+    Family::Aarch64Neon,
+];
 
 impl Family {
     fn name(self) -> &'static str {
@@ -63,6 +73,7 @@ impl Family {
             Family::Portable => "portable",
             Family::X86Avx2 => "x86-avx2",
             Family::X86Avx512 => "x86-avx512",
+            Family::Aarch64Neon => "aarch64-neon",
         }
     }
 
@@ -71,6 +82,8 @@ impl Family {
             Family::Portable => true,
             Family::X86Avx2 => cpu.avx2_fma,
             Family::X86Avx512 => cpu.avx512_bw,
+            // NEON (Advanced SIMD) is part of every aarch64 Linux target.
+            Family::Aarch64Neon => cfg!(target_arch = "aarch64"),
         }
     }
 }
@@ -154,12 +167,12 @@ impl KernelSet {
     /// Whether the x86-64 AVX2 and FMA kernels may run.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn has_avx2_fma(self) -> bool {
-        self.0 >= Family::X86Avx2
+        matches!(self.0, Family::X86Avx2 | Family::X86Avx512)
     }
 
     /// Whether AVX-512 F and BW may run.
     fn has_avx512_bw(self) -> bool {
-        self.0 >= Family::X86Avx512
+        self.0 == Family::X86Avx512
     }
 
     /// Runs `kernel`, compiled for this set's vector instructions: the loops of the int8 ops are
