@@ -7,5 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cases=${1:-20000}
 started=$(date +%s)
-DERMEDGE_FUZZ_CASES=$cases cargo test --release --test cli fuzz:: -- --test-threads 2
+DERMEDGE_FUZZ_CASES=$cases cargo test --release --test fuzz -- --test-threads 2
 echo "fuzz: 6 properties x $cases cases in $(( $(date +%s) - started )) s"

@@ -10,7 +10,7 @@ use tract_onnx::prelude::*;
 
 use crate::capture::{Frame, FramePixels};
 use crate::ensemble::{Ensemble, EnsembleError, InferenceError};
-use crate::health::peak_rss_bytes;
+use crate::health::{peak_rss_bytes, TimingStats};
 use crate::integrity::PublicKey;
 use crate::journal::Journal;
 use crate::preprocess::{load_image_file, ImageError, ImageLimits};
@@ -31,36 +31,6 @@ pub enum BenchError {
     Baseline { path: PathBuf, message: String },
     #[error("cannot write the input tensor to {path}: {message}. Fix: give --save-input a writable file path")]
     SaveInput { path: PathBuf, message: String },
-}
-
-/// Minimum, median and 95th percentile of a series of timings.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct TimingStats {
-    pub runs: usize,
-    pub min_ms: f64,
-    pub median_ms: f64,
-    pub p95_ms: f64,
-}
-
-impl TimingStats {
-    /// Summarises `samples` (milliseconds); all zero when empty.
-    pub fn from_samples(samples: &[f64]) -> TimingStats {
-        let mut sorted = samples.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        let at = |q: f64| {
-            if sorted.is_empty() {
-                0.0
-            } else {
-                sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-            }
-        };
-        TimingStats {
-            runs: sorted.len(),
-            min_ms: at(0.0),
-            median_ms: at(0.5),
-            p95_ms: at(0.95),
-        }
-    }
 }
 
 /// Figures for one member.

@@ -10,9 +10,10 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::decision::{self, Decision};
+use crate::digest::sha256_hex;
 use crate::integrity::{PublicKey, SignatureError};
 use crate::manifest::{InputSpec, Manifest, ManifestError, MemberOutput, MemberSpec};
-use crate::preprocess::{flip_nchw, sha256_hex, to_input_tensor};
+use crate::preprocess::{flip_nchw, to_input_tensor};
 
 /// Largest member file accepted, in bytes.
 pub const MAX_MEMBER_BYTES: u64 = 512 << 20;

@@ -1,8 +1,7 @@
-//! Process health for long runs: resident memory and open file descriptors.
+//! Process health for long runs: resident memory, open file descriptors, and the timing
+//! summaries that health readings and benchmarks report.
 
 use serde::Serialize;
-
-use crate::bench::TimingStats;
 
 /// A `/proc/self/status` memory field (`VmRSS`, `VmHWM`) in bytes, where the OS reports it.
 fn status_bytes(field: &str) -> Option<u64> {
@@ -28,6 +27,36 @@ pub fn peak_rss_bytes() -> Option<u64> {
 /// Number of open file descriptors, where the OS lists them.
 pub fn open_fds() -> Option<usize> {
     std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count())
+}
+
+/// Minimum, median and 95th percentile of a series of timings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TimingStats {
+    pub runs: usize,
+    pub min_ms: f64,
+    pub median_ms: f64,
+    pub p95_ms: f64,
+}
+
+impl TimingStats {
+    /// Summarises `samples` (milliseconds); all zero when empty.
+    pub fn from_samples(samples: &[f64]) -> TimingStats {
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            if sorted.is_empty() {
+                0.0
+            } else {
+                sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+            }
+        };
+        TimingStats {
+            runs: sorted.len(),
+            min_ms: at(0.0),
+            median_ms: at(0.5),
+            p95_ms: at(0.95),
+        }
+    }
 }
 
 /// One health reading during a run.

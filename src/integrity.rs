@@ -8,6 +8,9 @@ use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 
 use crate::paths::read_text_limited;
 
+/// Re-exported for `dermedge-tools sign`, which writes keys and signatures in this hex.
+pub use crate::digest::{hex_decode, hex_encode};
+
 /// Why a signature check failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SignatureError {
@@ -30,24 +33,6 @@ pub enum SignatureError {
         manifest: PathBuf,
         signature: PathBuf,
     },
-}
-
-/// Decodes lowercase or uppercase hex into exactly `N` bytes.
-pub fn hex_decode<const N: usize>(text: &str) -> Option<[u8; N]> {
-    let text = text.trim();
-    if text.len() != 2 * N || !text.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
-}
-
-/// Lowercase hex of `bytes`.
-pub fn hex_encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Where the signature of a manifest is stored: `<manifest>.sig`.
@@ -148,14 +133,5 @@ mod tests {
             key.verify_manifest(&manifest, text),
             Err(SignatureError::BadSignature { .. })
         ));
-    }
-
-    #[test]
-    fn hex_round_trips_and_rejects_bad_text() {
-        assert_eq!(hex_decode::<2>("0aFF"), Some([0x0a, 0xff]));
-        assert_eq!(hex_encode(&[0x0a, 0xff]), "0aff");
-        assert_eq!(hex_decode::<2>("0aF"), None);
-        assert_eq!(hex_decode::<2>("0aGG"), None);
-        assert_eq!(hex_decode::<2>("é0a"), None);
     }
 }

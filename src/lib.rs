@@ -1,19 +1,23 @@
 //! dermedge: an edge runtime that classifies dermatoscope images into the seven HAM10000
 //! classes with an ensemble of CNNs run by tract, as decision support for a clinician.
 //!
-//! The binary (`dermedge`) is a thin layer over this library; the training tools
-//! (`dermedge-tools`) call [`preprocess`] so that training and device prepare images the same way.
+//! The library returns values and typed errors and never prints; the binary (`dermedge`, in
+//! `src/main.rs` and `src/cli/`) owns the command line, the output and the exit codes. The
+//! training tools (`dermedge-tools`) call [`preprocess`] so that training and device prepare
+//! images the same way.
 
 pub mod bench;
 pub mod capture;
 pub mod classify;
-pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod decision;
+pub mod device_loop;
+pub mod digest;
 pub mod ensemble;
 pub mod health;
 pub mod history;
+pub mod inputs;
 pub mod int8;
 pub mod integrity;
 pub mod journal;
@@ -23,7 +27,6 @@ pub mod preprocess;
 pub mod profile;
 pub mod quality;
 pub mod record;
-pub mod run;
 pub mod serve;
 pub mod trigger;
 

@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::preprocess::Flip;
-
 /// Largest manifest file accepted, in bytes.
 pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 /// Most members one ensemble may hold.
@@ -112,6 +110,10 @@ pub struct ClassInfo {
     pub code: String,
     pub name: String,
     pub malignant: bool,
+    /// The class watched on its own (melanoma in HAM10000): evaluation reports its sensitivity,
+    /// specificity and ROC curve. At most one class is watched.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub watch: bool,
 }
 
 /// One member network of the ensemble.
@@ -133,6 +135,15 @@ pub struct MemberSpec {
 
 fn default_weight() -> f32 {
     1.0
+}
+
+/// A mirror image of a model input; the views of test-time augmentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flip {
+    None,
+    Horizontal,
+    Vertical,
+    Both,
 }
 
 /// Test-time augmentation: each member also runs on mirrored views of the input, and its
@@ -315,6 +326,12 @@ impl Manifest {
                 ));
             }
         }
+        if self.classes.iter().filter(|c| c.watch).count() > 1 {
+            return Err(
+                "more than one class has `watch = true`. Fix: watch one class (melanoma) at most"
+                    .into(),
+            );
+        }
         if self.members.is_empty() || self.members.len() > MAX_MEMBERS {
             return Err(format!(
                 "{} member(s) listed; 1 to {MAX_MEMBERS} are allowed. Fix: list the member ONNX files in [[members]]",
@@ -379,7 +396,9 @@ impl Manifest {
     }
 }
 
-/// The seven HAM10000 diagnostic classes in the order the project's models emit them.
+/// The seven HAM10000 diagnostic classes as `models/ensemble.toml` lists them, for tests; the
+/// tools and the runtime read the class list from a manifest.
+#[cfg(test)]
 pub fn ham10000_classes() -> Vec<ClassInfo> {
     [
         (
@@ -399,6 +418,7 @@ pub fn ham10000_classes() -> Vec<ClassInfo> {
         code: code.into(),
         name: name.into(),
         malignant,
+        watch: code == "mel",
     })
     .collect()
 }

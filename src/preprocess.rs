@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
-use sha2::{Digest, Sha256};
 
 use crate::codec::jpeg::{self, with_huffman_tables};
 use crate::codec::png;
-use crate::manifest::{ChannelOrder, ColourConstancy, InputSpec, ResizePolicy};
+use crate::manifest::{ChannelOrder, ColourConstancy, Flip, InputSpec, ResizePolicy};
+
+/// Re-exported for the training tools; new code imports it from [`crate::digest`].
+pub use crate::digest::sha256_hex;
 
 /// Bounds checked before an image is decoded, so a hostile header cannot force a large allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,11 +70,6 @@ pub struct LoadedImage {
     pub rgb: RgbImage,
     /// SHA-256 of the encoded bytes, lowercase hex.
     pub sha256: String,
-}
-
-/// SHA-256 of `bytes` as lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    crate::integrity::hex_encode(&Sha256::digest(bytes))
 }
 
 /// Reads an image file within `limits`, hashes it and decodes it upright.
@@ -255,15 +252,6 @@ pub fn normalise_nchw(image: &RgbImage, spec: &InputSpec) -> Vec<f32> {
         }
     }
     out
-}
-
-/// A mirror image of a model input; the views of test-time augmentation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flip {
-    None,
-    Horizontal,
-    Vertical,
-    Both,
 }
 
 /// Mirrors NCHW data (batch 1) of `width` x `height` planes. For an image already at the input
@@ -478,14 +466,6 @@ mod tests {
         let bottom = rotated.rgb.get_pixel(4, 13).0;
         assert!(top[0] > 200 && top[2] < 60, "{top:?}");
         assert!(bottom[2] > 200 && bottom[0] < 60, "{bottom:?}");
-    }
-
-    #[test]
-    fn hashes_like_sha256sum() {
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
     }
 
     #[test]

@@ -103,6 +103,15 @@ impl Outcome {
             Outcome::Failed(f) => &f.input,
         }
     }
+
+    /// One readable line: the input and what happened to it.
+    pub fn summary(&self) -> String {
+        match self {
+            Outcome::Classified(c) => format!("{}: classified", c.input),
+            Outcome::Rejected(r) => format!("{}: {}", r.input, r.reasons.join("; ")),
+            Outcome::Failed(f) => format!("{}: {}", f.input, f.error),
+        }
+    }
 }
 
 fn class_probabilities(codes: &[&str], probabilities: &[f32]) -> Vec<ClassProbability> {

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 
-use crate::classify::expand_inputs;
-use crate::classify::InputItem;
 use crate::codec::{jpeg, yuyv};
-use crate::preprocess::{decode_upright, read_image_file, sha256_hex, ImageError, ImageLimits};
+use crate::digest::sha256_hex;
+use crate::inputs::{expand_inputs, InputItem};
+use crate::preprocess::{decode_upright, read_image_file, ImageError, ImageLimits};
 
 /// Why a source could not deliver frames. The run loop reopens the source after these.
 #[derive(Debug, thiserror::Error)]
@@ -393,6 +393,13 @@ pub enum SourceSpec {
         width: u32,
         height: u32,
     },
+}
+
+impl SourceSpec {
+    /// Whether the frames come from standard input (`-` as the stream's path).
+    pub fn reads_stdin(&self) -> bool {
+        matches!(self, SourceSpec::Mjpeg(p) | SourceSpec::Yuyv { path: p, .. } if p.as_os_str() == "-")
+    }
 }
 
 impl std::str::FromStr for SourceSpec {

@@ -2,11 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::{anyhow, Result};
 use clap::{Args, ValueEnum};
+use dermedge::history::{csv_row, text_line, FlagFilter, RecordFilter, CSV_HEADER};
+use dermedge::journal::{read_journal, rotated_files};
 
-use super::{config_error, EXIT_OK, EXIT_SOME_FAILED};
-use crate::history::{csv_row, text_line, FlagFilter, RecordFilter, CSV_HEADER};
-use crate::journal::{read_journal, rotated_files};
+use super::{EXIT_OK, EXIT_SOME_FAILED};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ExportFormat {
@@ -51,38 +52,30 @@ fn files(path: &Path, all: bool) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Runs `dermedge journal`; returns the exit code.
-pub(crate) fn journal(args: &JournalArgs) -> u8 {
+pub(crate) fn journal(args: &JournalArgs) -> Result<u8> {
     let filter = RecordFilter {
         since: args.since.clone(),
         until: args.until.clone(),
         flag: args.flag,
     };
-    if let Err(e) = filter.check() {
-        return config_error(e);
-    }
-    let paths = match files(&args.path, args.all) {
-        Ok(p) => p,
-        Err(e) => {
-            return config_error(format!(
-                "cannot list the folder of {}: {e}. Fix: check the path and its permissions",
-                args.path.display()
-            ))
-        }
-    };
+    filter.check().map_err(anyhow::Error::msg)?;
+    let paths = files(&args.path, args.all).map_err(|e| {
+        anyhow!(
+            "cannot list the folder of {}: {e}. Fix: check the path and its permissions",
+            args.path.display()
+        )
+    })?;
     if args.format == ExportFormat::Csv {
         outln!("{CSV_HEADER}");
     }
     let (mut shown, mut bad) = (0usize, 0usize);
     for path in paths {
-        let records = match read_journal(&path) {
-            Ok(r) => r,
-            Err(e) => {
-                return config_error(format!(
-                    "cannot read journal {}: {e}. Fix: pass the journal's path (see `journal` in the config)",
-                    path.display()
-                ))
-            }
-        };
+        let records = read_journal(&path).map_err(|e| {
+            anyhow!(
+                "cannot read journal {}: {e}. Fix: pass the journal's path (see `journal` in the config)",
+                path.display()
+            )
+        })?;
         for record in records {
             match record {
                 Ok(record) if filter.matches(&record) => {
@@ -106,9 +99,5 @@ pub(crate) fn journal(args: &JournalArgs) -> u8 {
     if args.format == ExportFormat::Text {
         eprintln!("{shown} records shown, {bad} unreadable");
     }
-    if bad > 0 {
-        EXIT_SOME_FAILED
-    } else {
-        EXIT_OK
-    }
+    Ok(if bad > 0 { EXIT_SOME_FAILED } else { EXIT_OK })
 }

@@ -1,4 +1,4 @@
-//! The `dermedge` command line: argument parsing and the subcommands' output.
+//! The `dermedge` command line: argument parsing, the subcommands' output and their exit codes.
 
 /// `println!` for read-only commands: when stdout is closed (`dermedge journal | head`), stop
 /// quietly instead of panicking.
@@ -32,17 +32,20 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use crate::bench::{run_bench, BenchOptions};
-use crate::classify::{classify_item, expand_inputs, InputItem};
-use crate::config::RunConfig;
-use crate::ensemble::Ensemble;
-use crate::health::peak_rss_bytes;
-use crate::integrity::PublicKey;
-use crate::journal::Journal;
-use crate::manifest::EnsembleStatus;
-use crate::preprocess::{load_image_file, ImageLimits};
-use crate::quality::{self, GateSettings};
-use crate::record::{json_line, Outcome, DECISION_SUPPORT_NOTICE, FIXTURE_WARNING};
+use anyhow::Result;
+use dermedge::bench::{run_bench, BenchOptions};
+use dermedge::classify::classify_item;
+use dermedge::config::RunConfig;
+use dermedge::ensemble::Ensemble;
+use dermedge::health::peak_rss_bytes;
+use dermedge::inputs::{expand_inputs, InputItem};
+use dermedge::int8::KernelSet;
+use dermedge::integrity::PublicKey;
+use dermedge::journal::Journal;
+use dermedge::manifest::{EnsembleStatus, MemberOutput};
+use dermedge::preprocess::{load_image_file, ImageLimits};
+use dermedge::quality::{self, GateSettings};
+use dermedge::record::{json_line, Outcome, DECISION_SUPPORT_NOTICE, FIXTURE_WARNING};
 
 /// Exit code: every input was classified.
 pub const EXIT_OK: u8 = 0;
@@ -183,9 +186,9 @@ struct BenchArgs {
     save_input: Option<PathBuf>,
 }
 
-/// Runs the command line and returns the process exit code.
-pub fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+/// Runs the command line. `Ok` holds the exit code of a command that ran to its end; an error
+/// ends the command with [`EXIT_CONFIG`].
+pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Run(_) | Command::Serve(_)) {
         set_threads(cli.threads.unwrap_or(1));
@@ -199,8 +202,8 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&cli, args),
         Command::Cameras => cameras(),
         Command::Journal(args) => journal::journal(args),
-    };
-    ExitCode::from(code)
+    }?;
+    Ok(ExitCode::from(code))
 }
 
 /// The config file (or the defaults) with the global options and a command's `--source` and
@@ -210,9 +213,9 @@ pub(crate) fn device_config(
     path: Option<&Path>,
     source: Option<&str>,
     journal: Option<&Path>,
-) -> Result<RunConfig, u8> {
+) -> Result<RunConfig> {
     let mut config = match path {
-        Some(path) => RunConfig::load(path).map_err(config_error)?,
+        Some(path) => RunConfig::load(path)?,
         None => RunConfig::default(),
     };
     if let Some(e) = &cli.ensemble {
@@ -233,14 +236,8 @@ pub(crate) fn device_config(
     Ok(config)
 }
 
-/// Prints a configuration error and returns its exit code.
-pub fn config_error(error: impl std::fmt::Display) -> u8 {
-    eprintln!("dermedge: {error}");
-    EXIT_CONFIG
-}
-
 /// Sets tract's executor for `threads` threads.
-pub fn set_threads(threads: u16) {
+pub(crate) fn set_threads(threads: u16) {
     if threads > 1 {
         use tract_linalg::multithread::{set_default_executor, Executor};
         set_default_executor(Executor::multithread(usize::from(threads)));
@@ -248,7 +245,7 @@ pub fn set_threads(threads: u16) {
 }
 
 /// The manifest used when neither `--ensemble` nor a config names one.
-pub const DEFAULT_ENSEMBLE: &str = "models/ensemble.toml";
+pub(crate) const DEFAULT_ENSEMBLE: &str = "models/ensemble.toml";
 
 fn manifest_path(cli: &Cli) -> PathBuf {
     cli.ensemble
@@ -257,42 +254,47 @@ fn manifest_path(cli: &Cli) -> PathBuf {
 }
 
 /// Loads the ensemble at `manifest`, checking its signature when a public key file is given.
-pub fn load_checked_ensemble(manifest: &Path, public_key: Option<&Path>) -> Result<Ensemble, u8> {
-    crate::int8::KernelSet::configured().map_err(config_error)?;
-    let key = public_key
-        .map(PublicKey::load)
-        .transpose()
-        .map_err(config_error)?;
-    Ensemble::load_with(manifest, key.as_ref()).map_err(config_error)
+fn load_checked_ensemble(manifest: &Path, public_key: Option<&Path>) -> Result<Ensemble> {
+    KernelSet::configured()?;
+    let key = public_key.map(PublicKey::load).transpose()?;
+    Ok(Ensemble::load_with(manifest, key.as_ref())?)
 }
 
-fn load_ensemble(cli: &Cli) -> Result<Ensemble, u8> {
+fn load_ensemble(cli: &Cli) -> Result<Ensemble> {
     load_checked_ensemble(&manifest_path(cli), cli.public_key.as_deref())
 }
 
+/// The ensemble of `run` and `serve`: the config's manifest (or the default), checked against
+/// the config's public key; an untrained fixture is logged as such.
+pub(crate) fn load_device_ensemble(config: &RunConfig) -> Result<Ensemble> {
+    let manifest = config
+        .ensemble
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ENSEMBLE));
+    let ensemble = load_checked_ensemble(&manifest, config.public_key.as_deref())?;
+    if ensemble.manifest.status == EnsembleStatus::UntrainedFixture {
+        log::warn!("{}: {FIXTURE_WARNING}", manifest.display());
+    }
+    Ok(ensemble)
+}
+
 #[cfg(feature = "camera")]
-fn cameras() -> u8 {
-    out!("{}", crate::capture::v4l2::describe_cameras());
-    EXIT_OK
+fn cameras() -> Result<u8> {
+    out!("{}", dermedge::capture::v4l2::describe_cameras());
+    Ok(EXIT_OK)
 }
 
 #[cfg(not(feature = "camera"))]
-fn cameras() -> u8 {
-    config_error("this dermedge was built without camera support. Fix: build with `cargo build --release --features camera` (needs libclang-dev)")
+fn cameras() -> Result<u8> {
+    anyhow::bail!("this dermedge was built without camera support. Fix: build with `cargo build --release --features camera` (needs libclang-dev)")
 }
 
-fn classify(cli: &Cli, args: &ClassifyArgs) -> u8 {
-    let ensemble = match load_ensemble(cli) {
-        Ok(e) => e,
-        Err(code) => return code,
-    };
+fn classify(cli: &Cli, args: &ClassifyArgs) -> Result<u8> {
+    let ensemble = load_ensemble(cli)?;
     let mut journal = if args.no_journal {
         None
     } else {
-        match Journal::open(&args.journal) {
-            Ok(j) => Some(j),
-            Err(e) => return config_error(e),
-        }
+        Some(Journal::open(&args.journal)?)
     };
     let limits = ImageLimits::default();
     let stdout = std::io::stdout();
@@ -332,7 +334,7 @@ fn classify(cli: &Cli, args: &ClassifyArgs) -> u8 {
                 if args.json {
                     let _ = writeln!(out, "{}", json_line(&outcome));
                 } else {
-                    eprintln!("error: {}", crate::run::summary(&outcome));
+                    eprintln!("error: {}", outcome.summary());
                 }
             }
         }
@@ -351,11 +353,11 @@ fn classify(cli: &Cli, args: &ClassifyArgs) -> u8 {
         );
         let _ = writeln!(out, "{DECISION_SUPPORT_NOTICE}");
     }
-    if failed > 0 || journal_failures > 0 {
+    Ok(if failed > 0 || journal_failures > 0 {
         EXIT_SOME_FAILED
     } else {
         EXIT_OK
-    }
+    })
 }
 
 #[derive(Serialize)]
@@ -363,7 +365,7 @@ struct MemberInfo<'a> {
     file: String,
     backbone: &'a str,
     precision: &'a str,
-    output: crate::manifest::MemberOutput,
+    output: MemberOutput,
     weight: f32,
     bytes: u64,
     sha256: &'a str,
@@ -373,14 +375,11 @@ struct MemberInfo<'a> {
 
 /// The int8 kernel set the members run on (checked when the ensemble was loaded).
 fn kernel_set_name() -> &'static str {
-    crate::int8::KernelSet::configured().map_or("none", |set| set.name())
+    KernelSet::configured().map_or("none", |set| set.name())
 }
 
-fn inspect(cli: &Cli, args: &InspectArgs) -> u8 {
-    let ensemble = match load_ensemble(cli) {
-        Ok(e) => e,
-        Err(code) => return code,
-    };
+fn inspect(cli: &Cli, args: &InspectArgs) -> Result<u8> {
+    let ensemble = load_ensemble(cli)?;
     let m = &ensemble.manifest;
     let members: Vec<MemberInfo> = ensemble
         .members
@@ -410,7 +409,7 @@ fn inspect(cli: &Cli, args: &InspectArgs) -> u8 {
             "int8_kernels": kernel_set_name(),
         });
         outln!("{}", json_line(&value));
-        return EXIT_OK;
+        return Ok(EXIT_OK);
     }
     outln!("ensemble  {}  ({})", m.id(), manifest_path(cli).display());
     outln!(
@@ -463,10 +462,10 @@ fn inspect(cli: &Cli, args: &InspectArgs) -> u8 {
             .map_or("unset".into(), |t| t.to_string())
     );
     outln!("{DECISION_SUPPORT_NOTICE}");
-    EXIT_OK
+    Ok(EXIT_OK)
 }
 
-fn bench(cli: &Cli, args: &BenchArgs) -> u8 {
+fn bench(cli: &Cli, args: &BenchArgs) -> Result<u8> {
     let options = BenchOptions {
         public_key: cli.public_key.clone(),
         manifest: manifest_path(cli),
@@ -477,25 +476,18 @@ fn bench(cli: &Cli, args: &BenchArgs) -> u8 {
         profile: args.profile,
         save_input: args.save_input.clone(),
     };
-    match run_bench(&options) {
-        Ok(report) => {
-            if args.json {
-                outln!("{}", json_line(&report));
-            } else {
-                out!("{}", report.to_text());
-            }
-            EXIT_OK
-        }
-        Err(e) => config_error(e),
+    let report = run_bench(&options)?;
+    if args.json {
+        outln!("{}", json_line(&report));
+    } else {
+        out!("{}", report.to_text());
     }
+    Ok(EXIT_OK)
 }
 
-fn gate(args: &GateArgs) -> u8 {
+fn gate(args: &GateArgs) -> Result<u8> {
     let settings = match &args.config {
-        Some(path) => match RunConfig::load(path) {
-            Ok(config) => config.gate,
-            Err(e) => return config_error(e),
-        },
+        Some(path) => RunConfig::load(path)?.gate,
         None => GateSettings::default(),
     };
     let limits = ImageLimits::default();
@@ -546,9 +538,9 @@ fn gate(args: &GateArgs) -> u8 {
     if !args.json {
         outln!("{accepted} accepted, {rejected} rejected, {failed} unreadable");
     }
-    if failed > 0 {
+    Ok(if failed > 0 {
         EXIT_SOME_FAILED
     } else {
         EXIT_OK
-    }
+    })
 }

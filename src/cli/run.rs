@@ -1,24 +1,23 @@
-//! `dermedge run`: settings from the config and the command line, signals, then the loop.
+//! `dermedge run`: settings from the config and the command line, signals and the terminal,
+//! then the library's device loop, its summary and the exit code.
 
 use std::io::{BufRead, IsTerminal};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::{
-    config_error, device_config, load_checked_ensemble, set_threads, Cli, RunArgs,
-    DEFAULT_ENSEMBLE, EXIT_OK, EXIT_SOME_FAILED,
-};
-use crate::capture::{open_source, SourceSpec};
-use crate::config::RunConfig;
-use crate::journal::Journal;
-use crate::manifest::EnsembleStatus;
-use crate::preprocess::ImageLimits;
-use crate::record::FIXTURE_WARNING;
-use crate::run::RunLoop;
-use crate::trigger::TriggerMode;
+use anyhow::{anyhow, Result};
+use dermedge::capture::SourceSpec;
+use dermedge::config::RunConfig;
+use dermedge::device_loop::{RunLoop, RunStats, SourceReopener};
+use dermedge::journal::Journal;
+use dermedge::preprocess::ImageLimits;
+use dermedge::trigger::TriggerMode;
 
-fn settings(cli: &Cli, args: &RunArgs) -> Result<RunConfig, u8> {
+use super::{
+    device_config, load_device_ensemble, set_threads, Cli, RunArgs, EXIT_OK, EXIT_SOME_FAILED,
+};
+
+fn settings(cli: &Cli, args: &RunArgs) -> Result<RunConfig> {
     let mut config = device_config(
         cli,
         args.config.as_deref(),
@@ -61,51 +60,21 @@ fn watch_terminal(request: Arc<AtomicBool>) {
 }
 
 /// Runs the device loop; returns the exit code.
-pub(crate) fn run(cli: &Cli, args: &RunArgs) -> u8 {
-    let config = match settings(cli, args) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+pub(crate) fn run(cli: &Cli, args: &RunArgs) -> Result<u8> {
+    let config = settings(cli, args)?;
     set_threads(config.threads.unwrap_or(1));
-    let spec: SourceSpec = match config.source.parse() {
-        Ok(spec) => spec,
-        Err(e) => {
-            return config_error(format!(
-                "{e}. Fix: set `source` in the config or pass --source"
-            ))
-        }
-    };
-    let manifest = config
-        .ensemble
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_ENSEMBLE));
-    let ensemble = match load_checked_ensemble(&manifest, config.public_key.as_deref()) {
-        Ok(e) => e,
-        Err(code) => return code,
-    };
-    if ensemble.manifest.status == EnsembleStatus::UntrainedFixture {
-        log::warn!("{}: {FIXTURE_WARNING}", manifest.display());
-    }
-    let mut journal = match Journal::open(&config.journal) {
-        Ok(j) => j.with_rotation(config.journal_max_bytes),
-        Err(e) => return config_error(e),
-    };
+    let spec: SourceSpec = config
+        .source
+        .parse()
+        .map_err(|e| anyhow!("{e}. Fix: set `source` in the config or pass --source"))?;
+    let ensemble = load_device_ensemble(&config)?;
+    let mut journal = Journal::open(&config.journal)?.with_rotation(config.journal_max_bytes);
     let limits = ImageLimits::default();
-    let first = open_source(&spec, &config.camera, &limits);
-    let mut pending = match first {
-        Ok(source) => Some(source),
-        Err(e) if matches!(spec, SourceSpec::Camera(_)) && !e.is_permanent() => {
-            log::warn!("{e}; waiting for the camera");
-            None
-        }
-        Err(e) => return config_error(e),
-    };
+    let reads_stdin = spec.reads_stdin();
+    let mut source = SourceReopener::start(spec, &config.camera, limits)?;
     let stop = Arc::new(AtomicBool::new(false));
     let request = Arc::new(AtomicBool::new(false));
-    if let Err(e) = install_signals(&stop, &request) {
-        return config_error(format!("cannot install signal handlers: {e}"));
-    }
-    let reads_stdin = matches!(&spec, SourceSpec::Mjpeg(p) | SourceSpec::Yuyv { path: p, .. } if p.as_os_str() == "-");
+    install_signals(&stop, &request).map_err(|e| anyhow!("cannot install signal handlers: {e}"))?;
     if config.trigger.mode == TriggerMode::Manual && !reads_stdin && std::io::stdin().is_terminal()
     {
         eprintln!(
@@ -113,22 +82,9 @@ pub(crate) fn run(cli: &Cli, args: &RunArgs) -> u8 {
         );
         watch_terminal(Arc::clone(&request));
     }
-    let mut spec = spec;
-    let mut open = || {
-        let source = pending
-            .take()
-            .map_or_else(|| open_source(&spec, &config.camera, &limits), Ok)?;
-        if spec == SourceSpec::Camera(None) {
-            if let Some(device) = source.name().strip_prefix("camera:") {
-                log::info!("using {device} from now on, also after a reconnect");
-                spec = SourceSpec::Camera(Some(PathBuf::from(device)));
-            }
-        }
-        Ok(source)
-    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let mut run_loop = RunLoop {
+    let stats = RunLoop {
         ensemble: &ensemble,
         journal: Some(&mut journal),
         config: &config,
@@ -138,8 +94,20 @@ pub(crate) fn run(cli: &Cli, args: &RunArgs) -> u8 {
         out: &mut out,
         max_frames: args.max_frames,
         stats_every: args.stats_every,
-    };
-    let stats = run_loop.run(&mut open);
+    }
+    .run(&mut || source.open());
+    print_summary(&stats);
+    Ok(
+        if stats.journal_failures > 0 || stats.save_failures > 0 || stats.failed > 0 {
+            EXIT_SOME_FAILED
+        } else {
+            EXIT_OK
+        },
+    )
+}
+
+/// The health readings and the counts of the run, on stderr.
+fn print_summary(stats: &RunStats) {
     for sample in &stats.health {
         eprintln!(
             "health {}",
@@ -158,9 +126,4 @@ pub(crate) fn run(cli: &Cli, args: &RunArgs) -> u8 {
         stats.journal_failures,
         stats.save_failures
     );
-    if stats.journal_failures > 0 || stats.save_failures > 0 || stats.failed > 0 {
-        EXIT_SOME_FAILED
-    } else {
-        EXIT_OK
-    }
 }

@@ -6,19 +6,16 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use anyhow::{anyhow, Result};
 use clap::Args;
+use dermedge::capture::SourceSpec;
+use dermedge::config::RunConfig;
+use dermedge::journal::Journal;
+use dermedge::preprocess::ImageLimits;
+use dermedge::serve::{read_token, serve, ServeSetup};
+use dermedge::trigger::TriggerMode;
 
-use super::{
-    config_error, device_config, load_checked_ensemble, set_threads, Cli, DEFAULT_ENSEMBLE, EXIT_OK,
-};
-use crate::capture::SourceSpec;
-use crate::config::RunConfig;
-use crate::journal::Journal;
-use crate::manifest::EnsembleStatus;
-use crate::preprocess::ImageLimits;
-use crate::record::FIXTURE_WARNING;
-use crate::serve::{read_token, serve, ServeSetup};
-use crate::trigger::TriggerMode;
+use super::{device_config, load_device_ensemble, set_threads, Cli, EXIT_OK};
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
@@ -64,7 +61,7 @@ pub(crate) struct ServeArgs {
     max_body_bytes: Option<u64>,
 }
 
-fn settings(cli: &Cli, args: &ServeArgs) -> Result<RunConfig, u8> {
+fn settings(cli: &Cli, args: &ServeArgs) -> Result<RunConfig> {
     let mut config = device_config(
         cli,
         args.config.as_deref(),
@@ -94,63 +91,42 @@ fn settings(cli: &Cli, args: &ServeArgs) -> Result<RunConfig, u8> {
     if let Some(bytes) = args.max_body_bytes {
         serve.max_body_bytes = bytes;
     }
-    config.check().map_err(|e| {
-        config_error(format!(
-            "{e}. Fix: correct the option or the config's value"
-        ))
-    })?;
+    config
+        .check()
+        .map_err(|e| anyhow!("{e}. Fix: correct the option or the config's value"))?;
     Ok(config)
 }
 
 /// Runs the server; returns the exit code.
-pub(crate) fn run(cli: &Cli, args: &ServeArgs) -> u8 {
-    let config = match settings(cli, args) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+pub(crate) fn run(cli: &Cli, args: &ServeArgs) -> Result<u8> {
+    let config = settings(cli, args)?;
     set_threads(config.threads.unwrap_or(1));
     let source = if args.no_source {
         None
     } else {
-        match config.source.parse::<SourceSpec>() {
-            Ok(spec) => Some(spec),
-            Err(e) => return config_error(format!("{e}. Fix: pass --source or --no-source")),
-        }
+        let spec = config
+            .source
+            .parse::<SourceSpec>()
+            .map_err(|e| anyhow!("{e}. Fix: pass --source or --no-source"))?;
+        Some(spec)
     };
-    let token = match &config.serve.token_file {
-        Some(path) => match read_token(path) {
-            Ok(token) => Some(token),
-            Err(e) => return config_error(e),
-        },
-        None => None,
-    };
-    let manifest = config
-        .ensemble
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_ENSEMBLE));
-    let ensemble = match load_checked_ensemble(&manifest, config.public_key.as_deref()) {
-        Ok(e) => e,
-        Err(code) => return code,
-    };
-    if ensemble.manifest.status == EnsembleStatus::UntrainedFixture {
-        log::warn!("{}: {FIXTURE_WARNING}", manifest.display());
-    }
+    let token = config
+        .serve
+        .token_file
+        .as_deref()
+        .map(read_token)
+        .transpose()?;
+    let ensemble = load_device_ensemble(&config)?;
     let journal = if args.no_journal {
         None
     } else {
-        match Journal::open(&config.journal) {
-            Ok(j) => Some((
-                j.with_rotation(config.journal_max_bytes),
-                config.journal.clone(),
-            )),
-            Err(e) => return config_error(e),
-        }
+        let journal = Journal::open(&config.journal)?.with_rotation(config.journal_max_bytes);
+        Some((journal, config.journal.clone()))
     };
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
-            return config_error(format!("cannot install signal handlers: {e}"));
-        }
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|e| anyhow!("cannot install signal handlers: {e}"))?;
     }
     let setup = ServeSetup {
         ensemble: Arc::new(ensemble),
@@ -160,12 +136,9 @@ pub(crate) fn run(cli: &Cli, args: &ServeArgs) -> u8 {
         limits: ImageLimits::default(),
         token,
     };
-    let served = serve(setup, stop, |addr, tls| {
+    serve(setup, stop, |addr, tls| {
         let scheme = if tls { "https" } else { "http" };
         eprintln!("dermedge: serving the clinic page at {scheme}://{addr}/ (Ctrl-C stops)");
-    });
-    match served {
-        Ok(()) => EXIT_OK,
-        Err(e) => config_error(e),
-    }
+    })?;
+    Ok(EXIT_OK)
 }

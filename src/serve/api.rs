@@ -7,24 +7,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::BodyExt;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+
+mod records;
+
+use records::{export, records};
 
 use super::camera::CameraFeed;
 use super::page;
 use super::pool::{ClassifyPool, JobFailure, JobInput, Recorder, Reply};
 use super::ServerInfo;
 use crate::ensemble::Ensemble;
-use crate::history::{csv_row, FlagFilter, RecordFilter, CSV_HEADER};
-use crate::journal::{read_journal, JournalRecord};
 use crate::record::{Outcome, Rejected, DECISION_SUPPORT_NOTICE};
 
 /// A frame older than this is not "the current frame" for a capture.
@@ -219,6 +220,12 @@ async fn health(State(state): Shared) -> Json<Value> {
             "version": manifest.version,
             "id": manifest.id(),
             "status": manifest.status,
+            "malignant_classes": manifest
+                .classes
+                .iter()
+                .filter(|c| c.malignant)
+                .map(|c| c.code.as_str())
+                .collect::<Vec<_>>(),
         },
         "uptime_s": state.info.started.elapsed().as_secs_f64(),
         "queue": {
@@ -541,120 +548,6 @@ async fn preview(State(state): Shared) -> Result<Response, ApiError> {
             HeaderValue::from_static("multipart/x-mixed-replace; boundary=dermedgeframe"),
         )],
         Body::from_stream(stream),
-    )
-        .into_response())
-}
-
-/// `GET /api/v1/records` and `/records/export` query: filters, a limit, an export format.
-#[derive(Debug, Deserialize)]
-struct RecordsQuery {
-    limit: Option<usize>,
-    since: Option<String>,
-    until: Option<String>,
-    flag: Option<FlagFilter>,
-    format: Option<String>,
-}
-
-impl RecordsQuery {
-    fn filter(&self) -> Result<RecordFilter, ApiError> {
-        let filter = RecordFilter {
-            since: self.since.clone(),
-            until: self.until.clone(),
-            flag: self.flag,
-        };
-        filter
-            .check()
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-        Ok(filter)
-    }
-}
-
-/// The journal's records that pass `filter`, oldest first, read off the async executor.
-async fn journal_records(
-    state: &AppState,
-    filter: RecordFilter,
-) -> Result<Vec<JournalRecord>, ApiError> {
-    let Some(path) = state.journal_path.clone() else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "this server keeps no journal (started with --no-journal)",
-        ));
-    };
-    let read = tokio::task::spawn_blocking(move || read_journal(&path)).await;
-    let records = match read {
-        Ok(Ok(records)) => records,
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Ok(Err(e)) => {
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot read the journal: {e}"),
-            ))
-        }
-        Err(e) => {
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot read the journal: {e}"),
-            ))
-        }
-    };
-    Ok(records
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|r| filter.matches(r))
-        .collect())
-}
-
-async fn records(
-    State(state): Shared,
-    Query(query): Query<RecordsQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let limit = query.limit.unwrap_or(50).clamp(1, 1000);
-    let filter = query.filter()?;
-    let mut records = journal_records(&state, filter).await?;
-    let total = records.len();
-    records.reverse();
-    records.truncate(limit);
-    Ok(Json(json!({ "total": total, "records": records })))
-}
-
-async fn export(
-    State(state): Shared,
-    Query(query): Query<RecordsQuery>,
-) -> Result<Response, ApiError> {
-    let filter = query.filter()?;
-    let format = query.format.as_deref().unwrap_or("csv");
-    if !matches!(format, "csv" | "jsonl") {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("format `{format}` is not csv or jsonl"),
-        ));
-    }
-    let records = journal_records(&state, filter).await?;
-    let (body, kind, file) = if format == "csv" {
-        let mut text = format!("{CSV_HEADER}\n");
-        for record in &records {
-            text.push_str(&csv_row(record));
-            text.push('\n');
-        }
-        (text, "text/csv; charset=utf-8", "dermedge-journal.csv")
-    } else {
-        let mut text = String::new();
-        for record in &records {
-            text.push_str(&serde_json::to_string(record).unwrap_or_default());
-            text.push('\n');
-        }
-        (text, "application/x-ndjson", "dermedge-journal.jsonl")
-    };
-    Ok((
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static(kind)),
-            (
-                header::CONTENT_DISPOSITION,
-                HeaderValue::from_str(&format!("attachment; filename=\"{file}\""))
-                    .unwrap_or(HeaderValue::from_static("attachment")),
-            ),
-        ],
-        body,
     )
         .into_response())
 }

@@ -13,10 +13,10 @@ use super::pool::{ClassifyPool, JobFailure, JobInput, JobResult, Reply};
 use crate::capture::{open_source, Frame, FramePixels, SourceSpec};
 use crate::codec::jpeg::with_huffman_tables;
 use crate::config::RunConfig;
+use crate::device_loop::sleep_unless_stopped;
 use crate::preprocess::ImageLimits;
 use crate::quality::{self, GateVerdict};
 use crate::record::Outcome;
-use crate::run::sleep_unless_stopped;
 use crate::trigger::{motion_thumbnail, Trigger, TriggerMode};
 
 /// Widest preview frame sent to browsers.

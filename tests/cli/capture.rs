@@ -6,8 +6,8 @@ use dermedge::capture::{CaptureError, Frame, FramePixels, FrameSource};
 use dermedge::codec::jpeg::with_huffman_tables;
 use dermedge::codec::yuyv::yuyv_to_rgb;
 use dermedge::config::RunConfig;
+use dermedge::device_loop::RunLoop;
 use dermedge::preprocess::{load_image_bytes, ImageLimits};
-use dermedge::run::RunLoop;
 use dermedge::trigger::TriggerMode;
 use dermedge::Ensemble;
 

@@ -12,10 +12,16 @@ fn inspect_lists_members_with_verified_checksums() {
         "tiny-cnn-0.onnx",
         "tiny-cnn-1.onnx",
         "verified",
-        "mel",
         "malignant",
     ] {
         assert!(text.contains(needle), "{needle} missing:\n{text}");
+    }
+    for class in dermedge::Manifest::load(&fx.manifest).unwrap().classes {
+        assert!(
+            text.contains(&class.code),
+            "{} missing:\n{text}",
+            class.code
+        );
     }
     assert!(text.contains("not a diagnosis"));
 

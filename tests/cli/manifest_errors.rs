@@ -1,3 +1,6 @@
+use dermedge::integrity::{hex_encode, signature_path};
+use ed25519_dalek::{Signer, SigningKey};
+
 use crate::util::*;
 
 fn refused(fx: &Fixture, expected: &[&str]) {
@@ -40,7 +43,7 @@ fn truncated_member_is_refused_by_checksum_and_by_parser() {
 
     let text = std::fs::read_to_string(&fx.manifest).unwrap();
     let second = text.split("sha256 = \"").nth(2).unwrap()[..64].to_string();
-    fx.edit_manifest(&second, &dermedge::preprocess::sha256_hex(truncated));
+    fx.edit_manifest(&second, &dermedge::digest::sha256_hex(truncated));
     refused(&fx, &["not a loadable ONNX model", "tiny-cnn-1.onnx"]);
 }
 
@@ -86,7 +89,9 @@ fn malformed_and_missing_manifests_are_refused() {
 #[test]
 fn with_a_public_key_only_a_validly_signed_ensemble_starts() {
     let fx = Fixture::new();
-    let (private, public) = dermedge_tools::sign::keygen(&fx.path("release")).unwrap();
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let public = fx.path("release.pub");
+    std::fs::write(&public, hex_encode(&key.verifying_key().to_bytes())).unwrap();
     let sample = sample_images()[0].clone();
     let args = [
         "--public-key",
@@ -103,7 +108,12 @@ fn with_a_public_key_only_a_validly_signed_ensemble_starts() {
         stderr(&out)
     );
 
-    dermedge_tools::sign::sign(&fx.manifest, &private).unwrap();
+    let signature = key.sign(&std::fs::read(&fx.manifest).unwrap());
+    std::fs::write(
+        signature_path(&fx.manifest),
+        hex_encode(&signature.to_bytes()),
+    )
+    .unwrap();
     let out = fx.run(&args);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 

@@ -148,7 +148,7 @@ fn mjpeg_and_yuyv_sources_decode_and_classify_each_frame() {
     let raw = std::fs::read(&yuyv).unwrap();
     assert_eq!(
         records[0]["sha256"],
-        dermedge::preprocess::sha256_hex(&raw[..160 * 120 * 2])
+        dermedge::digest::sha256_hex(&raw[..160 * 120 * 2])
     );
 }
 
@@ -366,7 +366,7 @@ fn frames_are_saved_only_when_the_setting_is_on() {
     for record in &records {
         let saved = frames.join(format!("{}.jpg", record["sha256"].as_str().unwrap()));
         assert_eq!(
-            dermedge::preprocess::sha256_hex(&std::fs::read(&saved).unwrap()),
+            dermedge::digest::sha256_hex(&std::fs::read(&saved).unwrap()),
             record["sha256"]
         );
     }

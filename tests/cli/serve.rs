@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::util::*;
 
@@ -246,6 +246,15 @@ fn the_page_and_health_are_served_with_a_strict_content_policy() {
     let body = health.json();
     assert_eq!(body["status"], "ok");
     assert_eq!(body["ensemble"]["status"], "untrained-fixture");
+    let manifest = dermedge::Manifest::load(&fx.manifest).unwrap();
+    let malignant: Vec<&str> = manifest
+        .classes
+        .iter()
+        .filter(|c| c.malignant)
+        .map(|c| c.code.as_str())
+        .collect();
+    assert!(!malignant.is_empty());
+    assert_eq!(body["ensemble"]["malignant_classes"], json!(malignant));
     assert_eq!(body["queue"]["depth"], 0);
     assert!(body["queue"]["capacity"].as_u64().unwrap() > 0);
     assert!(body["camera"].is_null());

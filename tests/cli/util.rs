@@ -2,10 +2,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
 
-use dermedge_tools::fixture::{write_fixture_ensemble, FixtureArch};
 use serde_json::Value;
 
-/// A fresh tiny fixture ensemble (two members, 64x48 input) in a temporary folder.
+/// A copy of the committed tiny fixture ensemble (`tests/fixtures/tiny-cnn-ensemble`: two
+/// untrained members, 64x48 input) in a temporary folder, free to edit.
 pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub manifest: PathBuf,
@@ -14,16 +14,18 @@ pub struct Fixture {
 impl Fixture {
     pub fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let manifest = write_fixture_ensemble(
-            &dir.path().join("ensemble"),
-            FixtureArch::TinyCnn,
-            2,
-            64,
-            48,
-            11,
-        )
-        .unwrap();
-        Fixture { dir, manifest }
+        let committed =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-cnn-ensemble");
+        let copy = dir.path().join("ensemble");
+        std::fs::create_dir(&copy).unwrap();
+        for entry in std::fs::read_dir(committed).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, copy.join(path.file_name().unwrap())).unwrap();
+        }
+        Fixture {
+            dir,
+            manifest: copy.join("ensemble.toml"),
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -104,7 +106,7 @@ pub fn sample_images() -> Vec<PathBuf> {
 }
 
 pub fn sha256_of(path: &Path) -> String {
-    dermedge::preprocess::sha256_hex(&std::fs::read(path).unwrap())
+    dermedge::digest::sha256_hex(&std::fs::read(path).unwrap())
 }
 
 /// A test shim from `tests/shims/NAME.c`, compiled once per test run into a preloadable library.

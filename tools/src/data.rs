@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-/// HAM10000 diagnosis codes in the project's class order.
-pub const CLASSES: [&str; 7] = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"];
+use crate::classes::Classes;
 
 /// Image folders searched under a dataset root, in this order.
 pub const IMAGE_FOLDERS: [&str; 4] = [
@@ -23,7 +22,7 @@ pub struct Sample {
     pub image_id: String,
     /// The lesion it shows; images of one lesion must stay on one side of a split.
     pub lesion_id: String,
-    /// Index into [`CLASSES`].
+    /// Index into the manifest's class list.
     pub class: usize,
     pub path: PathBuf,
 }
@@ -33,7 +32,7 @@ pub struct Sample {
 pub struct DataReport {
     /// `image_id`s whose file was not found.
     pub missing_images: Vec<String>,
-    /// (line, code) of rows with a diagnosis outside [`CLASSES`].
+    /// (line, code) of rows with a diagnosis outside the class list.
     pub unknown_dx: Vec<(usize, String)>,
     /// `image_id`s listed more than once (the first row is kept).
     pub duplicate_ids: Vec<String>,
@@ -183,8 +182,9 @@ fn column(header: &[String], name: &str, path: &Path) -> anyhow::Result<usize> {
     })
 }
 
-/// Reads HAM10000 (`HAM10000_metadata.csv` plus `images/` or `HAM10000_images_part_1/` and `_2/`).
-pub fn load_ham10000(root: &Path) -> anyhow::Result<(Vec<Sample>, DataReport)> {
+/// Reads HAM10000 (`HAM10000_metadata.csv` plus `images/` or `HAM10000_images_part_1/` and `_2/`);
+/// each `dx` code is looked up in `classes`.
+pub fn load_ham10000(root: &Path, classes: &Classes) -> anyhow::Result<(Vec<Sample>, DataReport)> {
     let csv = root.join("HAM10000_metadata.csv");
     let Csv { header, rows } = read_csv(&csv)?;
     let (lesion, image, dx) = (
@@ -222,7 +222,7 @@ pub fn load_ham10000(root: &Path) -> anyhow::Result<(Vec<Sample>, DataReport)> {
             report.duplicate_ids.push(image_id.to_string());
             continue;
         }
-        let Some(class) = CLASSES.iter().position(|c| *c == code) else {
+        let Some(class) = classes.index_of(code) else {
             report.unknown_dx.push((line, code.to_string()));
             continue;
         };
@@ -244,16 +244,17 @@ pub fn load_ham10000(root: &Path) -> anyhow::Result<(Vec<Sample>, DataReport)> {
     Ok((samples, report))
 }
 
-/// Reads the ISIC 2018 Task 3 layout: a ground-truth CSV with columns `image` and one-hot
-/// `MEL,NV,BCC,AKIEC,BKL,DF,VASC`, and a folder of images. Each image is its own lesion.
+/// Reads the ISIC 2018 Task 3 layout: a ground-truth CSV with columns `image` and one one-hot
+/// column per class (its code in capitals), and a folder of images. Each image is its own lesion.
 pub fn load_isic2018(
     ground_truth: &Path,
     images: &Path,
+    classes: &Classes,
 ) -> anyhow::Result<(Vec<Sample>, DataReport)> {
     let Csv { header, rows } = read_csv(ground_truth)?;
     let image = column(&header, "image", ground_truth)?;
-    let class_columns: Vec<(usize, usize)> = CLASSES
-        .iter()
+    let class_columns: Vec<(usize, usize)> = classes
+        .codes()
         .enumerate()
         .map(|(class, code)| {
             column(&header, &code.to_uppercase(), ground_truth).map(|c| (class, c))
@@ -304,9 +305,12 @@ pub fn load_isic2018(
 }
 
 /// Reads an extra training set in the ISIC 2017 copy's layout: `metadata.csv` with columns
-/// `image_id` and `dx` (a HAM10000 code) plus a folder of images. Each image is its own lesion,
+/// `image_id` and `dx` (a code of `classes`) plus a folder of images. Each image is its own lesion,
 /// and its lesion id is prefixed with `extra:` so it can never share a lesion with HAM10000.
-pub fn load_extra_training_set(root: &Path) -> anyhow::Result<(Vec<Sample>, DataReport)> {
+pub fn load_extra_training_set(
+    root: &Path,
+    classes: &Classes,
+) -> anyhow::Result<(Vec<Sample>, DataReport)> {
     let csv = root.join("metadata.csv");
     let Csv { header, rows } = read_csv(&csv)?;
     let (image, dx) = (
@@ -326,7 +330,7 @@ pub fn load_extra_training_set(root: &Path) -> anyhow::Result<(Vec<Sample>, Data
             continue;
         };
         let (image_id, code) = (image_id.trim().to_string(), code.trim());
-        let Some(class) = CLASSES.iter().position(|c| *c == code) else {
+        let Some(class) = classes.index_of(code) else {
             report.unknown_dx.push((line, code.to_string()));
             continue;
         };
@@ -348,9 +352,9 @@ pub fn load_extra_training_set(root: &Path) -> anyhow::Result<(Vec<Sample>, Data
     Ok((samples, report))
 }
 
-/// Images per class.
-pub fn class_counts(samples: &[Sample]) -> [usize; 7] {
-    let mut counts = [0; 7];
+/// Images per class, for `classes` classes.
+pub fn class_counts(samples: &[Sample], classes: usize) -> Vec<usize> {
+    let mut counts = vec![0; classes];
     for s in samples {
         counts[s.class] += 1;
     }
@@ -374,8 +378,8 @@ pub fn class_weights(counts: &[usize]) -> Vec<f32> {
         .collect()
 }
 
-/// Lesions per class, with their images, in a stable order.
-pub fn lesions_by_class(samples: &[Sample]) -> [Vec<(String, Vec<usize>)>; 7] {
+/// Lesions per class (of `classes` classes), with their images, in a stable order.
+pub fn lesions_by_class(samples: &[Sample], classes: usize) -> Vec<Vec<(String, Vec<usize>)>> {
     let mut by_lesion: BTreeMap<&str, (usize, Vec<usize>)> = BTreeMap::new();
     for (i, s) in samples.iter().enumerate() {
         by_lesion
@@ -384,7 +388,7 @@ pub fn lesions_by_class(samples: &[Sample]) -> [Vec<(String, Vec<usize>)>; 7] {
             .1
             .push(i);
     }
-    let mut out: [Vec<(String, Vec<usize>)>; 7] = Default::default();
+    let mut out = vec![Vec::new(); classes];
     for (lesion, (class, images)) in by_lesion {
         out[class].push((lesion.to_string(), images));
     }
@@ -394,6 +398,7 @@ pub fn lesions_by_class(samples: &[Sample]) -> [Vec<(String, Vec<usize>)>; 7] {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::classes::tests::shipped;
 
     /// A small dataset on disk in the HAM10000 layout; returns its root.
     pub(crate) fn write_dataset(
@@ -457,7 +462,7 @@ pub(crate) mod tests {
             format!("{csv}onlyone\n"),
         )
         .unwrap();
-        let (samples, report) = load_ham10000(&root).unwrap();
+        let (samples, report) = load_ham10000(&root, &shipped()).unwrap();
         let ids: Vec<&str> = samples.iter().map(|s| s.image_id.as_str()).collect();
         assert_eq!(ids, vec!["I1", "I3"]);
         assert_eq!(samples[0].class, 4);
@@ -475,7 +480,9 @@ pub(crate) mod tests {
     #[test]
     fn a_missing_metadata_file_names_the_fix() {
         let dir = tempfile::tempdir().unwrap();
-        let err = load_ham10000(dir.path()).unwrap_err().to_string();
+        let err = load_ham10000(dir.path(), &shipped())
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("HAM10000_metadata.csv") && err.contains("Fix:"),
             "{err}"
@@ -499,7 +506,7 @@ pub(crate) mod tests {
              ISIC_0000004,xyz,other,train\nISIC_0000001,mel,melanoma,train\n",
         )
         .unwrap();
-        let (samples, report) = load_extra_training_set(root).unwrap();
+        let (samples, report) = load_extra_training_set(root, &shipped()).unwrap();
         let got: Vec<(&str, &str, usize)> = samples
             .iter()
             .map(|s| (s.image_id.as_str(), s.lesion_id.as_str(), s.class))
@@ -530,7 +537,7 @@ pub(crate) mod tests {
             "image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\nISIC_1,0.0,1.0,0.0,0.0,0.0,0.0,0.0\nISIC_2,1.0,0.0,0.0,0.0,0.0,0.0,0.0\nISIC_3,1.0,0.0,0.0,0.0,0.0,0.0,0.0\nISIC_4,1.0,1.0,0.0,0.0,0.0,0.0,0.0\n",
         )
         .unwrap();
-        let (samples, report) = load_isic2018(&gt, &images).unwrap();
+        let (samples, report) = load_isic2018(&gt, &images, &shipped()).unwrap();
         assert_eq!(
             samples
                 .iter()

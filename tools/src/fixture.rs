@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use dermedge::manifest::{
-    ham10000_classes, ChannelOrder, DecisionSettings, EnsembleStatus, InputSpec, Manifest,
-    MemberOutput, MemberSpec, ResizePolicy,
+    ChannelOrder, ClassInfo, ColourConstancy, DecisionSettings, EnsembleStatus, InputSpec,
+    Manifest, MemberOutput, MemberSpec, ResizePolicy,
 };
 use dermedge::preprocess::sha256_hex;
 
@@ -162,17 +162,33 @@ pub fn fixture_onnx(
     encode(&model)
 }
 
-/// Writes `members` fixture networks and their `ensemble.toml` into `dir`; returns the manifest path.
+/// The shape of a fixture ensemble.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FixtureSpec {
+    pub arch: FixtureArch,
+    pub members: usize,
+    /// Input width and height.
+    pub width: u32,
+    pub height: u32,
+    /// Seed of the first member; member `i` uses `seed + i`.
+    pub seed: u64,
+}
+
+/// Writes the fixture networks of `spec` with one output per class and their `ensemble.toml`
+/// into `dir`; returns the manifest path.
 pub fn write_fixture_ensemble(
     dir: &Path,
-    arch: FixtureArch,
-    members: usize,
-    width: u32,
-    height: u32,
-    seed: u64,
+    spec: &FixtureSpec,
+    classes: &[ClassInfo],
 ) -> anyhow::Result<PathBuf> {
+    let FixtureSpec {
+        arch,
+        members,
+        width,
+        height,
+        seed,
+    } = *spec;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let classes = ham10000_classes();
     let mut specs = Vec::new();
     for index in 0..members {
         let bytes = fixture_onnx(arch, width, height, classes.len(), seed + index as u64);
@@ -204,9 +220,9 @@ pub fn write_fixture_ensemble(
             mean: [0.485, 0.456, 0.406],
             std: [0.229, 0.224, 0.225],
             channel_order: ChannelOrder::Rgb,
-            colour_constancy: dermedge::manifest::ColourConstancy::None,
+            colour_constancy: ColourConstancy::None,
         },
-        classes,
+        classes: classes.to_vec(),
         members: specs,
         inference: Default::default(),
         decision: DecisionSettings::default(),
@@ -220,6 +236,7 @@ pub fn write_fixture_ensemble(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::classes::tests::shipped;
     use dermedge::Ensemble;
 
     #[test]
@@ -232,12 +249,19 @@ mod tests {
     #[test]
     fn mobilenetv2_fixture_loads_in_the_runtime() {
         let dir = tempfile::tempdir().unwrap();
-        let manifest =
-            write_fixture_ensemble(dir.path(), FixtureArch::Mobilenetv2, 1, 96, 96, 3).unwrap();
+        let spec = FixtureSpec {
+            arch: FixtureArch::Mobilenetv2,
+            members: 1,
+            width: 96,
+            height: 96,
+            seed: 3,
+        };
+        let classes = shipped();
+        let manifest = write_fixture_ensemble(dir.path(), &spec, classes.infos()).unwrap();
         let ensemble = Ensemble::load(&manifest).unwrap();
         let image = image::RgbImage::from_pixel(120, 90, image::Rgb([180, 120, 100]));
         let prediction = ensemble.classify(&image).unwrap();
-        assert_eq!(prediction.probabilities.len(), 7);
+        assert_eq!(prediction.probabilities.len(), classes.len());
         assert!((prediction.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-4);
         // 2.2 M weights at 4 bytes each.
         let bytes = ensemble.members[0].file_bytes;

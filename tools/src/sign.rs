@@ -66,15 +66,22 @@ pub fn sign(manifest: &Path, key: &Path) -> anyhow::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixture::{write_fixture_ensemble, FixtureArch};
+    use crate::classes::tests::shipped;
+    use crate::fixture::{write_fixture_ensemble, FixtureArch, FixtureSpec};
     use dermedge::integrity::PublicKey;
 
     #[test]
     fn signed_ensembles_load_and_tampered_ones_do_not() {
         let dir = tempfile::tempdir().unwrap();
+        let spec = FixtureSpec {
+            arch: FixtureArch::TinyCnn,
+            members: 1,
+            width: 32,
+            height: 24,
+            seed: 1,
+        };
         let manifest =
-            write_fixture_ensemble(&dir.path().join("e"), FixtureArch::TinyCnn, 1, 32, 24, 1)
-                .unwrap();
+            write_fixture_ensemble(&dir.path().join("e"), &spec, shipped().infos()).unwrap();
         let (private, public) = keygen(&dir.path().join("release")).unwrap();
         assert!(keygen(&dir.path().join("release")).is_err());
         #[cfg(unix)]

@@ -261,6 +261,7 @@ async function start() {
     const health = await (await api("/health")).json();
     $("model").textContent = health.ensemble.id + (health.ensemble.status === "trained" ? "" : " (untrained fixture: tests only)");
     $("notice").textContent = health.notice;
+    $("malignant-classes").textContent = health.ensemble.malignant_classes.join(" + ");
   } catch (e) {
     showMessage("Cannot reach the device: " + e.message, true);
   }

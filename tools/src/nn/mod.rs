@@ -1,6 +1,6 @@
 //! The networks the tools train: one burn model code for every backend. A [`Classifier`] is a
 //! backbone (tiny CNN, MobileNetV2, EfficientNet-Lite0 or ResNet50) under the paper's modified
-//! head: global average pooling, dropout, a hidden dense layer, dropout, a 7-way dense output.
+//! head: global average pooling, dropout, a hidden dense layer, dropout, a dense output per class.
 
 mod inverted;
 mod layers;
@@ -120,15 +120,15 @@ pub struct ClassifierSpec {
 }
 
 impl ClassifierSpec {
-    /// The published backbone at full size under the paper's head.
-    pub fn new(arch: Arch) -> ClassifierSpec {
+    /// The published backbone at full size under the paper's head, with `classes` outputs.
+    pub fn new(arch: Arch, classes: usize) -> ClassifierSpec {
         ClassifierSpec {
             arch,
             width: 1.0,
             depth: 1.0,
             hidden: 256,
             dropout: 0.3,
-            classes: 7,
+            classes,
         }
     }
 }

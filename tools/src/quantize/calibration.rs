@@ -9,7 +9,7 @@ use anyhow::Context;
 
 use tract_onnx::prelude::*;
 
-use super::qdq::ActivationQuant;
+use super::grid::ActivationQuant;
 
 /// Smallest and largest value seen in each calibrated tensor.
 #[derive(Debug, Clone, Default)]

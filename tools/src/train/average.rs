@@ -86,7 +86,7 @@ mod tests {
     fn the_average_moves_towards_the_model_by_one_minus_decay() {
         let _rng = super::super::backend_rng_lock();
         let device = crate::backend::ndarray_device();
-        let spec = ClassifierSpec::new(Arch::TinyCnn);
+        let spec = ClassifierSpec::new(Arch::TinyCnn, 7);
         device.seed(1);
         let average = Classifier::init(&spec, &device);
         device.seed(2);

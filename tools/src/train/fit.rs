@@ -10,24 +10,23 @@ use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::average::update_average;
-use super::checkpoint::{
-    load_module, read_config, read_state, save_checkpoint, save_module, write_atomically,
-    EpochProgress, RunFiles, TrainState,
-};
+use super::checkpoint::{save_checkpoint, save_module, EpochProgress, RunFiles};
+use super::inputs::{loss_for, step_seed, training_indices};
+use super::report::{log_epoch, write_log};
+use super::start::{start_or_resume, Start};
 use super::validation::{logits_values, smoothed_balanced_accuracy, tensor_batch, validate};
-use super::{LossChoice, TrainConfig};
+use super::TrainConfig;
 use crate::augment::AugmentConfig;
 use crate::batch::{make_batch, Batch};
-use crate::data::{class_counts, class_weights, Sample, CLASSES};
-use crate::import::load_backbone;
-use crate::loss::LossKind;
+use crate::classes::Classes;
+use crate::data::Sample;
 use crate::nn::Classifier;
-use crate::plot::{write_training_plot, EpochRow};
+use crate::plot::EpochRow;
 use crate::rng::SeededRng;
 use crate::split::shuffle;
 
@@ -62,119 +61,40 @@ pub struct MemberRun {
     pub finished: bool,
 }
 
-fn training_indices(config: &TrainConfig, samples: &[Sample], train: &[usize]) -> Vec<usize> {
-    let Some(limit) = config.limit_per_class else {
-        return train.to_vec();
-    };
-    let mut rng = SeededRng::new(config.seed ^ 0x5eed);
-    let mut shuffled = train.to_vec();
-    shuffle(&mut shuffled, &mut rng);
-    let mut taken = [0usize; CLASSES.len()];
-    let mut out: Vec<usize> = shuffled
-        .into_iter()
-        .filter(|&i| {
-            let c = samples[i].class;
-            taken[c] += 1;
-            taken[c] <= limit
-        })
-        .collect();
-    out.sort_unstable();
-    out
-}
-
-fn loss_for(config: &TrainConfig, samples: &[Sample], train: &[usize]) -> LossKind {
-    let weights = config.class_weights.clone().unwrap_or_else(|| {
-        let subset: Vec<Sample> = train.iter().map(|&i| samples[i].clone()).collect();
-        class_weights(&class_counts(&subset))
-    });
-    match config.loss {
-        LossChoice::WeightedCe => LossKind::WeightedCrossEntropy {
-            weights,
-            smoothing: config.label_smoothing,
-        },
-        LossChoice::Focal => LossKind::Focal {
-            gamma: config.focal_gamma,
-            alpha: weights,
-        },
-    }
-}
-
-/// A seed for everything random at one step of one epoch.
-fn step_seed(seed: u64, epoch: usize, step: usize) -> u64 {
-    SeededRng::new(seed ^ ((epoch as u64) << 40) ^ (step as u64)).next_u64()
-}
-
-fn write_log(files: &RunFiles, rows: &[EpochRow]) -> anyhow::Result<()> {
-    let mut text = format!("{}\n", EpochRow::CSV_HEADER);
-    for row in rows {
-        text.push_str(&row.csv());
-        text.push('\n');
-    }
-    write_atomically(&files.log(), text.as_bytes())?;
-    write_training_plot(&files.plot(), rows)
-}
-
-/// Remaining time from the mean duration of the fine-tuning epochs so far.
-fn eta(rows: &[EpochRow], remaining_epochs: usize) -> String {
-    let timed: Vec<f64> = rows
-        .iter()
-        .filter(|r| r.phase != "frozen")
-        .map(|r| r.seconds)
-        .collect();
-    let per_epoch = if timed.is_empty() {
-        rows.last().map_or(0.0, |r| r.seconds)
-    } else {
-        timed.iter().sum::<f64>() / timed.len() as f64
-    };
-    let minutes = (per_epoch * remaining_epochs as f64 / 60.0).round() as u64;
-    format!("{}h{:02}m", minutes / 60, minutes % 60)
-}
-
-/// A fresh member: the ImageNet backbone (renormalised to the run's input) or random weights.
-fn start(
-    config: &TrainConfig,
-    files: &RunFiles,
-    device: &Device,
-    autodiff: &Device,
-) -> anyhow::Result<Classifier> {
-    for stale in [files.state(), files.best(), files.log()] {
-        if stale.exists() {
-            std::fs::remove_file(&stale)
-                .with_context(|| format!("cannot remove {}", stale.display()))?;
-        }
-    }
-    if files.checkpoints().exists() {
-        std::fs::remove_dir_all(files.checkpoints())
-            .with_context(|| format!("cannot remove {}", files.checkpoints().display()))?;
-    }
-    write_atomically(
-        &files.config(),
-        serde_json::to_string_pretty(config)?.as_bytes(),
-    )?;
-    device.seed(config.seed);
-    Ok(match &config.pretrained {
-        Some(path) => {
-            let backbone = load_backbone(path, &config.spec, autodiff)?.renormalised(
-                config.spec.arch.weights_normalisation(),
-                config.normalisation(),
-            )?;
-            Classifier::with_backbone(backbone, &config.spec, autodiff)
-        }
-        None => Classifier::init(&config.spec, autodiff),
-    })
+/// The images a member trains and validates on.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainingSet<'a> {
+    pub samples: &'a [Sample],
+    /// Indices of the training images.
+    pub train: &'a [usize],
+    /// Indices of the validation images.
+    pub val: &'a [usize],
+    /// The classes the samples' labels index.
+    pub classes: &'a Classes,
 }
 
 /// Trains one member into `dir` on `device` (a plain device; gradients are enabled here).
 pub fn train_member(
     config: &TrainConfig,
-    samples: &[Sample],
-    train: &[usize],
-    val: &[usize],
+    set: &TrainingSet,
     dir: &Path,
     device: &Device,
     options: &RunOptions,
 ) -> anyhow::Result<MemberRun> {
     config.check()?;
+    let TrainingSet {
+        samples,
+        train,
+        val,
+        classes,
+    } = *set;
+    if config.spec.classes != classes.len() {
+        bail!(
+            "the member has {} outputs for {} classes",
+            config.spec.classes,
+            classes.len()
+        );
+    }
     if train.is_empty() || val.is_empty() {
         bail!(
             "the split has {} training and {} validation images; both sides need images",
@@ -190,56 +110,12 @@ pub fn train_member(
     let train = training_indices(config, samples, train);
     let loss = loss_for(config, samples, &train);
 
-    let mut optimizer: ModuleOptimizer = AdamWConfig::new()
-        .with_weight_decay(config.weight_decay)
-        .init();
-    let saved = if options.resume {
-        read_state(&files)?
-    } else {
-        None
-    };
-    let (mut state, mut model, mut average) = match saved {
-        Some((state, checkpoint)) => {
-            if read_config(dir)? != *config {
-                bail!(
-                    "{} was trained with other settings; resume with the same options or use a new --out",
-                    dir.display()
-                );
-            }
-            optimizer = optimizer.load(checkpoint.optimizer()).map_err(|e| {
-                anyhow::anyhow!("cannot load {}: {e:?}", checkpoint.optimizer().display())
-            })?;
-            let model = load_module(
-                Classifier::init(&config.spec, &autodiff),
-                &checkpoint.model(),
-            )?;
-            let average = match config.ema_decay {
-                Some(_) => Some(
-                    load_module(
-                        Classifier::init(&config.spec, device),
-                        &checkpoint.average(),
-                    )?
-                    .valid(),
-                ),
-                None => None,
-            };
-            log::info!(
-                "resuming {} at epoch {}, step {}",
-                dir.display(),
-                state.next_epoch + 1,
-                state.next_step
-            );
-            (state, model, average)
-        }
-        None => {
-            if options.resume {
-                log::info!("{}: no checkpoint to resume; starting", dir.display());
-            }
-            let model = start(config, &files, device, &autodiff)?;
-            let average = config.ema_decay.map(|_| model.valid());
-            (TrainState::default(), model, average)
-        }
-    };
+    let Start {
+        mut state,
+        mut model,
+        mut optimizer,
+        mut average,
+    } = start_or_resume(config, &files, device, &autodiff, options.resume)?;
 
     let steps = train.len().div_ceil(config.batch);
     let augmentation = if config.augment {
@@ -309,7 +185,7 @@ pub fn train_member(
                 }
                 let values = logits_values(logits);
                 progress.correct += values
-                    .chunks(CLASSES.len())
+                    .chunks(classes.len())
                     .zip(&batch.labels)
                     .filter(|(row, &label)| crate::metrics::argmax(row) == label)
                     .count();
@@ -357,19 +233,10 @@ pub fn train_member(
 
         let eval = model.valid();
         let validation_batch = config.batch.max(16);
-        let figures = validate(&eval, samples, val, &spec, validation_batch, device, &loss)?;
-        let average_figures = match &average {
-            Some(a) => Some(validate(
-                a,
-                samples,
-                val,
-                &spec,
-                validation_batch,
-                device,
-                &loss,
-            )?),
-            None => None,
-        };
+        let validation =
+            |model: &Classifier| validate(model, set, &spec, validation_batch, device, &loss);
+        let figures = validation(&eval)?;
+        let average_figures = average.as_ref().map(validation).transpose()?;
         let row = EpochRow {
             epoch: epoch + 1,
             phase: phase.into(),
@@ -384,26 +251,7 @@ pub fn train_member(
             seconds: progress.seconds + resumed_at.elapsed().as_secs_f64(),
         };
         state.rows.push(row.clone());
-        let average_note = average_figures.map_or(String::new(), |a| {
-            format!(
-                " | average acc {:.3} balanced {:.3} mel {:.3}",
-                a.accuracy, a.balanced_accuracy, a.melanoma_sensitivity
-            )
-        });
-        log::info!(
-            "{} epoch {}/{} [{phase}] train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3} balanced {:.3} mel {:.3}{average_note} | {:.0} s, ETA {}",
-            dir.display(),
-            row.epoch,
-            config.epochs,
-            row.train_loss,
-            row.train_accuracy,
-            row.val_loss,
-            row.val_accuracy,
-            row.val_balanced_accuracy,
-            row.val_melanoma_sensitivity,
-            row.seconds,
-            eta(&state.rows, config.epochs - epoch - 1)
-        );
+        log_epoch(dir, &state.rows, config.epochs);
 
         let selected = row.selected_balanced_accuracy();
         if selected > state.best_balanced_accuracy {
@@ -458,7 +306,10 @@ pub fn train_member(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::classes::tests::shipped;
     use crate::nn::{Arch, ClassifierSpec, Normalisation};
+    use crate::train::checkpoint::load_module;
+    use crate::train::{LossChoice, TrainState};
     use dermedge::manifest::ColourConstancy;
 
     /// Images whose class is visible in their colour, in a temporary folder.
@@ -490,7 +341,7 @@ mod tests {
         TrainConfig {
             spec: ClassifierSpec {
                 hidden: 16,
-                ..ClassifierSpec::new(Arch::TinyCnn)
+                ..ClassifierSpec::new(Arch::TinyCnn, 7)
             },
             pretrained: None,
             input_width: 32,
@@ -536,18 +387,16 @@ mod tests {
         let data = samples(tmp.path(), 18);
         let train: Vec<usize> = (0..12).collect();
         let val: Vec<usize> = (12..18).collect();
+        let classes = shipped();
+        let set = TrainingSet {
+            samples: &data,
+            train: &train,
+            val: &val,
+            classes: &classes,
+        };
         let device = crate::backend::ndarray_device();
         let whole = tmp.path().join("whole");
-        let run = train_member(
-            &config(),
-            &data,
-            &train,
-            &val,
-            &whole,
-            &device,
-            &RunOptions::default(),
-        )
-        .unwrap();
+        let run = train_member(&config(), &set, &whole, &device, &RunOptions::default()).unwrap();
         assert!(run.finished);
 
         // Stops after 2 steps (mid-epoch), 2 more (across the epoch boundary), then the rest,
@@ -561,8 +410,7 @@ mod tests {
                 stop_after_steps: (calls < 2).then_some(2),
             };
             calls += 1;
-            let run =
-                train_member(&config(), &data, &train, &val, &pieces, &device, &options).unwrap();
+            let run = train_member(&config(), &set, &pieces, &device, &options).unwrap();
             if run.finished {
                 break;
             }
@@ -618,13 +466,20 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let data = samples(tmp.path(), 8);
         let (train, val): (Vec<usize>, Vec<usize>) = (0..8).partition(|&i| i < 6);
+        let classes = shipped();
+        let set = TrainingSet {
+            samples: &data,
+            train: &train,
+            val: &val,
+            classes: &classes,
+        };
         let device = crate::backend::ndarray_device();
         let dir = tmp.path().join("run");
         let options = RunOptions {
             stop_after_steps: Some(1),
             ..RunOptions::default()
         };
-        train_member(&config(), &data, &train, &val, &dir, &device, &options).unwrap();
+        train_member(&config(), &set, &dir, &device, &options).unwrap();
         let other = TrainConfig {
             label_smoothing: 0.0,
             ..config()
@@ -633,7 +488,7 @@ mod tests {
             resume: true,
             ..RunOptions::default()
         };
-        let error = train_member(&other, &data, &train, &val, &dir, &device, &resume)
+        let error = train_member(&other, &set, &dir, &device, &resume)
             .unwrap_err()
             .to_string();
         assert!(error.contains("other settings"), "{error}");

@@ -3,12 +3,17 @@
 //! label-smoothed) or focal loss, an optional moving average of the weights, early stopping on a
 //! smoothed validation curve, checkpoints that resume exactly, a CSV log and a PNG plot.
 //!
-//! `checkpoint` owns the run folder, `average` the weight average, `fit` the training loop and
-//! `validation` the per-epoch figures.
+//! `run` trains the members of a run, `fit` is the training loop of one member, `start` its fresh
+//! or resumed start, `inputs` its images, loss and seeds, `checkpoint` the run folder, `average`
+//! the weight average, `validation` the per-epoch figures and `report` the log.
 
 mod average;
 mod checkpoint;
 mod fit;
+mod inputs;
+mod report;
+mod run;
+mod start;
 mod validation;
 
 use std::path::PathBuf;
@@ -28,7 +33,8 @@ pub use average::update_average;
 pub use checkpoint::{
     load_best, load_module, read_config, save_module, EpochProgress, RunFiles, TrainState,
 };
-pub use fit::{train_member, MemberRun, RunOptions};
+pub use fit::{train_member, MemberRun, RunOptions, TrainingSet};
+pub use run::{member_name, read_class_weights, train, TrainRequest};
 
 /// Serialises the tests that seed or draw from burn's backend random generator, which is one per
 /// process: a test running beside them would change what they draw.

@@ -3,8 +3,8 @@
 use burn::prelude::*;
 use dermedge::manifest::InputSpec;
 
+use super::fit::TrainingSet;
 use crate::batch::{make_batch, Batch};
-use crate::data::{Sample, CLASSES};
 use crate::loss::LossKind;
 use crate::metrics::Confusion;
 use crate::nn::Classifier;
@@ -31,17 +31,17 @@ pub(super) fn logits_values(logits: Tensor<2>) -> Vec<f32> {
         .unwrap_or_default()
 }
 
-/// Validation loss and figures of an eval-mode model.
+/// Validation loss and figures of an eval-mode model on the set's validation images.
 pub(super) fn validate(
     model: &Classifier,
-    samples: &[Sample],
-    indices: &[usize],
+    set: &TrainingSet,
     spec: &InputSpec,
     batch: usize,
     device: &Device,
     loss: &LossKind,
 ) -> anyhow::Result<ValidationFigures> {
-    let mut confusion = Confusion::new(CLASSES.len());
+    let (samples, indices, classes) = (set.samples, set.val, set.classes.len());
+    let mut confusion = Confusion::new(classes);
     let mut loss_sum = 0.0;
     for chunk in indices.chunks(batch.max(1)) {
         let b = make_batch(samples, chunk, spec, None)?;
@@ -49,11 +49,11 @@ pub(super) fn validate(
         let l: f32 = loss.compute(logits.clone(), &b.labels).into_scalar();
         loss_sum += l as f64 * b.len() as f64;
         let values = logits_values(logits);
-        for (row, &label) in values.chunks(CLASSES.len()).zip(&b.labels) {
+        for (row, &label) in values.chunks(classes).zip(&b.labels) {
             confusion.add(label, crate::metrics::argmax(row));
         }
     }
-    let melanoma = CLASSES.iter().position(|c| *c == "mel").unwrap_or(0);
+    let melanoma = set.classes.melanoma().unwrap_or(0);
     Ok(ValidationFigures {
         loss: loss_sum / indices.len().max(1) as f64,
         accuracy: confusion.accuracy(),

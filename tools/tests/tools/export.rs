@@ -5,8 +5,7 @@ use std::process::Command;
 
 use burn::prelude::*;
 use dermedge::manifest::{ChannelOrder, InputSpec, ResizePolicy};
-use dermedge_tools::commands::{folder_inputs, parity};
-use dermedge_tools::export::classifier_onnx;
+use dermedge_tools::export::{classifier_onnx, folder_inputs, parity};
 use dermedge_tools::import::{backbone_from_table, load_resnet, WeightTable};
 use dermedge_tools::nn::{Arch, Backbone, Classifier, ClassifierSpec, Normalisation, ResNetSpec};
 
@@ -50,7 +49,7 @@ pub fn onnx_checker(bytes: &[u8]) -> Option<bool> {
 
 fn assert_parity(arch: Arch, backbone: Backbone, width: u32, height: u32) {
     let device = dermedge_tools::backend::ndarray_device();
-    let model = Classifier::with_backbone(backbone, &ClassifierSpec::new(arch), &device).valid();
+    let model = Classifier::with_backbone(backbone, &ClassifierSpec::new(arch, 7), &device).valid();
     let spec = spec_for(arch, width, height);
     let bytes = classifier_onnx(&model, height as usize, width as usize, "test");
     let dir = sample_images()[0].parent().unwrap().to_path_buf();
@@ -67,7 +66,7 @@ fn assert_parity(arch: Arch, backbone: Backbone, width: u32, height: u32) {
 #[test]
 fn efficientnet_lite0_export_matches_burn() {
     let mut table = WeightTable::open(&efficientnet_lite0_weights()).unwrap();
-    let spec = ClassifierSpec::new(Arch::EfficientNetLite0);
+    let spec = ClassifierSpec::new(Arch::EfficientNetLite0, 7);
     let backbone = backbone_from_table(
         &mut table,
         &spec,
@@ -80,7 +79,7 @@ fn efficientnet_lite0_export_matches_burn() {
 #[test]
 fn mobilenet_v2_export_matches_burn() {
     let mut table = WeightTable::open(&mobilenet_v2_weights()).unwrap();
-    let spec = ClassifierSpec::new(Arch::MobileNetV2);
+    let spec = ClassifierSpec::new(Arch::MobileNetV2, 7);
     let backbone = backbone_from_table(
         &mut table,
         &spec,
@@ -105,7 +104,7 @@ fn resnet_export_matches_burn() {
 
 #[test]
 fn tiny_cnn_export_matches_burn() {
-    let spec = ClassifierSpec::new(Arch::TinyCnn);
+    let spec = ClassifierSpec::new(Arch::TinyCnn, 7);
     let backbone = Backbone::init(&spec, &dermedge_tools::backend::ndarray_device());
     assert_parity(Arch::TinyCnn, backbone, 64, 48);
 }

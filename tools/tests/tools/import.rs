@@ -37,7 +37,7 @@ fn torchvision_resnet_layout_matches_torchvision() {
 fn import_published(arch: Arch, weights: &Path) -> (Backbone, Vec<String>) {
     let device = dermedge_tools::backend::ndarray_device();
     let mut table = WeightTable::open(weights).unwrap();
-    let backbone = backbone_from_table(&mut table, &ClassifierSpec::new(arch), &device).unwrap();
+    let backbone = backbone_from_table(&mut table, &ClassifierSpec::new(arch, 7), &device).unwrap();
     let unused = table.unused().into_iter().map(String::from).collect();
     (backbone, unused)
 }
@@ -127,8 +127,12 @@ fn mobilenet_v2_matches_the_deep_sort_network() {
 fn a_checkpoint_of_another_backbone_is_refused_by_name() {
     let device = dermedge_tools::backend::ndarray_device();
     let mut table = WeightTable::open(&data_dir().join("resnet_small.pth")).unwrap();
-    let err = backbone_from_table(&mut table, &ClassifierSpec::new(Arch::MobileNetV2), &device)
-        .expect_err("a ResNet checkpoint cannot fill a MobileNetV2");
+    let err = backbone_from_table(
+        &mut table,
+        &ClassifierSpec::new(Arch::MobileNetV2, 7),
+        &device,
+    )
+    .expect_err("a ResNet checkpoint cannot fill a MobileNetV2");
     let text = format!("{err:#}");
     assert!(text.contains("features.0.0.weight is missing"), "{text}");
 }

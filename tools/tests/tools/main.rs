@@ -1,7 +1,10 @@
-//! Integration tests of dermedge-tools: ImageNet weight import and ONNX export parity.
+//! Integration tests of dermedge-tools: ImageNet weight import, ONNX export parity, int8
+//! quantization, the committed fixture ensemble, and the training pipeline end to end.
 
 mod export;
+mod fixture;
 mod import;
+mod pipeline;
 mod quantize;
 mod recipe;
 mod util;

@@ -9,7 +9,9 @@ use std::io::Cursor;
 
 use burn::module::Module as _;
 use dermedge::preprocess::{load_image_file, to_input_tensor, ImageLimits};
+use dermedge_tools::compare::{compare, CompareRequest};
 use dermedge_tools::export::classifier_onnx;
+use dermedge_tools::fixture::{write_fixture_ensemble, FixtureArch, FixtureSpec};
 use dermedge_tools::import::{backbone_from_table, WeightTable};
 use dermedge_tools::nn::{Arch, Classifier, ClassifierSpec};
 use dermedge_tools::quantize::{
@@ -48,7 +50,7 @@ fn logits(bytes: &[u8], input: &[f32]) -> Vec<f32> {
 fn mobilenet_v2_int8_tracks_f32_on_real_images() {
     let device = dermedge_tools::backend::ndarray_device();
     device.seed(7);
-    let spec = ClassifierSpec::new(Arch::MobileNetV2);
+    let spec = ClassifierSpec::new(Arch::MobileNetV2, 7);
     let mut table = WeightTable::open(&mobilenet_v2_weights()).unwrap();
     let backbone = backbone_from_table(&mut table, &spec, &device).unwrap();
     let model = Classifier::with_backbone(backbone, &spec, &device).valid();
@@ -128,20 +130,20 @@ fn mobilenet_v2_int8_tracks_f32_on_real_images() {
 #[test]
 fn compare_refuses_ensembles_with_other_classes() {
     let dir = tempfile::tempdir().unwrap();
-    let reference = dermedge_tools::fixture::write_fixture_ensemble(
-        &dir.path().join("a"),
-        dermedge_tools::fixture::FixtureArch::TinyCnn,
-        1,
-        64,
-        48,
-        1,
-    )
-    .unwrap();
+    let spec = FixtureSpec {
+        arch: FixtureArch::TinyCnn,
+        members: 1,
+        width: 64,
+        height: 48,
+        seed: 1,
+    };
+    let reference =
+        write_fixture_ensemble(&dir.path().join("a"), &spec, shipped_classes().infos()).unwrap();
     let mut manifest = dermedge::Manifest::load(&reference).unwrap();
     manifest.classes.swap(0, 1);
     let candidate = dir.path().join("a/swapped.toml");
     std::fs::write(&candidate, manifest.to_toml()).unwrap();
-    let error = dermedge_tools::quantize::compare(&dermedge_tools::quantize::CompareRequest {
+    let error = compare(&CompareRequest {
         reference,
         candidate: candidate.clone(),
         data: dir.path().join("no-data"),

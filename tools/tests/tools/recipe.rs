@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::util::data_dir;
+use crate::util::{data_dir, shipped_classes, shipped_manifest};
 
 fn tools(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_dermedge-tools"))
@@ -39,8 +39,12 @@ fn resnet50_recipe_runs_end_to_end_on_cpu_with_small_weights() {
     let models = dir.path().join("models");
     let weights = format!("resnet50={}", data_dir().join("resnet_small.pth").display());
     let data = data.to_str().unwrap().to_string();
+    let classes = shipped_manifest();
+    let classes = classes.to_str().unwrap();
     let out = tools(&[
         "train",
+        "--classes",
+        classes,
         "--backend",
         "ndarray",
         "--data",
@@ -89,6 +93,8 @@ fn resnet50_recipe_runs_end_to_end_on_cpu_with_small_weights() {
 
     let out = tools(&[
         "export",
+        "--classes",
+        classes,
         "--run",
         run.to_str().unwrap(),
         "--out",
@@ -133,10 +139,8 @@ fn resnet50_recipe_runs_end_to_end_on_cpu_with_small_weights() {
     let predictions = std::fs::read_to_string(dir.path().join("report/predictions.csv")).unwrap();
     let rows: Vec<&str> = predictions.lines().collect();
     assert_eq!(rows.len(), 21, "{predictions}");
-    assert!(
-        rows[0].starts_with("image_id,label,p_akiec,"),
-        "{predictions}"
-    );
+    let first = format!("image_id,label,p_{},", shipped_classes().code(0));
+    assert!(rows[0].starts_with(&first), "{predictions}");
     assert!(rows[1].starts_with("ISIC_"), "{predictions}");
 }
 
@@ -148,9 +152,12 @@ fn an_interrupted_run_resumes_where_it_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let data = data.to_str().unwrap().to_string();
+    let classes = shipped_manifest();
     let args = |extra: &[&str]| {
         let mut a = vec![
             "train",
+            "--classes",
+            classes.to_str().unwrap(),
             "--data",
             &data,
             "--out",

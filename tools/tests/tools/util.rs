@@ -3,7 +3,18 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use burn::prelude::*;
+use dermedge_tools::classes::Classes;
 use dermedge_tools::nn::Backbone;
+
+/// The shipped manifest, `models/ensemble.toml`: the class list of the tests.
+pub fn shipped_manifest() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/ensemble.toml")
+}
+
+/// The classes of [`shipped_manifest`].
+pub fn shipped_classes() -> Classes {
+    Classes::load(&shipped_manifest()).unwrap()
+}
 
 /// `tools/tests/data`.
 pub fn data_dir() -> PathBuf {

@@ -1,6 +1,7 @@
-//! `dermedge run`: the device's main loop. Frames from a source go through the trigger, the
-//! quality gate and the ensemble; every event is printed and journaled. A lost source is reopened
-//! with backoff, a failing disk is logged, and a stop request ends the loop between frames.
+//! The device's main loop behind `dermedge run`. Frames from a source go through the trigger, the
+//! quality gate and the ensemble; every event is written to the caller's output and journaled. A
+//! lost source is reopened with backoff, a failing disk is logged, and a stop request ends the
+//! loop between frames.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use image::RgbImage;
 
-use crate::capture::{CaptureError, Frame, FrameSource};
+use crate::capture::{open_source, CameraSettings, CaptureError, Frame, FrameSource, SourceSpec};
 use crate::config::RunConfig;
 use crate::ensemble::Ensemble;
 use crate::health::HealthSample;
@@ -21,6 +22,55 @@ use crate::trigger::{motion_thumbnail, Trigger, TriggerMode};
 
 /// Opens (or reopens) the frame source.
 pub type SourceOpener<'a> = dyn FnMut() -> Result<Box<dyn FrameSource>, CaptureError> + 'a;
+
+/// Opens the source of a run: once at start-up, and again after every loss. A camera picked by
+/// searching (`camera` without a device) is kept for the reopens.
+pub struct SourceReopener<'a> {
+    spec: SourceSpec,
+    camera: &'a CameraSettings,
+    limits: ImageLimits,
+    opened_at_start: Option<Box<dyn FrameSource>>,
+}
+
+impl<'a> SourceReopener<'a> {
+    /// Opens the source once, so that a wrong source is refused before the loop starts. A camera
+    /// that is missing for now is not an error: the loop waits for it.
+    pub fn start(
+        spec: SourceSpec,
+        camera: &'a CameraSettings,
+        limits: ImageLimits,
+    ) -> Result<SourceReopener<'a>, CaptureError> {
+        let opened_at_start = match open_source(&spec, camera, &limits) {
+            Ok(source) => Some(source),
+            Err(e) if matches!(spec, SourceSpec::Camera(_)) && !e.is_permanent() => {
+                log::warn!("{e}; waiting for the camera");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(SourceReopener {
+            spec,
+            camera,
+            limits,
+            opened_at_start,
+        })
+    }
+
+    /// The source opened at start-up if it is still unused, else the source opened anew.
+    pub fn open(&mut self) -> Result<Box<dyn FrameSource>, CaptureError> {
+        let source = match self.opened_at_start.take() {
+            Some(source) => source,
+            None => open_source(&self.spec, self.camera, &self.limits)?,
+        };
+        if self.spec == SourceSpec::Camera(None) {
+            if let Some(device) = source.name().strip_prefix("camera:") {
+                log::info!("using {device} from now on, also after a reconnect");
+                self.spec = SourceSpec::Camera(Some(PathBuf::from(device)));
+            }
+        }
+        Ok(source)
+    }
+}
 
 /// What one run did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -236,7 +286,7 @@ impl RunLoop<'_> {
             });
             if trigger.mode() == TriggerMode::Auto {
                 if quiet.ready(started) {
-                    log::warn!("frame rejected: {}", summary(&rejected));
+                    log::warn!("frame rejected: {}", rejected.summary());
                 }
             } else {
                 self.emit(&rejected, source, stats);
@@ -281,7 +331,7 @@ impl RunLoop<'_> {
                 Outcome::Classified(c) => {
                     format!("{}{DECISION_SUPPORT_NOTICE}\n", c.to_text(self.ensemble))
                 }
-                other => summary(other),
+                other => other.summary(),
             }
         };
         if let Err(e) = writeln!(self.out, "{line}").and_then(|()| self.out.flush()) {
@@ -330,14 +380,5 @@ impl RunLoop<'_> {
             let _ = std::fs::remove_file(&partial);
             log::error!("cannot save frame {}: {e}", path.display());
         }
-    }
-}
-
-/// One readable line for a rejected or failed frame.
-pub fn summary(outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Classified(c) => format!("{}: classified", c.input),
-        Outcome::Rejected(r) => format!("{}: {}", r.input, r.reasons.join("; ")),
-        Outcome::Failed(f) => format!("{}: {}", f.input, f.error),
     }
 }

@@ -1,6 +1,6 @@
 //! How fast tract-linalg's int8 matrix kernel runs the shipped MobileNetV2 member's 1x1
 //! convolutions against its f32 kernel: the ceiling for an int8 member built on those kernels.
-//! Each i8 row is the fastest of every runnable int8 kernel. `cargo run --release --example int8-matmul`
+//! Each i8 row is the fastest of every runnable int8 kernel. `cargo bench --bench int8-matmul`
 
 use std::time::Instant;
 

@@ -1,25 +1,42 @@
 //! The CPU pipeline of the tools on the shared HAM10000 copy: split -> train a tiny CNN a few
-//! epochs (burn-ndarray) -> export -> evaluate through tract -> `dermedge classify` -> int8
-//! quantization -> `dermedge classify` on the int8 members.
+//! epochs (burn-ndarray) -> export -> evaluate through tract -> classify with the runtime library
+//! -> int8 quantization -> classify with the int8 members.
 
 use std::path::Path;
 use std::time::Instant;
 
+use dermedge::decision::top_k;
+use dermedge::ensemble::Prediction;
 use dermedge::manifest::{ColourConstancy, TestTimeAugmentation};
+use dermedge::preprocess::{load_image_file, ImageLimits};
+use dermedge::Ensemble;
 use dermedge_tools::backend::BackendKind;
-use dermedge_tools::commands::{
-    calibrate, evaluate, export, train, EvaluateRequest, ExportRequest, TrainRequest,
-};
+use dermedge_tools::calibrate::{calibrate, CalibrateRequest};
+use dermedge_tools::evaluate::{evaluate, EvaluateRequest, SideRequest};
+use dermedge_tools::export::{export, ExportRequest};
 use dermedge_tools::metrics::majority_baseline_balanced_accuracy;
 use dermedge_tools::nn::{Arch, ClassifierSpec, Normalisation};
 use dermedge_tools::quantize::{quantize, quantize_summary, QuantizeRequest, RangeMethod};
-use dermedge_tools::train::{LossChoice, RunOptions, TrainConfig, TrainState};
+use dermedge_tools::train::{train, LossChoice, RunOptions, TrainConfig, TrainRequest, TrainState};
 
 use crate::util::*;
 
+/// The runtime library's result for each sample image, as `dermedge classify` computes it.
+fn classify_samples(manifest: &Path) -> (Ensemble, Vec<Prediction>) {
+    let ensemble = Ensemble::load(manifest).unwrap();
+    let predictions = sample_images()
+        .iter()
+        .map(|path| {
+            let image = load_image_file(path, &ImageLimits::default()).unwrap();
+            ensemble.classify(&image.rgb).unwrap()
+        })
+        .collect();
+    (ensemble, predictions)
+}
+
 fn quick_config() -> TrainConfig {
     TrainConfig {
-        spec: ClassifierSpec::new(Arch::TinyCnn),
+        spec: ClassifierSpec::new(Arch::TinyCnn, shipped_classes().len()),
         pretrained: None,
         input_width: 64,
         input_height: 48,
@@ -47,7 +64,7 @@ fn quick_config() -> TrainConfig {
 
 #[test]
 fn split_train_export_classify_beats_the_majority_baseline() {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/ham10000");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/ham10000");
     if !data.join("HAM10000_metadata.csv").is_file() {
         eprintln!(
             "SKIPPED: {} is absent; the pipeline needs the shared HAM10000 copy",
@@ -58,7 +75,8 @@ fn split_train_export_classify_beats_the_majority_baseline() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let members = train(&TrainRequest {
+    let classes = shipped_classes();
+    let runs = train(&TrainRequest {
         data: data.clone(),
         split: None,
         out: run.clone(),
@@ -67,9 +85,11 @@ fn split_train_export_classify_beats_the_majority_baseline() {
         weights: vec![],
         backend: BackendKind::Ndarray,
         options: RunOptions::default(),
+        classes: classes.clone(),
         template: quick_config(),
     })
     .unwrap();
+    let members: Vec<_> = runs.into_iter().map(|r| r.dir).collect();
     assert_eq!(members.len(), 1);
     for file in [
         "config.json",
@@ -95,13 +115,10 @@ fn split_train_export_classify_beats_the_majority_baseline() {
         .filter(|l| l.ends_with(",val"))
         .map(|l| {
             let dx = l.split(',').nth(2).unwrap();
-            dermedge_tools::data::CLASSES
-                .iter()
-                .position(|c| *c == dx)
-                .unwrap()
+            classes.index_of(dx).unwrap()
         })
         .collect();
-    let baseline = majority_baseline_balanced_accuracy(&val_labels, 7);
+    let baseline = majority_baseline_balanced_accuracy(&val_labels, classes.len());
     eprintln!(
         "tiny CNN: best validation balanced accuracy {:.3} (epoch {:?}); majority baseline {baseline:.3}",
         state.best_balanced_accuracy, state.best_epoch
@@ -114,10 +131,12 @@ fn split_train_export_classify_beats_the_majority_baseline() {
         out: models.clone(),
         name: "pipeline".into(),
         version: "0.0.1".into(),
-        check_images: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/samples")),
+        check_images: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/samples")),
         tolerance: 1e-4,
+        classes: classes.clone(),
     })
-    .unwrap();
+    .unwrap()
+    .manifest;
 
     assert_eq!(
         dermedge::Manifest::load(&manifest)
@@ -129,17 +148,20 @@ fn split_train_export_classify_beats_the_majority_baseline() {
     );
 
     let report_dir = dir.path().join("report");
-    let report = evaluate(&EvaluateRequest {
-        manifest: manifest.clone(),
-        data: data.clone(),
-        split: Some(run.join("split.csv")),
-        side: "val".into(),
+    let evaluation = evaluate(&EvaluateRequest {
+        side: SideRequest {
+            manifest: manifest.clone(),
+            data: data.clone(),
+            split: Some(run.join("split.csv")),
+            side: "val".into(),
+            limit: None,
+            tta: None,
+        },
         out: report_dir.clone(),
-        limit: None,
-        tta: None,
     })
     .unwrap();
-    let text = std::fs::read_to_string(report).unwrap();
+    let text = std::fs::read_to_string(evaluation.report).unwrap();
+    assert_eq!(text, evaluation.markdown);
     let ensemble_row = text
         .lines()
         .find(|l| l.starts_with("| ensemble |"))
@@ -160,19 +182,19 @@ fn split_train_export_classify_beats_the_majority_baseline() {
     );
     assert!(report_dir.join("reliability.png").is_file());
 
-    let fitted = calibrate(
-        &EvaluateRequest {
+    let fitted = calibrate(&CalibrateRequest {
+        side: SideRequest {
             manifest: manifest.clone(),
             data: data.clone(),
             split: Some(run.join("split.csv")),
             side: "val".into(),
-            out: report_dir.clone(),
             limit: Some(100),
             tta: Some(TestTimeAugmentation::Flips),
         },
-        0.95,
-    )
-    .unwrap();
+        sensitivity: 0.95,
+    })
+    .unwrap()
+    .fitted;
     let calibrated = dermedge::Manifest::load(&manifest).unwrap();
     assert_eq!(calibrated.decision.temperature, Some(fitted.temperature));
     assert_eq!(
@@ -180,15 +202,13 @@ fn split_train_export_classify_beats_the_majority_baseline() {
         TestTimeAugmentation::Flips
     );
 
-    let out = dermedge(&manifest, &["classify", "--json", "models/samples"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let records = json_lines(&stdout(&out));
-    assert_eq!(records.len(), 7);
-    for record in &records {
-        assert_eq!(record["ensemble"], "pipeline@0.0.1");
-        assert_eq!(record["top"].as_array().unwrap().len(), 3);
-        assert_eq!(record["members"][0]["views"], 4);
-        assert!(record["flags"]["refer"].is_boolean());
+    let (ensemble, predictions) = classify_samples(&manifest);
+    assert_eq!(predictions.len(), 7);
+    assert_eq!(ensemble.manifest.id(), "pipeline@0.0.1");
+    for prediction in &predictions {
+        assert_eq!(top_k(&prediction.probabilities, 3).len(), 3);
+        assert_eq!(prediction.members[0].raw.len(), 4, "views per member");
+        assert!(prediction.decision.refer.is_some());
     }
 
     let int8_dir = dir.path().join("int8");
@@ -208,12 +228,10 @@ fn split_train_export_classify_beats_the_majority_baseline() {
     assert_eq!(comparison.images, 200);
     assert!(comparison.top1_agreement > 0.8, "{comparison:?}");
     let int8_manifest = int8_dir.join("ensemble.toml");
-    let out = dermedge(&int8_manifest, &["classify", "--json", "models/samples"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let records = json_lines(&stdout(&out));
-    assert_eq!(records.len(), 7);
-    assert_eq!(records[0]["ensemble"], "pipeline@0.0.1+int8");
-    assert_eq!(records[0]["members"][0]["precision"], "int8");
+    let (ensemble, predictions) = classify_samples(&int8_manifest);
+    assert_eq!(predictions.len(), 7);
+    assert_eq!(ensemble.manifest.id(), "pipeline@0.0.1+int8");
+    assert_eq!(ensemble.manifest.members[0].precision, "int8");
     let refused = |manifest: &Path, out: &Path| {
         let error = quantize(&QuantizeRequest {
             manifest: manifest.to_path_buf(),
