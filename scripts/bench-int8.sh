@@ -17,8 +17,9 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "onnxruntime==1.23.2"
-cargo build --release --workspace -q
+cargo build --release -q -p dermedge
 if [ ! -f "$int8" ]; then
+  cargo build --release -q -p dermedge-tools
   target/release/dermedge-tools quantize --manifest "$f32" --out "$(dirname "$int8")" \
     --split splits/ham10000-seed1.csv
 fi

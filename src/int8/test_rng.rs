@@ -1,4 +1,6 @@
-//! Deterministic pseudo-random values for the int8 op tests.
+//! Deterministic pseudo-random values and reference products for the int8 op tests.
+
+use crate::int8::kernels::matmul::Strided;
 
 /// A xorshift generator.
 pub struct TestRng(pub u64);
@@ -32,5 +34,62 @@ impl TestRng {
                 gap == 1
             })
             .count()
+    }
+}
+
+/// The exact integer product of two int8 matrices.
+pub fn direct_product(a: &Strided, b: &Strided) -> Vec<i32> {
+    let (rows, depth) = a.shape;
+    let columns = b.shape.1;
+    (0..rows * columns)
+        .map(|at| {
+            let (r, c) = (at / columns, at % columns);
+            (0..depth)
+                .map(|k| i32::from(a.at(r, k)) * i32::from(b.at(k, c)))
+                .sum()
+        })
+        .collect()
+}
+
+/// Calls `check(a, b)` for random operands of each `(rows, depth, columns)` shape: random and
+/// extreme (-128 and 127) values, each operand row-major and column-major.
+pub fn for_each_operand_pair(
+    rng: &mut TestRng,
+    shapes: &[(usize, usize, usize)],
+    mut check: impl FnMut(Strided, Strided),
+) {
+    for &(rows, depth, columns) in shapes {
+        for extreme in [false, true] {
+            let mut left = rng.i8s(rows * depth);
+            let mut right = rng.i8s(depth * columns);
+            if extreme {
+                for v in left.iter_mut().chain(right.iter_mut()) {
+                    *v = if *v < 0 { -128 } else { 127 };
+                }
+            }
+            for left_row_major in [true, false] {
+                for right_row_major in [true, false] {
+                    let a = Strided {
+                        values: &left,
+                        shape: (rows, depth),
+                        strides: if left_row_major {
+                            (depth, 1)
+                        } else {
+                            (1, rows)
+                        },
+                    };
+                    let b = Strided {
+                        values: &right,
+                        shape: (depth, columns),
+                        strides: if right_row_major {
+                            (columns, 1)
+                        } else {
+                            (1, depth)
+                        },
+                    };
+                    check(a, b);
+                }
+            }
+        }
     }
 }

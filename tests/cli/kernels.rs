@@ -10,7 +10,14 @@ use serde_json::Value;
 use crate::util::*;
 
 /// Every kernel set's name, whether this CPU runs it or not.
-const SETS: [&str; 4] = ["portable", "x86-avx2", "x86-avx512", "aarch64-neon"];
+const SETS: [&str; 6] = [
+    "portable",
+    "x86-avx2",
+    "x86-avx512",
+    "x86-avx512-vnni",
+    "aarch64-neon",
+    "aarch64-neon-sdot",
+];
 
 fn shipped_manifest() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models/ensemble.toml")

@@ -10,8 +10,12 @@ use tract_core::internal::*;
 use tract_linalg::mmm::{AsInputValue, FusedSpec, MMMInputValue, MatMatMul};
 use tract_linalg::{MmmDispatch, WeightType};
 
+#[cfg(target_arch = "aarch64")]
+use super::aarch64::sdot_product::{self, SdotColumns, SdotRows};
 #[cfg(target_arch = "x86_64")]
 use super::x86::pair_product::{self, PairColumns, PairRows};
+#[cfg(target_arch = "x86_64")]
+use super::x86::quad_product::{self, QuadPanels, QuadRows};
 use super::{KernelSet, VectorLoop};
 use crate::int8::grid::OutputGrid;
 use crate::int8::layout::Layout;
@@ -60,6 +64,12 @@ pub enum KernelChoice {
     /// This crate's AVX2 pair product ([`pair_product`]).
     #[cfg(target_arch = "x86_64")]
     Pairs,
+    /// This crate's AVX-512 VNNI quad product ([`quad_product`]).
+    #[cfg(target_arch = "x86_64")]
+    Quads,
+    /// This crate's aarch64 dot-product matrix product ([`sdot_product`]).
+    #[cfg(target_arch = "aarch64")]
+    Sdot,
 }
 
 impl KernelChoice {
@@ -69,6 +79,10 @@ impl KernelChoice {
             KernelChoice::Tract { kernel, .. } => kernel.name(),
             #[cfg(target_arch = "x86_64")]
             KernelChoice::Pairs => "dermedge_avx2_pairs_i32_6x16",
+            #[cfg(target_arch = "x86_64")]
+            KernelChoice::Quads => "dermedge_avx512vnni_quads_i32_8x32",
+            #[cfg(target_arch = "aarch64")]
+            KernelChoice::Sdot => "dermedge_arm64_sdot_i32_8x8",
         }
     }
 }
@@ -140,6 +154,14 @@ pub fn choose_kernel(
     if set.has_avx2_fma() {
         candidates.push(KernelChoice::Pairs);
     }
+    #[cfg(target_arch = "x86_64")]
+    if set.has_avx512_vnni() {
+        candidates.push(KernelChoice::Quads);
+    }
+    #[cfg(target_arch = "aarch64")]
+    if set.has_dotprod() {
+        candidates.push(KernelChoice::Sdot);
+    }
     let mut best: Option<(f64, KernelChoice)> = None;
     let timed = candidates.len() > 1;
     for choice in candidates {
@@ -177,6 +199,18 @@ pub enum PackedWeights {
     /// On the pair product, weights on the right: channels-last output.
     #[cfg(target_arch = "x86_64")]
     PairsWeightsRight(Arc<PairColumns>),
+    /// On the quad product, weights on the left: channels-first output.
+    #[cfg(target_arch = "x86_64")]
+    QuadsWeightsLeft(Arc<QuadRows>),
+    /// On the quad product, weights on the right: channels-last output.
+    #[cfg(target_arch = "x86_64")]
+    QuadsWeightsRight(Arc<QuadPanels>),
+    /// On the sdot product, weights on the left: channels-first output.
+    #[cfg(target_arch = "aarch64")]
+    SdotWeightsLeft(Arc<SdotRows>),
+    /// On the sdot product, weights on the right: channels-last output.
+    #[cfg(target_arch = "aarch64")]
+    SdotWeightsRight(Arc<SdotColumns>),
 }
 
 impl PackedWeights {
@@ -210,6 +244,34 @@ impl PackedWeights {
                     )),
                 }
             }
+            #[cfg(target_arch = "x86_64")]
+            KernelChoice::Quads => {
+                let (co, ci) = (weights.shape()[0], weights.shape()[1]);
+                let values = weights.try_as_plain_ram()?;
+                let values = Strided::row_major(values.as_slice::<i8>()?, co, ci);
+                match output {
+                    Layout::ChannelsFirst => {
+                        PackedWeights::QuadsWeightsLeft(Arc::new(QuadRows::weights(values)))
+                    }
+                    Layout::ChannelsLast => PackedWeights::QuadsWeightsRight(Arc::new(
+                        QuadPanels::weights(values.transposed()),
+                    )),
+                }
+            }
+            #[cfg(target_arch = "aarch64")]
+            KernelChoice::Sdot => {
+                let (co, ci) = (weights.shape()[0], weights.shape()[1]);
+                let values = weights.try_as_plain_ram()?;
+                let values = Strided::row_major(values.as_slice::<i8>()?, co, ci);
+                match output {
+                    Layout::ChannelsFirst => {
+                        PackedWeights::SdotWeightsLeft(Arc::new(SdotRows::new(values)))
+                    }
+                    Layout::ChannelsLast => PackedWeights::SdotWeightsRight(Arc::new(
+                        SdotColumns::new(values.transposed()),
+                    )),
+                }
+            }
         })
     }
 
@@ -220,6 +282,14 @@ impl PackedWeights {
             #[cfg(target_arch = "x86_64")]
             PackedWeights::PairsWeightsLeft(_) | PackedWeights::PairsWeightsRight(_) => {
                 KernelChoice::Pairs.name()
+            }
+            #[cfg(target_arch = "x86_64")]
+            PackedWeights::QuadsWeightsLeft(_) | PackedWeights::QuadsWeightsRight(_) => {
+                KernelChoice::Quads.name()
+            }
+            #[cfg(target_arch = "aarch64")]
+            PackedWeights::SdotWeightsLeft(_) | PackedWeights::SdotWeightsRight(_) => {
+                KernelChoice::Sdot.name()
             }
         }
     }
@@ -298,12 +368,45 @@ impl PackedWeights {
                 let out = out.as_slice_mut::<i32>()?;
                 pair_product::product(&PairRows::new(x.transposed()), weights, out)
             }
+            #[cfg(target_arch = "x86_64")]
+            PackedWeights::QuadsWeightsLeft(weights) => {
+                let values = input.try_as_plain_ram()?;
+                let x = input_matrix(values.as_slice::<i8>()?, input_layout, columns);
+                let mut out = acc.try_as_plain_ram_mut()?;
+                let x = QuadPanels::activations(x);
+                quad_product::product(weights, &x, out.as_slice_mut::<i32>()?)
+            }
+            #[cfg(target_arch = "x86_64")]
+            PackedWeights::QuadsWeightsRight(weights) => {
+                let values = input.try_as_plain_ram()?;
+                let x = input_matrix(values.as_slice::<i8>()?, input_layout, rows);
+                let mut out = acc.try_as_plain_ram_mut()?;
+                let x = QuadRows::activations(x.transposed());
+                quad_product::product(&x, weights, out.as_slice_mut::<i32>()?)
+            }
+            #[cfg(target_arch = "aarch64")]
+            PackedWeights::Tract { .. } => bail!("tract weights packed for another kernel"),
+            #[cfg(target_arch = "aarch64")]
+            PackedWeights::SdotWeightsLeft(weights) => {
+                let values = input.try_as_plain_ram()?;
+                let x = input_matrix(values.as_slice::<i8>()?, input_layout, columns);
+                let mut out = acc.try_as_plain_ram_mut()?;
+                sdot_product::product(weights, &SdotColumns::new(x), out.as_slice_mut::<i32>()?)
+            }
+            #[cfg(target_arch = "aarch64")]
+            PackedWeights::SdotWeightsRight(weights) => {
+                let values = input.try_as_plain_ram()?;
+                let x = input_matrix(values.as_slice::<i8>()?, input_layout, rows);
+                let mut out = acc.try_as_plain_ram_mut()?;
+                let x = SdotRows::new(x.transposed());
+                sdot_product::product(&x, weights, out.as_slice_mut::<i32>()?)
+            }
         }
     }
 }
 
 /// `values` as an `input_channels x positions` matrix.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn input_matrix(values: &[i8], layout: Layout, positions: usize) -> Strided<'_> {
     let ci = values.len() / positions.max(1);
     Strided {

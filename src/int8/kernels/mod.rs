@@ -2,16 +2,21 @@
 //! can run.
 //!
 //! A [`KernelSet`] names one family of CPUs: `portable` (plain Rust loops and tract-linalg's
-//! generic matrix kernels, the reference), `x86-avx2` and `x86-avx512` (this crate's x86 kernels
-//! and tract-linalg's native ones), `aarch64-neon` (the loops compiled for aarch64, whose vectors
-//! are NEON, and tract-linalg's arm64 matrix kernels). The rewrite picks one set for a member (the best
+//! generic matrix kernels, the reference), `x86-avx2`, `x86-avx512` and `x86-avx512-vnni` (this
+//! crate's x86 kernels, the last with `vpdpbusd` matrix products, and tract-linalg's native
+//! ones), `aarch64-neon` (the loops compiled for aarch64, whose vectors
+//! are NEON, and tract-linalg's arm64 matrix kernels) and `aarch64-neon-sdot` (the same with this
+//! crate's `sdot` matrix product). The rewrite picks one set for a member (the best
 //! this CPU runs, or the one `DERMEDGE_INT8_KERNELS` names) and every op it builds keeps it, so
 //! a plan says which code it runs. Every set writes the same integers as [`KernelSet::PORTABLE`];
 //! only the instructions differ.
 
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
 pub mod depthwise;
 pub mod fixed_order;
 pub mod matmul;
+pub mod quads;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -26,6 +31,8 @@ pub const KERNELS_VAR: &str = "DERMEDGE_INT8_KERNELS";
 struct CpuFeatures {
     avx2_fma: bool,
     avx512_bw: bool,
+    avx512_vnni: bool,
+    dotprod: bool,
 }
 
 impl CpuFeatures {
@@ -37,15 +44,25 @@ impl CpuFeatures {
     #[cfg(target_arch = "x86_64")]
     fn probe() -> CpuFeatures {
         let avx2_fma = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        let avx512_bw =
+            avx2_fma && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw");
         CpuFeatures {
             avx2_fma,
-            avx512_bw: avx2_fma
-                && is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512bw"),
+            avx512_bw,
+            avx512_vnni: avx512_bw && is_x86_feature_detected!("avx512vnni"),
+            dotprod: false,
         }
     }
 
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    fn probe() -> CpuFeatures {
+        CpuFeatures {
+            dotprod: std::arch::is_aarch64_feature_detected!("dotprod"),
+            ..CpuFeatures::default()
+        }
+    }
+
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     fn probe() -> CpuFeatures {
         CpuFeatures::default()
     }
@@ -57,14 +74,18 @@ enum Family {
     Portable,
     X86Avx2,
     X86Avx512,
+    X86Avx512Vnni,
     Aarch64Neon,
+    Aarch64NeonSdot,
 }
 
-const FAMILIES: [Family; 4] = [
+const FAMILIES: [Family; 6] = [
     Family::Portable,
     Family::X86Avx2,
     Family::X86Avx512,
+    Family::X86Avx512Vnni,
     Family::Aarch64Neon,
+    Family::Aarch64NeonSdot,
 ];
 
 impl Family {
@@ -73,7 +94,9 @@ impl Family {
             Family::Portable => "portable",
             Family::X86Avx2 => "x86-avx2",
             Family::X86Avx512 => "x86-avx512",
+            Family::X86Avx512Vnni => "x86-avx512-vnni",
             Family::Aarch64Neon => "aarch64-neon",
+            Family::Aarch64NeonSdot => "aarch64-neon-sdot",
         }
     }
 
@@ -82,8 +105,10 @@ impl Family {
             Family::Portable => true,
             Family::X86Avx2 => cpu.avx2_fma,
             Family::X86Avx512 => cpu.avx512_bw,
+            Family::X86Avx512Vnni => cpu.avx512_vnni,
             // NEON (Advanced SIMD) is part of every aarch64 Linux target.
             Family::Aarch64Neon => cfg!(target_arch = "aarch64"),
+            Family::Aarch64NeonSdot => cfg!(target_arch = "aarch64") && cpu.dotprod,
         }
     }
 }
@@ -167,12 +192,27 @@ impl KernelSet {
     /// Whether the x86-64 AVX2 and FMA kernels may run.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn has_avx2_fma(self) -> bool {
-        matches!(self.0, Family::X86Avx2 | Family::X86Avx512)
+        matches!(
+            self.0,
+            Family::X86Avx2 | Family::X86Avx512 | Family::X86Avx512Vnni
+        )
     }
 
     /// Whether AVX-512 F and BW may run.
     fn has_avx512_bw(self) -> bool {
-        self.0 == Family::X86Avx512
+        matches!(self.0, Family::X86Avx512 | Family::X86Avx512Vnni)
+    }
+
+    /// Whether the aarch64 dot-product instructions may run.
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    fn has_dotprod(self) -> bool {
+        self.0 == Family::Aarch64NeonSdot
+    }
+
+    /// Whether AVX-512 VNNI may run.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    fn has_avx512_vnni(self) -> bool {
+        self.0 == Family::X86Avx512Vnni
     }
 
     /// Runs `kernel`, compiled for this set's vector instructions: the loops of the int8 ops are
@@ -205,6 +245,22 @@ impl fmt::Display for KernelSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// The `(row tile, column panel)` pairs of a tiled product, the larger operand outside: it is
+/// read once, the smaller one again for each of its tiles.
+pub(crate) fn tile_order(
+    row_tiles: usize,
+    panels: usize,
+    rows_outside: bool,
+) -> impl Iterator<Item = (usize, usize)> {
+    let (outer, inner) = if rows_outside {
+        (row_tiles, panels)
+    } else {
+        (panels, row_tiles)
+    };
+    (0..outer)
+        .flat_map(move |o| (0..inner).map(move |i| if rows_outside { (o, i) } else { (i, o) }))
 }
 
 /// A loop that [`KernelSet::run`] compiles once per vector width. `run` must be

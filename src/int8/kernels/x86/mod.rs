@@ -1,7 +1,8 @@
-//! Kernels for x86-64: AVX2 with FMA, and AVX-512 F and BW.
+//! Kernels for x86-64: AVX2 with FMA, AVX-512 F and BW, and AVX-512 VNNI.
 
 pub mod depthwise;
 pub mod pair_product;
+pub mod quad_product;
 
 use super::VectorLoop;
 

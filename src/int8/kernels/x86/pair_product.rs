@@ -12,6 +12,7 @@ use std::arch::x86_64::*;
 use tract_core::internal::*;
 
 use crate::int8::kernels::matmul::Strided;
+use crate::int8::kernels::tile_order;
 use crate::int8::kernels::KernelSet;
 
 /// Rows of the left operand one kernel step computes.
@@ -273,61 +274,54 @@ fn product_avx2(a: &PairRows, b: &PairColumns, out: &mut [i32]) {
     let (rows, columns, pairs) = (a.rows, b.columns, a.pairs);
     let zero_row = vec![0i16; pairs * 2];
     let panel_len = pairs * COLUMNS * 2;
-    let panels = b.data.len() / panel_len;
-    let row_tiles = rows.div_ceil(ROWS);
-    // The larger operand is read once, the smaller one again for each tile of the larger.
-    let rows_outside = a.data.len() > b.data.len();
-    let (outer, inner) = if rows_outside {
-        (row_tiles, panels)
-    } else {
-        (panels, row_tiles)
-    };
-    for o in 0..outer {
-        for i in 0..inner {
-            let (row_tile, panel) = if rows_outside { (o, i) } else { (i, o) };
-            let packed = &b.data[panel * panel_len..(panel + 1) * panel_len];
-            let (first_row, first_column) = (row_tile * ROWS, panel * COLUMNS);
-            let (height, width) = (
-                ROWS.min(rows - first_row),
-                COLUMNS.min(columns - first_column),
-            );
-            let row_starts: [*const i32; ROWS] = std::array::from_fn(|i| {
-                let row = if i < height {
-                    &a.data[(first_row + i) * pairs * 2..(first_row + i + 1) * pairs * 2]
-                } else {
-                    &zero_row[..]
-                };
-                row.as_ptr().cast::<i32>()
-            });
-            // SAFETY: every row start points at `pairs` i32 values (two i16 each), and
-            // `packed` holds `pairs` steps of two vectors.
-            let tile = unsafe {
-                if width <= COLUMNS / 2 {
-                    tile_avx2::<1>(row_starts, packed, pairs)
-                } else {
-                    tile_avx2::<2>(row_starts, packed, pairs)
-                }
-            };
-            if height == ROWS && width == COLUMNS {
-                for (i, vectors) in tile.iter().enumerate() {
-                    let target = &mut out[(first_row + i) * columns + first_column..][..COLUMNS];
-                    // SAFETY: `target` holds sixteen i32 values; unaligned stores.
-                    unsafe {
-                        _mm256_storeu_si256(target.as_mut_ptr().cast(), vectors[0]);
-                        _mm256_storeu_si256(target.as_mut_ptr().add(8).cast(), vectors[1]);
-                    }
-                }
+    let tiles = tile_order(
+        rows.div_ceil(ROWS),
+        b.data.len() / panel_len,
+        a.data.len() > b.data.len(),
+    );
+    for (row_tile, panel) in tiles {
+        let packed = &b.data[panel * panel_len..(panel + 1) * panel_len];
+        let (first_row, first_column) = (row_tile * ROWS, panel * COLUMNS);
+        let (height, width) = (
+            ROWS.min(rows - first_row),
+            COLUMNS.min(columns - first_column),
+        );
+        let row_starts: [*const i32; ROWS] = std::array::from_fn(|i| {
+            let row = if i < height {
+                &a.data[(first_row + i) * pairs * 2..(first_row + i + 1) * pairs * 2]
             } else {
-                for (i, vectors) in tile.iter().take(height).enumerate() {
-                    let mut values = [0i32; COLUMNS];
-                    // SAFETY: `values` holds sixteen i32 values; unaligned stores.
-                    unsafe {
-                        _mm256_storeu_si256(values.as_mut_ptr().cast(), vectors[0]);
-                        _mm256_storeu_si256(values.as_mut_ptr().add(8).cast(), vectors[1]);
-                    }
-                    let start = (first_row + i) * columns + first_column;
-                    out[start..start + width].copy_from_slice(&values[..width]);
+                &zero_row[..]
+            };
+            row.as_ptr().cast::<i32>()
+        });
+        // SAFETY: every row start points at `pairs` i32 values (two i16 each), and
+        // `packed` holds `pairs` steps of two vectors.
+        let tile = unsafe {
+            if width <= COLUMNS / 2 {
+                tile_avx2::<1>(row_starts, packed, pairs)
+            } else {
+                tile_avx2::<2>(row_starts, packed, pairs)
+            }
+        };
+        if height == ROWS && width == COLUMNS {
+            for (i, vectors) in tile.iter().enumerate() {
+                let target = &mut out[(first_row + i) * columns + first_column..][..COLUMNS];
+                // SAFETY: `target` holds sixteen i32 values; unaligned stores.
+                unsafe {
+                    _mm256_storeu_si256(target.as_mut_ptr().cast(), vectors[0]);
+                    _mm256_storeu_si256(target.as_mut_ptr().add(8).cast(), vectors[1]);
                 }
+            }
+        } else {
+            for (i, vectors) in tile.iter().take(height).enumerate() {
+                let mut values = [0i32; COLUMNS];
+                // SAFETY: `values` holds sixteen i32 values; unaligned stores.
+                unsafe {
+                    _mm256_storeu_si256(values.as_mut_ptr().cast(), vectors[0]);
+                    _mm256_storeu_si256(values.as_mut_ptr().add(8).cast(), vectors[1]);
+                }
+                let start = (first_row + i) * columns + first_column;
+                out[start..start + width].copy_from_slice(&values[..width]);
             }
         }
     }
@@ -360,20 +354,7 @@ unsafe fn tile_avx2<const V: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::int8::test_rng::TestRng;
-
-    fn direct(a: &Strided, b: &Strided) -> Vec<i32> {
-        let (rows, depth) = a.shape;
-        let columns = b.shape.1;
-        (0..rows * columns)
-            .map(|at| {
-                let (r, c) = (at / columns, at % columns);
-                (0..depth)
-                    .map(|k| i32::from(a.at(r, k)) * i32::from(b.at(k, c)))
-                    .sum()
-            })
-            .collect()
-    }
+    use crate::int8::test_rng::{direct_product, for_each_operand_pair, TestRng};
 
     /// Every combination of row-major and column-major operands, sizes off the 6x16 tile and
     /// odd depths, and the extreme values -128 and 127, give the direct integer product.
@@ -383,8 +364,7 @@ mod tests {
             eprintln!("no AVX2 on this CPU: the pair product is not used here");
             return;
         }
-        let mut rng = TestRng(0x9e37_79b9_7f4a_7c15);
-        for (rows, depth, columns) in [
+        let shapes = [
             (1, 1, 1),
             (6, 2, 16),
             (7, 3, 17),
@@ -392,43 +372,11 @@ mod tests {
             (40, 161, 5),
             (9, 70, 24),
             (50, 37, 1),
-        ] {
-            for extreme in [false, true] {
-                let mut left = rng.i8s(rows * depth);
-                let mut right = rng.i8s(depth * columns);
-                if extreme {
-                    left.iter_mut()
-                        .for_each(|v| *v = if *v < 0 { -128 } else { 127 });
-                    right
-                        .iter_mut()
-                        .for_each(|v| *v = if *v < 0 { -128 } else { 127 });
-                }
-                for left_row_major in [true, false] {
-                    for right_row_major in [true, false] {
-                        let a = Strided {
-                            values: &left,
-                            shape: (rows, depth),
-                            strides: if left_row_major {
-                                (depth, 1)
-                            } else {
-                                (1, rows)
-                            },
-                        };
-                        let b = Strided {
-                            values: &right,
-                            shape: (depth, columns),
-                            strides: if right_row_major {
-                                (columns, 1)
-                            } else {
-                                (1, depth)
-                            },
-                        };
-                        let mut out = vec![0i32; rows * columns];
-                        product(&PairRows::new(a), &PairColumns::new(b), &mut out).unwrap();
-                        assert_eq!(out, direct(&a, &b), "{rows}x{depth}x{columns}");
-                    }
-                }
-            }
-        }
+        ];
+        for_each_operand_pair(&mut TestRng(0x9e37_79b9_7f4a_7c15), &shapes, |a, b| {
+            let mut out = vec![0i32; a.shape.0 * b.shape.1];
+            product(&PairRows::new(a), &PairColumns::new(b), &mut out).unwrap();
+            assert_eq!(out, direct_product(&a, &b), "{:?} x {:?}", a.shape, b.shape);
+        });
     }
 }
