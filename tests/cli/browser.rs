@@ -264,13 +264,7 @@ fn the_page_classifies_an_uploaded_photo_and_shows_the_referral_banner() {
     assert_eq!(banner[0], true, "{banner}");
     assert_eq!(banner[1], true, "{banner}");
     assert!(banner[2].as_str().unwrap().contains("Referral suggested"));
-    let manifest = dermedge::Manifest::load(&root.join("models/ensemble.toml")).unwrap();
-    let malignant: Vec<&str> = manifest
-        .classes
-        .iter()
-        .filter(|c| c.malignant)
-        .map(|c| c.code.as_str())
-        .collect();
+    let malignant = crate::util::malignant_codes(&root.join("models/ensemble.toml"));
     assert!(
         banner[2]
             .as_str()

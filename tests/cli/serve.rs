@@ -246,13 +246,7 @@ fn the_page_and_health_are_served_with_a_strict_content_policy() {
     let body = health.json();
     assert_eq!(body["status"], "ok");
     assert_eq!(body["ensemble"]["status"], "untrained-fixture");
-    let manifest = dermedge::Manifest::load(&fx.manifest).unwrap();
-    let malignant: Vec<&str> = manifest
-        .classes
-        .iter()
-        .filter(|c| c.malignant)
-        .map(|c| c.code.as_str())
-        .collect();
+    let malignant = malignant_codes(&fx.manifest);
     assert!(!malignant.is_empty());
     assert_eq!(body["ensemble"]["malignant_classes"], json!(malignant));
     assert_eq!(body["queue"]["depth"], 0);

@@ -130,3 +130,14 @@ pub fn shim(name: &str) -> PathBuf {
     }
     out
 }
+
+/// Codes of the classes `manifest` marks malignant, in its order.
+pub fn malignant_codes(manifest: &Path) -> Vec<String> {
+    dermedge::Manifest::load(manifest)
+        .unwrap()
+        .classes
+        .into_iter()
+        .filter(|c| c.malignant)
+        .map(|c| c.code)
+        .collect()
+}
