@@ -96,7 +96,8 @@ fn int8_packing(kernel: &dyn MatMatMul) -> Option<usize> {
 }
 
 /// tract-linalg's kernels that belong to `set`: the generic ones for the portable set, else the
-/// ones written for the CPU, without AVX-512 below the AVX-512 set.
+/// ones written for the CPU, without AVX-512 below the AVX-512 sets and without the arm64
+/// dot-product ones below the aarch64 dot-product set.
 fn tract_kernels(set: KernelSet) -> Vec<KernelChoice> {
     MmmDispatch::native()
         .runnable()
@@ -107,6 +108,7 @@ fn tract_kernels(set: KernelSet) -> Vec<KernelChoice> {
             Some(_) => {
                 set != KernelSet::PORTABLE
                     && (set.has_avx512_bw() || !kernel.name().contains("avx512"))
+                    && (set.has_dotprod() || !kernel.name().ends_with("_dot"))
             }
         })
         .filter_map(|kernel| {

@@ -204,7 +204,6 @@ impl KernelSet {
     }
 
     /// Whether the aarch64 dot-product instructions may run.
-    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
     fn has_dotprod(self) -> bool {
         self.0 == Family::Aarch64NeonSdot
     }
