@@ -4,8 +4,12 @@
 //! Products and sums run in f32 on integer values (`|w| <= 127`, `|x - zero point| <= 255`,
 //! nine taps), which is exact and vectorizes on every x86-64 and aarch64 CPU.
 
+#[cfg(target_arch = "aarch64")]
+use super::aarch64::depthwise as arch;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+use super::grouped_depthwise::GroupedLayer;
 #[cfg(target_arch = "x86_64")]
-use super::x86::depthwise::{self as x86, GroupedLayer};
+use super::x86::depthwise as arch;
 use super::{KernelSet, VectorLoop};
 use crate::int8::grid::OutputGrid;
 
@@ -36,8 +40,8 @@ pub struct DepthwiseLayer {
     multiplier: Vec<f32>,
     offset: Vec<f32>,
     grid: OutputGrid,
-    /// The layer for the AVX2 kernels.
-    #[cfg(target_arch = "x86_64")]
+    /// The layer for the AVX2 and NEON kernels.
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     grouped: GroupedLayer,
 }
 
@@ -63,7 +67,7 @@ impl DepthwiseLayer {
             tap_weights: (0..9 * channels)
                 .map(|at| f32::from(weights[(at % channels) * 9 + at / channels]))
                 .collect(),
-            #[cfg(target_arch = "x86_64")]
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
             grouped: GroupedLayer::new(
                 shape,
                 input_zero_point,
@@ -88,8 +92,8 @@ impl DepthwiseLayer {
     /// Convolves channels `first..` of channels-first `input` into `out` (as many as it holds).
     pub fn convolve_planes(&self, set: KernelSet, input: &[i8], first: usize, out: &mut [i8]) {
         let channels_last = self.height * self.width <= CHANNELS_LAST_MAX_POSITIONS;
-        #[cfg(target_arch = "x86_64")]
-        if !channels_last && x86::convolve_planes(set, &self.grouped, input, first, out) {
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        if !channels_last && arch::convolve_planes(set, &self.grouped, input, first, out) {
             return;
         }
         let task = PlanesTask {
@@ -108,8 +112,8 @@ impl DepthwiseLayer {
     /// Convolves output rows `first_row..` (as many as `out` holds) of channels-last `input`
     /// into channels-last `out`.
     pub fn convolve_rows(&self, set: KernelSet, input: &[i8], first_row: usize, out: &mut [i8]) {
-        #[cfg(target_arch = "x86_64")]
-        if x86::convolve_rows(set, &self.grouped, input, first_row, BAND_ROWS, out) {
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        if arch::convolve_rows(set, &self.grouped, input, first_row, BAND_ROWS, out) {
             return;
         }
         set.run(ChannelsLastRows {

@@ -1,6 +1,7 @@
 //! Int8 matrix products for the pointwise convolutions: tract-linalg's integer kernels and this
-//! crate's x86-64 pair product, the fastest chosen per shape within a kernel set, and the
-//! requantization of their i32 sums.
+//! crate's x86-64 pair and quad products, the fastest chosen per shape within an x86 kernel set;
+//! on aarch64 the `sdot` product on the dot-product set and tract-linalg's own rule on the NEON
+//! one; and the requantization of their i32 sums (inside the `sdot` product's registers).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -160,9 +161,24 @@ pub fn choose_kernel(
     if set.has_avx512_vnni() {
         candidates.push(KernelChoice::Quads);
     }
+    // The sdot product packs activations in registers and reads them once per tile where
+    // tract's dot kernels pack them in memory first: it alone runs on the sdot set, so the
+    // board runs what its instruction counts were measured on.
     #[cfg(target_arch = "aarch64")]
     if set.has_dotprod() {
-        candidates.push(KernelChoice::Sdot);
+        candidates = vec![KernelChoice::Sdot];
+    } else {
+        // tract-linalg's own rule for its arm64 NEON integer kernels (no timing, which is
+        // noisy at start-up and meaningless under emulation): the matrix-vector one for a
+        // single column, else the 8x8 one.
+        let wanted = if n == 1 {
+            "arm64simd_mmm_i32_64x1"
+        } else {
+            "arm64simd_mmm_i32_8x8"
+        };
+        if let Some(at) = candidates.iter().position(|c| c.name() == wanted) {
+            candidates = vec![candidates.swap_remove(at)];
+        }
     }
     let mut best: Option<(f64, KernelChoice)> = None;
     let timed = candidates.len() > 1;
@@ -403,6 +419,66 @@ impl PackedWeights {
                 let x = SdotRows::new(x.transposed());
                 sdot_product::product(&x, weights, out.as_slice_mut::<i32>()?)
             }
+        }
+    }
+}
+
+impl PackedWeights {
+    /// Whether [`PackedWeights::multiply_requantized`] runs on these weights.
+    pub fn fuses_requantization(&self) -> bool {
+        #[cfg(target_arch = "aarch64")]
+        if matches!(
+            self,
+            PackedWeights::SdotWeightsLeft(_) | PackedWeights::SdotWeightsRight(_)
+        ) {
+            return true;
+        }
+        false
+    }
+
+    /// [`PackedWeights::multiply`] then [`Requantize`] (on `out`, in the layout the weights were
+    /// packed for), without writing the i32 sums out: the sums are requantized in the registers
+    /// they are computed in. Fails where [`PackedWeights::fuses_requantization`] is false.
+    #[cfg_attr(not(target_arch = "aarch64"), allow(unused_variables))]
+    pub fn multiply_requantized(
+        &self,
+        input: &Tensor,
+        input_layout: Layout,
+        scales: (&[f32], &[f32]),
+        grid: OutputGrid,
+        out: &mut [i8],
+    ) -> TractResult<()> {
+        let (multiplier, offset) = scales;
+        ensure!(!multiplier.is_empty() && out.len().is_multiple_of(multiplier.len()));
+        let positions = out.len() / multiplier.len();
+        match self {
+            #[cfg(target_arch = "aarch64")]
+            PackedWeights::SdotWeightsLeft(weights) => {
+                let values = input.try_as_plain_ram()?;
+                let x = input_matrix(values.as_slice::<i8>()?, input_layout, positions);
+                let x = SdotColumns::new(x);
+                sdot_product::product_requantized(
+                    weights,
+                    &x,
+                    (multiplier, offset, true),
+                    grid,
+                    out,
+                )
+            }
+            #[cfg(target_arch = "aarch64")]
+            PackedWeights::SdotWeightsRight(weights) => {
+                let values = input.try_as_plain_ram()?;
+                let x = input_matrix(values.as_slice::<i8>()?, input_layout, positions);
+                let x = SdotRows::new(x.transposed());
+                sdot_product::product_requantized(
+                    &x,
+                    weights,
+                    (multiplier, offset, false),
+                    grid,
+                    out,
+                )
+            }
+            _ => bail!("{} does not requantize its sums itself", self.kernel_name()),
         }
     }
 }

@@ -4,9 +4,10 @@
 //! A [`KernelSet`] names one family of CPUs: `portable` (plain Rust loops and tract-linalg's
 //! generic matrix kernels, the reference), `x86-avx2`, `x86-avx512` and `x86-avx512-vnni` (this
 //! crate's x86 kernels, the last with `vpdpbusd` matrix products, and tract-linalg's native
-//! ones), `aarch64-neon` (the loops compiled for aarch64, whose vectors
-//! are NEON, and tract-linalg's arm64 matrix kernels) and `aarch64-neon-sdot` (the same with this
-//! crate's `sdot` matrix product). The rewrite picks one set for a member (the best
+//! ones), `aarch64-neon` (this crate's NEON depthwise kernels, the other loops compiled for
+//! aarch64, whose vectors are NEON, and tract-linalg's arm64 NEON matrix kernels) and
+//! `aarch64-neon-sdot` (the same with this crate's `sdot` matrix product, which requantizes in
+//! its registers). The rewrite picks one set for a member (the best
 //! this CPU runs, or the one `DERMEDGE_INT8_KERNELS` names) and every op it builds keeps it, so
 //! a plan says which code it runs. Every set writes the same integers as [`KernelSet::PORTABLE`];
 //! only the instructions differ.
@@ -15,6 +16,8 @@
 mod aarch64;
 pub mod depthwise;
 pub mod fixed_order;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub mod grouped_depthwise;
 pub mod matmul;
 pub mod quads;
 #[cfg(target_arch = "x86_64")]
@@ -201,6 +204,12 @@ impl KernelSet {
     /// Whether AVX-512 F and BW may run.
     fn has_avx512_bw(self) -> bool {
         matches!(self.0, Family::X86Avx512 | Family::X86Avx512Vnni)
+    }
+
+    /// Whether this crate's aarch64 NEON kernels may run.
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    fn has_neon(self) -> bool {
+        matches!(self.0, Family::Aarch64Neon | Family::Aarch64NeonSdot)
     }
 
     /// Whether the aarch64 dot-product instructions may run.

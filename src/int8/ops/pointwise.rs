@@ -253,6 +253,21 @@ impl EvalOp for PointwiseConvI8 {
         let (co, ci) = (self.output_channels, self.input_channels);
         ensure!(input.datum_type() == DatumType::I8 && input.len().is_multiple_of(ci));
         let n = input.len() / ci;
+        let output_shape = self.output_layout.shape(&self.output_shape);
+        if self.packed.fuses_requantization() {
+            // SAFETY: i8 is valid for any bits, and the product writes every value.
+            let mut out = unsafe { Tensor::uninitialized::<i8>(&output_shape)? };
+            let scales = (&self.multiplier[..], &self.offset[..]);
+            let mut values = out.try_as_plain_ram_mut()?;
+            self.packed.multiply_requantized(
+                &input,
+                self.input_layout,
+                scales,
+                self.grid,
+                values.as_slice_mut::<i8>()?,
+            )?;
+            return Ok(tvec!(out.into_tvalue()));
+        }
         let (rows, columns) = match self.output_layout {
             Layout::ChannelsFirst => (co, n),
             Layout::ChannelsLast => (n, co),
@@ -267,7 +282,6 @@ impl EvalOp for PointwiseConvI8 {
         })?;
         let acc = acc.try_as_plain_ram()?;
         let acc = acc.as_slice::<i32>()?;
-        let output_shape = self.output_layout.shape(&self.output_shape);
         output_tensor(&output_shape, |out: &mut [i8]| match self.output_layout {
             Layout::ChannelsFirst => {
                 let rows_per_task = (REQUANT_VALUES_PER_TASK / n).max(1);

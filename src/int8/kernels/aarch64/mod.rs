@@ -1,3 +1,6 @@
-//! Kernels for aarch64: the dot-product instructions (Armv8.2 `dotprod`).
+//! Kernels for aarch64: NEON (every aarch64 CPU) and the dot-product instructions (Armv8.2
+//! `dotprod`).
 
+pub mod depthwise;
 pub mod sdot_product;
+pub mod vectors;

@@ -14,6 +14,8 @@ use std::arch::asm;
 
 use tract_core::internal::*;
 
+use super::vectors::{Eight, Quantizer, LANES};
+use crate::int8::grid::OutputGrid;
 use crate::int8::kernels::matmul::Strided;
 use crate::int8::kernels::quads::quad;
 use crate::int8::kernels::tile_order;
@@ -44,17 +46,11 @@ impl SdotRows {
     /// Packs `matrix` (`rows x depth`).
     pub fn new(matrix: Strided) -> SdotRows {
         let (count, depth) = matrix.shape;
-        let quads = depth.div_ceil(4);
-        let mut data = vec![0i32; count.div_ceil(ROWS) * quads * ROWS];
-        for (tile, packed) in data.chunks_exact_mut(quads * ROWS).enumerate() {
-            let height = ROWS.min(count - tile * ROWS);
-            for (q, step) in packed.chunks_exact_mut(ROWS).enumerate() {
-                for (r, value) in step.iter_mut().take(height).enumerate() {
-                    *value = quad(&matrix, tile * ROWS + r, q, 0, true);
-                }
-            }
+        SdotRows {
+            data: pack_by_eight(&matrix, true),
+            count,
+            quads: depth.div_ceil(4),
         }
-        SdotRows { data, count, quads }
     }
 }
 
@@ -71,17 +67,121 @@ impl SdotColumns {
     /// Packs `matrix` (`depth x columns`).
     pub fn new(matrix: Strided) -> SdotColumns {
         let (depth, count) = matrix.shape;
-        let quads = depth.div_ceil(4);
-        let mut data = vec![0i32; count.div_ceil(COLUMNS) * quads * COLUMNS];
-        for (panel, packed) in data.chunks_exact_mut(quads * COLUMNS).enumerate() {
-            let width = COLUMNS.min(count - panel * COLUMNS);
-            for (q, step) in packed.chunks_exact_mut(COLUMNS).enumerate() {
-                for (j, value) in step.iter_mut().take(width).enumerate() {
-                    *value = quad(&matrix, panel * COLUMNS + j, q, 0, false);
-                }
+        SdotColumns {
+            data: pack_by_eight(&matrix, false),
+            count,
+            quads: depth.div_ceil(4),
+        }
+    }
+}
+
+/// The entries of `matrix` (its rows when the terms run along rows, else its columns) in
+/// blocks of eight ([`ROWS`] = [`COLUMNS`]): for every group of four terms, the block's eight
+/// entries' groups side by side, zero past the last entry and the last term. Entries whose
+/// terms are consecutive bytes (an activation tensor read channels-last, a row-major weight
+/// matrix) are moved sixteen bytes at a time and transposed in registers; terms whose entries
+/// are consecutive (a channels-first activation tensor) four rows of eight bytes at a time,
+/// interleaved in registers; the edges one group at a time.
+fn pack_by_eight(matrix: &Strided, terms_along_rows: bool) -> Vec<i32> {
+    let ((entries, depth), (entry_stride, term_stride)) = if terms_along_rows {
+        (matrix.shape, matrix.strides)
+    } else {
+        (
+            (matrix.shape.1, matrix.shape.0),
+            (matrix.strides.1, matrix.strides.0),
+        )
+    };
+    let quads = depth.div_ceil(4);
+    let mut data = vec![0i32; entries.div_ceil(ROWS) * quads * ROWS];
+    let last = |entry: usize, term: usize| entry * entry_stride + term * term_stride;
+    for (block, packed) in data.chunks_exact_mut(quads * ROWS).enumerate() {
+        let first = block * ROWS;
+        let whole = first + ROWS <= entries;
+        let mut q = 0;
+        if whole && term_stride == 1 {
+            while 4 * q + 16 <= depth && last(first + ROWS - 1, 4 * q + 15) < matrix.values.len() {
+                // SAFETY: the eight entries' sixteen bytes from term 4q are inside `values`
+                // (checked just above), and `packed` holds four groups of eight from `q`.
+                unsafe {
+                    transpose_quads(
+                        matrix.values.as_ptr().add(last(first, 4 * q)),
+                        entry_stride,
+                        packed.as_mut_ptr().add(q * ROWS),
+                    )
+                };
+                q += 4;
+            }
+        } else if whole && entry_stride == 1 {
+            while 4 * q + 4 <= depth && last(first + ROWS - 1, 4 * q + 3) < matrix.values.len() {
+                // SAFETY: the four terms' eight bytes from entry `first` are inside `values`
+                // (checked just above), and `packed` holds a group of eight at `q`.
+                unsafe {
+                    interleave_terms(
+                        matrix.values.as_ptr().add(last(first, 4 * q)),
+                        term_stride,
+                        packed.as_mut_ptr().add(q * ROWS),
+                    )
+                };
+                q += 1;
             }
         }
-        SdotColumns { data, count, quads }
+        for (q, step) in packed.chunks_exact_mut(ROWS).enumerate().skip(q) {
+            for (e, value) in step.iter_mut().take(entries - first).enumerate() {
+                *value = quad(matrix, first + e, q, 0, terms_along_rows);
+            }
+        }
+    }
+    data
+}
+
+/// Four groups of eight from eight entries' sixteen consecutive bytes each, `stride` apart:
+/// two 4x4 transposes of 32-bit groups.
+///
+/// # Safety
+/// `source` points at eight runs of sixteen bytes `stride` apart; `target` at room for 32 i32.
+#[inline(always)]
+unsafe fn transpose_quads(source: *const i8, stride: usize, target: *mut i32) {
+    for half in 0..2 {
+        let v: [uint32x4_t; 4] = std::array::from_fn(|e| {
+            vreinterpretq_u32_s8(vld1q_s8(source.add((4 * half + e) * stride)))
+        });
+        let (t0, t1) = (vtrn1q_u32(v[0], v[1]), vtrn2q_u32(v[0], v[1]));
+        let (t2, t3) = (vtrn1q_u32(v[2], v[3]), vtrn2q_u32(v[2], v[3]));
+        let wide = |t: uint32x4_t| vreinterpretq_u64_u32(t);
+        let groups = [
+            vtrn1q_u64(wide(t0), wide(t2)),
+            vtrn1q_u64(wide(t1), wide(t3)),
+            vtrn2q_u64(wide(t0), wide(t2)),
+            vtrn2q_u64(wide(t1), wide(t3)),
+        ];
+        for (q, group) in groups.iter().enumerate() {
+            vst1q_s32(
+                target.add(q * ROWS + 4 * half),
+                vreinterpretq_s32_u64(*group),
+            );
+        }
+    }
+}
+
+/// One group of eight from four terms' eight consecutive entries each, `stride` apart: the
+/// bytes interleaved so that each entry's four terms sit together.
+///
+/// # Safety
+/// `source` points at four runs of eight bytes `stride` apart; `target` at room for 8 i32.
+#[inline(always)]
+unsafe fn interleave_terms(source: *const i8, stride: usize, target: *mut i32) {
+    let t: [int8x8_t; 4] = std::array::from_fn(|t| vld1_s8(source.add(t * stride)));
+    let (low01, high01) = (vzip1_s8(t[0], t[1]), vzip2_s8(t[0], t[1]));
+    let (low23, high23) = (vzip1_s8(t[2], t[3]), vzip2_s8(t[2], t[3]));
+    let pairs = |v: int8x8_t| vreinterpret_s16_s8(v);
+    let groups = [
+        vzip1_s16(pairs(low01), pairs(low23)),
+        vzip2_s16(pairs(low01), pairs(low23)),
+        vzip1_s16(pairs(high01), pairs(high23)),
+        vzip2_s16(pairs(high01), pairs(high23)),
+    ];
+    for (at, group) in groups.iter().enumerate() {
+        vst1_s32(target.add(2 * at), vreinterpret_s32_s16(*group));
     }
 }
 
@@ -89,26 +189,106 @@ impl SdotColumns {
 /// slice. Fails on a CPU without the dot-product instructions (see [`available`]), on operands
 /// of different depths, and on depths of `2^16` terms or more.
 pub fn product(a: &SdotRows, b: &SdotColumns, out: &mut [i32]) -> TractResult<()> {
+    check(a, b, out.len())?;
+    let columns = b.count;
+    // SAFETY: the CPU has the dot-product instructions and the operands fit (checked above).
+    unsafe {
+        for_each_tile(a, b, |first_row, first_column, tile| {
+            let width = COLUMNS.min(columns - first_column);
+            for (r, sums) in tile.iter().enumerate() {
+                let target = out[(first_row + r) * columns + first_column..].as_mut_ptr();
+                if width == COLUMNS {
+                    vst1q_s32(target, sums[0]);
+                    vst1q_s32(target.add(4), sums[1]);
+                } else {
+                    let mut values = [0i32; COLUMNS];
+                    vst1q_s32(values.as_mut_ptr(), sums[0]);
+                    vst1q_s32(values.as_mut_ptr().add(4), sums[1]);
+                    std::ptr::copy_nonoverlapping(values.as_ptr(), target, width);
+                }
+            }
+        })
+    };
+    Ok(())
+}
+
+/// [`product`] requantized as it leaves the registers: `out[r * columns + c] =
+/// grid(sum * multiplier[i] + offset[i])` with `i = r` (`scales_per_row`) or `i = c`, the
+/// values [`crate::int8::kernels::matmul::Requantize`] writes.
+pub fn product_requantized(
+    a: &SdotRows,
+    b: &SdotColumns,
+    scales: (&[f32], &[f32], bool),
+    grid: OutputGrid,
+    out: &mut [i8],
+) -> TractResult<()> {
+    check(a, b, out.len())?;
+    let (multiplier, offset, scales_per_row) = scales;
+    let scaled = if scales_per_row { a.count } else { b.count };
+    ensure!(
+        multiplier.len() == scaled && offset.len() == scaled,
+        "sdot product requantized with scales of the wrong size"
+    );
+    let (columns, quantizer) = (b.count, Quantizer::new(grid));
+    let padded = |values: &[f32]| -> Vec<f32> {
+        let mut padded = values.to_vec();
+        padded.resize(values.len().div_ceil(LANES) * LANES, 0.0);
+        padded
+    };
+    let (multiplier, offset) = (padded(multiplier), padded(offset));
+    let out = out.as_mut_ptr();
+    // SAFETY: the CPU has the dot-product instructions and the operands fit (checked above);
+    // every target is the start of a row's `width` values in `out`, and the scales are padded
+    // to whole vectors.
+    unsafe {
+        for_each_tile(a, b, |first_row, first_column, tile| {
+            let width = COLUMNS.min(columns - first_column);
+            let column_scales = (!scales_per_row).then(|| {
+                (
+                    Eight::load(multiplier.as_ptr().add(first_column)),
+                    Eight::load(offset.as_ptr().add(first_column)),
+                )
+            });
+            for (r, sums) in tile.iter().enumerate() {
+                let row = first_row + r;
+                let (m, b) = column_scales
+                    .unwrap_or_else(|| (Eight::splat(multiplier[row]), Eight::splat(offset[row])));
+                let target = out.add(row * columns + first_column);
+                quantizer.store(Eight::from_sums(*sums), m, b, target, width);
+            }
+        })
+    };
+    Ok(())
+}
+
+fn check(a: &SdotRows, b: &SdotColumns, out_len: usize) -> TractResult<()> {
     ensure!(
         a.quads == b.quads,
         "sdot product of operands of different depths"
     );
     ensure!(a.quads * 4 < MAX_DEPTH, "sdot product deeper than 2^16");
     ensure!(
-        out.len() == a.count * b.count,
+        out_len == a.count * b.count,
         "sdot product into an output of the wrong size"
     );
     ensure!(
         available(),
         "the sdot product needs the dot-product instructions, which this CPU lacks"
     );
-    // SAFETY: the CPU has the dot-product instructions, checked just above.
-    unsafe { product_sdot(a, b, out) };
     Ok(())
 }
 
+/// Calls `store(first_row, first_column, sums)` for every tile of the product, with the sums
+/// of the tile's rows inside the matrix (eight vectors pairs, fewer on the last row tile).
+///
+/// # Safety
+/// The CPU has the dot-product instructions, and `a` and `b` have the same depth.
 #[target_feature(enable = "neon,dotprod")]
-fn product_sdot(a: &SdotRows, b: &SdotColumns, out: &mut [i32]) {
+unsafe fn for_each_tile(
+    a: &SdotRows,
+    b: &SdotColumns,
+    mut store: impl FnMut(usize, usize, &[[int32x4_t; 2]]),
+) {
     let (rows, columns, quads) = (a.count, b.count, a.quads);
     let tiles = tile_order(
         rows.div_ceil(ROWS),
@@ -120,19 +300,12 @@ fn product_sdot(a: &SdotRows, b: &SdotColumns, out: &mut [i32]) {
         let packed_columns = &b.data[panel * quads * COLUMNS..(panel + 1) * quads * COLUMNS];
         // SAFETY: both slices hold `quads` steps of eight i32 values.
         let tile = unsafe { tile_sdot(packed_rows.as_ptr(), packed_columns.as_ptr(), quads) };
-        let (first_row, first_column) = (row_tile * ROWS, panel * COLUMNS);
-        let height = ROWS.min(rows - first_row);
-        let width = COLUMNS.min(columns - first_column);
-        for (r, vectors) in tile.iter().take(height).enumerate() {
-            let mut values = [0i32; COLUMNS];
-            // SAFETY: `values` holds eight i32 values.
-            unsafe {
-                vst1q_s32(values.as_mut_ptr(), vectors[0]);
-                vst1q_s32(values.as_mut_ptr().add(4), vectors[1]);
-            }
-            let start = (first_row + r) * columns + first_column;
-            out[start..start + width].copy_from_slice(&values[..width]);
-        }
+        let first_row = row_tile * ROWS;
+        store(
+            first_row,
+            panel * COLUMNS,
+            &tile[..ROWS.min(rows - first_row)],
+        );
     }
 }
 
@@ -211,6 +384,62 @@ mod tests {
             let mut out = vec![0i32; a.shape.0 * b.shape.1];
             product(&SdotRows::new(a), &SdotColumns::new(b), &mut out).unwrap();
             assert_eq!(out, direct_product(&a, &b), "{:?} x {:?}", a.shape, b.shape);
+        });
+    }
+
+    /// Requantized in the registers, the product gives the portable requantization of the
+    /// direct product, with scales per row and per column.
+    #[test]
+    fn requantizes_as_the_portable_loop() {
+        if !available() {
+            eprintln!("no dot-product instructions on this CPU: the sdot product is not used here");
+            return;
+        }
+        let mut rng = TestRng(0xbb67_ae85_84ca_a73b);
+        let shapes = [(8, 16, 8), (9, 24, 17), (24, 96, 30), (7, 1280, 1)];
+        let mut scale_rng = TestRng(0x3c6e_f372_fe94_f82b);
+        for_each_operand_pair(&mut rng, &shapes, |a, b| {
+            let sums = direct_product(&a, &b);
+            let (rows, columns) = (a.shape.0, b.shape.1);
+            for scales_per_row in [true, false] {
+                let scaled = if scales_per_row { rows } else { columns };
+                let multiplier: Vec<f32> =
+                    (0..scaled).map(|_| scale_rng.f32_in(1e-4, 1e-2)).collect();
+                let offset: Vec<f32> = (0..scaled).map(|_| scale_rng.f32_in(-40.0, 40.0)).collect();
+                let grid = OutputGrid::new(
+                    scale_rng.f32_in(5.0, 50.0),
+                    scale_rng.next() as u8,
+                    0.0,
+                    6.0,
+                );
+                let expected: Vec<i8> = sums
+                    .iter()
+                    .enumerate()
+                    .map(|(at, sum)| {
+                        let i = if scales_per_row {
+                            at / columns
+                        } else {
+                            at % columns
+                        };
+                        grid.quantize(*sum as f32 * multiplier[i] + offset[i])
+                    })
+                    .collect();
+                let mut out = vec![0i8; rows * columns];
+                let scales = (&multiplier[..], &offset[..], scales_per_row);
+                product_requantized(
+                    &SdotRows::new(a),
+                    &SdotColumns::new(b),
+                    scales,
+                    grid,
+                    &mut out,
+                )
+                .unwrap();
+                assert_eq!(
+                    out, expected,
+                    "{:?} x {:?}, per row {scales_per_row}",
+                    a.shape, b.shape
+                );
+            }
         });
     }
 }

@@ -11,75 +11,11 @@
 use std::arch::x86_64::*;
 
 use crate::int8::grid::OutputGrid;
+use crate::int8::kernels::grouped_depthwise::{GroupedLayer, LANES};
 use crate::int8::kernels::KernelSet;
 
-/// Channels one vector holds.
-pub const LANES: usize = 8;
 /// Output positions summed at once.
 const POSITIONS: usize = 4;
-
-/// A depthwise 3x3 layer (padding 1) on a channels-last int8 tensor, its per-channel values
-/// grouped by [`LANES`] channels and zero-padded to whole groups.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GroupedLayer {
-    pub channels: usize,
-    pub height: usize,
-    pub width: usize,
-    pub stride: usize,
-    pub input_zero_point: f32,
-    /// `[groups, 9, LANES]`.
-    pub weights: Vec<f32>,
-    /// `[groups * LANES]`.
-    pub multiplier: Vec<f32>,
-    /// `[groups * LANES]`.
-    pub offset: Vec<f32>,
-    pub grid: OutputGrid,
-}
-
-impl GroupedLayer {
-    /// Groups `weights` (`[channels, 9]`), `multiplier` and `offset` (`[channels]`).
-    pub fn new(
-        shape: (usize, usize, usize, usize),
-        input_zero_point: f32,
-        weights: &[f32],
-        multiplier: &[f32],
-        offset: &[f32],
-        grid: OutputGrid,
-    ) -> GroupedLayer {
-        let (channels, height, width, stride) = shape;
-        let padded = channels.div_ceil(LANES) * LANES;
-        let by_channel = |values: &[f32]| -> Vec<f32> {
-            (0..padded)
-                .map(|c| values.get(c).copied().unwrap_or(0.0))
-                .collect()
-        };
-        let grouped_weights = (0..padded * 9)
-            .map(|at| {
-                let (group, tap, lane) = (at / (9 * LANES), at / LANES % 9, at % LANES);
-                weights
-                    .get((group * LANES + lane) * 9 + tap)
-                    .copied()
-                    .filter(|_| group * LANES + lane < channels)
-                    .unwrap_or(0.0)
-            })
-            .collect();
-        GroupedLayer {
-            channels,
-            height,
-            width,
-            stride,
-            input_zero_point,
-            weights: grouped_weights,
-            multiplier: by_channel(multiplier),
-            offset: by_channel(offset),
-            grid,
-        }
-    }
-
-    fn output_width(&self) -> usize {
-        (self.width - 1) / self.stride + 1
-    }
-}
 
 /// Convolves output rows `first_row..` (as many as `out` holds, positions by channels) of
 /// channels-last `input`, `band_rows` output rows at a time; `false`, with nothing written,
@@ -92,17 +28,10 @@ pub fn convolve_rows(
     band_rows: usize,
     out: &mut [i8],
 ) -> bool {
-    let (c, h, w) = (layer.channels, layer.height, layer.width);
-    let row_len = layer.output_width() * c;
-    if !set.has_avx2_fma()
-        || !matches!(layer.stride, 1 | 2)
-        || input.len() != h * w * c
-        || row_len == 0
-        || !out.len().is_multiple_of(row_len)
-        || layer.weights.len() != c.div_ceil(LANES) * 9 * LANES
-    {
+    if !set.has_avx2_fma() || !layer.fits_rows(input, out) {
         return false;
     }
+    let row_len = layer.output_width() * layer.channels;
     let mut plane = Vec::new();
     for (band, out) in out.chunks_mut(band_rows.max(1) * row_len).enumerate() {
         let first = first_row + band * band_rows.max(1);
@@ -270,17 +199,10 @@ pub fn convolve_planes(
     first: usize,
     out: &mut [i8],
 ) -> bool {
-    let (c, h, w) = (layer.channels, layer.height, layer.width);
-    let plane_len = ((h - 1) / layer.stride + 1) * layer.output_width();
-    if !set.has_avx2_fma()
-        || !matches!(layer.stride, 1 | 2)
-        || input.len() != h * w * c
-        || !out.len().is_multiple_of(plane_len)
-        || first + out.len() / plane_len > c
-        || layer.weights.len() != c.div_ceil(LANES) * 9 * LANES
-    {
+    if !set.has_avx2_fma() || !layer.fits_planes(input, first, out) {
         return false;
     }
+    let (h, w, plane_len) = (layer.height, layer.width, layer.output_plane_len());
     let mut padded = vec![0f32; (h + 2) * (w + 2) + LANES];
     for (at, out) in out.chunks_exact_mut(plane_len).enumerate() {
         let channel = first + at;

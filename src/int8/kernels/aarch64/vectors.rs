@@ -1,0 +1,146 @@
+//! Eight f32 lanes in two NEON vectors, and [`OutputGrid::quantize`] on them: the building
+//! blocks of the aarch64 depthwise and sdot kernels.
+
+use std::arch::aarch64::*;
+
+use crate::int8::grid::OutputGrid;
+
+/// Lanes of an [`Eight`].
+pub const LANES: usize = 8;
+
+/// Eight f32 lanes in two NEON vectors.
+#[derive(Clone, Copy)]
+pub struct Eight(float32x4_t, float32x4_t);
+
+impl Eight {
+    /// Eight zeros.
+    #[inline(always)]
+    pub fn zero() -> Eight {
+        Eight::splat(0.0)
+    }
+
+    /// `value` in every lane.
+    #[inline(always)]
+    pub fn splat(value: f32) -> Eight {
+        // SAFETY: NEON is part of every aarch64 target.
+        unsafe { Eight(vdupq_n_f32(value), vdupq_n_f32(value)) }
+    }
+
+    /// # Safety
+    /// `at` points at eight f32 values.
+    #[inline(always)]
+    pub unsafe fn load(at: *const f32) -> Eight {
+        Eight(vld1q_f32(at), vld1q_f32(at.add(4)))
+    }
+
+    /// # Safety
+    /// `at` points at room for eight f32 values.
+    #[inline(always)]
+    pub unsafe fn store(self, at: *mut f32) {
+        vst1q_f32(at, self.0);
+        vst1q_f32(at.add(4), self.1);
+    }
+
+    /// Eight bytes as f32, minus `zero_point`.
+    #[inline(always)]
+    pub fn from_bytes(bytes: int8x8_t, zero_point: float32x4_t) -> Eight {
+        // SAFETY: NEON is part of every aarch64 target.
+        unsafe {
+            let words = vmovl_s8(bytes);
+            let convert = |w: int32x4_t| vsubq_f32(vcvtq_f32_s32(w), zero_point);
+            Eight(
+                convert(vmovl_s16(vget_low_s16(words))),
+                convert(vmovl_high_s16(words)),
+            )
+        }
+    }
+
+    /// `self + weight * x`.
+    #[inline(always)]
+    pub fn add_product(self, weight: Eight, x: Eight) -> Eight {
+        // SAFETY: NEON is part of every aarch64 target.
+        unsafe {
+            Eight(
+                vfmaq_f32(self.0, weight.0, x.0),
+                vfmaq_f32(self.1, weight.1, x.1),
+            )
+        }
+    }
+
+    /// Eight i32 values as f32 (rounded to the nearest, as `as f32` does).
+    #[inline(always)]
+    pub fn from_sums(sums: [int32x4_t; 2]) -> Eight {
+        // SAFETY: NEON is part of every aarch64 target.
+        unsafe { Eight(vcvtq_f32_s32(sums[0]), vcvtq_f32_s32(sums[1])) }
+    }
+}
+
+/// [`OutputGrid::quantize`] on vectors.
+pub struct Quantizer {
+    low: float32x4_t,
+    high: float32x4_t,
+    zero_point: int32x4_t,
+}
+
+impl Quantizer {
+    /// The quantizer of `grid`.
+    pub fn new(grid: OutputGrid) -> Quantizer {
+        // SAFETY: NEON is part of every aarch64 target.
+        unsafe {
+            Quantizer {
+                low: vdupq_n_f32(grid.low),
+                high: vdupq_n_f32(grid.high),
+                zero_point: vdupq_n_s32(i32::from(grid.zero_point)),
+            }
+        }
+    }
+
+    /// `grid.quantize(sum * multiplier + offset)` for four lanes: NaN goes to the lowest step
+    /// (`fmaxnm` takes the number), rounding is to the nearest, ties to even (`fcvtns`).
+    #[inline(always)]
+    pub fn steps(
+        &self,
+        sum: float32x4_t,
+        multiplier: float32x4_t,
+        offset: float32x4_t,
+    ) -> int16x4_t {
+        // SAFETY: NEON is part of every aarch64 target.
+        unsafe {
+            let steps = vaddq_f32(vmulq_f32(sum, multiplier), offset);
+            let clamped = vminq_f32(vmaxnmq_f32(steps, self.low), self.high);
+            vqmovn_s32(vaddq_s32(vcvtnq_s32_f32(clamped), self.zero_point))
+        }
+    }
+
+    /// Eight quantized lanes.
+    #[inline(always)]
+    pub fn bytes(&self, sum: Eight, multiplier: Eight, offset: Eight) -> int8x8_t {
+        let low = self.steps(sum.0, multiplier.0, offset.0);
+        let high = self.steps(sum.1, multiplier.1, offset.1);
+        // SAFETY: NEON is part of every aarch64 target.
+        unsafe { vqmovn_s16(vcombine_s16(low, high)) }
+    }
+
+    /// Stores the first `lanes` of the eight quantized lanes at `target`.
+    ///
+    /// # Safety
+    /// `target` points at room for `lanes` bytes.
+    #[inline(always)]
+    pub unsafe fn store(
+        &self,
+        sum: Eight,
+        multiplier: Eight,
+        offset: Eight,
+        target: *mut i8,
+        lanes: usize,
+    ) {
+        let bytes = self.bytes(sum, multiplier, offset);
+        if lanes == LANES {
+            vst1_s8(target, bytes);
+        } else {
+            let mut all = [0i8; LANES];
+            vst1_s8(all.as_mut_ptr(), bytes);
+            std::ptr::copy_nonoverlapping(all.as_ptr(), target, lanes);
+        }
+    }
+}
