@@ -1,5 +1,6 @@
 //! Deterministic pseudo-random values and reference products for the int8 op tests.
 
+use crate::int8::grid::OutputGrid;
 use crate::int8::kernels::matmul::Strided;
 
 /// A xorshift generator.
@@ -92,4 +93,40 @@ pub fn for_each_operand_pair(
             }
         }
     }
+}
+
+/// A random requantization of a row-major `sums` with `columns` columns, scales per row or
+/// per column: `(multiplier, offset, grid, expected)`, `expected` from the portable
+/// [`OutputGrid::quantize`].
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+pub fn random_requantization(
+    rng: &mut TestRng,
+    sums: &[i32],
+    columns: usize,
+    scales_per_row: bool,
+) -> (Vec<f32>, Vec<f32>, OutputGrid, Vec<i8>) {
+    let scaled = if scales_per_row {
+        sums.len() / columns
+    } else {
+        columns
+    };
+    let multiplier: Vec<f32> = (0..scaled).map(|_| rng.f32_in(1e-4, 1e-2)).collect();
+    let offset: Vec<f32> = (0..scaled).map(|_| rng.f32_in(-40.0, 40.0)).collect();
+    let grid = OutputGrid::new(rng.f32_in(5.0, 50.0), rng.next() as u8, 0.0, 6.0);
+    let expected = sums
+        .iter()
+        .enumerate()
+        .map(|(at, sum)| {
+            let i = if scales_per_row {
+                at / columns
+            } else {
+                at % columns
+            };
+            grid.quantize(*sum as f32 * multiplier[i] + offset[i])
+        })
+        .collect();
+    (multiplier, offset, grid, expected)
 }

@@ -1,7 +1,8 @@
 //! Int8 matrix products for the pointwise convolutions: tract-linalg's integer kernels and this
 //! crate's x86-64 pair and quad products, the fastest chosen per shape within an x86 kernel set;
 //! on aarch64 the `sdot` product on the dot-product set and tract-linalg's own rule on the NEON
-//! one; and the requantization of their i32 sums (inside the `sdot` product's registers).
+//! one; and the requantization of their i32 sums (inside the registers of the `sdot` and quad
+//! products).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -433,13 +434,23 @@ impl PackedWeights {
         ) {
             return true;
         }
+        #[cfg(target_arch = "x86_64")]
+        if matches!(
+            self,
+            PackedWeights::QuadsWeightsLeft(_) | PackedWeights::QuadsWeightsRight(_)
+        ) {
+            return true;
+        }
         false
     }
 
     /// [`PackedWeights::multiply`] then [`Requantize`] (on `out`, in the layout the weights were
     /// packed for), without writing the i32 sums out: the sums are requantized in the registers
     /// they are computed in. Fails where [`PackedWeights::fuses_requantization`] is false.
-    #[cfg_attr(not(target_arch = "aarch64"), allow(unused_variables))]
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(unused_variables)
+    )]
     pub fn multiply_requantized(
         &self,
         input: &Tensor,
@@ -471,6 +482,32 @@ impl PackedWeights {
                 let x = input_matrix(values.as_slice::<i8>()?, input_layout, positions);
                 let x = SdotRows::new(x.transposed());
                 sdot_product::product_requantized(
+                    &x,
+                    weights,
+                    (multiplier, offset, false),
+                    grid,
+                    out,
+                )
+            }
+            #[cfg(target_arch = "x86_64")]
+            PackedWeights::QuadsWeightsLeft(weights) => {
+                let values = input.try_as_plain_ram()?;
+                let x = input_matrix(values.as_slice::<i8>()?, input_layout, positions);
+                let x = QuadPanels::activations(x);
+                quad_product::product_requantized(
+                    weights,
+                    &x,
+                    (multiplier, offset, true),
+                    grid,
+                    out,
+                )
+            }
+            #[cfg(target_arch = "x86_64")]
+            PackedWeights::QuadsWeightsRight(weights) => {
+                let values = input.try_as_plain_ram()?;
+                let x = input_matrix(values.as_slice::<i8>()?, input_layout, positions);
+                let x = QuadRows::activations(x.transposed());
+                quad_product::product_requantized(
                     &x,
                     weights,
                     (multiplier, offset, false),

@@ -361,7 +361,9 @@ unsafe fn tile_sdot(rows: *const i32, columns: *const i32, quads: usize) -> [[in
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::int8::test_rng::{direct_product, for_each_operand_pair, TestRng};
+    use crate::int8::test_rng::{
+        direct_product, for_each_operand_pair, random_requantization, TestRng,
+    };
 
     /// Row- and column-major operands, sizes off the 8x8 tile, depths off a multiple of four,
     /// and the extreme values -128 and 127, give the direct integer product.
@@ -400,31 +402,11 @@ mod tests {
         let mut scale_rng = TestRng(0x3c6e_f372_fe94_f82b);
         for_each_operand_pair(&mut rng, &shapes, |a, b| {
             let sums = direct_product(&a, &b);
-            let (rows, columns) = (a.shape.0, b.shape.1);
+            let columns = b.shape.1;
             for scales_per_row in [true, false] {
-                let scaled = if scales_per_row { rows } else { columns };
-                let multiplier: Vec<f32> =
-                    (0..scaled).map(|_| scale_rng.f32_in(1e-4, 1e-2)).collect();
-                let offset: Vec<f32> = (0..scaled).map(|_| scale_rng.f32_in(-40.0, 40.0)).collect();
-                let grid = OutputGrid::new(
-                    scale_rng.f32_in(5.0, 50.0),
-                    scale_rng.next() as u8,
-                    0.0,
-                    6.0,
-                );
-                let expected: Vec<i8> = sums
-                    .iter()
-                    .enumerate()
-                    .map(|(at, sum)| {
-                        let i = if scales_per_row {
-                            at / columns
-                        } else {
-                            at % columns
-                        };
-                        grid.quantize(*sum as f32 * multiplier[i] + offset[i])
-                    })
-                    .collect();
-                let mut out = vec![0i8; rows * columns];
+                let (multiplier, offset, grid, expected) =
+                    random_requantization(&mut scale_rng, &sums, columns, scales_per_row);
+                let mut out = vec![0i8; sums.len()];
                 let scales = (&multiplier[..], &offset[..], scales_per_row);
                 product_requantized(
                     &SdotRows::new(a),

@@ -16,6 +16,7 @@ use std::arch::x86_64::*;
 
 use tract_core::internal::*;
 
+use crate::int8::grid::OutputGrid;
 use crate::int8::kernels::matmul::Strided;
 use crate::int8::kernels::quads::quad;
 use crate::int8::kernels::tile_order;
@@ -213,6 +214,41 @@ fn interleave_rows_avx2(
 /// VNNI (see [`available`]), on operands of different depths or of the same kind, and on depths
 /// of `2^16` terms or more.
 pub fn product(a: &QuadRows, b: &QuadPanels, out: &mut [i32]) -> TractResult<()> {
+    check(a, b, out.len())?;
+    // SAFETY: the CPU supports AVX-512 F, BW and VNNI, and the operands fit (checked above).
+    unsafe { product_avx512(a, b, out) };
+    Ok(())
+}
+
+/// [`product`] requantized as it leaves the registers: `out[r * columns + c] =
+/// grid(sum * multiplier[i] + offset[i])` with `i = r` (`scales_per_row`) or `i = c`, the
+/// values [`crate::int8::kernels::matmul::Requantize`] writes.
+pub fn product_requantized(
+    a: &QuadRows,
+    b: &QuadPanels,
+    scales: (&[f32], &[f32], bool),
+    grid: OutputGrid,
+    out: &mut [i8],
+) -> TractResult<()> {
+    check(a, b, out.len())?;
+    let (multiplier, offset, scales_per_row) = scales;
+    let scaled = if scales_per_row { a.count } else { b.count };
+    ensure!(
+        multiplier.len() == scaled && offset.len() == scaled,
+        "quad product requantized with scales of the wrong size"
+    );
+    let padded = |values: &[f32]| -> Vec<f32> {
+        let mut padded = values.to_vec();
+        padded.resize(values.len().div_ceil(PANEL) * PANEL, 0.0);
+        padded
+    };
+    let scales = (padded(multiplier), padded(offset), scales_per_row);
+    // SAFETY: as in `product`; the scales are padded to whole panels.
+    unsafe { product_requantized_avx512(a, b, &scales, grid, out) };
+    Ok(())
+}
+
+fn check(a: &QuadRows, b: &QuadPanels, out_len: usize) -> TractResult<()> {
     ensure!(
         a.quads == b.quads,
         "quad product of operands of different depths"
@@ -223,26 +259,121 @@ pub fn product(a: &QuadRows, b: &QuadPanels, out: &mut [i32]) -> TractResult<()>
     );
     ensure!(a.quads * 4 < MAX_DEPTH, "quad product deeper than 2^16");
     ensure!(
-        out.len() == a.count * b.count,
+        out_len == a.count * b.count,
         "quad product into an output of the wrong size"
     );
     ensure!(
         available(),
         "the quad product needs AVX-512 VNNI, which this CPU lacks"
     );
-    // SAFETY: the CPU supports AVX-512 F, BW and VNNI, checked just above.
-    unsafe {
-        if a.unsigned {
-            product_avx512::<true>(a, b, out)
-        } else {
-            product_avx512::<false>(a, b, out)
-        }
-    };
     Ok(())
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn product_avx512<const ROWS_UNSIGNED: bool>(a: &QuadRows, b: &QuadPanels, out: &mut [i32]) {
+fn product_avx512(a: &QuadRows, b: &QuadPanels, out: &mut [i32]) {
+    let columns = b.count;
+    for_each_tile(a, b, |first_row, first_column, tile| {
+        let width = PANEL.min(columns - first_column);
+        for (i, vectors) in tile.iter().enumerate() {
+            let start = (first_row + i) * columns + first_column;
+            let mut values = [0i32; PANEL];
+            let target = if width == PANEL {
+                &mut out[start..start + PANEL]
+            } else {
+                &mut values[..]
+            };
+            // SAFETY: `target` holds 32 i32 values; unaligned stores.
+            unsafe {
+                _mm512_storeu_si512(target.as_mut_ptr().cast(), vectors[0]);
+                _mm512_storeu_si512(target.as_mut_ptr().add(LANES).cast(), vectors[1]);
+            }
+            if width < PANEL {
+                out[start..start + width].copy_from_slice(&values[..width]);
+            }
+        }
+    })
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn product_requantized_avx512(
+    a: &QuadRows,
+    b: &QuadPanels,
+    (multiplier, offset, scales_per_row): &(Vec<f32>, Vec<f32>, bool),
+    grid: OutputGrid,
+    out: &mut [i8],
+) {
+    let columns = b.count;
+    let low = _mm512_set1_ps(grid.low);
+    let high = _mm512_set1_ps(grid.high);
+    let zero_point = _mm512_set1_epi32(i32::from(grid.zero_point));
+    for_each_tile(a, b, |first_row, first_column, tile| {
+        let width = PANEL.min(columns - first_column);
+        // SAFETY: the scales are padded to whole panels; unaligned loads.
+        let column_scales: [(__m512, __m512); 2] = std::array::from_fn(|v| unsafe {
+            let at = (first_column + v * LANES).min(multiplier.len() - LANES);
+            (
+                _mm512_loadu_ps(multiplier[at..].as_ptr()),
+                _mm512_loadu_ps(offset[at..].as_ptr()),
+            )
+        });
+        for (i, vectors) in tile.iter().enumerate() {
+            let row = first_row + i;
+            let start = row * columns + first_column;
+            let mut bytes = [0i8; PANEL];
+            let target = if width == PANEL {
+                &mut out[start..start + PANEL]
+            } else {
+                &mut bytes[..]
+            };
+            let row_scales = scales_per_row
+                .then(|| (_mm512_set1_ps(multiplier[row]), _mm512_set1_ps(offset[row])));
+            for (v, sums) in vectors.iter().enumerate() {
+                let (m, b) = row_scales.unwrap_or(column_scales[v]);
+                // OutputGrid::quantize on sixteen lanes: `max` returns its second operand for
+                // a NaN first one, so NaN goes to the lowest step; the conversion rounds to the
+                // nearest, ties to even.
+                let steps = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(*sums), m), b);
+                let clamped = _mm512_min_ps(_mm512_max_ps(steps, low), high);
+                let values = _mm512_add_epi32(_mm512_cvtps_epi32(clamped), zero_point);
+                // SAFETY: `target` holds sixteen bytes from `v * LANES`; unaligned store.
+                unsafe {
+                    _mm_storeu_si128(
+                        target[v * LANES..].as_mut_ptr().cast(),
+                        _mm512_cvtsepi32_epi8(values),
+                    )
+                };
+            }
+            if width < PANEL {
+                out[start..start + width].copy_from_slice(&bytes[..width]);
+            }
+        }
+    })
+}
+
+/// Calls `store(first_row, first_column, sums)` for every tile of the product, the weights'
+/// corrections subtracted, with the sums of the tile's rows inside the matrix.
+#[inline(always)]
+fn for_each_tile(
+    a: &QuadRows,
+    b: &QuadPanels,
+    mut store: impl FnMut(usize, usize, &[[__m512i; 2]]),
+) {
+    if a.unsigned {
+        // SAFETY: callers run on a CPU with AVX-512 F, BW and VNNI (see `check`).
+        unsafe { tiles_avx512::<true>(a, b, &mut store) }
+    } else {
+        // SAFETY: as above.
+        unsafe { tiles_avx512::<false>(a, b, &mut store) }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+fn tiles_avx512<const ROWS_UNSIGNED: bool>(
+    a: &QuadRows,
+    b: &QuadPanels,
+    store: &mut impl FnMut(usize, usize, &[[__m512i; 2]]),
+) {
     let (rows, columns, quads) = (a.count, b.count, a.quads);
     let zero_row = vec![0i32; quads];
     let panel_len = quads * PANEL;
@@ -291,25 +422,7 @@ fn product_avx512<const ROWS_UNSIGNED: bool>(a: &QuadRows, b: &QuadPanels, out: 
                 }
             }
         }
-        for (i, vectors) in tile.iter().take(height).enumerate() {
-            let start = (first_row + i) * columns + first_column;
-            if width == PANEL {
-                let target = &mut out[start..start + PANEL];
-                // SAFETY: `target` holds 32 i32 values; unaligned stores.
-                unsafe {
-                    _mm512_storeu_si512(target.as_mut_ptr().cast(), vectors[0]);
-                    _mm512_storeu_si512(target.as_mut_ptr().add(LANES).cast(), vectors[1]);
-                }
-            } else {
-                let mut values = [0i32; PANEL];
-                // SAFETY: `values` holds 32 i32 values; unaligned stores.
-                unsafe {
-                    _mm512_storeu_si512(values.as_mut_ptr().cast(), vectors[0]);
-                    _mm512_storeu_si512(values.as_mut_ptr().add(LANES).cast(), vectors[1]);
-                }
-                out[start..start + width].copy_from_slice(&values[..width]);
-            }
-        }
+        store(first_row, first_column, &tile[..height]);
     }
 }
 
@@ -346,7 +459,9 @@ unsafe fn tile_avx512<const V: usize, const ROWS_UNSIGNED: bool>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::int8::test_rng::{direct_product, for_each_operand_pair, TestRng};
+    use crate::int8::test_rng::{
+        direct_product, for_each_operand_pair, random_requantization, TestRng,
+    };
 
     /// Weights on either side, row- and column-major operands, sizes off the 8x32 tile, depths
     /// off a multiple of four, and the extreme values -128 and 127, give the direct product.
@@ -375,6 +490,42 @@ mod tests {
             out.fill(0);
             product(&QuadRows::activations(a), &QuadPanels::weights(b), &mut out).unwrap();
             assert_eq!(out, expected, "weights right {rows}x{depth}x{columns}");
+        });
+    }
+
+    /// Requantized in the registers, the product gives the portable requantization of the
+    /// direct product, weights on either side and scales per row and per column.
+    #[test]
+    fn requantizes_as_the_portable_loop() {
+        if !available() {
+            eprintln!("no AVX-512 VNNI on this CPU: the quad product is not used here");
+            return;
+        }
+        let shapes = [(8, 16, 32), (9, 24, 17), (24, 96, 70), (7, 1280, 1)];
+        let mut scale_rng = TestRng(0x510e_527f_ade6_82d1);
+        for_each_operand_pair(&mut TestRng(0x9b05_688c_2b3e_6c1f), &shapes, |a, b| {
+            let sums = direct_product(&a, &b);
+            let columns = b.shape.1;
+            for scales_per_row in [true, false] {
+                let (multiplier, offset, grid, expected) =
+                    random_requantization(&mut scale_rng, &sums, columns, scales_per_row);
+                let scales = (&multiplier[..], &offset[..], scales_per_row);
+                let mut out = vec![0i8; sums.len()];
+                let (left, right) = (QuadRows::weights(a), QuadPanels::activations(b));
+                product_requantized(&left, &right, scales, grid, &mut out).unwrap();
+                assert_eq!(
+                    out, expected,
+                    "weights left {:?}, per row {scales_per_row}",
+                    a.shape
+                );
+                let (left, right) = (QuadRows::activations(a), QuadPanels::weights(b));
+                product_requantized(&left, &right, scales, grid, &mut out).unwrap();
+                assert_eq!(
+                    out, expected,
+                    "weights right {:?}, per row {scales_per_row}",
+                    a.shape
+                );
+            }
         });
     }
 
