@@ -534,6 +534,42 @@ fn input_matrix(values: &[i8], layout: Layout, positions: usize) -> Strided<'_> 
     }
 }
 
+/// The scales of a product requantized in its kernel's registers, per row or per column,
+/// zero-padded to whole blocks so that the kernel reads them a vector at a time.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub struct PaddedScales {
+    pub multiplier: Vec<f32>,
+    pub offset: Vec<f32>,
+    pub per_row: bool,
+}
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+impl PaddedScales {
+    /// `(multiplier, offset, per_row)` of a `rows x columns` product, padded to whole `block`s;
+    /// fails when they hold a value for other than each row (or column).
+    pub fn new(
+        (multiplier, offset, per_row): (&[f32], &[f32], bool),
+        (rows, columns): (usize, usize),
+        block: usize,
+    ) -> TractResult<PaddedScales> {
+        let scaled = if per_row { rows } else { columns };
+        ensure!(
+            multiplier.len() == scaled && offset.len() == scaled,
+            "requantized product with scales of the wrong size"
+        );
+        let padded = |values: &[f32]| -> Vec<f32> {
+            let mut padded = values.to_vec();
+            padded.resize(values.len().div_ceil(block) * block, 0.0);
+            padded
+        };
+        Ok(PaddedScales {
+            multiplier: padded(multiplier),
+            offset: padded(offset),
+            per_row,
+        })
+    }
+}
+
 /// `out = grid(acc * multiplier[c] + offset[c])` for channel `c` of each value, `acc` and `out`
 /// holding whole channel-first rows or whole channel-last positions; run with
 /// [`KernelSet::run`].

@@ -16,7 +16,7 @@ use tract_core::internal::*;
 
 use super::vectors::{Eight, Quantizer, LANES};
 use crate::int8::grid::OutputGrid;
-use crate::int8::kernels::matmul::Strided;
+use crate::int8::kernels::matmul::{PaddedScales, Strided};
 use crate::int8::kernels::quads::quad;
 use crate::int8::kernels::tile_order;
 use crate::int8::kernels::KernelSet;
@@ -223,19 +223,12 @@ pub fn product_requantized(
     out: &mut [i8],
 ) -> TractResult<()> {
     check(a, b, out.len())?;
-    let (multiplier, offset, scales_per_row) = scales;
-    let scaled = if scales_per_row { a.count } else { b.count };
-    ensure!(
-        multiplier.len() == scaled && offset.len() == scaled,
-        "sdot product requantized with scales of the wrong size"
-    );
+    let PaddedScales {
+        multiplier,
+        offset,
+        per_row: scales_per_row,
+    } = PaddedScales::new(scales, (a.count, b.count), LANES)?;
     let (columns, quantizer) = (b.count, Quantizer::new(grid));
-    let padded = |values: &[f32]| -> Vec<f32> {
-        let mut padded = values.to_vec();
-        padded.resize(values.len().div_ceil(LANES) * LANES, 0.0);
-        padded
-    };
-    let (multiplier, offset) = (padded(multiplier), padded(offset));
     let out = out.as_mut_ptr();
     // SAFETY: the CPU has the dot-product instructions and the operands fit (checked above);
     // every target is the start of a row's `width` values in `out`, and the scales are padded

@@ -17,7 +17,7 @@ use std::arch::x86_64::*;
 use tract_core::internal::*;
 
 use crate::int8::grid::OutputGrid;
-use crate::int8::kernels::matmul::Strided;
+use crate::int8::kernels::matmul::{PaddedScales, Strided};
 use crate::int8::kernels::quads::quad;
 use crate::int8::kernels::tile_order;
 use crate::int8::kernels::KernelSet;
@@ -231,18 +231,7 @@ pub fn product_requantized(
     out: &mut [i8],
 ) -> TractResult<()> {
     check(a, b, out.len())?;
-    let (multiplier, offset, scales_per_row) = scales;
-    let scaled = if scales_per_row { a.count } else { b.count };
-    ensure!(
-        multiplier.len() == scaled && offset.len() == scaled,
-        "quad product requantized with scales of the wrong size"
-    );
-    let padded = |values: &[f32]| -> Vec<f32> {
-        let mut padded = values.to_vec();
-        padded.resize(values.len().div_ceil(PANEL) * PANEL, 0.0);
-        padded
-    };
-    let scales = (padded(multiplier), padded(offset), scales_per_row);
+    let scales = PaddedScales::new(scales, (a.count, b.count), PANEL)?;
     // SAFETY: as in `product`; the scales are padded to whole panels.
     unsafe { product_requantized_avx512(a, b, &scales, grid, out) };
     Ok(())
@@ -298,10 +287,11 @@ fn product_avx512(a: &QuadRows, b: &QuadPanels, out: &mut [i32]) {
 fn product_requantized_avx512(
     a: &QuadRows,
     b: &QuadPanels,
-    (multiplier, offset, scales_per_row): &(Vec<f32>, Vec<f32>, bool),
+    scales: &PaddedScales,
     grid: OutputGrid,
     out: &mut [i8],
 ) {
+    let (multiplier, offset) = (&scales.multiplier, &scales.offset);
     let columns = b.count;
     let low = _mm512_set1_ps(grid.low);
     let high = _mm512_set1_ps(grid.high);
@@ -325,7 +315,8 @@ fn product_requantized_avx512(
             } else {
                 &mut bytes[..]
             };
-            let row_scales = scales_per_row
+            let row_scales = scales
+                .per_row
                 .then(|| (_mm512_set1_ps(multiplier[row]), _mm512_set1_ps(offset[row])));
             for (v, sums) in vectors.iter().enumerate() {
                 let (m, b) = row_scales.unwrap_or(column_scales[v]);
