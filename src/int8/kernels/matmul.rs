@@ -162,9 +162,10 @@ pub fn choose_kernel(
     if set.has_avx512_vnni() {
         candidates.push(KernelChoice::Quads);
     }
-    // The sdot product packs activations in registers and reads them once per tile where
-    // tract's dot kernels pack them in memory first: it alone runs on the sdot set, so the
-    // board runs what its instruction counts were measured on.
+    // The sdot product packs activations with NEON transposes and requantizes its sums in
+    // registers, where tract's dot kernels pack element by element and write i32 sums out
+    // (fewer instructions per image under qemu): it alone runs on the sdot set, so the board
+    // runs what its instruction counts were measured on.
     #[cfg(target_arch = "aarch64")]
     if set.has_dotprod() {
         candidates = vec![KernelChoice::Sdot];
