@@ -268,6 +268,7 @@ pub fn train_member(
         }
         state.next_epoch = epoch + 1;
         state.next_step = 0;
+        state.progress = EpochProgress::default();
         save_checkpoint(&files, &mut state, &model, &optimizer, average.as_ref())?;
         write_log(&files, &state.rows)?;
         last_checkpoint = Instant::now();
@@ -395,8 +396,13 @@ mod tests {
             classes: &classes,
         };
         let device = crate::backend::ndarray_device();
+        // Checkpoints after every step must not change what a run computes.
         let whole = tmp.path().join("whole");
-        let run = train_member(&config(), &set, &whole, &device, &RunOptions::default()).unwrap();
+        let every_step = RunOptions {
+            checkpoint_every: Duration::ZERO,
+            ..RunOptions::default()
+        };
+        let run = train_member(&config(), &set, &whole, &device, &every_step).unwrap();
         assert!(run.finished);
 
         // Stops after 2 steps (mid-epoch), 2 more (across the epoch boundary), then the rest,
