@@ -1,6 +1,8 @@
 //! Float sums of products in one fixed order of operations, one fused multiply-add per term,
 //! for the stem ops ([`crate::int8::ops::stem`]): vectors run across output positions only, so
-//! their width never changes a bit.
+//! their width never changes a bit. The loops are written once over a [`FloatVector`] (AVX-512
+//! and AVX2 on x86-64, NEON on aarch64, four plain lanes elsewhere) and run by
+//! [`KernelSet::run_float`](super::KernelSet::run_float) on the set's vectors.
 
 use super::depthwise::output_size;
 
@@ -74,75 +76,238 @@ impl PaddedPlanes {
     }
 }
 
-/// Output positions summed at a time, in registers.
-pub const CHUNK: usize = 64;
+/// Most output channels that share the input vectors they read in [`sum_positions`].
+pub const SHARED_CHANNELS: usize = 8;
 
-/// `out[p] = fma(wn, xn[p], ... fma(w0, x0[p], 0)) + bias` with `xi = inputs(i)`.
-#[inline(always)]
-pub fn sum_of_products<'a>(
-    out: &mut [f32],
-    bias: f32,
-    weights: &[f32],
-    inputs: impl Fn(usize) -> &'a [f32],
-) {
-    let len = out.len();
-    for start in (0..len).step_by(CHUNK) {
-        let out = &mut out[start..(start + CHUNK).min(len)];
-        if let Ok(out) = <&mut [f32; CHUNK]>::try_from(&mut *out) {
-            let mut sum = [0f32; CHUNK];
-            for (i, weight) in weights.iter().enumerate() {
-                if let Some(Ok(x)) = inputs(i)
-                    .get(start..start + CHUNK)
-                    .map(<&[f32; CHUNK]>::try_from)
-                {
-                    for lane in 0..CHUNK {
-                        sum[lane] = weight.mul_add(x[lane], sum[lane]);
-                    }
-                }
-            }
-            for lane in 0..CHUNK {
-                out[lane] = sum[lane] + bias;
-            }
-        } else {
-            out.fill(0.0);
-            for (i, weight) in weights.iter().enumerate() {
-                for (o, x) in out.iter_mut().zip(&inputs(i)[start..]) {
-                    *o = weight.mul_add(*x, *o);
-                }
-            }
-            for o in out.iter_mut() {
-                *o += bias;
-            }
-        }
+/// Vectors that [`sum_channel_positions`] sums at a time.
+const CHANNEL_VECTORS: usize = 8;
+
+/// A vector of f32 lanes for the fixed-order sums.
+pub trait FloatVector: Copy {
+    /// Lanes of one vector.
+    const LANES: usize;
+    /// Vectors per channel summed at a time when [`SHARED_CHANNELS`] channels share the inputs
+    /// (what the architecture's registers hold), 1 or 2.
+    const SHARED_VECTORS: usize;
+    /// Zero in every lane.
+    fn zero() -> Self;
+    /// `value` in every lane.
+    fn splat(value: f32) -> Self;
+    /// # Safety
+    /// `at` points at `LANES` values.
+    unsafe fn load(at: *const f32) -> Self;
+    /// # Safety
+    /// `at` points at room for `LANES` values.
+    unsafe fn store(self, at: *mut f32);
+    /// `weight * x + self` rounded once (a fused multiply-add), lane by lane.
+    fn mul_add(self, weight: Self, x: Self) -> Self;
+    /// `self + other`, lane by lane.
+    fn add(self, other: Self) -> Self;
+    /// [`f32::max`] lane by lane (a NaN lane of `self` takes `other`'s value).
+    fn max(self, other: Self) -> Self;
+    /// [`f32::min`] lane by lane (a NaN lane of `self` takes `other`'s value).
+    fn min(self, other: Self) -> Self;
+}
+
+/// A loop that [`KernelSet::run_float`](super::KernelSet::run_float) runs on one
+/// [`FloatVector`], compiled with that vector's target features: `run` must be
+/// `#[inline(always)]`.
+pub trait FloatLoop {
+    fn run<V: FloatVector>(self);
+}
+
+/// Four plain lanes: [`f32::mul_add`] rounds once on every CPU (in software where it has no
+/// fused multiply-add).
+#[derive(Clone, Copy)]
+pub struct PlainLanes([f32; 4]);
+
+impl FloatVector for PlainLanes {
+    const LANES: usize = 4;
+    const SHARED_VECTORS: usize = 2;
+
+    #[inline(always)]
+    fn zero() -> Self {
+        PlainLanes([0.0; 4])
+    }
+
+    #[inline(always)]
+    fn splat(value: f32) -> Self {
+        PlainLanes([value; 4])
+    }
+
+    #[inline(always)]
+    unsafe fn load(at: *const f32) -> Self {
+        PlainLanes(at.cast::<[f32; 4]>().read_unaligned())
+    }
+
+    #[inline(always)]
+    unsafe fn store(self, at: *mut f32) {
+        at.cast::<[f32; 4]>().write_unaligned(self.0)
+    }
+
+    #[inline(always)]
+    fn mul_add(self, weight: Self, x: Self) -> Self {
+        PlainLanes(std::array::from_fn(|lane| {
+            weight.0[lane].mul_add(x.0[lane], self.0[lane])
+        }))
+    }
+
+    #[inline(always)]
+    fn add(self, other: Self) -> Self {
+        PlainLanes(std::array::from_fn(|lane| self.0[lane] + other.0[lane]))
+    }
+
+    #[inline(always)]
+    fn max(self, other: Self) -> Self {
+        PlainLanes(std::array::from_fn(|lane| self.0[lane].max(other.0[lane])))
+    }
+
+    #[inline(always)]
+    fn min(self, other: Self) -> Self {
+        PlainLanes(std::array::from_fn(|lane| self.0[lane].min(other.0[lane])))
     }
 }
 
-/// Output channels that share the input vectors they read in [`shared_sums`].
-pub const SHARED_CHANNELS: usize = 4;
-/// Output positions [`shared_sums`] sums at a time.
-pub const SHARED_CHUNK: usize = 16;
-
-/// `fma(wn[c], xn[p], ... fma(w0[c], x0[p], 0))` for `SHARED_CHUNK` positions of
-/// `SHARED_CHANNELS` channels, with `xi = inputs(i)`: each input vector is read once for all
-/// the channels.
+/// The sums of `C` output channels over `N` vectors of consecutive positions, the channels
+/// sharing each input vector: lane `p` of `sums[c][n]` is `fma(w[t-1], x[t-1], ... fma(w[0],
+/// x[0], 0))` with `w[t] = weights[t][c]` and `x[t]` the value at `inputs(t) + n * LANES + p`.
+///
+/// # Safety
+/// `inputs(t)` points at `N * V::LANES` values for each term `t`.
 #[inline(always)]
-pub fn shared_sums<'a>(
-    weights: &[&[f32]; SHARED_CHANNELS],
-    inputs: impl Fn(usize) -> &'a [f32],
-) -> [[f32; SHARED_CHUNK]; SHARED_CHANNELS] {
-    let mut sums = [[0f32; SHARED_CHUNK]; SHARED_CHANNELS];
-    for i in 0..weights[0].len() {
-        if let Some(Ok(x)) = inputs(i)
-            .get(..SHARED_CHUNK)
-            .map(<&[f32; SHARED_CHUNK]>::try_from)
-        {
-            for (sum, w) in sums.iter_mut().zip(weights) {
-                let w = w[i];
-                for lane in 0..SHARED_CHUNK {
-                    sum[lane] = w.mul_add(x[lane], sum[lane]);
-                }
+unsafe fn channel_sums<V: FloatVector, const C: usize, const N: usize>(
+    weights: &[[f32; C]],
+    inputs: &impl Fn(usize) -> *const f32,
+) -> [[V; N]; C] {
+    let mut sums = [[V::zero(); N]; C];
+    for (term, weights) in weights.iter().enumerate() {
+        let at = inputs(term);
+        // SAFETY: as the caller promises.
+        let x: [V; N] = std::array::from_fn(|n| unsafe { V::load(at.add(n * V::LANES)) });
+        for (sum, weight) in sums.iter_mut().zip(weights) {
+            let weight = V::splat(*weight);
+            for (s, x) in sum.iter_mut().zip(&x) {
+                *s = s.mul_add(weight, *x);
             }
         }
     }
     sums
+}
+
+/// Where [`sum_positions`] writes channel `c`'s sums: position `p` at `out(c) + p`, as `sum +
+/// bias[c]`, then clipped to `clip` when it is set.
+pub struct Finish<'a, O: Fn(usize) -> *mut f32> {
+    pub bias: &'a [f32],
+    pub clip: Option<(f32, f32)>,
+    pub out: O,
+}
+
+impl<O: Fn(usize) -> *mut f32> Finish<'_, O> {
+    /// # Safety
+    /// `out(c) + p` points at room for `V::LANES` values.
+    #[inline(always)]
+    unsafe fn vector<V: FloatVector>(&self, c: usize, p: usize, sum: V) {
+        let mut value = sum.add(V::splat(self.bias[c]));
+        if let Some((low, high)) = self.clip {
+            value = value.max(V::splat(low)).min(V::splat(high));
+        }
+        value.store((self.out)(c).add(p));
+    }
+
+    /// # Safety
+    /// `out(c) + p` points at room for a value.
+    #[inline(always)]
+    unsafe fn value(&self, c: usize, p: usize, sum: f32) {
+        let mut value = sum + self.bias[c];
+        if let Some((low, high)) = self.clip {
+            value = value.max(low).min(high);
+        }
+        *(self.out)(c).add(p) = value;
+    }
+}
+
+/// Sums positions `0..len` of `C` output channels in fixed order ([`channel_sums`]; `weights`
+/// term by term, `[terms][C]`), `N` vectors per channel at a time, then one vector, then lane
+/// by lane, with `inputs(t)` the position 0 of term `t`, and writes them as `finish` says.
+///
+/// # Safety
+/// `inputs(t)` points at `len` values for each term `t`; `(finish.out)(c)` at room for `len`
+/// values for each channel `c`.
+#[inline(always)]
+pub unsafe fn sum_positions<V: FloatVector, const C: usize, const N: usize, O>(
+    weights: &[[f32; C]],
+    len: usize,
+    inputs: impl Fn(usize) -> *const f32,
+    finish: &Finish<'_, O>,
+) where
+    O: Fn(usize) -> *mut f32,
+{
+    let mut first = 0;
+    while first + N * V::LANES <= len {
+        let sums = channel_sums::<V, C, N>(weights, &|t| inputs(t).add(first));
+        for (c, sum) in sums.iter().enumerate() {
+            for (n, v) in sum.iter().enumerate() {
+                finish.vector(c, first + n * V::LANES, *v);
+            }
+        }
+        first += N * V::LANES;
+    }
+    while first + V::LANES <= len {
+        let sums = channel_sums::<V, C, 1>(weights, &|t| inputs(t).add(first));
+        for (c, [v]) in sums.iter().enumerate() {
+            finish.vector(c, first, *v);
+        }
+        first += V::LANES;
+    }
+    for p in first..len {
+        for c in 0..C {
+            let mut sum = 0f32;
+            for (t, w) in weights.iter().enumerate() {
+                sum = w[c].mul_add(*inputs(t).add(p), sum);
+            }
+            finish.value(c, p, sum);
+        }
+    }
+}
+
+/// [`sum_positions`] with [`SHARED_CHANNELS`] channels and the vectors per channel that `V`'s
+/// registers hold.
+///
+/// # Safety
+/// As [`sum_positions`].
+#[inline(always)]
+pub unsafe fn sum_shared_positions<V: FloatVector, O: Fn(usize) -> *mut f32>(
+    weights: &[[f32; SHARED_CHANNELS]],
+    len: usize,
+    inputs: impl Fn(usize) -> *const f32,
+    finish: &Finish<'_, O>,
+) {
+    match V::SHARED_VECTORS {
+        1 => sum_positions::<V, SHARED_CHANNELS, 1, O>(weights, len, inputs, finish),
+        _ => sum_positions::<V, SHARED_CHANNELS, 2, O>(weights, len, inputs, finish),
+    }
+}
+
+/// [`sum_positions`] for one channel (`weights` its terms), [`CHANNEL_VECTORS`] vectors at a
+/// time.
+///
+/// # Safety
+/// As [`sum_positions`].
+#[inline(always)]
+pub unsafe fn sum_channel_positions<V: FloatVector, O: Fn(usize) -> *mut f32>(
+    weights: &[f32],
+    len: usize,
+    inputs: impl Fn(usize) -> *const f32,
+    finish: &Finish<'_, O>,
+) {
+    let (weights, _) = weights.as_chunks::<1>();
+    sum_positions::<V, 1, CHANNEL_VECTORS, O>(weights, len, inputs, finish)
+}
+
+/// The weights of [`SHARED_CHANNELS`] consecutive channels from `first`, term by term, as
+/// [`sum_shared_positions`] reads them: `weights` holds `terms` values per channel.
+pub fn shared_weights(weights: &[f32], terms: usize, first: usize) -> Vec<[f32; SHARED_CHANNELS]> {
+    (0..terms)
+        .map(|t| std::array::from_fn(|c| weights[(first + c) * terms + t]))
+        .collect()
 }

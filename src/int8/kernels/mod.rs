@@ -241,6 +241,31 @@ impl KernelSet {
         }
         kernel.run()
     }
+
+    /// Runs `kernel` on this set's [`FloatVector`](fixed_order::FloatVector)s: 16 lanes on the
+    /// AVX-512 sets, 8 on `x86-avx2`, NEON's 4 on the aarch64 sets, four plain lanes on
+    /// `portable`. The fixed-order sums give the same bits on each.
+    pub fn run_float<L: fixed_order::FloatLoop>(self, kernel: L) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if self.has_avx512_bw() {
+                // SAFETY: a KernelSet of this family exists only where the CPU has AVX-512 F
+                // and BW, AVX2 and FMA (see `Family::runs_on`).
+                return unsafe { x86::float_vectors::run_float_avx512(kernel) };
+            }
+            if self.has_avx2_fma() {
+                // SAFETY: as above, for AVX2 and FMA.
+                return unsafe { x86::float_vectors::run_float_avx2(kernel) };
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            if self.has_neon() {
+                return aarch64::float_vectors::run_float_neon(kernel);
+            }
+        }
+        kernel.run::<fixed_order::PlainLanes>()
+    }
 }
 
 impl fmt::Debug for KernelSet {

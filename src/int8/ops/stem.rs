@@ -16,14 +16,15 @@ use tract_core::internal::*;
 use super::output_tensor;
 use crate::int8::kernels::depthwise::output_size;
 use crate::int8::kernels::fixed_order::{
-    shared_sums, sum_of_products, PaddedPlanes, SHARED_CHANNELS, SHARED_CHUNK,
+    shared_weights, sum_channel_positions, sum_shared_positions, Finish, FloatLoop, FloatVector,
+    PaddedPlanes, SHARED_CHANNELS,
 };
-use crate::int8::kernels::{for_each_chunk, KernelSet, VectorLoop};
+use crate::int8::kernels::{for_each_chunk, KernelSet};
 
 /// Output positions computed per block, so a block's inputs stay in the L1 cache.
 const BLOCK: usize = 256;
 
-/// A float layer whose inner loop is compiled once per vector width.
+/// A float layer whose inner loop is compiled once per [`FloatVector`].
 trait Exact {
     /// Values of the input tensor.
     fn input_len(&self) -> usize;
@@ -31,11 +32,11 @@ trait Exact {
     fn plane_len(&self) -> usize;
     /// The kernel set the layer runs on.
     fn kernels(&self) -> KernelSet;
-    /// Output channels `first..` of `input` into `out` (as many as it holds).
-    fn kernel(&self, input: &[f32], first: usize, out: &mut [f32]);
+    /// Output channels `first..` of `input` into `out` (as many as it holds), on vectors `V`.
+    fn kernel<V: FloatVector>(&self, input: &[f32], first: usize, out: &mut [f32]);
 }
 
-/// One task of an [`Exact`] layer, run with [`KernelSet::run`].
+/// One task of an [`Exact`] layer, run with [`KernelSet::run_float`].
 struct ExactTask<'a, T> {
     op: &'a T,
     input: &'a [f32],
@@ -43,10 +44,10 @@ struct ExactTask<'a, T> {
     out: &'a mut [f32],
 }
 
-impl<T: Exact> VectorLoop for ExactTask<'_, T> {
+impl<T: Exact> FloatLoop for ExactTask<'_, T> {
     #[inline(always)]
-    fn run(self) {
-        self.op.kernel(self.input, self.first, self.out)
+    fn run<V: FloatVector>(self) {
+        self.op.kernel::<V>(self.input, self.first, self.out)
     }
 }
 
@@ -66,7 +67,7 @@ fn eval_exact<T: Exact + Sync>(
     let plane = op.plane_len();
     output_tensor(output_shape, |out: &mut [f32]| {
         for_each_chunk(out, CHANNELS_PER_TASK * plane, |task, out| {
-            op.kernels().run(ExactTask {
+            op.kernels().run_float(ExactTask {
                 op,
                 input,
                 first: task * CHANNELS_PER_TASK,
@@ -157,7 +158,7 @@ impl Exact for ExactConv3x3 {
     /// One group's input planes are padded at a time. Without groups, output channels are
     /// summed [`SHARED_CHANNELS`] at a time, sharing the input vectors they read.
     #[inline(always)]
-    fn kernel(&self, input: &[f32], first: usize, out: &mut [f32]) {
+    fn kernel<V: FloatVector>(&self, input: &[f32], first: usize, out: &mut [f32]) {
         let (h, w, s) = (self.height, self.width, self.stride);
         let (oh, ow) = output_size(h, w, s);
         let group_inputs = self.input_channels / self.groups;
@@ -168,6 +169,9 @@ impl Exact for ExactConv3x3 {
             .map(|term| (term / 9) * padded.len + padded.tap_start(term % 9))
             .collect();
         let mut planes = vec![0f32; group_inputs * padded.len];
+        debug_assert!(starts
+            .iter()
+            .all(|start| start + oh * padded.row_len <= planes.len()));
         let mut padded_group = usize::MAX;
         let mut pad = |group: usize, planes: &mut [f32]| {
             if group != padded_group {
@@ -181,60 +185,57 @@ impl Exact for ExactConv3x3 {
                 padded_group = group;
             }
         };
-        let (low, high) = self.clip;
         let shared_channels = match self.groups {
             1 => out.len() / (oh * ow) / SHARED_CHANNELS * SHARED_CHANNELS,
             _ => 0,
         };
+        let clip = Some(self.clip);
         let (shared, rest) = out.split_at_mut(shared_channels * oh * ow);
-        for (quad, quad_planes) in shared
+        for (block, block_planes) in shared
             .chunks_exact_mut(SHARED_CHANNELS * oh * ow)
             .enumerate()
         {
             pad(0, &mut planes);
-            let channel = first + quad * SHARED_CHANNELS;
-            let weights: [&[f32]; SHARED_CHANNELS] =
-                std::array::from_fn(|c| &self.weights[(channel + c) * terms..][..terms]);
-            let shared_end = ow / SHARED_CHUNK * SHARED_CHUNK;
+            let channel = first + block * SHARED_CHANNELS;
+            let weights = shared_weights(&self.weights, terms, channel);
+            let block_out = block_planes.as_mut_ptr();
             for oy in 0..oh {
                 let run = oy * padded.row_len;
-                for ox in (0..shared_end).step_by(SHARED_CHUNK) {
-                    let sums = shared_sums(&weights, |term| &planes[starts[term] + run + ox..]);
-                    for (c, sum) in sums.iter().enumerate() {
-                        let bias = self.bias[channel + c];
-                        let target = &mut quad_planes[(c * oh + oy) * ow + ox..][..SHARED_CHUNK];
-                        for (o, s) in target.iter_mut().zip(sum) {
-                            *o = (s + bias).max(low).min(high);
-                        }
-                    }
-                }
-                for (c, plane) in quad_planes.chunks_exact_mut(oh * ow).enumerate() {
-                    let target = &mut plane[oy * ow + shared_end..(oy + 1) * ow];
-                    sum_of_products(target, self.bias[channel + c], weights[c], |term| {
-                        &planes[starts[term] + run + shared_end..]
-                    });
-                    for o in target.iter_mut() {
-                        *o = o.max(low).min(high);
-                    }
-                }
+                let inputs = |term: usize| planes[starts[term] + run..].as_ptr();
+                let finish = Finish {
+                    bias: &self.bias[channel..channel + SHARED_CHANNELS],
+                    clip,
+                    // SAFETY: inside `block_planes`, whose `SHARED_CHANNELS` planes hold `oh`
+                    // rows of `ow` outputs.
+                    out: |c: usize| unsafe { block_out.add((c * oh + oy) * ow) },
+                };
+                // SAFETY: every term's run from an output row holds its `ow` outputs' values
+                // (see the debug assertion above); each output row has room for `ow` values.
+                unsafe { sum_shared_positions::<V, _>(&weights, ow, inputs, &finish) };
             }
         }
         let first = first + shared_channels;
-        let mut rows = vec![0f32; oh * padded.row_len];
+        let run_len = oh * padded.row_len;
+        let mut rows = vec![0f32; run_len];
         for (at, plane) in rest.chunks_exact_mut(oh * ow).enumerate() {
             let channel = first + at;
             pad(channel / group_outputs, &mut planes);
             let weights = &self.weights[channel * terms..][..terms];
-            sum_of_products(&mut rows, self.bias[channel], weights, |term| {
-                &planes[starts[term]..]
-            });
+            let inputs = |term: usize| planes[starts[term]..].as_ptr();
+            let rows_out = rows.as_mut_ptr();
+            let finish = Finish {
+                bias: &self.bias[channel..=channel],
+                clip,
+                out: |_: usize| rows_out,
+            };
+            // SAFETY: every term's run holds `run_len` values (the debug assertion above), and
+            // so does `rows`.
+            unsafe { sum_channel_positions::<V, _>(weights, run_len, inputs, &finish) };
             for (row, o) in rows
                 .chunks_exact(padded.row_len)
                 .zip(plane.chunks_exact_mut(ow))
             {
-                for (o, value) in o.iter_mut().zip(&row[..ow]) {
-                    *o = value.max(low).min(high);
-                }
+                o.copy_from_slice(&row[..ow]);
             }
         }
     }
@@ -294,49 +295,45 @@ impl Exact for ExactPointwise {
         self.positions
     }
 
-    /// Four output channels at a time share each input vector they read; each output's sum
-    /// keeps the one order of terms.
+    /// [`SHARED_CHANNELS`] output channels at a time share each input vector they read; each
+    /// output's sum keeps the one order of terms.
     #[inline(always)]
-    fn kernel(&self, input: &[f32], first: usize, out: &mut [f32]) {
+    fn kernel<V: FloatVector>(&self, input: &[f32], first: usize, out: &mut [f32]) {
         let (ci, positions) = (self.input_channels, self.positions);
         let weights_of = |channel: usize| &self.weights[channel * ci..(channel + 1) * ci];
-        let rest_first = first + out.len() / positions / SHARED_CHANNELS * SHARED_CHANNELS;
+        let shared = out.len() / positions / SHARED_CHANNELS * SHARED_CHANNELS;
+        let (blocks, rest) = out.split_at_mut(shared * positions);
+        let (blocks_out, rest_out) = (blocks.as_mut_ptr(), rest.as_mut_ptr());
+        let block_weights: Vec<_> = (0..shared / SHARED_CHANNELS)
+            .map(|block| shared_weights(&self.weights, ci, first + block * SHARED_CHANNELS))
+            .collect();
         for start in (0..positions).step_by(BLOCK) {
-            let end = (start + BLOCK).min(positions);
-            let shared_end = start + (end - start) / SHARED_CHUNK * SHARED_CHUNK;
-            let mut quads = out.chunks_exact_mut(SHARED_CHANNELS * positions);
-            for (quad, planes) in quads.by_ref().enumerate() {
-                let channel = first + quad * SHARED_CHANNELS;
-                let weights: [&[f32]; SHARED_CHANNELS] =
-                    std::array::from_fn(|c| weights_of(channel + c));
-                let bias: [f32; SHARED_CHANNELS] = std::array::from_fn(|c| self.bias[channel + c]);
-                for chunk in (start..shared_end).step_by(SHARED_CHUNK) {
-                    let sums = shared_sums(&weights, |i| &input[i * positions + chunk..]);
-                    for (c, sum) in sums.iter().enumerate() {
-                        let plane = &mut planes[c * positions + chunk..][..SHARED_CHUNK];
-                        for (o, s) in plane.iter_mut().zip(sum) {
-                            *o = s + bias[c];
-                        }
-                    }
-                }
-                for (c, plane) in planes.chunks_exact_mut(positions).enumerate() {
-                    sum_of_products(&mut plane[shared_end..end], bias[c], weights[c], |i| {
-                        &input[i * positions + shared_end..]
-                    });
-                }
+            let len = BLOCK.min(positions - start);
+            let inputs = |i: usize| input[i * positions + start..].as_ptr();
+            for (block, weights) in block_weights.iter().enumerate() {
+                let channel = first + block * SHARED_CHANNELS;
+                let finish = Finish {
+                    bias: &self.bias[channel..channel + SHARED_CHANNELS],
+                    clip: None,
+                    // SAFETY: inside `blocks`, which holds `shared` planes of `positions`.
+                    out: |c: usize| unsafe {
+                        blocks_out.add((block * SHARED_CHANNELS + c) * positions + start)
+                    },
+                };
+                // SAFETY: `input` holds `positions` values per input channel (`eval_exact`),
+                // each output plane room for them.
+                unsafe { sum_shared_positions::<V, _>(weights, len, inputs, &finish) };
             }
-            for (at, plane) in quads
-                .into_remainder()
-                .chunks_exact_mut(positions)
-                .enumerate()
-            {
-                let channel = rest_first + at;
-                sum_of_products(
-                    &mut plane[start..end],
-                    self.bias[channel],
-                    weights_of(channel),
-                    |i| &input[i * positions + start..],
-                );
+            for at in 0..rest.len() / positions {
+                let channel = first + shared + at;
+                let finish = Finish {
+                    bias: &self.bias[channel..=channel],
+                    clip: None,
+                    // SAFETY: inside `rest`, which holds its planes of `positions`.
+                    out: |_: usize| unsafe { rest_out.add(at * positions + start) },
+                };
+                // SAFETY: as above.
+                unsafe { sum_channel_positions::<V, _>(weights_of(channel), len, inputs, &finish) };
             }
         }
     }

@@ -2,5 +2,6 @@
 //! `dotprod`).
 
 pub mod depthwise;
+pub mod float_vectors;
 pub mod sdot_product;
 pub mod vectors;

@@ -1,6 +1,7 @@
 //! Kernels for x86-64: AVX2 with FMA, AVX-512 F and BW, and AVX-512 VNNI.
 
 pub mod depthwise;
+pub mod float_vectors;
 pub mod pair_product;
 pub mod quad_product;
 

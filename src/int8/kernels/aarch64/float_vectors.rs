@@ -1,0 +1,63 @@
+//! The [`FloatVector`] of aarch64: four f32 lanes in one NEON vector.
+
+use std::arch::aarch64::*;
+
+use crate::int8::kernels::fixed_order::{FloatLoop, FloatVector};
+
+/// Four f32 lanes in one NEON vector.
+#[derive(Clone, Copy)]
+pub struct NeonLanes(float32x4_t);
+
+// SAFETY (every unsafe block below): NEON is part of every aarch64 target; pointers are as the
+// trait documents.
+impl FloatVector for NeonLanes {
+    const LANES: usize = 4;
+    const SHARED_VECTORS: usize = 2;
+
+    #[inline(always)]
+    fn zero() -> Self {
+        unsafe { NeonLanes(vdupq_n_f32(0.0)) }
+    }
+
+    #[inline(always)]
+    fn splat(value: f32) -> Self {
+        unsafe { NeonLanes(vdupq_n_f32(value)) }
+    }
+
+    #[inline(always)]
+    unsafe fn load(at: *const f32) -> Self {
+        NeonLanes(vld1q_f32(at))
+    }
+
+    #[inline(always)]
+    unsafe fn store(self, at: *mut f32) {
+        vst1q_f32(at, self.0)
+    }
+
+    #[inline(always)]
+    fn mul_add(self, weight: Self, x: Self) -> Self {
+        unsafe { NeonLanes(vfmaq_f32(self.0, weight.0, x.0)) }
+    }
+
+    #[inline(always)]
+    fn add(self, other: Self) -> Self {
+        unsafe { NeonLanes(vaddq_f32(self.0, other.0)) }
+    }
+
+    /// `fmaxnm` takes the number where one operand is NaN.
+    #[inline(always)]
+    fn max(self, other: Self) -> Self {
+        unsafe { NeonLanes(vmaxnmq_f32(self.0, other.0)) }
+    }
+
+    /// `fminnm` takes the number where one operand is NaN.
+    #[inline(always)]
+    fn min(self, other: Self) -> Self {
+        unsafe { NeonLanes(vminnmq_f32(self.0, other.0)) }
+    }
+}
+
+/// Runs `kernel` on NEON vectors.
+pub fn run_float_neon<L: FloatLoop>(kernel: L) {
+    kernel.run::<NeonLanes>()
+}
