@@ -35,6 +35,11 @@ impl QuantizeI8 {
             kernels,
         }
     }
+
+    /// The `1 / scale` and the grid it quantizes onto.
+    pub fn quantization(&self) -> (f32, OutputGrid) {
+        (self.inverse_scale, self.grid)
+    }
 }
 
 impl Op for QuantizeI8 {

@@ -14,6 +14,7 @@
 use tract_core::internal::*;
 
 use super::output_tensor;
+use crate::int8::grid::OutputGrid;
 use crate::int8::kernels::depthwise::output_size;
 use crate::int8::kernels::fixed_order::{
     shared_weights, sum_channel_positions, sum_shared_positions, Finish, FloatLoop, FloatVector,
@@ -26,22 +27,26 @@ const BLOCK: usize = 256;
 
 /// A float layer whose inner loop is compiled once per [`FloatVector`].
 trait Exact {
+    /// The type of the output values.
+    type Output: Datum + Copy;
     /// Values of the input tensor.
     fn input_len(&self) -> usize;
     /// Positions of one output channel.
     fn plane_len(&self) -> usize;
+    /// The output's shape.
+    fn output_shape(&self) -> &[usize];
     /// The kernel set the layer runs on.
     fn kernels(&self) -> KernelSet;
     /// Output channels `first..` of `input` into `out` (as many as it holds), on vectors `V`.
-    fn kernel<V: FloatVector>(&self, input: &[f32], first: usize, out: &mut [f32]);
+    fn kernel<V: FloatVector>(&self, input: &[f32], first: usize, out: &mut [Self::Output]);
 }
 
 /// One task of an [`Exact`] layer, run with [`KernelSet::run_float`].
-struct ExactTask<'a, T> {
+struct ExactTask<'a, T: Exact> {
     op: &'a T,
     input: &'a [f32],
     first: usize,
-    out: &'a mut [f32],
+    out: &'a mut [T::Output],
 }
 
 impl<T: Exact> FloatLoop for ExactTask<'_, T> {
@@ -65,7 +70,7 @@ fn eval_exact<T: Exact + Sync>(
     let input = input.try_as_plain_ram()?;
     let input = input.as_slice::<f32>()?;
     let plane = op.plane_len();
-    output_tensor(output_shape, |out: &mut [f32]| {
+    output_tensor(output_shape, |out: &mut [T::Output]| {
         for_each_chunk(out, CHANNELS_PER_TASK * plane, |task, out| {
             op.kernels().run_float(ExactTask {
                 op,
@@ -142,6 +147,12 @@ impl ExactConv3x3 {
 }
 
 impl Exact for ExactConv3x3 {
+    type Output = f32;
+
+    fn output_shape(&self) -> &[usize] {
+        &self.output_shape
+    }
+
     fn kernels(&self) -> KernelSet {
         self.kernels
     }
@@ -282,7 +293,62 @@ impl ExactPointwise {
     }
 }
 
+impl ExactPointwise {
+    /// Sums output channels `first..first + channels` of `input` block by block of [`BLOCK`]
+    /// positions, [`SHARED_CHANNELS`] channels at a time sharing each input vector they read,
+    /// each output's sum in the one order of terms: for the block of `len` positions from
+    /// `start`, channel `first + c`'s values (bias added) go to `out(c, start)`, then
+    /// `done(start, len)` runs.
+    ///
+    /// # Safety
+    /// `input` holds `positions` values per input channel; `out(c, start)` points at room for
+    /// a block's values.
+    #[inline(always)]
+    unsafe fn sum_blocks<V: FloatVector>(
+        &self,
+        input: &[f32],
+        (first, channels): (usize, usize),
+        out: impl Fn(usize, usize) -> *mut f32,
+        mut done: impl FnMut(usize, usize),
+    ) {
+        let (ci, positions) = (self.input_channels, self.positions);
+        let weights_of = |channel: usize| &self.weights[channel * ci..(channel + 1) * ci];
+        let shared = channels / SHARED_CHANNELS * SHARED_CHANNELS;
+        let block_weights: Vec<_> = (0..shared / SHARED_CHANNELS)
+            .map(|block| shared_weights(&self.weights, ci, first + block * SHARED_CHANNELS))
+            .collect();
+        for start in (0..positions).step_by(BLOCK) {
+            let len = BLOCK.min(positions - start);
+            let inputs = |i: usize| input[i * positions + start..].as_ptr();
+            for (block, weights) in block_weights.iter().enumerate() {
+                let channel = first + block * SHARED_CHANNELS;
+                let finish = Finish {
+                    bias: &self.bias[channel..channel + SHARED_CHANNELS],
+                    clip: None,
+                    out: |c: usize| out(block * SHARED_CHANNELS + c, start),
+                };
+                sum_shared_positions::<V, _>(weights, len, inputs, &finish);
+            }
+            for at in shared..channels {
+                let finish = Finish {
+                    bias: &self.bias[first + at..=first + at],
+                    clip: None,
+                    out: |_: usize| out(at, start),
+                };
+                sum_channel_positions::<V, _>(weights_of(first + at), len, inputs, &finish);
+            }
+            done(start, len);
+        }
+    }
+}
+
 impl Exact for ExactPointwise {
+    type Output = f32;
+
+    fn output_shape(&self) -> &[usize] {
+        &self.output_shape
+    }
+
     fn kernels(&self) -> KernelSet {
         self.kernels
     }
@@ -295,46 +361,91 @@ impl Exact for ExactPointwise {
         self.positions
     }
 
-    /// [`SHARED_CHANNELS`] output channels at a time share each input vector they read; each
-    /// output's sum keeps the one order of terms.
     #[inline(always)]
     fn kernel<V: FloatVector>(&self, input: &[f32], first: usize, out: &mut [f32]) {
-        let (ci, positions) = (self.input_channels, self.positions);
-        let weights_of = |channel: usize| &self.weights[channel * ci..(channel + 1) * ci];
-        let shared = out.len() / positions / SHARED_CHANNELS * SHARED_CHANNELS;
-        let (blocks, rest) = out.split_at_mut(shared * positions);
-        let (blocks_out, rest_out) = (blocks.as_mut_ptr(), rest.as_mut_ptr());
-        let block_weights: Vec<_> = (0..shared / SHARED_CHANNELS)
-            .map(|block| shared_weights(&self.weights, ci, first + block * SHARED_CHANNELS))
-            .collect();
-        for start in (0..positions).step_by(BLOCK) {
-            let len = BLOCK.min(positions - start);
-            let inputs = |i: usize| input[i * positions + start..].as_ptr();
-            for (block, weights) in block_weights.iter().enumerate() {
-                let channel = first + block * SHARED_CHANNELS;
-                let finish = Finish {
-                    bias: &self.bias[channel..channel + SHARED_CHANNELS],
-                    clip: None,
-                    // SAFETY: inside `blocks`, which holds `shared` planes of `positions`.
-                    out: |c: usize| unsafe {
-                        blocks_out.add((block * SHARED_CHANNELS + c) * positions + start)
-                    },
-                };
-                // SAFETY: `input` holds `positions` values per input channel (`eval_exact`),
-                // each output plane room for them.
-                unsafe { sum_shared_positions::<V, _>(weights, len, inputs, &finish) };
+        let positions = self.positions;
+        let channels = out.len() / positions;
+        let out = out.as_mut_ptr();
+        // SAFETY: `input` holds `positions` values per input channel (`eval_exact`); `out`
+        // holds `channels` planes of `positions`.
+        unsafe {
+            self.sum_blocks::<V>(
+                input,
+                (first, channels),
+                |c, start| out.add(c * positions + start),
+                |_, _| {},
+            )
+        }
+    }
+}
+
+/// An [`ExactPointwise`] whose output goes to int8 as a [`QuantizeI8`] boundary would take it
+/// (`grid(x * inverse_scale)` of each f32 output), block by block, without the f32 tensor.
+///
+/// [`QuantizeI8`]: super::quantize::QuantizeI8
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExactPointwiseI8 {
+    pub pointwise: ExactPointwise,
+    inverse_scale: f32,
+    grid: OutputGrid,
+}
+impl Eq for ExactPointwiseI8 {}
+
+impl ExactPointwiseI8 {
+    /// `pointwise`, its output quantized onto `grid` after multiplying by `inverse_scale`.
+    pub fn new(pointwise: ExactPointwise, inverse_scale: f32, grid: OutputGrid) -> Self {
+        ExactPointwiseI8 {
+            pointwise,
+            inverse_scale,
+            grid,
+        }
+    }
+}
+
+impl Exact for ExactPointwiseI8 {
+    type Output = i8;
+
+    fn output_shape(&self) -> &[usize] {
+        &self.pointwise.output_shape
+    }
+
+    fn kernels(&self) -> KernelSet {
+        self.pointwise.kernels
+    }
+
+    fn input_len(&self) -> usize {
+        self.pointwise.input_len()
+    }
+
+    fn plane_len(&self) -> usize {
+        self.pointwise.positions
+    }
+
+    #[inline(always)]
+    fn kernel<V: FloatVector>(&self, input: &[f32], first: usize, out: &mut [i8]) {
+        let positions = self.pointwise.positions;
+        let channels = out.len() / positions;
+        let mut block = vec![0f32; channels * BLOCK];
+        let sums = block.as_mut_ptr();
+        let (inverse_scale, grid) = (self.inverse_scale, self.grid);
+        let quantize = |start: usize, len: usize| {
+            for (c, out) in out.chunks_exact_mut(positions).enumerate() {
+                for (p, o) in out[start..start + len].iter_mut().enumerate() {
+                    // SAFETY: inside `block`, which holds `BLOCK` values per channel.
+                    let sum = unsafe { *sums.add(c * BLOCK + p) };
+                    *o = grid.quantize(sum * inverse_scale);
+                }
             }
-            for at in 0..rest.len() / positions {
-                let channel = first + shared + at;
-                let finish = Finish {
-                    bias: &self.bias[channel..=channel],
-                    clip: None,
-                    // SAFETY: inside `rest`, which holds its planes of `positions`.
-                    out: |_: usize| unsafe { rest_out.add(at * positions + start) },
-                };
-                // SAFETY: as above.
-                unsafe { sum_channel_positions::<V, _>(weights_of(channel), len, inputs, &finish) };
-            }
+        };
+        // SAFETY: `input` holds `positions` values per input channel (`eval_exact`); `block`
+        // holds `BLOCK` values per channel.
+        unsafe {
+            self.pointwise.sum_blocks::<V>(
+                input,
+                (first, channels),
+                |c, _| sums.add(c * BLOCK),
+                quantize,
+            )
         }
     }
 }
@@ -353,14 +464,18 @@ macro_rules! exact_op {
             op_out_of_plan!();
 
             fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-                eval_exact(self, &self.output_shape, inputs)
+                eval_exact(self, Exact::output_shape(self), inputs)
             }
         }
 
         impl TypedOp for $op {
             fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
                 ensure!(inputs.iter().all(|i| i.datum_type == DatumType::F32));
-                Ok(tvec!(f32::fact(&self.output_shape)))
+                let datum_type = <$op as Exact>::Output::datum_type();
+                Ok(tvec!(TypedFact::dt_shape(
+                    datum_type,
+                    Exact::output_shape(self)
+                )))
             }
 
             as_op!();
@@ -370,6 +485,7 @@ macro_rules! exact_op {
 
 exact_op!(ExactConv3x3, "ExactConv3x3");
 exact_op!(ExactPointwise, "ExactPointwise");
+exact_op!(ExactPointwiseI8, "ExactPointwiseI8");
 
 #[cfg(test)]
 mod tests {
@@ -509,6 +625,47 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// The pointwise layer with its quantization writes the bits of the pointwise layer
+    /// followed by the boundary's quantization, on every kernel set.
+    #[test]
+    fn quantized_pointwise_gives_the_bits_of_the_pointwise_then_its_quantization() {
+        let mut rng = TestRng(0x0dd_ba11);
+        for (ci, co, positions) in [(16, 96, 300), (5, 7, 1), (3, 12, 257)] {
+            let weights = random(&mut rng, co * ci);
+            let bias = random(&mut rng, co);
+            let input = random(&mut rng, ci * positions);
+            let grid = OutputGrid::new(rng.f32_in(5.0, 50.0), rng.next() as u8, 0.0, 6.0);
+            let inverse_scale = rng.f32_in(5.0, 50.0);
+            for kernels in KernelSet::runnable() {
+                let pointwise = ExactPointwise::new(
+                    "random".into(),
+                    weights.clone(),
+                    bias.clone(),
+                    positions,
+                    tvec![1, co, positions],
+                    kernels,
+                )
+                .unwrap();
+                let expected: Vec<i8> = eval(&pointwise, &[1, ci, positions], &input)
+                    .iter()
+                    .map(|x| grid.quantize(x * inverse_scale))
+                    .collect();
+                let op = ExactPointwiseI8::new(pointwise, inverse_scale, grid);
+                let input = Tensor::from_shape(&[1, ci, positions], &input).unwrap();
+                let out = op
+                    .eval(&EvalContext::out_of_plan(), tvec!(input.into_tvalue()))
+                    .unwrap()
+                    .remove(0);
+                let out = out.try_as_plain_ram().unwrap();
+                assert_eq!(
+                    out.as_slice::<i8>().unwrap(),
+                    expected,
+                    "{kernels}: {ci}->{co}"
+                );
             }
         }
     }

@@ -138,6 +138,7 @@ pub fn rewrite_layers(
                 .insert(output, (exact.op, exact.sources[0]));
         }
     }
+    stem::quantize_in_pointwise(model, &mut translator);
     let summary = translator.summary.clone();
     let rewritten = translator.translate_model(model)?;
     Ok(Some((rewritten, summary)))

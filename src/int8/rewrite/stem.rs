@@ -12,9 +12,10 @@ use super::graph::{
     before_reshapes, bin_op, clip_after, concrete_shape, const_values, conv3x3_stride,
     einsum_with_bias, is_pointwise_form, pointwise_positions,
 };
-use super::Fused;
+use super::{Fused, Translator};
 use crate::int8::kernels::KernelSet;
-use crate::int8::ops::stem::{Conv3x3Params, ExactConv3x3, ExactPointwise};
+use crate::int8::ops::quantize::QuantizeI8;
+use crate::int8::ops::stem::{Conv3x3Params, ExactConv3x3, ExactPointwise, ExactPointwiseI8};
 
 /// A float 3x3 convolution (with the clip after it) or a float pointwise convolution with its
 /// bias that does not read a dequantized tensor (a layer of the stem), as an op that computes in
@@ -116,4 +117,45 @@ pub fn exact_float_layer(
         };
         (fused, node.id)
     }))
+}
+
+/// Each [`ExactPointwise`] whose output only a [`QuantizeI8`] boundary reads becomes one
+/// [`ExactPointwiseI8`] in the boundary's place, so that the float tensor between them is never
+/// written.
+pub fn quantize_in_pointwise(model: &TypedModel, translator: &mut Translator) {
+    let pairs: Vec<(usize, usize)> = translator
+        .fused
+        .iter()
+        .filter_map(|(&boundary, (op, sources))| {
+            op.downcast_ref::<QuantizeI8>()?;
+            let [source] = sources.as_slice() else {
+                return None;
+            };
+            let (exact, _) = translator.exact.get(&source.node)?;
+            exact.downcast_ref::<ExactPointwise>()?;
+            let read_once = model.node(source.node).outputs[0].successors.len() == 1;
+            (source.slot == 0 && read_once).then_some((boundary, source.node))
+        })
+        .collect();
+    for (boundary, layer) in pairs {
+        let pointwise = translator.exact.get(&layer).and_then(|(op, input)| {
+            let pointwise = op.downcast_ref::<ExactPointwise>()?;
+            Some((pointwise.clone(), *input))
+        });
+        let quantization = translator
+            .fused
+            .get(&boundary)
+            .and_then(|(op, _)| op.downcast_ref::<QuantizeI8>())
+            .map(QuantizeI8::quantization);
+        let (Some((pointwise, input)), Some((inverse_scale, grid))) = (pointwise, quantization)
+        else {
+            continue;
+        };
+        translator.exact.remove(&layer);
+        translator.absorbed.insert(layer);
+        let fused = ExactPointwiseI8::new(pointwise, inverse_scale, grid);
+        translator
+            .fused
+            .insert(boundary, (Box::new(fused), vec![input]));
+    }
 }

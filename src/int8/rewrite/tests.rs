@@ -200,6 +200,20 @@ fn the_rewritten_member_tracks_the_qdq_graph() {
         .filter(|n| n.op.name().contains("Max") || n.op.name().contains("Min"))
         .count();
     assert_eq!(clips, 0, "the stem's clips run inside its convolutions");
+    let ops_named = |name: &str| {
+        member
+            .plan()
+            .model()
+            .nodes()
+            .iter()
+            .filter(|n| n.op.name() == name)
+            .count()
+    };
+    assert_eq!(
+        (ops_named("ExactPointwiseI8"), ops_named("QuantizeI8")),
+        (1, 0),
+        "the stem's last pointwise layer quantizes its own output"
+    );
     let softmax = |logits: &[f32]| {
         let top = logits.iter().fold(f32::MIN, |m, v| m.max(*v));
         let exp: Vec<f32> = logits.iter().map(|v| (v - top).exp()).collect();
