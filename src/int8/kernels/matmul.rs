@@ -456,65 +456,41 @@ impl PackedWeights {
         &self,
         input: &Tensor,
         input_layout: Layout,
-        scales: (&[f32], &[f32]),
+        scales: &ChannelScales,
         grid: OutputGrid,
         out: &mut [i8],
     ) -> TractResult<()> {
-        let (multiplier, offset) = scales;
-        ensure!(!multiplier.is_empty() && out.len().is_multiple_of(multiplier.len()));
-        let positions = out.len() / multiplier.len();
+        let channels = scales.channels();
+        ensure!(channels != 0 && out.len().is_multiple_of(channels));
+        let positions = out.len() / channels;
         match self {
             #[cfg(target_arch = "aarch64")]
             PackedWeights::SdotWeightsLeft(weights) => {
                 let values = input.try_as_plain_ram()?;
                 let x = input_matrix(values.as_slice::<i8>()?, input_layout, positions);
                 let x = SdotColumns::new(x);
-                sdot_product::product_requantized(
-                    weights,
-                    &x,
-                    (multiplier, offset, true),
-                    grid,
-                    out,
-                )
+                sdot_product::product_requantized(weights, &x, (scales, true), grid, out)
             }
             #[cfg(target_arch = "aarch64")]
             PackedWeights::SdotWeightsRight(weights) => {
                 let values = input.try_as_plain_ram()?;
                 let x = input_matrix(values.as_slice::<i8>()?, input_layout, positions);
                 let x = SdotRows::new(x.transposed());
-                sdot_product::product_requantized(
-                    &x,
-                    weights,
-                    (multiplier, offset, false),
-                    grid,
-                    out,
-                )
+                sdot_product::product_requantized(&x, weights, (scales, false), grid, out)
             }
             #[cfg(target_arch = "x86_64")]
             PackedWeights::QuadsWeightsLeft(weights) => {
                 let values = input.try_as_plain_ram()?;
                 let x = input_matrix(values.as_slice::<i8>()?, input_layout, positions);
                 let x = QuadPanels::activations(x);
-                quad_product::product_requantized(
-                    weights,
-                    &x,
-                    (multiplier, offset, true),
-                    grid,
-                    out,
-                )
+                quad_product::product_requantized(weights, &x, (scales, true), grid, out)
             }
             #[cfg(target_arch = "x86_64")]
             PackedWeights::QuadsWeightsRight(weights) => {
                 let values = input.try_as_plain_ram()?;
                 let x = input_matrix(values.as_slice::<i8>()?, input_layout, positions);
                 let x = QuadRows::activations(x.transposed());
-                quad_product::product_requantized(
-                    &x,
-                    weights,
-                    (multiplier, offset, false),
-                    grid,
-                    out,
-                )
+                quad_product::product_requantized(&x, weights, (scales, false), grid, out)
             }
             _ => bail!("{} does not requantize its sums itself", self.kernel_name()),
         }
@@ -535,39 +511,58 @@ fn input_matrix(values: &[i8], layout: Layout, positions: usize) -> Strided<'_> 
     }
 }
 
-/// The scales of a product requantized in its kernel's registers, per row or per column,
-/// zero-padded to whole blocks so that the kernel reads them a vector at a time.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-pub struct PaddedScales {
-    pub multiplier: Vec<f32>,
-    pub offset: Vec<f32>,
-    pub per_row: bool,
+/// Output channels the scales of [`ChannelScales`] are padded to whole blocks of: a multiple of
+/// the vector block of every product that requantizes in its registers (8 f32 lanes of the sdot
+/// product, 32-column panels of the quad product).
+pub const SCALE_BLOCK: usize = 32;
+
+/// A layer's requantization, `grid(sum * multiplier[c] + offset[c])` for output channel `c`,
+/// zero-padded once, when the layer is built, to whole [`SCALE_BLOCK`]s, so that a product
+/// requantizing in its registers reads the scales a vector at a time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelScales {
+    multiplier: Vec<f32>,
+    offset: Vec<f32>,
+    channels: usize,
 }
 
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-impl PaddedScales {
-    /// `(multiplier, offset, per_row)` of a `rows x columns` product, padded to whole `block`s;
-    /// fails when they hold a value for other than each row (or column).
-    pub fn new(
-        (multiplier, offset, per_row): (&[f32], &[f32], bool),
-        (rows, columns): (usize, usize),
-        block: usize,
-    ) -> TractResult<PaddedScales> {
-        let scaled = if per_row { rows } else { columns };
+impl ChannelScales {
+    /// The scales of `multiplier.len()` channels; fails when `offset` holds another number.
+    pub fn new(mut multiplier: Vec<f32>, mut offset: Vec<f32>) -> TractResult<ChannelScales> {
+        let channels = multiplier.len();
         ensure!(
-            multiplier.len() == scaled && offset.len() == scaled,
-            "requantized product with scales of the wrong size"
+            offset.len() == channels,
+            "requantization with {channels} multipliers and {} offsets",
+            offset.len()
         );
-        let padded = |values: &[f32]| -> Vec<f32> {
-            let mut padded = values.to_vec();
-            padded.resize(values.len().div_ceil(block) * block, 0.0);
-            padded
-        };
-        Ok(PaddedScales {
-            multiplier: padded(multiplier),
-            offset: padded(offset),
-            per_row,
+        let padded = channels.div_ceil(SCALE_BLOCK) * SCALE_BLOCK;
+        multiplier.resize(padded, 0.0);
+        offset.resize(padded, 0.0);
+        Ok(ChannelScales {
+            multiplier,
+            offset,
+            channels,
         })
+    }
+
+    /// Output channels.
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// One multiplier per channel.
+    pub fn multiplier(&self) -> &[f32] {
+        &self.multiplier[..self.channels]
+    }
+
+    /// One offset per channel.
+    pub fn offset(&self) -> &[f32] {
+        &self.offset[..self.channels]
+    }
+
+    /// Multipliers and offsets with their zero padding: whole [`SCALE_BLOCK`]s.
+    pub fn padded(&self) -> (&[f32], &[f32]) {
+        (&self.multiplier, &self.offset)
     }
 }
 

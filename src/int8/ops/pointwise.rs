@@ -12,7 +12,7 @@ use tract_linalg::multithread::{multithread_tract_scope, Executor};
 
 use super::{int8_fact, output_tensor};
 use crate::int8::grid::{recover_int8_rows, OutputGrid};
-use crate::int8::kernels::matmul::{choose_kernel, PackedWeights, Requantize};
+use crate::int8::kernels::matmul::{choose_kernel, ChannelScales, PackedWeights, Requantize};
 use crate::int8::kernels::{for_each_chunk, KernelSet};
 use crate::int8::layout::Layout;
 use crate::int8::rewrite::graph::{
@@ -42,8 +42,7 @@ pub struct PointwiseConvI8 {
     /// `[output_channels, input_channels]`.
     weights: Arc<Tensor>,
     packed: PackedWeights,
-    multiplier: Vec<f32>,
-    offset: Vec<f32>,
+    scales: ChannelScales,
     grid: OutputGrid,
 }
 
@@ -100,8 +99,7 @@ impl PointwiseConvI8 {
             positions: params.positions,
             weights: Arc::new(weights),
             packed,
-            multiplier,
-            offset,
+            scales: ChannelScales::new(multiplier, offset)?,
             grid: params.grid,
         }))
     }
@@ -218,8 +216,7 @@ impl PartialEq for PointwiseConvI8 {
             && self.kernels == other.kernels
             && self.input_layout == other.input_layout
             && self.output_layout == other.output_layout
-            && self.multiplier == other.multiplier
-            && self.offset == other.offset
+            && self.scales == other.scales
             && self.grid == other.grid
     }
 }
@@ -257,12 +254,11 @@ impl EvalOp for PointwiseConvI8 {
         if self.packed.fuses_requantization() {
             // SAFETY: i8 is valid for any bits, and the product writes every value.
             let mut out = unsafe { Tensor::uninitialized::<i8>(&output_shape)? };
-            let scales = (&self.multiplier[..], &self.offset[..]);
             let mut values = out.try_as_plain_ram_mut()?;
             self.packed.multiply_requantized(
                 &input,
                 self.input_layout,
-                scales,
+                &self.scales,
                 self.grid,
                 values.as_slice_mut::<i8>()?,
             )?;
@@ -290,8 +286,8 @@ impl EvalOp for PointwiseConvI8 {
                     let rows = out.len() / n;
                     self.kernels.run(Requantize {
                         acc: &acc[first * n..(first + rows) * n],
-                        multiplier: &self.multiplier[first..first + rows],
-                        offset: &self.offset[first..first + rows],
+                        multiplier: &self.scales.multiplier()[first..first + rows],
+                        offset: &self.scales.offset()[first..first + rows],
                         grid: self.grid,
                         layout: Layout::ChannelsFirst,
                         out,
@@ -304,8 +300,8 @@ impl EvalOp for PointwiseConvI8 {
                     let first = task * positions_per_task * co;
                     self.kernels.run(Requantize {
                         acc: &acc[first..first + out.len()],
-                        multiplier: &self.multiplier,
-                        offset: &self.offset,
+                        multiplier: self.scales.multiplier(),
+                        offset: self.scales.offset(),
                         grid: self.grid,
                         layout: Layout::ChannelsLast,
                         out,

@@ -16,7 +16,7 @@ use tract_core::internal::*;
 
 use super::vectors::{Eight, Quantizer, LANES};
 use crate::int8::grid::OutputGrid;
-use crate::int8::kernels::matmul::{PaddedScales, Strided};
+use crate::int8::kernels::matmul::{ChannelScales, Strided, SCALE_BLOCK};
 use crate::int8::kernels::quads::quad;
 use crate::int8::kernels::tile_order;
 use crate::int8::kernels::KernelSet;
@@ -218,16 +218,18 @@ pub fn product(a: &SdotRows, b: &SdotColumns, out: &mut [i32]) -> TractResult<()
 pub fn product_requantized(
     a: &SdotRows,
     b: &SdotColumns,
-    scales: (&[f32], &[f32], bool),
+    (scales, scales_per_row): (&ChannelScales, bool),
     grid: OutputGrid,
     out: &mut [i8],
 ) -> TractResult<()> {
     check(a, b, out.len())?;
-    let PaddedScales {
-        multiplier,
-        offset,
-        per_row: scales_per_row,
-    } = PaddedScales::new(scales, (a.count, b.count), LANES)?;
+    let scaled = if scales_per_row { a.count } else { b.count };
+    ensure!(
+        scales.channels() == scaled,
+        "requantized product with scales of the wrong size"
+    );
+    const { assert!(SCALE_BLOCK.is_multiple_of(LANES)) };
+    let (multiplier, offset) = scales.padded();
     let (columns, quantizer) = (b.count, Quantizer::new(grid));
     let out = out.as_mut_ptr();
     // SAFETY: the CPU has the dot-product instructions and the operands fit (checked above);
@@ -400,7 +402,8 @@ mod tests {
                 let (multiplier, offset, grid, expected) =
                     random_requantization(&mut scale_rng, &sums, columns, scales_per_row);
                 let mut out = vec![0i8; sums.len()];
-                let scales = (&multiplier[..], &offset[..], scales_per_row);
+                let scales = ChannelScales::new(multiplier, offset).unwrap();
+                let scales = (&scales, scales_per_row);
                 product_requantized(
                     &SdotRows::new(a),
                     &SdotColumns::new(b),

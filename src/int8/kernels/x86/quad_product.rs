@@ -17,7 +17,7 @@ use std::arch::x86_64::*;
 use tract_core::internal::*;
 
 use crate::int8::grid::OutputGrid;
-use crate::int8::kernels::matmul::{PaddedScales, Strided};
+use crate::int8::kernels::matmul::{ChannelScales, Strided, SCALE_BLOCK};
 use crate::int8::kernels::quads::quad;
 use crate::int8::kernels::tile_order;
 use crate::int8::kernels::KernelSet;
@@ -226,14 +226,19 @@ pub fn product(a: &QuadRows, b: &QuadPanels, out: &mut [i32]) -> TractResult<()>
 pub fn product_requantized(
     a: &QuadRows,
     b: &QuadPanels,
-    scales: (&[f32], &[f32], bool),
+    (scales, scales_per_row): (&ChannelScales, bool),
     grid: OutputGrid,
     out: &mut [i8],
 ) -> TractResult<()> {
     check(a, b, out.len())?;
-    let scales = PaddedScales::new(scales, (a.count, b.count), PANEL)?;
+    let scaled = if scales_per_row { a.count } else { b.count };
+    ensure!(
+        scales.channels() == scaled,
+        "requantized product with scales of the wrong size"
+    );
+    const { assert!(SCALE_BLOCK.is_multiple_of(PANEL)) };
     // SAFETY: as in `product`; the scales are padded to whole panels.
-    unsafe { product_requantized_avx512(a, b, &scales, grid, out) };
+    unsafe { product_requantized_avx512(a, b, (scales, scales_per_row), grid, out) };
     Ok(())
 }
 
@@ -287,11 +292,11 @@ fn product_avx512(a: &QuadRows, b: &QuadPanels, out: &mut [i32]) {
 fn product_requantized_avx512(
     a: &QuadRows,
     b: &QuadPanels,
-    scales: &PaddedScales,
+    (scales, scales_per_row): (&ChannelScales, bool),
     grid: OutputGrid,
     out: &mut [i8],
 ) {
-    let (multiplier, offset) = (&scales.multiplier, &scales.offset);
+    let (multiplier, offset) = scales.padded();
     let columns = b.count;
     let low = _mm512_set1_ps(grid.low);
     let high = _mm512_set1_ps(grid.high);
@@ -315,8 +320,7 @@ fn product_requantized_avx512(
             } else {
                 &mut bytes[..]
             };
-            let row_scales = scales
-                .per_row
+            let row_scales = scales_per_row
                 .then(|| (_mm512_set1_ps(multiplier[row]), _mm512_set1_ps(offset[row])));
             for (v, sums) in vectors.iter().enumerate() {
                 let (m, b) = row_scales.unwrap_or(column_scales[v]);
@@ -500,7 +504,8 @@ mod tests {
             for scales_per_row in [true, false] {
                 let (multiplier, offset, grid, expected) =
                     random_requantization(&mut scale_rng, &sums, columns, scales_per_row);
-                let scales = (&multiplier[..], &offset[..], scales_per_row);
+                let scales = ChannelScales::new(multiplier, offset).unwrap();
+                let scales = (&scales, scales_per_row);
                 let mut out = vec![0i8; sums.len()];
                 let (left, right) = (QuadRows::weights(a), QuadPanels::activations(b));
                 product_requantized(&left, &right, scales, grid, &mut out).unwrap();
