@@ -591,6 +591,25 @@ mod tests {
         }
     }
 
+    /// A pointwise layer of `bias.len()` output channels over `positions` on `kernels`.
+    fn random_pointwise(
+        weights: &[f32],
+        bias: &[f32],
+        positions: usize,
+        kernels: KernelSet,
+    ) -> ExactPointwise {
+        let output_shape = tvec![1, bias.len(), positions];
+        ExactPointwise::new(
+            "random".into(),
+            weights.to_vec(),
+            bias.to_vec(),
+            positions,
+            output_shape,
+            kernels,
+        )
+        .unwrap()
+    }
+
     /// On every kernel set.
     #[test]
     fn pointwise_gives_the_bits_of_the_written_order() {
@@ -600,15 +619,7 @@ mod tests {
             let bias = random(&mut rng, co);
             let input = random(&mut rng, ci * positions);
             for kernels in KernelSet::runnable() {
-                let op = ExactPointwise::new(
-                    "random".into(),
-                    weights.clone(),
-                    bias.clone(),
-                    positions,
-                    tvec![1, co, positions],
-                    kernels,
-                )
-                .unwrap();
+                let op = random_pointwise(&weights, &bias, positions, kernels);
                 let ours = eval(&op, &[1, ci, positions], &input);
                 for co_at in 0..co {
                     for p in 0..positions {
@@ -641,15 +652,7 @@ mod tests {
             let grid = OutputGrid::new(rng.f32_in(5.0, 50.0), rng.next() as u8, 0.0, 6.0);
             let inverse_scale = rng.f32_in(5.0, 50.0);
             for kernels in KernelSet::runnable() {
-                let pointwise = ExactPointwise::new(
-                    "random".into(),
-                    weights.clone(),
-                    bias.clone(),
-                    positions,
-                    tvec![1, co, positions],
-                    kernels,
-                )
-                .unwrap();
+                let pointwise = random_pointwise(&weights, &bias, positions, kernels);
                 let expected: Vec<i8> = eval(&pointwise, &[1, ci, positions], &input)
                     .iter()
                     .map(|x| grid.quantize(x * inverse_scale))
