@@ -11,6 +11,8 @@
 //! routine), vectorized across output positions only. The bits are the same on every CPU, and
 //! the single rounding keeps the stem as precise as tract's own kernels.
 
+use std::borrow::Cow;
+
 use tract_core::internal::*;
 
 use super::output_tensor;
@@ -37,7 +39,13 @@ trait Exact {
     fn output_shape(&self) -> &[usize];
     /// The kernel set the layer runs on.
     fn kernels(&self) -> KernelSet;
-    /// Output channels `first..` of `input` into `out` (as many as it holds), on vectors `V`.
+    /// What every task reads, made once per evaluation: the input itself unless the layer
+    /// needs it in another form.
+    fn prepare<'a>(&self, input: &'a [f32]) -> Cow<'a, [f32]> {
+        Cow::Borrowed(input)
+    }
+    /// Output channels `first..` into `out` (as many as it holds), on vectors `V`, reading the
+    /// [`Exact::prepare`]d input.
     fn kernel<V: FloatVector>(&self, input: &[f32], first: usize, out: &mut [Self::Output]);
 }
 
@@ -68,7 +76,8 @@ fn eval_exact<T: Exact + Sync>(
     let input = args_1!(inputs);
     ensure!(input.datum_type() == DatumType::F32 && input.len() == op.input_len());
     let input = input.try_as_plain_ram()?;
-    let input = input.as_slice::<f32>()?;
+    let prepared = op.prepare(input.as_slice::<f32>()?);
+    let input = &*prepared;
     let plane = op.plane_len();
     output_tensor(output_shape, |out: &mut [T::Output]| {
         for_each_chunk(out, CHANNELS_PER_TASK * plane, |task, out| {
@@ -146,6 +155,23 @@ impl ExactConv3x3 {
     }
 }
 
+impl ExactConv3x3 {
+    /// Writes the input planes of `group`, zero-padded ([`PaddedPlanes`]), into `planes`.
+    fn pad_group(&self, input: &[f32], group: usize, planes: &mut Vec<f32>) {
+        let (h, w) = (self.height, self.width);
+        let group_inputs = self.input_channels / self.groups;
+        let padded = PaddedPlanes::new(h, w, self.stride);
+        planes.resize(group_inputs * padded.len, 0.0);
+        let inputs = &input[group * group_inputs * h * w..][..group_inputs * h * w];
+        for (source, target) in inputs
+            .chunks_exact(h * w)
+            .zip(planes.chunks_exact_mut(padded.len))
+        {
+            padded.fill(source, target);
+        }
+    }
+}
+
 impl Exact for ExactConv3x3 {
     type Output = f32;
 
@@ -166,8 +192,19 @@ impl Exact for ExactConv3x3 {
         oh * ow
     }
 
-    /// One group's input planes are padded at a time. Without groups, output channels are
-    /// summed [`SHARED_CHANNELS`] at a time, sharing the input vectors they read.
+    /// Without groups, the input planes are padded once for every task.
+    fn prepare<'a>(&self, input: &'a [f32]) -> Cow<'a, [f32]> {
+        if self.groups != 1 {
+            return Cow::Borrowed(input);
+        }
+        let mut planes = Vec::new();
+        self.pad_group(input, 0, &mut planes);
+        Cow::Owned(planes)
+    }
+
+    /// With groups, one group's input planes are padded at a time; without, the input comes
+    /// padded ([`Exact::prepare`]) and output channels are summed [`SHARED_CHANNELS`] at a time,
+    /// sharing the input vectors they read.
     #[inline(always)]
     fn kernel<V: FloatVector>(&self, input: &[f32], first: usize, out: &mut [f32]) {
         let (h, w, s) = (self.height, self.width, self.stride);
@@ -179,23 +216,10 @@ impl Exact for ExactConv3x3 {
         let starts: Vec<usize> = (0..terms)
             .map(|term| (term / 9) * padded.len + padded.tap_start(term % 9))
             .collect();
-        let mut planes = vec![0f32; group_inputs * padded.len];
         debug_assert!(starts
             .iter()
-            .all(|start| start + oh * padded.row_len <= planes.len()));
-        let mut padded_group = usize::MAX;
-        let mut pad = |group: usize, planes: &mut [f32]| {
-            if group != padded_group {
-                let inputs = &input[group * group_inputs * h * w..][..group_inputs * h * w];
-                for (source, target) in inputs
-                    .chunks_exact(h * w)
-                    .zip(planes.chunks_exact_mut(padded.len))
-                {
-                    padded.fill(source, target);
-                }
-                padded_group = group;
-            }
-        };
+            .all(|start| start + oh * padded.row_len <= group_inputs * padded.len));
+        debug_assert!(self.groups != 1 || input.len() == group_inputs * padded.len);
         let shared_channels = match self.groups {
             1 => out.len() / (oh * ow) / SHARED_CHANNELS * SHARED_CHANNELS,
             _ => 0,
@@ -206,7 +230,7 @@ impl Exact for ExactConv3x3 {
             .chunks_exact_mut(SHARED_CHANNELS * oh * ow)
             .enumerate()
         {
-            pad(0, &mut planes);
+            let planes = input;
             let channel = first + block * SHARED_CHANNELS;
             let weights = shared_weights(&self.weights, terms, channel);
             let block_out = block_planes.as_mut_ptr();
@@ -228,9 +252,19 @@ impl Exact for ExactConv3x3 {
         let first = first + shared_channels;
         let run_len = oh * padded.row_len;
         let mut rows = vec![0f32; run_len];
+        let (mut group_planes, mut padded_group) = (Vec::new(), usize::MAX);
         for (at, plane) in rest.chunks_exact_mut(oh * ow).enumerate() {
             let channel = first + at;
-            pad(channel / group_outputs, &mut planes);
+            let group = channel / group_outputs;
+            let planes: &[f32] = if self.groups == 1 {
+                input
+            } else {
+                if group != padded_group {
+                    self.pad_group(input, group, &mut group_planes);
+                    padded_group = group;
+                }
+                &group_planes
+            };
             let weights = &self.weights[channel * terms..][..terms];
             let inputs = |term: usize| planes[starts[term]..].as_ptr();
             let rows_out = rows.as_mut_ptr();
