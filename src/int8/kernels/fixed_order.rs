@@ -304,10 +304,15 @@ pub unsafe fn sum_channel_positions<V: FloatVector, O: Fn(usize) -> *mut f32>(
     sum_positions::<V, 1, CHANNEL_VECTORS, O>(weights, len, inputs, finish)
 }
 
-/// The weights of [`SHARED_CHANNELS`] consecutive channels from `first`, term by term, as
-/// [`sum_shared_positions`] reads them: `weights` holds `terms` values per channel.
-pub fn shared_weights(weights: &[f32], terms: usize, first: usize) -> Vec<[f32; SHARED_CHANNELS]> {
-    (0..terms)
-        .map(|t| std::array::from_fn(|c| weights[(first + c) * terms + t]))
+/// The weights of every whole block of [`SHARED_CHANNELS`] channels, block by block and term by
+/// term (`[blocks][terms]`), as [`sum_shared_positions`] reads them: `weights` holds `terms`
+/// values per channel. Made once, when a layer is built.
+pub fn shared_blocks(weights: &[f32], terms: usize) -> Vec<[f32; SHARED_CHANNELS]> {
+    let blocks = weights.len() / terms.max(1) / SHARED_CHANNELS;
+    (0..blocks * terms)
+        .map(|at| {
+            let (block, term) = (at / terms, at % terms);
+            std::array::from_fn(|c| weights[(block * SHARED_CHANNELS + c) * terms + term])
+        })
         .collect()
 }

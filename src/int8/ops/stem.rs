@@ -19,7 +19,7 @@ use super::output_tensor;
 use crate::int8::grid::OutputGrid;
 use crate::int8::kernels::depthwise::output_size;
 use crate::int8::kernels::fixed_order::{
-    shared_weights, sum_channel_positions, sum_shared_positions, Finish, FloatLoop, FloatVector,
+    shared_blocks, sum_channel_positions, sum_shared_positions, Finish, FloatLoop, FloatVector,
     PaddedPlanes, SHARED_CHANNELS,
 };
 use crate::int8::kernels::{for_each_chunk, KernelSet};
@@ -64,8 +64,9 @@ impl<T: Exact> FloatLoop for ExactTask<'_, T> {
     }
 }
 
-/// Output channels one thread computes at a time.
+/// Output channels one thread computes at a time: whole blocks of [`SHARED_CHANNELS`].
 const CHANNELS_PER_TASK: usize = 8;
+const _: () = assert!(CHANNELS_PER_TASK.is_multiple_of(SHARED_CHANNELS));
 
 /// Evaluates `op` on its one f32 input into a new `output_shape` tensor.
 fn eval_exact<T: Exact + Sync>(
@@ -105,6 +106,8 @@ pub struct ExactConv3x3 {
     pub output_shape: TVec<usize>,
     /// `[output_channels, input_channels / groups, 3, 3]`.
     weights: Vec<f32>,
+    /// Without groups, `weights` as [`shared_blocks`] lays them out.
+    shared: Vec<[f32; SHARED_CHANNELS]>,
     bias: Vec<f32>,
     /// The activation's clip (ReLU6: 0 and 6), applied after the bias.
     clip: (f32, f32),
@@ -138,6 +141,10 @@ impl ExactConv3x3 {
         ensure!(matches!(params.stride, 1 | 2) && params.height > 0 && params.width > 0);
         let (oh, ow) = output_size(params.height, params.width, params.stride);
         ensure!(params.output_shape.iter().product::<usize>() == output_channels * oh * ow);
+        let shared = match groups {
+            1 => shared_blocks(&params.weights, params.input_channels * 9),
+            _ => Vec::new(),
+        };
         Ok(ExactConv3x3 {
             layer: params.layer,
             input_channels: params.input_channels,
@@ -148,14 +155,13 @@ impl ExactConv3x3 {
             width: params.width,
             output_shape: params.output_shape,
             weights: params.weights,
+            shared,
             bias: params.bias,
             clip: params.clip,
             kernels,
         })
     }
-}
 
-impl ExactConv3x3 {
     /// Writes the input planes of `group`, zero-padded ([`PaddedPlanes`]), into `planes`.
     fn pad_group(&self, input: &[f32], group: usize, planes: &mut Vec<f32>) {
         let (h, w) = (self.height, self.width);
@@ -232,7 +238,7 @@ impl Exact for ExactConv3x3 {
         {
             let planes = input;
             let channel = first + block * SHARED_CHANNELS;
-            let weights = shared_weights(&self.weights, terms, channel);
+            let weights = &self.shared[channel / SHARED_CHANNELS * terms..][..terms];
             let block_out = block_planes.as_mut_ptr();
             for oy in 0..oh {
                 let run = oy * padded.row_len;
@@ -246,7 +252,7 @@ impl Exact for ExactConv3x3 {
                 };
                 // SAFETY: every term's run from an output row holds its `ow` outputs' values
                 // (see the debug assertion above); each output row has room for `ow` values.
-                unsafe { sum_shared_positions::<V, _>(&weights, ow, inputs, &finish) };
+                unsafe { sum_shared_positions::<V, _>(weights, ow, inputs, &finish) };
             }
         }
         let first = first + shared_channels;
@@ -296,6 +302,8 @@ pub struct ExactPointwise {
     pub output_shape: TVec<usize>,
     /// `[output_channels, input_channels]`.
     weights: Vec<f32>,
+    /// `weights` as [`shared_blocks`] lays them out.
+    shared: Vec<[f32; SHARED_CHANNELS]>,
     bias: Vec<f32>,
     kernels: KernelSet,
 }
@@ -314,20 +322,20 @@ impl ExactPointwise {
         let output_channels = bias.len();
         ensure!(output_channels > 0 && weights.len().is_multiple_of(output_channels));
         ensure!(output_shape.iter().product::<usize>() == output_channels * positions);
+        let input_channels = weights.len() / output_channels;
         Ok(ExactPointwise {
             layer,
-            input_channels: weights.len() / output_channels,
+            input_channels,
             output_channels,
             positions,
             output_shape,
+            shared: shared_blocks(&weights, input_channels),
             weights,
             bias,
             kernels,
         })
     }
-}
 
-impl ExactPointwise {
     /// Sums output channels `first..first + channels` of `input` block by block of [`BLOCK`]
     /// positions, [`SHARED_CHANNELS`] channels at a time sharing each input vector they read,
     /// each output's sum in the one order of terms: for the block of `len` positions from
@@ -348,14 +356,12 @@ impl ExactPointwise {
         let (ci, positions) = (self.input_channels, self.positions);
         let weights_of = |channel: usize| &self.weights[channel * ci..(channel + 1) * ci];
         let shared = channels / SHARED_CHANNELS * SHARED_CHANNELS;
-        let block_weights: Vec<_> = (0..shared / SHARED_CHANNELS)
-            .map(|block| shared_weights(&self.weights, ci, first + block * SHARED_CHANNELS))
-            .collect();
         for start in (0..positions).step_by(BLOCK) {
             let len = BLOCK.min(positions - start);
             let inputs = |i: usize| input[i * positions + start..].as_ptr();
-            for (block, weights) in block_weights.iter().enumerate() {
+            for block in 0..shared / SHARED_CHANNELS {
                 let channel = first + block * SHARED_CHANNELS;
+                let weights = &self.shared[channel / SHARED_CHANNELS * ci..][..ci];
                 let finish = Finish {
                     bias: &self.bias[channel..channel + SHARED_CHANNELS],
                     clip: None,

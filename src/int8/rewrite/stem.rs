@@ -123,37 +123,24 @@ pub fn exact_float_layer(
 /// [`ExactPointwiseI8`] in the boundary's place, so that the float tensor between them is never
 /// written.
 pub fn quantize_in_pointwise(model: &TypedModel, translator: &mut Translator) {
-    let pairs: Vec<(usize, usize)> = translator
+    let fusions: Vec<(usize, usize, ExactPointwiseI8, OutletId)> = translator
         .fused
         .iter()
         .filter_map(|(&boundary, (op, sources))| {
-            op.downcast_ref::<QuantizeI8>()?;
+            let (inverse_scale, grid) = op.downcast_ref::<QuantizeI8>()?.quantization();
             let [source] = sources.as_slice() else {
                 return None;
             };
-            let (exact, _) = translator.exact.get(&source.node)?;
-            exact.downcast_ref::<ExactPointwise>()?;
+            let (exact, input) = translator.exact.get(&source.node)?;
+            let pointwise = exact.downcast_ref::<ExactPointwise>()?.clone();
             let read_once = model.node(source.node).outputs[0].successors.len() == 1;
-            (source.slot == 0 && read_once).then_some((boundary, source.node))
+            let fused = ExactPointwiseI8::new(pointwise, inverse_scale, grid);
+            (source.slot == 0 && read_once).then_some((boundary, source.node, fused, *input))
         })
         .collect();
-    for (boundary, layer) in pairs {
-        let pointwise = translator.exact.get(&layer).and_then(|(op, input)| {
-            let pointwise = op.downcast_ref::<ExactPointwise>()?;
-            Some((pointwise.clone(), *input))
-        });
-        let quantization = translator
-            .fused
-            .get(&boundary)
-            .and_then(|(op, _)| op.downcast_ref::<QuantizeI8>())
-            .map(QuantizeI8::quantization);
-        let (Some((pointwise, input)), Some((inverse_scale, grid))) = (pointwise, quantization)
-        else {
-            continue;
-        };
+    for (boundary, layer, fused, input) in fusions {
         translator.exact.remove(&layer);
         translator.absorbed.insert(layer);
-        let fused = ExactPointwiseI8::new(pointwise, inverse_scale, grid);
         translator
             .fused
             .insert(boundary, (Box::new(fused), vec![input]));
