@@ -6,6 +6,8 @@
 
 #[cfg(target_arch = "aarch64")]
 use super::aarch64::depthwise as arch;
+#[cfg(target_arch = "aarch64")]
+use super::aarch64::sdot_depthwise::SdotDepthwise;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use super::grouped_depthwise::GroupedLayer;
 #[cfg(target_arch = "x86_64")]
@@ -43,6 +45,9 @@ pub struct DepthwiseLayer {
     /// The layer for the AVX2 and NEON kernels.
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     grouped: GroupedLayer,
+    /// The layer for the aarch64 dot-product kernel.
+    #[cfg(target_arch = "aarch64")]
+    sdot: SdotDepthwise,
 }
 
 impl DepthwiseLayer {
@@ -58,8 +63,12 @@ impl DepthwiseLayer {
     ) -> DepthwiseLayer {
         let (channels, height, width, stride) = shape;
         let float_weights: Vec<f32> = weights.iter().map(|w| f32::from(*w)).collect();
+        #[cfg(target_arch = "aarch64")]
+        let sdot = SdotDepthwise::new(shape, weights, input_zero_point, &multiplier, &offset, grid);
         let input_zero_point = f32::from(input_zero_point);
         DepthwiseLayer {
+            #[cfg(target_arch = "aarch64")]
+            sdot,
             channels,
             stride,
             height,
@@ -92,6 +101,10 @@ impl DepthwiseLayer {
     /// Convolves channels `first..` of channels-first `input` into `out` (as many as it holds).
     pub fn convolve_planes(&self, set: KernelSet, input: &[i8], first: usize, out: &mut [i8]) {
         let channels_last = self.height * self.width <= CHANNELS_LAST_MAX_POSITIONS;
+        #[cfg(target_arch = "aarch64")]
+        if !channels_last && arch::convolve_planes_sdot(set, &self.sdot, input, first, out) {
+            return;
+        }
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         if !channels_last && arch::convolve_planes(set, &self.grouped, input, first, out) {
             return;
@@ -112,6 +125,10 @@ impl DepthwiseLayer {
     /// Convolves output rows `first_row..` (as many as `out` holds) of channels-last `input`
     /// into channels-last `out`.
     pub fn convolve_rows(&self, set: KernelSet, input: &[i8], first_row: usize, out: &mut [i8]) {
+        #[cfg(target_arch = "aarch64")]
+        if arch::convolve_rows_sdot(set, &self.sdot, input, first_row, BAND_ROWS, out) {
+            return;
+        }
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         if arch::convolve_rows(set, &self.grouped, input, first_row, BAND_ROWS, out) {
             return;

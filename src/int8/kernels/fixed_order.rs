@@ -107,6 +107,12 @@ pub trait FloatVector: Copy {
     fn max(self, other: Self) -> Self;
     /// [`f32::min`] lane by lane (a NaN lane of `self` takes `other`'s value).
     fn min(self, other: Self) -> Self;
+    /// Each of `weights` in every lane of its own vector ([`FloatVector::splat`] of each), as
+    /// the architecture reads them best.
+    #[inline(always)]
+    fn splat_each<const C: usize>(weights: &[f32; C]) -> [Self; C] {
+        std::array::from_fn(|c| Self::splat(weights[c]))
+    }
 }
 
 /// A loop that [`KernelSet::run_float`](super::KernelSet::run_float) runs on one
@@ -180,18 +186,34 @@ unsafe fn channel_sums<V: FloatVector, const C: usize, const N: usize>(
     inputs: &impl Fn(usize) -> *const f32,
 ) -> [[V; N]; C] {
     let mut sums = [[V::zero(); N]; C];
-    for (term, weights) in weights.iter().enumerate() {
-        let at = inputs(term);
-        // SAFETY: as the caller promises.
-        let x: [V; N] = std::array::from_fn(|n| unsafe { V::load(at.add(n * V::LANES)) });
-        for (sum, weight) in sums.iter_mut().zip(weights) {
-            let weight = V::splat(*weight);
-            for (s, x) in sum.iter_mut().zip(&x) {
-                *s = s.mul_add(weight, *x);
-            }
-        }
+    let (pairs, last) = weights.as_chunks::<2>();
+    for (pair, [first, second]) in pairs.iter().enumerate() {
+        add_term(&mut sums, first, inputs(2 * pair));
+        add_term(&mut sums, second, inputs(2 * pair + 1));
+    }
+    if let [weights] = last {
+        add_term(&mut sums, weights, inputs(2 * pairs.len()));
     }
     sums
+}
+
+/// One term of [`channel_sums`]: `weights[c]` times the `N` vectors at `at`, added to
+/// `sums[c]`.
+///
+/// # Safety
+/// `at` points at `N * V::LANES` values.
+#[inline(always)]
+unsafe fn add_term<V: FloatVector, const C: usize, const N: usize>(
+    sums: &mut [[V; N]; C],
+    weights: &[f32; C],
+    at: *const f32,
+) {
+    let x: [V; N] = std::array::from_fn(|n| V::load(at.add(n * V::LANES)));
+    for (sum, weight) in sums.iter_mut().zip(V::splat_each(weights)) {
+        for (s, x) in sum.iter_mut().zip(&x) {
+            *s = s.mul_add(weight, *x);
+        }
+    }
 }
 
 /// Where [`sum_positions`] writes channel `c`'s sums: position `p` at `out(c) + p`, as `sum +
@@ -203,13 +225,28 @@ pub struct Finish<'a, O: Fn(usize) -> *mut f32> {
 }
 
 impl<O: Fn(usize) -> *mut f32> Finish<'_, O> {
+    /// The biases of channels `0..C` and the clip in vectors, made once per [`sum_positions`].
+    #[inline(always)]
+    fn vectors<V: FloatVector, const C: usize>(&self) -> FinishVectors<V, C> {
+        FinishVectors {
+            bias: std::array::from_fn(|c| V::splat(self.bias[c])),
+            clip: self.clip.map(|(low, high)| (V::splat(low), V::splat(high))),
+        }
+    }
+
     /// # Safety
     /// `out(c) + p` points at room for `V::LANES` values.
     #[inline(always)]
-    unsafe fn vector<V: FloatVector>(&self, c: usize, p: usize, sum: V) {
-        let mut value = sum.add(V::splat(self.bias[c]));
-        if let Some((low, high)) = self.clip {
-            value = value.max(V::splat(low)).min(V::splat(high));
+    unsafe fn vector<V: FloatVector, const C: usize>(
+        &self,
+        vectors: &FinishVectors<V, C>,
+        c: usize,
+        p: usize,
+        sum: V,
+    ) {
+        let mut value = sum.add(vectors.bias[c]);
+        if let Some((low, high)) = vectors.clip {
+            value = value.max(low).min(high);
         }
         value.store((self.out)(c).add(p));
     }
@@ -224,6 +261,12 @@ impl<O: Fn(usize) -> *mut f32> Finish<'_, O> {
         }
         *(self.out)(c).add(p) = value;
     }
+}
+
+/// A [`Finish`]'s bias of `C` channels and clip in vectors.
+struct FinishVectors<V, const C: usize> {
+    bias: [V; C],
+    clip: Option<(V, V)>,
 }
 
 /// Sums positions `0..len` of `C` output channels in fixed order ([`channel_sums`]; `weights`
@@ -242,12 +285,13 @@ pub unsafe fn sum_positions<V: FloatVector, const C: usize, const N: usize, O>(
 ) where
     O: Fn(usize) -> *mut f32,
 {
+    let vectors = finish.vectors::<V, C>();
     let mut first = 0;
     while first + N * V::LANES <= len {
         let sums = channel_sums::<V, C, N>(weights, &|t| inputs(t).add(first));
         for (c, sum) in sums.iter().enumerate() {
             for (n, v) in sum.iter().enumerate() {
-                finish.vector(c, first + n * V::LANES, *v);
+                finish.vector(&vectors, c, first + n * V::LANES, *v);
             }
         }
         first += N * V::LANES;
@@ -255,7 +299,7 @@ pub unsafe fn sum_positions<V: FloatVector, const C: usize, const N: usize, O>(
     while first + V::LANES <= len {
         let sums = channel_sums::<V, C, 1>(weights, &|t| inputs(t).add(first));
         for (c, [v]) in sums.iter().enumerate() {
-            finish.vector(c, first, *v);
+            finish.vector(&vectors, c, first, *v);
         }
         first += V::LANES;
     }

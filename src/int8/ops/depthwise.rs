@@ -276,6 +276,7 @@ mod tests {
             (10, 7, 70, 1),
             (3, 6, 66, 2),
             (17, 18, 25, 1),
+            (5, 11, 31, 2),
         ] {
             for extreme in [false, true] {
                 let mut input = rng.i8s(channels * height * width);

@@ -3,6 +3,7 @@
 
 use std::arch::aarch64::*;
 
+use super::sdot_depthwise::SdotDepthwise;
 use super::vectors::{Eight, Quantizer};
 use crate::int8::grid::OutputGrid;
 use crate::int8::kernels::grouped_depthwise::{self, GroupVector, GroupedLayer, LANES};
@@ -102,4 +103,31 @@ pub fn convolve_planes(
     // SAFETY: as in `convolve_rows`.
     unsafe { grouped_depthwise::convolve_planes::<Eight>(layer, input, first, out) };
     true
+}
+
+/// [`SdotDepthwise::convolve_rows`] on the dot-product set; `false`, with nothing written, for
+/// another set or a shape the layer refuses.
+pub fn convolve_rows_sdot(
+    set: KernelSet,
+    layer: &SdotDepthwise,
+    input: &[i8],
+    first_row: usize,
+    band_rows: usize,
+    out: &mut [i8],
+) -> bool {
+    // SAFETY: a set with the dot-product instructions exists only on a CPU that has them.
+    set.has_dotprod() && unsafe { layer.convolve_rows(input, first_row, band_rows, out) }
+}
+
+/// [`SdotDepthwise::convolve_planes`] on the dot-product set; `false`, with nothing written,
+/// for another set or a shape the layer refuses.
+pub fn convolve_planes_sdot(
+    set: KernelSet,
+    layer: &SdotDepthwise,
+    input: &[i8],
+    first: usize,
+    out: &mut [i8],
+) -> bool {
+    // SAFETY: a set with the dot-product instructions exists only on a CPU that has them.
+    set.has_dotprod() && unsafe { layer.convolve_planes(input, first, out) }
 }

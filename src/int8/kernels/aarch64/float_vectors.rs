@@ -55,6 +55,27 @@ impl FloatVector for NeonLanes {
     fn min(self, other: Self) -> Self {
         unsafe { NeonLanes(vminnmq_f32(self.0, other.0)) }
     }
+
+    /// Whole vectors of four weights, each lane broadcast from its vector, which `fmla` takes
+    /// by element.
+    #[inline(always)]
+    fn splat_each<const C: usize>(weights: &[f32; C]) -> [Self; C] {
+        if !C.is_multiple_of(4) {
+            return std::array::from_fn(|c| Self::splat(weights[c]));
+        }
+        std::array::from_fn(|c| {
+            // SAFETY: `c / 4 * 4 + 3 < C`, as C is a multiple of four.
+            unsafe {
+                let four = vld1q_f32(weights.as_ptr().add(c / 4 * 4));
+                NeonLanes(match c % 4 {
+                    0 => vdupq_laneq_f32::<0>(four),
+                    1 => vdupq_laneq_f32::<1>(four),
+                    2 => vdupq_laneq_f32::<2>(four),
+                    _ => vdupq_laneq_f32::<3>(four),
+                })
+            }
+        })
+    }
 }
 
 /// Runs `kernel` on NEON vectors.

@@ -3,5 +3,6 @@
 
 pub mod depthwise;
 pub mod float_vectors;
+pub mod sdot_depthwise;
 pub mod sdot_product;
 pub mod vectors;

@@ -237,6 +237,7 @@ pub fn product_requantized(
     // to whole vectors.
     unsafe {
         for_each_tile(a, b, |first_row, first_column, tile| {
+            let (out, columns) = (out, columns);
             let width = COLUMNS.min(columns - first_column);
             let column_scales = (!scales_per_row).then(|| {
                 (
@@ -331,26 +332,43 @@ fn sdot<const LANE: i32>(mut acc: int32x4_t, columns: int8x16_t, rows: int8x16_t
 #[inline]
 unsafe fn tile_sdot(rows: *const i32, columns: *const i32, quads: usize) -> [[int32x4_t; 2]; ROWS] {
     let mut acc = [[vdupq_n_s32(0); 2]; ROWS];
-    for q in 0..quads {
-        let (r, c) = (
-            rows.add(q * ROWS).cast::<i8>(),
-            columns.add(q * COLUMNS).cast::<i8>(),
+    let mut q = 0;
+    while q + 2 <= quads {
+        quad_step(&mut acc, rows.add(q * ROWS), columns.add(q * COLUMNS));
+        quad_step(
+            &mut acc,
+            rows.add((q + 1) * ROWS),
+            columns.add((q + 1) * COLUMNS),
         );
-        let low_rows = vld1q_s8(r);
-        let high_rows = vld1q_s8(r.add(16));
-        let cs = [vld1q_s8(c), vld1q_s8(c.add(16))];
-        for (v, column) in cs.iter().enumerate() {
-            acc[0][v] = sdot::<0>(acc[0][v], *column, low_rows);
-            acc[1][v] = sdot::<1>(acc[1][v], *column, low_rows);
-            acc[2][v] = sdot::<2>(acc[2][v], *column, low_rows);
-            acc[3][v] = sdot::<3>(acc[3][v], *column, low_rows);
-            acc[4][v] = sdot::<0>(acc[4][v], *column, high_rows);
-            acc[5][v] = sdot::<1>(acc[5][v], *column, high_rows);
-            acc[6][v] = sdot::<2>(acc[6][v], *column, high_rows);
-            acc[7][v] = sdot::<3>(acc[7][v], *column, high_rows);
-        }
+        q += 2;
+    }
+    if q < quads {
+        quad_step(&mut acc, rows.add(q * ROWS), columns.add(q * COLUMNS));
     }
     acc
+}
+
+/// One group of four terms of [`tile_sdot`].
+///
+/// # Safety
+/// `rows` and `columns` point at eight i32 values each.
+#[target_feature(enable = "neon,dotprod")]
+#[inline]
+unsafe fn quad_step(acc: &mut [[int32x4_t; 2]; ROWS], rows: *const i32, columns: *const i32) {
+    let (r, c) = (rows.cast::<i8>(), columns.cast::<i8>());
+    let low_rows = vld1q_s8(r);
+    let high_rows = vld1q_s8(r.add(16));
+    let cs = [vld1q_s8(c), vld1q_s8(c.add(16))];
+    for (v, column) in cs.iter().enumerate() {
+        acc[0][v] = sdot::<0>(acc[0][v], *column, low_rows);
+        acc[1][v] = sdot::<1>(acc[1][v], *column, low_rows);
+        acc[2][v] = sdot::<2>(acc[2][v], *column, low_rows);
+        acc[3][v] = sdot::<3>(acc[3][v], *column, low_rows);
+        acc[4][v] = sdot::<0>(acc[4][v], *column, high_rows);
+        acc[5][v] = sdot::<1>(acc[5][v], *column, high_rows);
+        acc[6][v] = sdot::<2>(acc[6][v], *column, high_rows);
+        acc[7][v] = sdot::<3>(acc[7][v], *column, high_rows);
+    }
 }
 
 #[cfg(test)]

@@ -78,47 +78,55 @@ impl Eight {
 /// [`OutputGrid::quantize`] on vectors.
 pub struct Quantizer {
     low: float32x4_t,
-    high: float32x4_t,
-    zero_point: int32x4_t,
+    /// `high + zero_point`, in every lane.
+    high_byte: int16x8_t,
+    zero_point: int16x8_t,
 }
 
 impl Quantizer {
     /// The quantizer of `grid`.
     pub fn new(grid: OutputGrid) -> Quantizer {
+        let zero_point = i16::from(grid.zero_point);
         // SAFETY: NEON is part of every aarch64 target.
         unsafe {
             Quantizer {
                 low: vdupq_n_f32(grid.low),
-                high: vdupq_n_f32(grid.high),
-                zero_point: vdupq_n_s32(i32::from(grid.zero_point)),
+                high_byte: vdupq_n_s16(grid.high as i16 + zero_point),
+                zero_point: vdupq_n_s16(zero_point),
             }
         }
     }
 
-    /// `grid.quantize(sum * multiplier + offset)` for four lanes: NaN goes to the lowest step
-    /// (`fmaxnm` takes the number), rounding is to the nearest, ties to even (`fcvtns`).
+    /// `round(max(sum * multiplier + offset, low))` for four lanes: NaN goes to the lowest step
+    /// (`fmaxnm` takes the number), rounding is to the nearest, ties to even (`fcvtns`,
+    /// saturating).
     #[inline(always)]
-    pub fn steps(
+    fn rounded_above_low(
         &self,
         sum: float32x4_t,
         multiplier: float32x4_t,
         offset: float32x4_t,
-    ) -> int16x4_t {
+    ) -> int32x4_t {
         // SAFETY: NEON is part of every aarch64 target.
         unsafe {
             let steps = vaddq_f32(vmulq_f32(sum, multiplier), offset);
-            let clamped = vminq_f32(vmaxnmq_f32(steps, self.low), self.high);
-            vqmovn_s32(vaddq_s32(vcvtnq_s32_f32(clamped), self.zero_point))
+            vcvtnq_s32_f32(vmaxnmq_f32(steps, self.low))
         }
     }
 
-    /// Eight quantized lanes.
+    /// Eight quantized lanes. The grid's `low` and `high` are whole steps, so clamping to
+    /// `high` after rounding gives what clamping before it does; the result lies in
+    /// `[low + zero_point, high + zero_point]`, inside the i8 range.
     #[inline(always)]
     pub fn bytes(&self, sum: Eight, multiplier: Eight, offset: Eight) -> int8x8_t {
-        let low = self.steps(sum.0, multiplier.0, offset.0);
-        let high = self.steps(sum.1, multiplier.1, offset.1);
+        let low = self.rounded_above_low(sum.0, multiplier.0, offset.0);
+        let high = self.rounded_above_low(sum.1, multiplier.1, offset.1);
         // SAFETY: NEON is part of every aarch64 target.
-        unsafe { vqmovn_s16(vcombine_s16(low, high)) }
+        unsafe {
+            let words = vcombine_s16(vqmovn_s32(low), vqmovn_s32(high));
+            let shifted = vminq_s16(vqaddq_s16(words, self.zero_point), self.high_byte);
+            vmovn_s16(shifted)
+        }
     }
 
     /// Stores the first `lanes` of the eight quantized lanes at `target`.

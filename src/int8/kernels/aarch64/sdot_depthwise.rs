@@ -1,0 +1,415 @@
+//! Depthwise 3x3 convolution of channels-last int8 tensors with `sdot` (Armv8.2 `dotprod`), on
+//! the bytes themselves: each 32-bit lane of `sdot` sums one channel's three taps of one kernel
+//! row, so an output of sixteen channels takes three instructions per four channels.
+//!
+//! Per band of output rows and group of [`GROUP`] channels, every input row the band reads is
+//! laid out as *triples*: for each output column, each channel's three horizontal taps and a
+//! fourth byte that meets a zero weight, sixteen channels in 64 bytes. Padding holds the input
+//! zero point, and the sums start at `-zero_point * sum(weights)`, so they are the integers the
+//! portable loops sum, `sum(w * (x - zero_point))` with zero padding, and requantize as they do.
+
+use std::arch::aarch64::*;
+use std::arch::asm;
+
+use super::vectors::{Eight, Quantizer, LANES};
+use crate::int8::grid::OutputGrid;
+
+/// Channels one group holds: four `sdot` lanes in each of four vectors.
+const GROUP: usize = 16;
+/// Bytes of one output column's triples for a group.
+const TRIPLES: usize = 4 * GROUP;
+
+/// A depthwise layer's values for [`convolve_rows`], grouped by [`GROUP`] channels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SdotDepthwise {
+    channels: usize,
+    height: usize,
+    width: usize,
+    stride: usize,
+    input_zero_point: i8,
+    /// `[groups][3 kernel rows][GROUP][4]`: a channel's three taps of a row, then 0.
+    weights: Vec<i8>,
+    /// `[channels][3 kernel rows][4][4]`: a channel's three taps of a row, then 0, four times.
+    plane_weights: Vec<i8>,
+    /// `[groups * GROUP]`: `-zero_point * sum(weights)` per channel.
+    start: Vec<i32>,
+    /// `[groups * GROUP]`.
+    multiplier: Vec<f32>,
+    /// `[groups * GROUP]`.
+    offset: Vec<f32>,
+    grid: OutputGrid,
+}
+
+impl SdotDepthwise {
+    /// `weights` is `[channels, 9]`, `multiplier` and `offset` take a channel's sum (zero point
+    /// removed) to output steps; `shape` is `(channels, height, width, stride)`.
+    pub fn new(
+        shape: (usize, usize, usize, usize),
+        weights: &[i8],
+        input_zero_point: i8,
+        multiplier: &[f32],
+        offset: &[f32],
+        grid: OutputGrid,
+    ) -> SdotDepthwise {
+        let (channels, height, width, stride) = shape;
+        let padded = channels.div_ceil(GROUP) * GROUP;
+        let weight = |c: usize, tap: usize| {
+            (c < channels)
+                .then(|| weights.get(c * 9 + tap).copied())
+                .flatten()
+                .unwrap_or(0)
+        };
+        let grouped = (0..padded * 12)
+            .map(|at| {
+                let (group, ky, lane, kx) = (
+                    at / (12 * GROUP),
+                    at / (4 * GROUP) % 3,
+                    at / 4 % GROUP,
+                    at % 4,
+                );
+                if kx == 3 {
+                    0
+                } else {
+                    weight(group * GROUP + lane, ky * 3 + kx)
+                }
+            })
+            .collect();
+        let plane_weights = (0..channels * 48)
+            .map(|at| {
+                let (c, ky, kx) = (at / 48, at / 16 % 3, at % 4);
+                if kx == 3 {
+                    0
+                } else {
+                    weight(c, ky * 3 + kx)
+                }
+            })
+            .collect();
+        let start = (0..padded)
+            .map(|c| {
+                let sum: i32 = (0..9).map(|tap| i32::from(weight(c, tap))).sum();
+                -i32::from(input_zero_point) * sum
+            })
+            .collect();
+        let by_channel = |values: &[f32]| -> Vec<f32> {
+            (0..padded)
+                .map(|c| {
+                    values
+                        .get(c)
+                        .copied()
+                        .filter(|_| c < channels)
+                        .unwrap_or(0.0)
+                })
+                .collect()
+        };
+        SdotDepthwise {
+            channels,
+            height,
+            width,
+            stride,
+            input_zero_point,
+            weights: grouped,
+            plane_weights,
+            start,
+            multiplier: by_channel(multiplier),
+            offset: by_channel(offset),
+            grid,
+        }
+    }
+
+    fn output_width(&self) -> usize {
+        (self.width - 1) / self.stride + 1
+    }
+
+    /// Whether `out` holds whole output rows of channels-last `input`.
+    fn fits_rows(&self, input: &[i8], out: &[i8]) -> bool {
+        let row_len = self.output_width() * self.channels;
+        matches!(self.stride, 1 | 2)
+            && input.len() == self.height * self.width * self.channels
+            && row_len != 0
+            && out.len().is_multiple_of(row_len)
+            && self.weights.len() == self.channels.div_ceil(GROUP) * 12 * GROUP
+    }
+
+    /// Convolves output rows `first_row..` (as many as `out` holds) of channels-last `input`
+    /// into channels-last `out`, `band_rows` output rows at a time; `false`, with nothing
+    /// written, when the sizes do not fit the layer.
+    ///
+    /// # Safety
+    /// The CPU has the dot-product instructions.
+    pub unsafe fn convolve_rows(
+        &self,
+        input: &[i8],
+        first_row: usize,
+        band_rows: usize,
+        out: &mut [i8],
+    ) -> bool {
+        if !self.fits_rows(input, out) {
+            return false;
+        }
+        let row_len = self.output_width() * self.channels;
+        let mut triples = Vec::new();
+        let mut padded_row = Vec::new();
+        for (band, out) in out.chunks_mut(band_rows.max(1) * row_len).enumerate() {
+            let first = first_row + band * band_rows.max(1);
+            // SAFETY: the sizes fit (checked above); the CPU has the instructions.
+            unsafe { self.convolve_band(input, first, out, &mut triples, &mut padded_row) };
+        }
+        true
+    }
+
+    #[target_feature(enable = "neon,dotprod")]
+    unsafe fn convolve_band(
+        &self,
+        input: &[i8],
+        first_row: usize,
+        out: &mut [i8],
+        triples: &mut Vec<i8>,
+        padded_row: &mut Vec<i8>,
+    ) {
+        let (c, s, ow) = (self.channels, self.stride, self.output_width());
+        let rows = out.len() / (ow * c);
+        let input_rows = (rows - 1) * s + 3;
+        triples.resize(input_rows * ow * TRIPLES, 0);
+        padded_row.resize((self.width + 2) * GROUP, 0);
+        let grid = Quantizer::new(self.grid);
+        for group in 0..c.div_ceil(GROUP) {
+            let lanes = GROUP.min(c - group * GROUP);
+            for r in 0..input_rows {
+                let y = (first_row * s + r)
+                    .checked_sub(1)
+                    .filter(|y| *y < self.height);
+                let row = &mut triples[r * ow * TRIPLES..(r + 1) * ow * TRIPLES];
+                self.fill_triples(input, y, group, lanes, padded_row, row);
+            }
+            for half in 0..lanes.div_ceil(LANES) {
+                let half_lanes = LANES.min(lanes - half * LANES);
+                self.sum_half(triples, (group, half), half_lanes, &grid, out);
+            }
+        }
+    }
+
+    /// Sums and requantizes the outputs of `half` (0 or 1: eight channels, two `sdot` vectors)
+    /// of channel group `group` for the band's rows, from their triples.
+    #[target_feature(enable = "neon,dotprod")]
+    unsafe fn sum_half(
+        &self,
+        triples: &[i8],
+        (group, half): (usize, usize),
+        lanes: usize,
+        grid: &Quantizer,
+        out: &mut [i8],
+    ) {
+        let (c, s, ow) = (self.channels, self.stride, self.output_width());
+        let at = group * GROUP + half * LANES;
+        let weights: [[int8x16_t; 2]; 3] = std::array::from_fn(|ky| {
+            std::array::from_fn(|v| {
+                let vector = (group * 3 + ky) * 4 + 2 * half + v;
+                vld1q_s8(self.weights.as_ptr().add(vector * 16))
+            })
+        });
+        let start = [
+            vld1q_s32(self.start.as_ptr().add(at)),
+            vld1q_s32(self.start.as_ptr().add(at + 4)),
+        ];
+        let multiplier = Eight::load(self.multiplier.as_ptr().add(at));
+        let offset = Eight::load(self.offset.as_ptr().add(at));
+        for (oy, out_row) in out.chunks_exact_mut(ow * c).enumerate() {
+            let kernel_rows: [*const i8; 3] = std::array::from_fn(|ky| {
+                triples
+                    .as_ptr()
+                    .add((oy * s + ky) * ow * TRIPLES + half * TRIPLES / 2)
+            });
+            let mut target = out_row.as_mut_ptr().add(at);
+            for ox in 0..ow {
+                let mut sums = start;
+                for (ky, row) in kernel_rows.iter().enumerate() {
+                    let x = row.add(ox * TRIPLES);
+                    for (v, sum) in sums.iter_mut().enumerate() {
+                        *sum = sdot(*sum, vld1q_s8(x.add(16 * v)), weights[ky][v]);
+                    }
+                }
+                grid.store(Eight::from_sums(sums), multiplier, offset, target, lanes);
+                target = target.add(c);
+            }
+        }
+    }
+
+    /// Positions of one output plane.
+    fn output_plane_len(&self) -> usize {
+        ((self.height - 1) / self.stride + 1) * self.output_width()
+    }
+
+    /// Convolves channels `first..` (as many as `out` holds, plane after plane) of
+    /// channels-first `input`; `false`, with nothing written, when the sizes do not fit the
+    /// layer. Each input row of a channel is laid out as triples, one per output position
+    /// (four positions per vector), and sixteen outputs of a row take three `sdot` per four.
+    ///
+    /// # Safety
+    /// The CPU has the dot-product instructions.
+    pub unsafe fn convolve_planes(&self, input: &[i8], first: usize, out: &mut [i8]) -> bool {
+        let (h, w, plane_len) = (self.height, self.width, self.output_plane_len());
+        let fits = matches!(self.stride, 1 | 2)
+            && input.len() == h * w * self.channels
+            && plane_len != 0
+            && out.len().is_multiple_of(plane_len)
+            && first + out.len() / plane_len <= self.channels
+            && self.plane_weights.len() == self.channels * 48;
+        if !fits {
+            return false;
+        }
+        let row_blocks = self.output_width().div_ceil(GROUP);
+        let mut padded_row = vec![0i8; 2 * row_blocks * GROUP + 2 * GROUP + 2];
+        let mut triples = vec![0i8; (h + 2) * row_blocks * TRIPLES];
+        for (at, out) in out.chunks_exact_mut(plane_len).enumerate() {
+            let channel = first + at;
+            let plane = &input[channel * h * w..(channel + 1) * h * w];
+            // SAFETY: the sizes fit (checked above); the CPU has the instructions.
+            unsafe { self.convolve_plane(channel, plane, &mut padded_row, &mut triples, out) };
+        }
+        true
+    }
+
+    /// One channel's plane. The padded row holds the zero point at columns 0 and `width + 1`;
+    /// its bytes past them reach only outputs past the row's end, which are not stored.
+    #[target_feature(enable = "neon,dotprod")]
+    unsafe fn convolve_plane(
+        &self,
+        channel: usize,
+        plane: &[i8],
+        padded_row: &mut [i8],
+        triples: &mut [i8],
+        out: &mut [i8],
+    ) {
+        let (w, s, ow) = (self.width, self.stride, self.output_width());
+        let row_len = ow.div_ceil(GROUP) * TRIPLES;
+        for r in 0..self.height + 2 {
+            let zero_point = self.input_zero_point;
+            if (1..=self.height).contains(&r) {
+                padded_row[0] = zero_point;
+                padded_row[1..=w].copy_from_slice(&plane[(r - 1) * w..r * w]);
+                padded_row[w + 1] = zero_point;
+            } else {
+                padded_row[..w + 2].fill(zero_point);
+            }
+            let row = triples.as_mut_ptr().add(r * row_len);
+            let source = padded_row.as_ptr();
+            for block in 0..ow.div_ceil(GROUP) {
+                let ox = block * GROUP;
+                let (left, middle, right) = if s == 1 {
+                    let at = source.add(ox);
+                    (vld1q_s8(at), vld1q_s8(at.add(1)), vld1q_s8(at.add(2)))
+                } else {
+                    let pairs = vld2q_s8(source.add(2 * ox));
+                    (pairs.0, pairs.1, vld2q_s8(source.add(2 * ox + 2)).0)
+                };
+                store_triples(left, middle, right, row.add(block * TRIPLES));
+            }
+        }
+        let weights: [int8x16_t; 3] = std::array::from_fn(|ky| {
+            vld1q_s8(self.plane_weights.as_ptr().add((channel * 3 + ky) * 16))
+        });
+        let start = vdupq_n_s32(self.start[channel]);
+        let multiplier = Eight::splat(self.multiplier[channel]);
+        let offset = Eight::splat(self.offset[channel]);
+        let grid = Quantizer::new(self.grid);
+        for (oy, out_row) in out.chunks_exact_mut(ow).enumerate() {
+            let kernel_rows: [*const i8; 3] =
+                std::array::from_fn(|ky| triples.as_ptr().add((oy * s + ky) * row_len));
+            for block in 0..ow.div_ceil(GROUP) {
+                let mut sums = [start; 4];
+                for (ky, row) in kernel_rows.iter().enumerate() {
+                    let x = row.add(block * TRIPLES);
+                    for (v, sum) in sums.iter_mut().enumerate() {
+                        *sum = sdot(*sum, vld1q_s8(x.add(16 * v)), weights[ky]);
+                    }
+                }
+                let ox = block * GROUP;
+                let lanes = GROUP.min(ow - ox);
+                let target = out_row.as_mut_ptr().add(ox);
+                let low = Eight::from_sums([sums[0], sums[1]]);
+                grid.store(low, multiplier, offset, target, lanes.min(LANES));
+                if lanes > LANES {
+                    let high = Eight::from_sums([sums[2], sums[3]]);
+                    grid.store(high, multiplier, offset, target.add(LANES), lanes - LANES);
+                }
+            }
+        }
+    }
+
+    /// Lays out input row `y` (padding where `None`) of channel group `group` as triples: for
+    /// each output column `ox`, the channels' bytes at input columns `ox * stride - 1 ..= ox *
+    /// stride + 1`, four channels per vector.
+    #[target_feature(enable = "neon,dotprod")]
+    unsafe fn fill_triples(
+        &self,
+        input: &[i8],
+        y: Option<usize>,
+        group: usize,
+        lanes: usize,
+        padded_row: &mut [i8],
+        target: &mut [i8],
+    ) {
+        let (w, c) = (self.width, self.channels);
+        padded_row.fill(self.input_zero_point);
+        if let Some(y) = y {
+            for x in 0..w {
+                let source = input.as_ptr().add((y * w + x) * c + group * GROUP);
+                let slot = padded_row.as_mut_ptr().add((x + 1) * GROUP);
+                if lanes == GROUP {
+                    vst1q_s8(slot, vld1q_s8(source));
+                } else {
+                    std::ptr::copy_nonoverlapping(source, slot, lanes);
+                }
+            }
+        }
+        let column = |x: usize| vld1q_s8(padded_row.as_ptr().add(x * GROUP));
+        for ox in 0..self.output_width() {
+            let x = ox * self.stride;
+            let slot = target.as_mut_ptr().add(ox * TRIPLES);
+            store_triples(column(x), column(x + 1), column(x + 2), slot);
+        }
+    }
+}
+
+/// Stores the sixteen lanes of `left`, `middle` and `right` as triples: lane `i`'s three bytes,
+/// then a fourth byte (which meets a zero weight), four lanes per 16 bytes at `target`.
+///
+/// # Safety
+/// `target` points at room for 64 bytes.
+#[inline(always)]
+unsafe fn store_triples(left: int8x16_t, middle: int8x16_t, right: int8x16_t, target: *mut i8) {
+    let pairs = [vzip1q_s8(left, middle), vzip2q_s8(left, middle)];
+    let rights = [vzip1q_s8(right, right), vzip2q_s8(right, right)];
+    for half in 0..2 {
+        let (pair, right) = (
+            vreinterpretq_s16_s8(pairs[half]),
+            vreinterpretq_s16_s8(rights[half]),
+        );
+        vst1q_s8(
+            target.add(32 * half),
+            vreinterpretq_s8_s16(vzip1q_s16(pair, right)),
+        );
+        vst1q_s8(
+            target.add(32 * half + 16),
+            vreinterpretq_s8_s16(vzip2q_s16(pair, right)),
+        );
+    }
+}
+
+/// `acc + sdot(x, weights)`: lane `i` adds the dot product of bytes `4i .. 4i + 4` of `x` and
+/// of `weights`.
+#[target_feature(enable = "neon,dotprod")]
+#[inline]
+fn sdot(mut acc: int32x4_t, x: int8x16_t, weights: int8x16_t) -> int32x4_t {
+    // SAFETY: `sdot` reads and writes registers only; the CPU has it (target feature).
+    unsafe {
+        asm!(
+            "sdot {acc:v}.4s, {x:v}.16b, {weights:v}.16b",
+            acc = inout(vreg) acc,
+            x = in(vreg) x,
+            weights = in(vreg) weights,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    acc
+}
