@@ -2,7 +2,8 @@
 //! prepared once, and its loops, portable and per architecture.
 //!
 //! Products and sums run in f32 on integer values (`|w| <= 127`, `|x - zero point| <= 255`,
-//! nine taps), which is exact and vectorizes on every x86-64 and aarch64 CPU.
+//! nine taps), which is exact and vectorizes on every x86-64 and aarch64 CPU; on aarch64 with
+//! the dot product they run on the bytes with `sdot`, to the same integers.
 
 #[cfg(target_arch = "aarch64")]
 use super::aarch64::depthwise as arch;

@@ -7,7 +7,7 @@
 //! ones), `aarch64-neon` (this crate's NEON depthwise kernels, the other loops compiled for
 //! aarch64, whose vectors are NEON, and tract-linalg's arm64 NEON matrix kernels) and
 //! `aarch64-neon-sdot` (the same with this crate's `sdot` matrix product, which requantizes in
-//! its registers). The rewrite picks one set for a member (the best
+//! its registers, and `sdot` depthwise kernels). The rewrite picks one set for a member (the best
 //! this CPU runs, or the one `DERMEDGE_INT8_KERNELS` names) and every op it builds keeps it, so
 //! a plan says which code it runs. Every set writes the same integers as [`KernelSet::PORTABLE`];
 //! only the instructions differ.
