@@ -7,10 +7,10 @@
 
 #[cfg(target_arch = "aarch64")]
 use super::aarch64::depthwise as arch;
-#[cfg(target_arch = "aarch64")]
-use super::aarch64::sdot_depthwise::SdotDepthwise;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use super::grouped_depthwise::GroupedLayer;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+use super::triple_depthwise::TripleDepthwise;
 #[cfg(target_arch = "x86_64")]
 use super::x86::depthwise as arch;
 use super::{KernelSet, VectorLoop};
@@ -46,9 +46,9 @@ pub struct DepthwiseLayer {
     /// The layer for the AVX2 and NEON kernels.
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     grouped: GroupedLayer,
-    /// The layer for the aarch64 dot-product kernel.
-    #[cfg(target_arch = "aarch64")]
-    sdot: SdotDepthwise,
+    /// The layer for the dot-product kernels (aarch64 `sdot`, x86-64 AVX-512 VNNI).
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    triples: TripleDepthwise,
 }
 
 impl DepthwiseLayer {
@@ -64,12 +64,13 @@ impl DepthwiseLayer {
     ) -> DepthwiseLayer {
         let (channels, height, width, stride) = shape;
         let float_weights: Vec<f32> = weights.iter().map(|w| f32::from(*w)).collect();
-        #[cfg(target_arch = "aarch64")]
-        let sdot = SdotDepthwise::new(shape, weights, input_zero_point, &multiplier, &offset, grid);
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        let triples =
+            TripleDepthwise::new(shape, weights, input_zero_point, &multiplier, &offset, grid);
         let input_zero_point = f32::from(input_zero_point);
         DepthwiseLayer {
-            #[cfg(target_arch = "aarch64")]
-            sdot,
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            triples,
             channels,
             stride,
             height,
@@ -102,8 +103,8 @@ impl DepthwiseLayer {
     /// Convolves channels `first..` of channels-first `input` into `out` (as many as it holds).
     pub fn convolve_planes(&self, set: KernelSet, input: &[i8], first: usize, out: &mut [i8]) {
         let channels_last = self.height * self.width <= CHANNELS_LAST_MAX_POSITIONS;
-        #[cfg(target_arch = "aarch64")]
-        if !channels_last && arch::convolve_planes_sdot(set, &self.sdot, input, first, out) {
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        if !channels_last && arch::convolve_planes_dot(set, &self.triples, input, first, out) {
             return;
         }
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
@@ -126,8 +127,8 @@ impl DepthwiseLayer {
     /// Convolves output rows `first_row..` (as many as `out` holds) of channels-last `input`
     /// into channels-last `out`.
     pub fn convolve_rows(&self, set: KernelSet, input: &[i8], first_row: usize, out: &mut [i8]) {
-        #[cfg(target_arch = "aarch64")]
-        if arch::convolve_rows_sdot(set, &self.sdot, input, first_row, BAND_ROWS, out) {
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        if arch::convolve_rows_dot(set, &self.triples, input, first_row, BAND_ROWS, out) {
             return;
         }
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]

@@ -20,6 +20,8 @@ pub mod fixed_order;
 pub mod grouped_depthwise;
 pub mod matmul;
 pub mod quads;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub mod triple_depthwise;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 

@@ -3,10 +3,10 @@
 
 use std::arch::aarch64::*;
 
-use super::sdot_depthwise::SdotDepthwise;
 use super::vectors::{Eight, Quantizer};
 use crate::int8::grid::OutputGrid;
 use crate::int8::kernels::grouped_depthwise::{self, GroupVector, GroupedLayer, LANES};
+use crate::int8::kernels::triple_depthwise::TripleDepthwise;
 use crate::int8::kernels::KernelSet;
 
 impl GroupVector for Eight {
@@ -105,11 +105,11 @@ pub fn convolve_planes(
     true
 }
 
-/// [`SdotDepthwise::convolve_rows`] on the dot-product set; `false`, with nothing written, for
+/// [`TripleDepthwise::convolve_rows`] on the dot-product set; `false`, with nothing written, for
 /// another set or a shape the layer refuses.
-pub fn convolve_rows_sdot(
+pub fn convolve_rows_dot(
     set: KernelSet,
-    layer: &SdotDepthwise,
+    layer: &TripleDepthwise,
     input: &[i8],
     first_row: usize,
     band_rows: usize,
@@ -119,11 +119,11 @@ pub fn convolve_rows_sdot(
     set.has_dotprod() && unsafe { layer.convolve_rows(input, first_row, band_rows, out) }
 }
 
-/// [`SdotDepthwise::convolve_planes`] on the dot-product set; `false`, with nothing written,
+/// [`TripleDepthwise::convolve_planes`] on the dot-product set; `false`, with nothing written,
 /// for another set or a shape the layer refuses.
-pub fn convolve_planes_sdot(
+pub fn convolve_planes_dot(
     set: KernelSet,
-    layer: &SdotDepthwise,
+    layer: &TripleDepthwise,
     input: &[i8],
     first: usize,
     out: &mut [i8],

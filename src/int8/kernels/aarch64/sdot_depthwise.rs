@@ -1,135 +1,14 @@
-//! Depthwise 3x3 convolution of channels-last int8 tensors with `sdot` (Armv8.2 `dotprod`), on
-//! the bytes themselves: each 32-bit lane of `sdot` sums one channel's three taps of one kernel
-//! row, so an output of sixteen channels takes three instructions per four channels.
-//!
-//! Per band of output rows and group of [`GROUP`] channels, every input row the band reads is
-//! laid out as *triples*: for each output column, each channel's three horizontal taps and a
-//! fourth byte that meets a zero weight, sixteen channels in 64 bytes. Padding holds the input
-//! zero point, and the sums start at `-zero_point * sum(weights)`, so they are the integers the
-//! portable loops sum, `sum(w * (x - zero_point))` with zero padding, and requantize as they do.
+//! The depthwise layers of the aarch64 dot-product set ([`TripleDepthwise`]): `sdot` sums a
+//! channel's three taps of a kernel row in each 32-bit lane, so sixteen outputs take three
+//! instructions per four.
 
 use std::arch::aarch64::*;
 use std::arch::asm;
 
 use super::vectors::{Eight, Quantizer, LANES};
-use crate::int8::grid::OutputGrid;
+use crate::int8::kernels::triple_depthwise::{TripleDepthwise, GROUP, TRIPLES};
 
-/// Channels one group holds: four `sdot` lanes in each of four vectors.
-const GROUP: usize = 16;
-/// Bytes of one output column's triples for a group.
-const TRIPLES: usize = 4 * GROUP;
-
-/// A depthwise layer's values for [`convolve_rows`], grouped by [`GROUP`] channels.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SdotDepthwise {
-    channels: usize,
-    height: usize,
-    width: usize,
-    stride: usize,
-    input_zero_point: i8,
-    /// `[groups][3 kernel rows][GROUP][4]`: a channel's three taps of a row, then 0.
-    weights: Vec<i8>,
-    /// `[channels][3 kernel rows][4][4]`: a channel's three taps of a row, then 0, four times.
-    plane_weights: Vec<i8>,
-    /// `[groups * GROUP]`: `-zero_point * sum(weights)` per channel.
-    start: Vec<i32>,
-    /// `[groups * GROUP]`.
-    multiplier: Vec<f32>,
-    /// `[groups * GROUP]`.
-    offset: Vec<f32>,
-    grid: OutputGrid,
-}
-
-impl SdotDepthwise {
-    /// `weights` is `[channels, 9]`, `multiplier` and `offset` take a channel's sum (zero point
-    /// removed) to output steps; `shape` is `(channels, height, width, stride)`.
-    pub fn new(
-        shape: (usize, usize, usize, usize),
-        weights: &[i8],
-        input_zero_point: i8,
-        multiplier: &[f32],
-        offset: &[f32],
-        grid: OutputGrid,
-    ) -> SdotDepthwise {
-        let (channels, height, width, stride) = shape;
-        let padded = channels.div_ceil(GROUP) * GROUP;
-        let weight = |c: usize, tap: usize| {
-            (c < channels)
-                .then(|| weights.get(c * 9 + tap).copied())
-                .flatten()
-                .unwrap_or(0)
-        };
-        let grouped = (0..padded * 12)
-            .map(|at| {
-                let (group, ky, lane, kx) = (
-                    at / (12 * GROUP),
-                    at / (4 * GROUP) % 3,
-                    at / 4 % GROUP,
-                    at % 4,
-                );
-                if kx == 3 {
-                    0
-                } else {
-                    weight(group * GROUP + lane, ky * 3 + kx)
-                }
-            })
-            .collect();
-        let plane_weights = (0..channels * 48)
-            .map(|at| {
-                let (c, ky, kx) = (at / 48, at / 16 % 3, at % 4);
-                if kx == 3 {
-                    0
-                } else {
-                    weight(c, ky * 3 + kx)
-                }
-            })
-            .collect();
-        let start = (0..padded)
-            .map(|c| {
-                let sum: i32 = (0..9).map(|tap| i32::from(weight(c, tap))).sum();
-                -i32::from(input_zero_point) * sum
-            })
-            .collect();
-        let by_channel = |values: &[f32]| -> Vec<f32> {
-            (0..padded)
-                .map(|c| {
-                    values
-                        .get(c)
-                        .copied()
-                        .filter(|_| c < channels)
-                        .unwrap_or(0.0)
-                })
-                .collect()
-        };
-        SdotDepthwise {
-            channels,
-            height,
-            width,
-            stride,
-            input_zero_point,
-            weights: grouped,
-            plane_weights,
-            start,
-            multiplier: by_channel(multiplier),
-            offset: by_channel(offset),
-            grid,
-        }
-    }
-
-    fn output_width(&self) -> usize {
-        (self.width - 1) / self.stride + 1
-    }
-
-    /// Whether `out` holds whole output rows of channels-last `input`.
-    fn fits_rows(&self, input: &[i8], out: &[i8]) -> bool {
-        let row_len = self.output_width() * self.channels;
-        matches!(self.stride, 1 | 2)
-            && input.len() == self.height * self.width * self.channels
-            && row_len != 0
-            && out.len().is_multiple_of(row_len)
-            && self.weights.len() == self.channels.div_ceil(GROUP) * 12 * GROUP
-    }
-
+impl TripleDepthwise {
     /// Convolves output rows `first_row..` (as many as `out` holds) of channels-last `input`
     /// into channels-last `out`, `band_rows` output rows at a time; `false`, with nothing
     /// written, when the sizes do not fit the layer.
@@ -207,10 +86,8 @@ impl SdotDepthwise {
                 vld1q_s8(self.weights.as_ptr().add(vector * 16))
             })
         });
-        let start = [
-            vld1q_s32(self.start.as_ptr().add(at)),
-            vld1q_s32(self.start.as_ptr().add(at + 4)),
-        ];
+        let start =
+            [0, 4].map(|lane| start_sums(&self.weight_sums[at + lane..], self.input_zero_point));
         let multiplier = Eight::load(self.multiplier.as_ptr().add(at));
         let offset = Eight::load(self.offset.as_ptr().add(at));
         for (oy, out_row) in out.chunks_exact_mut(ow * c).enumerate() {
@@ -234,11 +111,6 @@ impl SdotDepthwise {
         }
     }
 
-    /// Positions of one output plane.
-    fn output_plane_len(&self) -> usize {
-        ((self.height - 1) / self.stride + 1) * self.output_width()
-    }
-
     /// Convolves channels `first..` (as many as `out` holds, plane after plane) of
     /// channels-first `input`; `false`, with nothing written, when the sizes do not fit the
     /// layer. Each input row of a channel is laid out as triples, one per output position
@@ -248,12 +120,7 @@ impl SdotDepthwise {
     /// The CPU has the dot-product instructions.
     pub unsafe fn convolve_planes(&self, input: &[i8], first: usize, out: &mut [i8]) -> bool {
         let (h, w, plane_len) = (self.height, self.width, self.output_plane_len());
-        let fits = matches!(self.stride, 1 | 2)
-            && input.len() == h * w * self.channels
-            && plane_len != 0
-            && out.len().is_multiple_of(plane_len)
-            && first + out.len() / plane_len <= self.channels
-            && self.plane_weights.len() == self.channels * 48;
+        let fits = self.fits_planes(input, first, out);
         if !fits {
             return false;
         }
@@ -308,7 +175,7 @@ impl SdotDepthwise {
         let weights: [int8x16_t; 3] = std::array::from_fn(|ky| {
             vld1q_s8(self.plane_weights.as_ptr().add((channel * 3 + ky) * 16))
         });
-        let start = vdupq_n_s32(self.start[channel]);
+        let start = vdupq_n_s32(-i32::from(self.input_zero_point) * self.weight_sums[channel]);
         let multiplier = Eight::splat(self.multiplier[channel]);
         let offset = Eight::splat(self.offset[channel]);
         let grid = Quantizer::new(self.grid);
@@ -369,6 +236,15 @@ impl SdotDepthwise {
             store_triples(column(x), column(x + 1), column(x + 2), slot);
         }
     }
+}
+
+/// `-zero_point * sum(weights)` for the four channels whose weight sums start `sums`.
+///
+/// # Safety
+/// `sums` holds at least four values.
+#[inline(always)]
+unsafe fn start_sums(sums: &[i32], zero_point: i8) -> int32x4_t {
+    vmulq_n_s32(vld1q_s32(sums.as_ptr()), -i32::from(zero_point))
 }
 
 /// Stores the sixteen lanes of `left`, `middle` and `right` as triples: lane `i`'s three bytes,

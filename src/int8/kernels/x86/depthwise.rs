@@ -3,6 +3,7 @@
 
 use std::arch::x86_64::*;
 
+pub use super::vnni_depthwise::{convolve_planes_dot, convolve_rows_dot};
 use crate::int8::grid::OutputGrid;
 use crate::int8::kernels::grouped_depthwise::{self, GroupVector, GroupedLayer};
 use crate::int8::kernels::KernelSet;

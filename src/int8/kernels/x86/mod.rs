@@ -4,6 +4,7 @@ pub mod depthwise;
 pub mod float_vectors;
 pub mod pair_product;
 pub mod quad_product;
+pub mod vnni_depthwise;
 
 use super::VectorLoop;
 

@@ -1,0 +1,301 @@
+//! The depthwise layers of the x86-64 AVX-512 VNNI set ([`TripleDepthwise`]): `vpdpbusd`
+//! multiplies the triples' unsigned bytes (the input plus 128) by the signed weights and sums
+//! four products into each 32-bit lane, so sixteen channels of an output (channels-last) or
+//! sixteen outputs of a plane take three instructions; the sums start at `-(zero_point + 128) *
+//! sum(weights)`.
+
+use std::arch::x86_64::*;
+
+use crate::int8::kernels::triple_depthwise::{TripleDepthwise, GROUP, TRIPLES};
+use crate::int8::kernels::KernelSet;
+
+/// Convolves output rows `first_row..` (as many as `out` holds) of channels-last `input` into
+/// channels-last `out`, `band_rows` output rows at a time, on the AVX-512 VNNI set; `false`,
+/// with nothing written, for another set or a shape the layer refuses.
+pub fn convolve_rows_dot(
+    set: KernelSet,
+    layer: &TripleDepthwise,
+    input: &[i8],
+    first_row: usize,
+    band_rows: usize,
+    out: &mut [i8],
+) -> bool {
+    if !set.has_avx512_vnni() || !layer.fits_rows(input, out) {
+        return false;
+    }
+    let row_len = layer.output_width() * layer.channels;
+    let (mut triples, mut padded_row) = (Vec::new(), Vec::new());
+    for (band, out) in out.chunks_mut(band_rows.max(1) * row_len).enumerate() {
+        let first = first_row + band * band_rows.max(1);
+        // SAFETY: a set with AVX-512 VNNI exists only on a CPU with AVX-512 F, BW and VNNI;
+        // the sizes fit the layer (checked above).
+        unsafe { convolve_band(layer, input, first, out, &mut triples, &mut padded_row) };
+    }
+    true
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn convolve_band(
+    layer: &TripleDepthwise,
+    input: &[i8],
+    first_row: usize,
+    out: &mut [i8],
+    triples: &mut Vec<u8>,
+    padded_row: &mut Vec<u8>,
+) {
+    let (c, s, ow) = (layer.channels, layer.stride, layer.output_width());
+    let rows = out.len() / (ow * c);
+    let input_rows = (rows - 1) * s + 3;
+    triples.resize(input_rows * ow * TRIPLES, 0);
+    padded_row.resize((layer.width + 2) * GROUP, 0);
+    let quantizer = Quantizer::new(layer);
+    let start_factor = _mm512_set1_epi32(-(i32::from(layer.input_zero_point) + 128));
+    for group in 0..c.div_ceil(GROUP) {
+        let lanes = GROUP.min(c - group * GROUP);
+        for r in 0..input_rows {
+            let y = (first_row * s + r)
+                .checked_sub(1)
+                .filter(|y| *y < layer.height);
+            let row = &mut triples[r * ow * TRIPLES..(r + 1) * ow * TRIPLES];
+            fill_triples(layer, input, y, (group, lanes), padded_row, row);
+        }
+        let at = group * GROUP;
+        let weights: [__m512i; 3] = std::array::from_fn(|ky| {
+            _mm512_loadu_si512(
+                layer
+                    .weights
+                    .as_ptr()
+                    .add((group * 3 + ky) * TRIPLES)
+                    .cast(),
+            )
+        });
+        let sums = _mm512_loadu_si512(layer.weight_sums.as_ptr().add(at).cast());
+        let start = _mm512_mullo_epi32(sums, start_factor);
+        let multiplier = _mm512_loadu_ps(layer.multiplier.as_ptr().add(at));
+        let offset = _mm512_loadu_ps(layer.offset.as_ptr().add(at));
+        for (oy, out_row) in out.chunks_exact_mut(ow * c).enumerate() {
+            let kernel_rows: [*const u8; 3] =
+                std::array::from_fn(|ky| triples.as_ptr().add((oy * s + ky) * ow * TRIPLES));
+            for ox in 0..ow {
+                let mut sum = start;
+                for (ky, row) in kernel_rows.iter().enumerate() {
+                    let x = _mm512_loadu_si512(row.add(ox * TRIPLES).cast());
+                    sum = _mm512_dpbusd_epi32(sum, x, weights[ky]);
+                }
+                let target = out_row.as_mut_ptr().add(ox * c + at);
+                store_quantized(sum, (multiplier, offset), &quantizer, target, lanes);
+            }
+        }
+    }
+}
+
+/// Lays out input row `y` (padding where `None`) of channel group `group` (`lanes` channels) as
+/// triples of unsigned bytes: for each output column `ox`, the channels' bytes at input columns
+/// `ox * stride - 1 ..= ox * stride + 1`, plus 128, four channels per 16 bytes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn fill_triples(
+    layer: &TripleDepthwise,
+    input: &[i8],
+    y: Option<usize>,
+    (group, lanes): (usize, usize),
+    padded_row: &mut [u8],
+    target: &mut [u8],
+) {
+    let (w, c) = (layer.width, layer.channels);
+    padded_row.fill(to_unsigned(layer.input_zero_point));
+    if let Some(y) = y {
+        let flip = _mm_set1_epi8(i8::MIN);
+        for x in 0..w {
+            let source = input.as_ptr().add((y * w + x) * c + group * GROUP);
+            let slot = padded_row.as_mut_ptr().add((x + 1) * GROUP);
+            if lanes == GROUP {
+                let values = _mm_loadu_si128(source.cast());
+                _mm_storeu_si128(slot.cast(), _mm_xor_si128(values, flip));
+            } else {
+                for lane in 0..lanes {
+                    *slot.add(lane) = to_unsigned(*source.add(lane));
+                }
+            }
+        }
+    }
+    let column = |x: usize| _mm_loadu_si128(padded_row.as_ptr().add(x * GROUP).cast());
+    for ox in 0..layer.output_width() {
+        let x = ox * layer.stride;
+        let (left, middle, right) = (column(x), column(x + 1), column(x + 2));
+        store_triples(left, middle, right, target.as_mut_ptr().add(ox * TRIPLES));
+    }
+}
+
+/// Convolves channels `first..` (as many as `out` holds, plane after plane) of channels-first
+/// `input` on the AVX-512 VNNI set, sixteen outputs of a row at a time; `false`, with nothing
+/// written, for another set or a shape the layer refuses.
+pub fn convolve_planes_dot(
+    set: KernelSet,
+    layer: &TripleDepthwise,
+    input: &[i8],
+    first: usize,
+    out: &mut [i8],
+) -> bool {
+    if !set.has_avx512_vnni() || !layer.fits_planes(input, first, out) {
+        return false;
+    }
+    let (h, w, plane_len) = (layer.height, layer.width, layer.output_plane_len());
+    let row_blocks = layer.output_width().div_ceil(GROUP);
+    let mut padded_row = vec![0u8; 2 * row_blocks * GROUP + 2 * GROUP + 2];
+    let mut triples = vec![0u8; (h + 2) * row_blocks * TRIPLES];
+    for (at, out) in out.chunks_exact_mut(plane_len).enumerate() {
+        let channel = first + at;
+        let plane = &input[channel * h * w..(channel + 1) * h * w];
+        // SAFETY: as in `convolve_rows_dot`.
+        unsafe { convolve_plane(layer, channel, plane, (&mut padded_row, &mut triples), out) };
+    }
+    true
+}
+
+/// One channel's plane. The padded row holds the zero point at columns 0 and `width + 1`; its
+/// bytes past them reach only outputs past the row's end, which are not stored.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn convolve_plane(
+    layer: &TripleDepthwise,
+    channel: usize,
+    plane: &[i8],
+    (padded_row, triples): (&mut [u8], &mut [u8]),
+    out: &mut [i8],
+) {
+    let (w, s, ow) = (layer.width, layer.stride, layer.output_width());
+    let row_len = ow.div_ceil(GROUP) * TRIPLES;
+    let pad = to_unsigned(layer.input_zero_point);
+    let even_then_odd = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    let split = |at: *const u8| {
+        let (a, b) = (
+            _mm_shuffle_epi8(_mm_loadu_si128(at.cast()), even_then_odd),
+            _mm_shuffle_epi8(_mm_loadu_si128(at.add(16).cast()), even_then_odd),
+        );
+        (_mm_unpacklo_epi64(a, b), _mm_unpackhi_epi64(a, b))
+    };
+    for r in 0..layer.height + 2 {
+        if (1..=layer.height).contains(&r) {
+            padded_row[0] = pad;
+            for (d, v) in padded_row[1..=w].iter_mut().zip(&plane[(r - 1) * w..r * w]) {
+                *d = to_unsigned(*v);
+            }
+            padded_row[w + 1] = pad;
+        } else {
+            padded_row[..w + 2].fill(pad);
+        }
+        let row = triples.as_mut_ptr().add(r * row_len);
+        let source = padded_row.as_ptr();
+        for block in 0..ow.div_ceil(GROUP) {
+            let ox = block * GROUP;
+            let (left, middle, right) = if s == 1 {
+                let at = source.add(ox);
+                let load = |x: usize| _mm_loadu_si128(at.add(x).cast());
+                (load(0), load(1), load(2))
+            } else {
+                let (evens, odds) = split(source.add(2 * ox));
+                (evens, odds, split(source.add(2 * ox + 2)).0)
+            };
+            store_triples(left, middle, right, row.add(block * TRIPLES));
+        }
+    }
+    let weights: [__m512i; 3] = std::array::from_fn(|ky| {
+        let at = layer.plane_weights.as_ptr().add((channel * 3 + ky) * 16);
+        _mm512_broadcast_i32x4(_mm_loadu_si128(at.cast()))
+    });
+    let start = -(i32::from(layer.input_zero_point) + 128) * layer.weight_sums[channel];
+    let start = _mm512_set1_epi32(start);
+    let scales = (
+        _mm512_set1_ps(layer.multiplier[channel]),
+        _mm512_set1_ps(layer.offset[channel]),
+    );
+    let quantizer = Quantizer::new(layer);
+    for (oy, out_row) in out.chunks_exact_mut(ow).enumerate() {
+        let kernel_rows: [*const u8; 3] =
+            std::array::from_fn(|ky| triples.as_ptr().add((oy * s + ky) * row_len));
+        for block in 0..ow.div_ceil(GROUP) {
+            let mut sum = start;
+            for (ky, row) in kernel_rows.iter().enumerate() {
+                let x = _mm512_loadu_si512(row.add(block * TRIPLES).cast());
+                sum = _mm512_dpbusd_epi32(sum, x, weights[ky]);
+            }
+            let ox = block * GROUP;
+            let target = out_row.as_mut_ptr().add(ox);
+            store_quantized(sum, scales, &quantizer, target, GROUP.min(ow - ox));
+        }
+    }
+}
+
+/// An input byte as the unsigned byte `vpdpbusd` reads: the value plus 128.
+fn to_unsigned(value: i8) -> u8 {
+    (value as u8) ^ 0x80
+}
+
+/// A layer's output grid in vectors.
+struct Quantizer {
+    low: __m512,
+    high: __m512,
+    zero_point: __m512i,
+}
+
+impl Quantizer {
+    #[target_feature(enable = "avx512f")]
+    fn new(layer: &TripleDepthwise) -> Quantizer {
+        let grid = &layer.grid;
+        Quantizer {
+            low: _mm512_set1_ps(grid.low),
+            high: _mm512_set1_ps(grid.high),
+            zero_point: _mm512_set1_epi32(i32::from(grid.zero_point)),
+        }
+    }
+}
+
+/// Stores the first `lanes` of `grid.quantize(sum * multiplier + offset)` at `target`:
+/// multiplied, then added, then clamped with NaN going to `low`, then rounded to the nearest,
+/// ties to even, as [`crate::int8::grid::OutputGrid::quantize`] does.
+///
+/// # Safety
+/// `target` points at room for `lanes <= 16` bytes.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn store_quantized(
+    sum: __m512i,
+    (multiplier, offset): (__m512, __m512),
+    quantizer: &Quantizer,
+    target: *mut i8,
+    lanes: usize,
+) {
+    let steps = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(sum), multiplier), offset);
+    let clamped = _mm512_min_ps(_mm512_max_ps(steps, quantizer.low), quantizer.high);
+    let values = _mm512_add_epi32(_mm512_cvtps_epi32(clamped), quantizer.zero_point);
+    let bytes = _mm512_cvtsepi32_epi8(values);
+    if lanes == GROUP {
+        _mm_storeu_si128(target.cast(), bytes);
+    } else {
+        let mut all = [0i8; GROUP];
+        _mm_storeu_si128(all.as_mut_ptr().cast(), bytes);
+        std::ptr::copy_nonoverlapping(all.as_ptr(), target, lanes);
+    }
+}
+
+/// Stores the sixteen lanes of `left`, `middle` and `right` as triples: lane `i`'s three bytes,
+/// then a fourth byte (which meets a zero weight), four lanes per 16 bytes at `target`.
+///
+/// # Safety
+/// `target` points at room for 64 bytes.
+#[inline(always)]
+unsafe fn store_triples(left: __m128i, middle: __m128i, right: __m128i, target: *mut u8) {
+    let pairs = [
+        _mm_unpacklo_epi8(left, middle),
+        _mm_unpackhi_epi8(left, middle),
+    ];
+    let rights = [
+        _mm_unpacklo_epi8(right, right),
+        _mm_unpackhi_epi8(right, right),
+    ];
+    for half in 0..2 {
+        let low = _mm_unpacklo_epi16(pairs[half], rights[half]);
+        let high = _mm_unpackhi_epi16(pairs[half], rights[half]);
+        _mm_storeu_si128(target.add(32 * half).cast(), low);
+        _mm_storeu_si128(target.add(32 * half + 16).cast(), high);
+    }
+}
