@@ -3,8 +3,8 @@
 //!
 //! A [`KernelSet`] names one family of CPUs: `portable` (plain Rust loops and tract-linalg's
 //! generic matrix kernels, the reference), `x86-avx2`, `x86-avx512` and `x86-avx512-vnni` (this
-//! crate's x86 kernels, the last with `vpdpbusd` matrix products, and tract-linalg's native
-//! ones), `aarch64-neon` (this crate's NEON depthwise kernels, the other loops compiled for
+//! crate's x86 kernels, the last with `vpdpbusd` matrix products and depthwise layers, and
+//! tract-linalg's native ones), `aarch64-neon` (this crate's NEON depthwise kernels, the other loops compiled for
 //! aarch64, whose vectors are NEON, and tract-linalg's arm64 NEON matrix kernels) and
 //! `aarch64-neon-sdot` (the same with this crate's `sdot` matrix product, which requantizes in
 //! its registers, and `sdot` depthwise kernels). The rewrite picks one set for a member (the best
