@@ -531,7 +531,9 @@ fn a_full_queue_answers_503_with_retry_after() {
     let ok = statuses.iter().filter(|s| s.0 == 200).count();
     let busy: Vec<_> = statuses.iter().filter(|s| s.0 == 503).collect();
     assert_eq!(ok + busy.len(), clients, "{statuses:?}");
-    assert!(ok >= 2, "{statuses:?}");
+    // At least the first request is served; a second only when the worker has taken it off the
+    // queue before the others arrive, which a loaded machine does not promise.
+    assert!(ok >= 1, "{statuses:?}");
     assert!(
         !busy.is_empty(),
         "12 requests at once on 1 worker and 1 queue slot: {statuses:?}"
