@@ -9,6 +9,8 @@
 //! they are the integers the portable loops sum, `sum(w * (x - zero_point))` with zero padding,
 //! and requantize as they do.
 
+use std::cell::RefCell;
+
 use crate::int8::grid::OutputGrid;
 
 /// Channels (or positions) one group of triples holds.
@@ -141,4 +143,116 @@ impl TripleDepthwise {
             && first + out.len() / plane_len <= self.channels
             && self.plane_weights.len() == self.channels * 48
     }
+
+    /// Input rows that `output_rows` output rows read.
+    pub fn band_input_rows(&self, output_rows: usize) -> usize {
+        (output_rows - 1) * self.stride + 3
+    }
+
+    /// The input row that row `r` of the input rows of a band from output row `first_row`
+    /// stands for; `None` in the padding.
+    pub fn input_row(&self, first_row: usize, r: usize) -> Option<usize> {
+        (first_row * self.stride + r)
+            .checked_sub(1)
+            .filter(|y| *y < self.height)
+    }
+
+    /// Runs `band` on output rows `first_row..` (as many as `out` holds) of channels-last
+    /// `input`, `band_rows` rows at a time: `band(first row, its rows of out, scratch)`, with
+    /// the scratch sized for the band's channels-last triples and padded row. `false`, with
+    /// nothing run, when the sizes do not fit the layer.
+    pub fn for_each_band(
+        &self,
+        input: &[i8],
+        first_row: usize,
+        band_rows: usize,
+        out: &mut [i8],
+        mut band: impl FnMut(usize, &mut [i8], &mut Scratch),
+    ) -> bool {
+        if !self.fits_rows(input, out) {
+            return false;
+        }
+        let band_rows = band_rows.max(1);
+        let row_len = self.output_width() * self.channels;
+        with_scratch(|scratch| {
+            for (at, out) in out.chunks_mut(band_rows * row_len).enumerate() {
+                let input_rows = self.band_input_rows(out.len() / row_len);
+                scratch.size(
+                    input_rows * self.output_width() * TRIPLES,
+                    (self.width + 2) * GROUP,
+                );
+                band(first_row + at * band_rows, out, scratch);
+            }
+        });
+        true
+    }
+
+    /// Runs `plane` on channels `first..` (as many as `out` holds, plane after plane) of
+    /// channels-first `input`: `plane(channel, its input plane, its output plane, scratch)`,
+    /// with the scratch sized for a plane's triples (`(height + 2)` rows of
+    /// [`TripleDepthwise::plane_row_len`] bytes) and a padded row. `false`, with nothing run,
+    /// when the sizes do not fit the layer.
+    pub fn for_each_plane(
+        &self,
+        input: &[i8],
+        first: usize,
+        out: &mut [i8],
+        mut plane: impl FnMut(usize, &[i8], &mut [i8], &mut Scratch),
+    ) -> bool {
+        if !self.fits_planes(input, first, out) {
+            return false;
+        }
+        let (h, w) = (self.height, self.width);
+        let row_blocks = self.output_width().div_ceil(GROUP);
+        with_scratch(|scratch| {
+            scratch.size(
+                (h + 2) * self.plane_row_len(),
+                2 * row_blocks * GROUP + 2 * GROUP + 2,
+            );
+            for (at, out) in out.chunks_exact_mut(self.output_plane_len()).enumerate() {
+                let channel = first + at;
+                plane(
+                    channel,
+                    &input[channel * h * w..(channel + 1) * h * w],
+                    out,
+                    scratch,
+                );
+            }
+        });
+        true
+    }
+
+    /// Bytes of one input row of a plane laid out as triples, a group of output positions per
+    /// [`TRIPLES`].
+    pub fn plane_row_len(&self) -> usize {
+        self.output_width().div_ceil(GROUP) * TRIPLES
+    }
+}
+
+/// Buffers the dot-product kernels lay triples out in, kept per thread.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// Input rows laid out as triples.
+    pub triples: Vec<i8>,
+    /// One input row with its padding.
+    pub padded_row: Vec<i8>,
+}
+
+impl Scratch {
+    fn size(&mut self, triples: usize, padded_row: usize) {
+        self.triples.resize(triples, 0);
+        self.padded_row.resize(padded_row, 0);
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::default();
+}
+
+/// Runs `work` on this thread's scratch (on fresh buffers if it is in use).
+fn with_scratch<R>(work: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => work(&mut scratch),
+        Err(_) => work(&mut Scratch::default()),
+    })
 }

@@ -6,7 +6,7 @@ use std::arch::aarch64::*;
 use std::arch::asm;
 
 use super::vectors::{Eight, Quantizer, LANES};
-use crate::int8::kernels::triple_depthwise::{TripleDepthwise, GROUP, TRIPLES};
+use crate::int8::kernels::triple_depthwise::{Scratch, TripleDepthwise, GROUP, TRIPLES};
 
 impl TripleDepthwise {
     /// Convolves output rows `first_row..` (as many as `out` holds) of channels-last `input`
@@ -22,18 +22,11 @@ impl TripleDepthwise {
         band_rows: usize,
         out: &mut [i8],
     ) -> bool {
-        if !self.fits_rows(input, out) {
-            return false;
-        }
-        let row_len = self.output_width() * self.channels;
-        let mut triples = Vec::new();
-        let mut padded_row = Vec::new();
-        for (band, out) in out.chunks_mut(band_rows.max(1) * row_len).enumerate() {
-            let first = first_row + band * band_rows.max(1);
-            // SAFETY: the sizes fit (checked above); the CPU has the instructions.
-            unsafe { self.convolve_band(input, first, out, &mut triples, &mut padded_row) };
-        }
-        true
+        self.for_each_band(input, first_row, band_rows, out, |first, out, scratch| {
+            // SAFETY: the band fits the layer and the scratch its sizes; the CPU has the
+            // instructions.
+            unsafe { self.convolve_band(input, first, out, scratch) }
+        })
     }
 
     #[target_feature(enable = "neon,dotprod")]
@@ -42,21 +35,19 @@ impl TripleDepthwise {
         input: &[i8],
         first_row: usize,
         out: &mut [i8],
-        triples: &mut Vec<i8>,
-        padded_row: &mut Vec<i8>,
+        scratch: &mut Scratch,
     ) {
-        let (c, s, ow) = (self.channels, self.stride, self.output_width());
-        let rows = out.len() / (ow * c);
-        let input_rows = (rows - 1) * s + 3;
-        triples.resize(input_rows * ow * TRIPLES, 0);
-        padded_row.resize((self.width + 2) * GROUP, 0);
+        let (c, ow) = (self.channels, self.output_width());
+        let input_rows = self.band_input_rows(out.len() / (ow * c));
         let grid = Quantizer::new(self.grid);
+        let Scratch {
+            triples,
+            padded_row,
+        } = scratch;
         for group in 0..c.div_ceil(GROUP) {
             let lanes = GROUP.min(c - group * GROUP);
             for r in 0..input_rows {
-                let y = (first_row * s + r)
-                    .checked_sub(1)
-                    .filter(|y| *y < self.height);
+                let y = self.input_row(first_row, r);
                 let row = &mut triples[r * ow * TRIPLES..(r + 1) * ow * TRIPLES];
                 self.fill_triples(input, y, group, lanes, padded_row, row);
             }
@@ -119,21 +110,11 @@ impl TripleDepthwise {
     /// # Safety
     /// The CPU has the dot-product instructions.
     pub unsafe fn convolve_planes(&self, input: &[i8], first: usize, out: &mut [i8]) -> bool {
-        let (h, w, plane_len) = (self.height, self.width, self.output_plane_len());
-        let fits = self.fits_planes(input, first, out);
-        if !fits {
-            return false;
-        }
-        let row_blocks = self.output_width().div_ceil(GROUP);
-        let mut padded_row = vec![0i8; 2 * row_blocks * GROUP + 2 * GROUP + 2];
-        let mut triples = vec![0i8; (h + 2) * row_blocks * TRIPLES];
-        for (at, out) in out.chunks_exact_mut(plane_len).enumerate() {
-            let channel = first + at;
-            let plane = &input[channel * h * w..(channel + 1) * h * w];
-            // SAFETY: the sizes fit (checked above); the CPU has the instructions.
-            unsafe { self.convolve_plane(channel, plane, &mut padded_row, &mut triples, out) };
-        }
-        true
+        self.for_each_plane(input, first, out, |channel, plane, out, scratch| {
+            // SAFETY: the plane fits the layer and the scratch its sizes; the CPU has the
+            // instructions.
+            unsafe { self.convolve_plane(channel, plane, scratch, out) }
+        })
     }
 
     /// One channel's plane. The padded row holds the zero point at columns 0 and `width + 1`;
@@ -143,12 +124,15 @@ impl TripleDepthwise {
         &self,
         channel: usize,
         plane: &[i8],
-        padded_row: &mut [i8],
-        triples: &mut [i8],
+        scratch: &mut Scratch,
         out: &mut [i8],
     ) {
         let (w, s, ow) = (self.width, self.stride, self.output_width());
-        let row_len = ow.div_ceil(GROUP) * TRIPLES;
+        let row_len = self.plane_row_len();
+        let Scratch {
+            triples,
+            padded_row,
+        } = scratch;
         for r in 0..self.height + 2 {
             let zero_point = self.input_zero_point;
             if (1..=self.height).contains(&r) {
@@ -205,7 +189,8 @@ impl TripleDepthwise {
 
     /// Lays out input row `y` (padding where `None`) of channel group `group` as triples: for
     /// each output column `ox`, the channels' bytes at input columns `ox * stride - 1 ..= ox *
-    /// stride + 1`, four channels per vector.
+    /// stride + 1`, four channels per vector. Bytes of channels past `lanes` are left as they
+    /// were: they meet zero weights.
     #[target_feature(enable = "neon,dotprod")]
     unsafe fn fill_triples(
         &self,
@@ -217,18 +202,28 @@ impl TripleDepthwise {
         target: &mut [i8],
     ) {
         let (w, c) = (self.width, self.channels);
-        padded_row.fill(self.input_zero_point);
-        if let Some(y) = y {
-            for x in 0..w {
-                let source = input.as_ptr().add((y * w + x) * c + group * GROUP);
-                let slot = padded_row.as_mut_ptr().add((x + 1) * GROUP);
-                if lanes == GROUP {
-                    vst1q_s8(slot, vld1q_s8(source));
-                } else {
-                    std::ptr::copy_nonoverlapping(source, slot, lanes);
-                }
+        let Some(y) = y else {
+            padded_row.fill(self.input_zero_point);
+            return self.store_row_triples(padded_row, target);
+        };
+        padded_row[..GROUP].fill(self.input_zero_point);
+        padded_row[(w + 1) * GROUP..(w + 2) * GROUP].fill(self.input_zero_point);
+        for x in 0..w {
+            let source = input.as_ptr().add((y * w + x) * c + group * GROUP);
+            let slot = padded_row.as_mut_ptr().add((x + 1) * GROUP);
+            if lanes == GROUP {
+                vst1q_s8(slot, vld1q_s8(source));
+            } else {
+                std::ptr::copy_nonoverlapping(source, slot, lanes);
             }
         }
+        self.store_row_triples(padded_row, target);
+    }
+
+    /// Lays out a padded channels-last row (`width + 2` slots of [`GROUP`] channels) as
+    /// triples, one per output column.
+    #[target_feature(enable = "neon,dotprod")]
+    unsafe fn store_row_triples(&self, padded_row: &[i8], target: &mut [i8]) {
         let column = |x: usize| vld1q_s8(padded_row.as_ptr().add(x * GROUP));
         for ox in 0..self.output_width() {
             let x = ox * self.stride;

@@ -6,7 +6,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::int8::kernels::triple_depthwise::{TripleDepthwise, GROUP, TRIPLES};
+use crate::int8::kernels::triple_depthwise::{Scratch, TripleDepthwise, GROUP, TRIPLES};
 use crate::int8::kernels::KernelSet;
 
 /// Convolves output rows `first_row..` (as many as `out` holds) of channels-last `input` into
@@ -20,18 +20,12 @@ pub fn convolve_rows_dot(
     band_rows: usize,
     out: &mut [i8],
 ) -> bool {
-    if !set.has_avx512_vnni() || !layer.fits_rows(input, out) {
-        return false;
-    }
-    let row_len = layer.output_width() * layer.channels;
-    let (mut triples, mut padded_row) = (Vec::new(), Vec::new());
-    for (band, out) in out.chunks_mut(band_rows.max(1) * row_len).enumerate() {
-        let first = first_row + band * band_rows.max(1);
-        // SAFETY: a set with AVX-512 VNNI exists only on a CPU with AVX-512 F, BW and VNNI;
-        // the sizes fit the layer (checked above).
-        unsafe { convolve_band(layer, input, first, out, &mut triples, &mut padded_row) };
-    }
-    true
+    set.has_avx512_vnni()
+        && layer.for_each_band(input, first_row, band_rows, out, |first, out, scratch| {
+            // SAFETY: a set with AVX-512 VNNI exists only on a CPU with AVX-512 F, BW and
+            // VNNI; the band fits the layer and the scratch its sizes.
+            unsafe { convolve_band(layer, input, first, out, scratch) }
+        })
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
@@ -40,22 +34,20 @@ unsafe fn convolve_band(
     input: &[i8],
     first_row: usize,
     out: &mut [i8],
-    triples: &mut Vec<u8>,
-    padded_row: &mut Vec<u8>,
+    scratch: &mut Scratch,
 ) {
     let (c, s, ow) = (layer.channels, layer.stride, layer.output_width());
-    let rows = out.len() / (ow * c);
-    let input_rows = (rows - 1) * s + 3;
-    triples.resize(input_rows * ow * TRIPLES, 0);
-    padded_row.resize((layer.width + 2) * GROUP, 0);
+    let input_rows = layer.band_input_rows(out.len() / (ow * c));
+    let Scratch {
+        triples,
+        padded_row,
+    } = scratch;
     let quantizer = Quantizer::new(layer);
     let start_factor = _mm512_set1_epi32(-(i32::from(layer.input_zero_point) + 128));
     for group in 0..c.div_ceil(GROUP) {
         let lanes = GROUP.min(c - group * GROUP);
         for r in 0..input_rows {
-            let y = (first_row * s + r)
-                .checked_sub(1)
-                .filter(|y| *y < layer.height);
+            let y = layer.input_row(first_row, r);
             let row = &mut triples[r * ow * TRIPLES..(r + 1) * ow * TRIPLES];
             fill_triples(layer, input, y, (group, lanes), padded_row, row);
         }
@@ -74,8 +66,12 @@ unsafe fn convolve_band(
         let multiplier = _mm512_loadu_ps(layer.multiplier.as_ptr().add(at));
         let offset = _mm512_loadu_ps(layer.offset.as_ptr().add(at));
         for (oy, out_row) in out.chunks_exact_mut(ow * c).enumerate() {
-            let kernel_rows: [*const u8; 3] =
-                std::array::from_fn(|ky| triples.as_ptr().add((oy * s + ky) * ow * TRIPLES));
+            let kernel_rows: [*const u8; 3] = std::array::from_fn(|ky| {
+                triples
+                    .as_ptr()
+                    .cast::<u8>()
+                    .add((oy * s + ky) * ow * TRIPLES)
+            });
             for ox in 0..ow {
                 let mut sum = start;
                 for (ky, row) in kernel_rows.iter().enumerate() {
@@ -91,33 +87,45 @@ unsafe fn convolve_band(
 
 /// Lays out input row `y` (padding where `None`) of channel group `group` (`lanes` channels) as
 /// triples of unsigned bytes: for each output column `ox`, the channels' bytes at input columns
-/// `ox * stride - 1 ..= ox * stride + 1`, plus 128, four channels per 16 bytes.
+/// `ox * stride - 1 ..= ox * stride + 1`, plus 128, four channels per 16 bytes. Bytes of
+/// channels past `lanes` are left as they were: they meet zero weights.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn fill_triples(
     layer: &TripleDepthwise,
     input: &[i8],
     y: Option<usize>,
     (group, lanes): (usize, usize),
-    padded_row: &mut [u8],
-    target: &mut [u8],
+    padded_row: &mut [i8],
+    target: &mut [i8],
 ) {
     let (w, c) = (layer.width, layer.channels);
-    padded_row.fill(to_unsigned(layer.input_zero_point));
-    if let Some(y) = y {
-        let flip = _mm_set1_epi8(i8::MIN);
-        for x in 0..w {
-            let source = input.as_ptr().add((y * w + x) * c + group * GROUP);
-            let slot = padded_row.as_mut_ptr().add((x + 1) * GROUP);
-            if lanes == GROUP {
-                let values = _mm_loadu_si128(source.cast());
-                _mm_storeu_si128(slot.cast(), _mm_xor_si128(values, flip));
-            } else {
-                for lane in 0..lanes {
-                    *slot.add(lane) = to_unsigned(*source.add(lane));
-                }
+    let pad = unsigned_bits(layer.input_zero_point);
+    let Some(y) = y else {
+        padded_row.fill(pad);
+        return store_row_triples(layer, padded_row, target);
+    };
+    padded_row[..GROUP].fill(pad);
+    padded_row[(w + 1) * GROUP..(w + 2) * GROUP].fill(pad);
+    let flip = _mm_set1_epi8(i8::MIN);
+    for x in 0..w {
+        let source = input.as_ptr().add((y * w + x) * c + group * GROUP);
+        let slot = padded_row.as_mut_ptr().add((x + 1) * GROUP);
+        if lanes == GROUP {
+            let values = _mm_loadu_si128(source.cast());
+            _mm_storeu_si128(slot.cast(), _mm_xor_si128(values, flip));
+        } else {
+            for lane in 0..lanes {
+                *slot.add(lane) = unsigned_bits(*source.add(lane));
             }
         }
     }
+    store_row_triples(layer, padded_row, target);
+}
+
+/// Lays out a padded channels-last row (`width + 2` slots of [`GROUP`] channels) as triples,
+/// one per output column.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn store_row_triples(layer: &TripleDepthwise, padded_row: &[i8], target: &mut [i8]) {
     let column = |x: usize| _mm_loadu_si128(padded_row.as_ptr().add(x * GROUP).cast());
     for ox in 0..layer.output_width() {
         let x = ox * layer.stride;
@@ -136,20 +144,11 @@ pub fn convolve_planes_dot(
     first: usize,
     out: &mut [i8],
 ) -> bool {
-    if !set.has_avx512_vnni() || !layer.fits_planes(input, first, out) {
-        return false;
-    }
-    let (h, w, plane_len) = (layer.height, layer.width, layer.output_plane_len());
-    let row_blocks = layer.output_width().div_ceil(GROUP);
-    let mut padded_row = vec![0u8; 2 * row_blocks * GROUP + 2 * GROUP + 2];
-    let mut triples = vec![0u8; (h + 2) * row_blocks * TRIPLES];
-    for (at, out) in out.chunks_exact_mut(plane_len).enumerate() {
-        let channel = first + at;
-        let plane = &input[channel * h * w..(channel + 1) * h * w];
-        // SAFETY: as in `convolve_rows_dot`.
-        unsafe { convolve_plane(layer, channel, plane, (&mut padded_row, &mut triples), out) };
-    }
-    true
+    set.has_avx512_vnni()
+        && layer.for_each_plane(input, first, out, |channel, plane, out, scratch| {
+            // SAFETY: as in `convolve_rows_dot`.
+            unsafe { convolve_plane(layer, channel, plane, scratch, out) }
+        })
 }
 
 /// One channel's plane. The padded row holds the zero point at columns 0 and `width + 1`; its
@@ -159,14 +158,18 @@ unsafe fn convolve_plane(
     layer: &TripleDepthwise,
     channel: usize,
     plane: &[i8],
-    (padded_row, triples): (&mut [u8], &mut [u8]),
+    scratch: &mut Scratch,
     out: &mut [i8],
 ) {
     let (w, s, ow) = (layer.width, layer.stride, layer.output_width());
-    let row_len = ow.div_ceil(GROUP) * TRIPLES;
-    let pad = to_unsigned(layer.input_zero_point);
+    let row_len = layer.plane_row_len();
+    let Scratch {
+        triples,
+        padded_row,
+    } = scratch;
+    let pad = unsigned_bits(layer.input_zero_point);
     let even_then_odd = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
-    let split = |at: *const u8| {
+    let split = |at: *const i8| {
         let (a, b) = (
             _mm_shuffle_epi8(_mm_loadu_si128(at.cast()), even_then_odd),
             _mm_shuffle_epi8(_mm_loadu_si128(at.add(16).cast()), even_then_odd),
@@ -177,7 +180,7 @@ unsafe fn convolve_plane(
         if (1..=layer.height).contains(&r) {
             padded_row[0] = pad;
             for (d, v) in padded_row[1..=w].iter_mut().zip(&plane[(r - 1) * w..r * w]) {
-                *d = to_unsigned(*v);
+                *d = unsigned_bits(*v);
             }
             padded_row[w + 1] = pad;
         } else {
@@ -210,7 +213,7 @@ unsafe fn convolve_plane(
     );
     let quantizer = Quantizer::new(layer);
     for (oy, out_row) in out.chunks_exact_mut(ow).enumerate() {
-        let kernel_rows: [*const u8; 3] =
+        let kernel_rows: [*const i8; 3] =
             std::array::from_fn(|ky| triples.as_ptr().add((oy * s + ky) * row_len));
         for block in 0..ow.div_ceil(GROUP) {
             let mut sum = start;
@@ -225,9 +228,9 @@ unsafe fn convolve_plane(
     }
 }
 
-/// An input byte as the unsigned byte `vpdpbusd` reads: the value plus 128.
-fn to_unsigned(value: i8) -> u8 {
-    (value as u8) ^ 0x80
+/// The bits of the unsigned byte `vpdpbusd` reads for an input byte: the value plus 128.
+fn unsigned_bits(value: i8) -> i8 {
+    value ^ i8::MIN
 }
 
 /// A layer's output grid in vectors.
@@ -283,7 +286,7 @@ unsafe fn store_quantized(
 /// # Safety
 /// `target` points at room for 64 bytes.
 #[inline(always)]
-unsafe fn store_triples(left: __m128i, middle: __m128i, right: __m128i, target: *mut u8) {
+unsafe fn store_triples(left: __m128i, middle: __m128i, right: __m128i, target: *mut i8) {
     let pairs = [
         _mm_unpacklo_epi8(left, middle),
         _mm_unpackhi_epi8(left, middle),
