@@ -13,7 +13,7 @@ use tract_linalg::mmm::{AsInputValue, FusedSpec, MMMInputValue, MatMatMul};
 use tract_linalg::{MmmDispatch, WeightType};
 
 #[cfg(target_arch = "aarch64")]
-use super::aarch64::sdot_product::{self, SdotColumns, SdotRows};
+use super::aarch64::sdot_product::{self, SdotColumns, SdotRows, TileInstructions};
 #[cfg(target_arch = "x86_64")]
 use super::x86::pair_product::{self, PairColumns, PairRows};
 #[cfg(target_arch = "x86_64")]
@@ -69,9 +69,9 @@ pub enum KernelChoice {
     /// This crate's AVX-512 VNNI quad product ([`quad_product`]).
     #[cfg(target_arch = "x86_64")]
     Quads,
-    /// This crate's aarch64 dot-product matrix product ([`sdot_product`]).
+    /// This crate's aarch64 matrix product ([`sdot_product`]) on `sdot` or on plain NEON.
     #[cfg(target_arch = "aarch64")]
-    Sdot,
+    Arm(TileInstructions),
 }
 
 impl KernelChoice {
@@ -84,7 +84,9 @@ impl KernelChoice {
             #[cfg(target_arch = "x86_64")]
             KernelChoice::Quads => "dermedge_avx512vnni_quads_i32_8x32",
             #[cfg(target_arch = "aarch64")]
-            KernelChoice::Sdot => "dermedge_arm64_sdot_i32_8x8",
+            KernelChoice::Arm(TileInstructions::Sdot) => "dermedge_arm64_sdot_i32_8x8",
+            #[cfg(target_arch = "aarch64")]
+            KernelChoice::Arm(TileInstructions::NeonPairs) => "dermedge_arm64_neon_pairs_i32_8x8",
         }
     }
 }
@@ -120,6 +122,25 @@ fn tract_kernels(set: KernelSet) -> Vec<KernelChoice> {
             })
         })
         .collect()
+}
+
+/// tract-linalg's arm64 NEON integer kernel that this crate falls back to for weights holding
+/// -128.
+#[cfg(target_arch = "aarch64")]
+const ARM64_NEON_KERNEL: &str = "arm64simd_mmm_i32_8x8";
+
+/// tract-linalg's runnable integer kernel called `name`, with its int8 packing.
+#[cfg(target_arch = "aarch64")]
+fn tract_kernel_named(name: &str) -> Option<KernelChoice> {
+    let kernel = MmmDispatch::native()
+        .runnable()
+        .iter()
+        .find(|kernel| kernel.name() == name)?
+        .clone();
+    Some(KernelChoice::Tract {
+        packing: int8_packing(&*kernel)?,
+        kernel,
+    })
 }
 
 fn time_kernel(choice: &KernelChoice, m: usize, k: usize, n: usize) -> TractResult<f64> {
@@ -162,25 +183,15 @@ pub fn choose_kernel(
     if set.has_avx512_vnni() {
         candidates.push(KernelChoice::Quads);
     }
-    // The sdot product packs activations with NEON transposes and requantizes its sums in
-    // registers, where tract's dot kernels pack element by element and write i32 sums out
-    // (fewer instructions per image under qemu): it alone runs on the sdot set, so the board
-    // runs what its instruction counts were measured on.
+    // This crate's aarch64 product packs activations with NEON transposes and requantizes its
+    // sums in registers, where tract's kernels pack element by element and write i32 sums out
+    // (fewer instructions per image under qemu): it alone runs on the aarch64 sets, so the
+    // board runs what its instruction counts were measured on.
     #[cfg(target_arch = "aarch64")]
     if set.has_dotprod() {
-        candidates = vec![KernelChoice::Sdot];
-    } else {
-        // tract-linalg's own rule for its arm64 NEON integer kernels (no timing, which is
-        // noisy at start-up and meaningless under emulation): the matrix-vector one for a
-        // single column, else the 8x8 one.
-        let wanted = if n == 1 {
-            "arm64simd_mmm_i32_64x1"
-        } else {
-            "arm64simd_mmm_i32_8x8"
-        };
-        if let Some(at) = candidates.iter().position(|c| c.name() == wanted) {
-            candidates = vec![candidates.swap_remove(at)];
-        }
+        candidates = vec![KernelChoice::Arm(TileInstructions::Sdot)];
+    } else if set.has_neon() {
+        candidates = vec![KernelChoice::Arm(TileInstructions::NeonPairs)];
     }
     let mut best: Option<(f64, KernelChoice)> = None;
     let timed = candidates.len() > 1;
@@ -225,12 +236,12 @@ pub enum PackedWeights {
     /// On the quad product, weights on the right: channels-last output.
     #[cfg(target_arch = "x86_64")]
     QuadsWeightsRight(Arc<QuadPanels>),
-    /// On the sdot product, weights on the left: channels-first output.
+    /// On the aarch64 product, weights on the left: channels-first output.
     #[cfg(target_arch = "aarch64")]
-    SdotWeightsLeft(Arc<SdotRows>),
-    /// On the sdot product, weights on the right: channels-last output.
+    ArmWeightsLeft(Arc<SdotRows>, TileInstructions),
+    /// On the aarch64 product, weights on the right: channels-last output.
     #[cfg(target_arch = "aarch64")]
-    SdotWeightsRight(Arc<SdotColumns>),
+    ArmWeightsRight(Arc<SdotColumns>, TileInstructions),
 }
 
 impl PackedWeights {
@@ -279,17 +290,39 @@ impl PackedWeights {
                 }
             }
             #[cfg(target_arch = "aarch64")]
-            KernelChoice::Sdot => {
+            KernelChoice::Arm(instructions) => {
                 let (co, ci) = (weights.shape()[0], weights.shape()[1]);
                 let values = weights.try_as_plain_ram()?;
                 let values = Strided::row_major(values.as_slice::<i8>()?, co, ci);
-                match output {
+                let instructions = *instructions;
+                let packed = match output {
                     Layout::ChannelsFirst => {
-                        PackedWeights::SdotWeightsLeft(Arc::new(SdotRows::new(values)))
+                        let rows = SdotRows::weights(values);
+                        let fits = rows.runs_on(instructions);
+                        (
+                            fits,
+                            PackedWeights::ArmWeightsLeft(Arc::new(rows), instructions),
+                        )
                     }
-                    Layout::ChannelsLast => PackedWeights::SdotWeightsRight(Arc::new(
-                        SdotColumns::new(values.transposed()),
-                    )),
+                    Layout::ChannelsLast => {
+                        let columns = SdotColumns::weights(values.transposed());
+                        let fits = columns.runs_on(instructions);
+                        (
+                            fits,
+                            PackedWeights::ArmWeightsRight(Arc::new(columns), instructions),
+                        )
+                    }
+                };
+                match packed {
+                    (true, packed) => packed,
+                    // Weights holding -128 (not from this project's quantizer) on tract's
+                    // NEON kernel.
+                    (false, _) => {
+                        let fallback = tract_kernel_named(ARM64_NEON_KERNEL).ok_or_else(|| {
+                            format_err!("no {ARM64_NEON_KERNEL} kernel for weights with -128")
+                        })?;
+                        PackedWeights::new(fallback, weights, output)?
+                    }
                 }
             }
         })
@@ -308,9 +341,11 @@ impl PackedWeights {
                 KernelChoice::Quads.name()
             }
             #[cfg(target_arch = "aarch64")]
-            PackedWeights::SdotWeightsLeft(_) | PackedWeights::SdotWeightsRight(_) => {
-                KernelChoice::Sdot.name()
-            }
+            PackedWeights::ArmWeightsLeft(_, instructions)
+            | PackedWeights::ArmWeightsRight(_, instructions) => match instructions {
+                TileInstructions::Sdot => "dermedge_arm64_sdot_i32_8x8",
+                TileInstructions::NeonPairs => "dermedge_arm64_neon_pairs_i32_8x8",
+            },
         }
     }
 
@@ -407,19 +442,23 @@ impl PackedWeights {
             #[cfg(target_arch = "aarch64")]
             PackedWeights::Tract { .. } => bail!("tract weights packed for another kernel"),
             #[cfg(target_arch = "aarch64")]
-            PackedWeights::SdotWeightsLeft(weights) => {
+            PackedWeights::ArmWeightsLeft(weights, instructions) => {
                 let values = input.try_as_plain_ram()?;
-                let x = input_matrix(values.as_slice::<i8>()?, input_layout, columns);
+                let x = SdotColumns::new(input_matrix(
+                    values.as_slice::<i8>()?,
+                    input_layout,
+                    columns,
+                ));
                 let mut out = acc.try_as_plain_ram_mut()?;
-                sdot_product::product(weights, &SdotColumns::new(x), out.as_slice_mut::<i32>()?)
+                sdot_product::product(weights, &x, *instructions, out.as_slice_mut::<i32>()?)
             }
             #[cfg(target_arch = "aarch64")]
-            PackedWeights::SdotWeightsRight(weights) => {
+            PackedWeights::ArmWeightsRight(weights, instructions) => {
                 let values = input.try_as_plain_ram()?;
                 let x = input_matrix(values.as_slice::<i8>()?, input_layout, rows);
                 let mut out = acc.try_as_plain_ram_mut()?;
                 let x = SdotRows::new(x.transposed());
-                sdot_product::product(&x, weights, out.as_slice_mut::<i32>()?)
+                sdot_product::product(&x, weights, *instructions, out.as_slice_mut::<i32>()?)
             }
         }
     }
@@ -431,7 +470,7 @@ impl PackedWeights {
         #[cfg(target_arch = "aarch64")]
         if matches!(
             self,
-            PackedWeights::SdotWeightsLeft(_) | PackedWeights::SdotWeightsRight(_)
+            PackedWeights::ArmWeightsLeft(..) | PackedWeights::ArmWeightsRight(..)
         ) {
             return true;
         }
@@ -465,18 +504,20 @@ impl PackedWeights {
         let positions = out.len() / channels;
         match self {
             #[cfg(target_arch = "aarch64")]
-            PackedWeights::SdotWeightsLeft(weights) => {
+            PackedWeights::ArmWeightsLeft(weights, instructions) => {
                 let values = input.try_as_plain_ram()?;
                 let x = input_matrix(values.as_slice::<i8>()?, input_layout, positions);
                 let x = SdotColumns::new(x);
-                sdot_product::product_requantized(weights, &x, (scales, true), grid, out)
+                let scales = (scales, true);
+                sdot_product::product_requantized(weights, &x, *instructions, scales, grid, out)
             }
             #[cfg(target_arch = "aarch64")]
-            PackedWeights::SdotWeightsRight(weights) => {
+            PackedWeights::ArmWeightsRight(weights, instructions) => {
                 let values = input.try_as_plain_ram()?;
                 let x = input_matrix(values.as_slice::<i8>()?, input_layout, positions);
                 let x = SdotRows::new(x.transposed());
-                sdot_product::product_requantized(&x, weights, (scales, false), grid, out)
+                let scales = (scales, false);
+                sdot_product::product_requantized(&x, weights, *instructions, scales, grid, out)
             }
             #[cfg(target_arch = "x86_64")]
             PackedWeights::QuadsWeightsLeft(weights) => {

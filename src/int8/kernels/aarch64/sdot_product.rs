@@ -1,19 +1,26 @@
-//! An exact int8 matrix product for aarch64 CPUs with the dot-product instructions (Armv8.2
-//! `dotprod`: Cortex-A55, A76, A78AE as in Jetson Orin, the Pi 5): `sdot` multiplies four signed
-//! bytes by four signed bytes and adds the four products into a 32-bit lane, so one instruction
-//! does four lanes times four terms. Both operands stay signed: a product is at most 2^14 in
-//! magnitude and depths are kept below 2^16, so no i32 sum overflows.
+//! An exact int8 matrix product for aarch64, on operands packed in groups of four terms
+//! ([`quad`]): the rows in tiles of eight, so that one load brings four rows' groups, the columns
+//! in panels of eight. One kernel step computes eight rows by eight columns, on one of two sets of
+//! instructions ([`TileInstructions`]):
 //!
-//! One kernel step computes eight rows by eight columns in sixteen vector registers. Both
-//! operands are packed in groups of four terms ([`quad`]): the rows in tiles of eight, so that one
-//! load brings four rows' groups and `sdot`'s lane index picks a row, the columns in panels of
-//! eight. The instruction is written with `asm!` (its Rust intrinsic is not stable yet).
+//! - `sdot` (Armv8.2 `dotprod`: Cortex-A55, A76, A78AE as in Jetson Orin, the Pi 5) multiplies
+//!   four signed bytes by four signed bytes and adds the four products into a 32-bit lane, so one
+//!   instruction does four lanes times four terms; its lane index picks a row. It is written with
+//!   `asm!` (its Rust intrinsic is not stable yet).
+//! - Plain NEON (every aarch64 CPU: Cortex-A53, A72) in [`super::neon_pairs`]: `smull`/`smlal`
+//!   sum two products in 16-bit lanes, `sadalp` adds pairs of those into 32-bit lanes. Exact when
+//!   one operand holds no -128 (then a product is at most 127 * 128 in magnitude and two of them
+//!   fit 16 bits): the weights, which the quantizer keeps in [-127, 127].
+//!
+//! Both stay signed: a product is at most 2^14 in magnitude and depths are kept below 2^16, so
+//! no i32 sum overflows.
 
 use std::arch::aarch64::*;
 use std::arch::asm;
 
 use tract_core::internal::*;
 
+use super::neon_pairs;
 use super::vectors::{Eight, Quantizer, LANES};
 use crate::int8::grid::OutputGrid;
 use crate::int8::kernels::matmul::{ChannelScales, Strided, SCALE_BLOCK};
@@ -22,15 +29,29 @@ use crate::int8::kernels::tile_order;
 use crate::int8::kernels::KernelSet;
 
 /// Rows of one kernel step: two vectors of four rows' groups.
-const ROWS: usize = 8;
+pub const ROWS: usize = 8;
 /// Columns of one kernel step: two vectors of four columns.
-const COLUMNS: usize = 8;
+pub const COLUMNS: usize = 8;
 /// Deepest product accepted: below it no sum can overflow i32.
 const MAX_DEPTH: usize = 1 << 16;
 
-/// Whether this CPU runs [`product`] (probed once, with the kernel sets).
-pub fn available() -> bool {
-    KernelSet::best().has_dotprod()
+/// The instructions the tiles of a product run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TileInstructions {
+    /// `sdot`, on the dot-product set.
+    Sdot,
+    /// `smull`, `smlal` and `sadalp`, on the NEON set; one operand must hold no -128.
+    NeonPairs,
+}
+
+impl TileInstructions {
+    /// Whether this CPU runs these instructions (probed once, with the kernel sets).
+    pub fn available(self) -> bool {
+        match self {
+            TileInstructions::Sdot => KernelSet::best().has_dotprod(),
+            TileInstructions::NeonPairs => KernelSet::best().has_neon(),
+        }
+    }
 }
 
 /// The left operand, `rows x depth`, in tiles of eight rows: for every group of four terms, the
@@ -40,6 +61,8 @@ pub struct SdotRows {
     data: Vec<i32>,
     count: usize,
     quads: usize,
+    /// Whether no value is -128 (known for weights only).
+    above_minimum: bool,
 }
 
 impl SdotRows {
@@ -50,7 +73,21 @@ impl SdotRows {
             data: pack_by_eight(&matrix, true),
             count,
             quads: depth.div_ceil(4),
+            above_minimum: false,
         }
+    }
+
+    /// Packs weights (`rows x depth`), noting whether the NEON pairs can take them.
+    pub fn weights(matrix: Strided) -> SdotRows {
+        SdotRows {
+            above_minimum: above_minimum(&matrix),
+            ..SdotRows::new(matrix)
+        }
+    }
+
+    /// Whether a product with these weights runs on `instructions`.
+    pub fn runs_on(&self, instructions: TileInstructions) -> bool {
+        instructions == TileInstructions::Sdot || self.above_minimum
     }
 }
 
@@ -61,6 +98,8 @@ pub struct SdotColumns {
     data: Vec<i32>,
     count: usize,
     quads: usize,
+    /// Whether no value is -128 (known for weights only).
+    above_minimum: bool,
 }
 
 impl SdotColumns {
@@ -71,8 +110,28 @@ impl SdotColumns {
             data: pack_by_eight(&matrix, false),
             count,
             quads: depth.div_ceil(4),
+            above_minimum: false,
         }
     }
+
+    /// Packs weights (`depth x columns`), noting whether the NEON pairs can take them.
+    pub fn weights(matrix: Strided) -> SdotColumns {
+        SdotColumns {
+            above_minimum: above_minimum(&matrix),
+            ..SdotColumns::new(matrix)
+        }
+    }
+
+    /// Whether a product with these weights runs on `instructions`.
+    pub fn runs_on(&self, instructions: TileInstructions) -> bool {
+        instructions == TileInstructions::Sdot || self.above_minimum
+    }
+}
+
+/// Whether no value of `matrix` is -128.
+fn above_minimum(matrix: &Strided) -> bool {
+    let (rows, columns) = matrix.shape;
+    (0..rows).all(|i| (0..columns).all(|j| matrix.at(i, j) != i8::MIN))
 }
 
 /// The entries of `matrix` (its rows when the terms run along rows, else its columns) in
@@ -186,14 +245,20 @@ unsafe fn interleave_terms(source: *const i8, stride: usize, target: *mut i32) {
 }
 
 /// `out[r * columns + c] = sum_k a(r, k) * b(k, c)`, exact, into a row-major `rows x columns`
-/// slice. Fails on a CPU without the dot-product instructions (see [`available`]), on operands
-/// of different depths, and on depths of `2^16` terms or more.
-pub fn product(a: &SdotRows, b: &SdotColumns, out: &mut [i32]) -> TractResult<()> {
-    check(a, b, out.len())?;
+/// slice, on `instructions`. Fails on a CPU without them (see [`TileInstructions::available`]),
+/// on the NEON pairs when neither operand is weights free of -128, on operands of different
+/// depths, and on depths of `2^16` terms or more.
+pub fn product(
+    a: &SdotRows,
+    b: &SdotColumns,
+    instructions: TileInstructions,
+    out: &mut [i32],
+) -> TractResult<()> {
+    check(a, b, instructions, out.len())?;
     let columns = b.count;
-    // SAFETY: the CPU has the dot-product instructions and the operands fit (checked above).
+    // SAFETY: the CPU has the instructions and the operands fit (checked above).
     unsafe {
-        for_each_tile(a, b, |first_row, first_column, tile| {
+        for_each_tile(a, b, instructions, |first_row, first_column, tile| {
             let width = COLUMNS.min(columns - first_column);
             for (r, sums) in tile.iter().enumerate() {
                 let target = out[(first_row + r) * columns + first_column..].as_mut_ptr();
@@ -218,11 +283,12 @@ pub fn product(a: &SdotRows, b: &SdotColumns, out: &mut [i32]) -> TractResult<()
 pub fn product_requantized(
     a: &SdotRows,
     b: &SdotColumns,
+    instructions: TileInstructions,
     (scales, scales_per_row): (&ChannelScales, bool),
     grid: OutputGrid,
     out: &mut [i8],
 ) -> TractResult<()> {
-    check(a, b, out.len())?;
+    check(a, b, instructions, out.len())?;
     let scaled = if scales_per_row { a.count } else { b.count };
     ensure!(
         scales.channels() == scaled,
@@ -232,11 +298,11 @@ pub fn product_requantized(
     let (multiplier, offset) = scales.padded();
     let (columns, quantizer) = (b.count, Quantizer::new(grid));
     let out = out.as_mut_ptr();
-    // SAFETY: the CPU has the dot-product instructions and the operands fit (checked above);
-    // every target is the start of a row's `width` values in `out`, and the scales are padded
-    // to whole vectors.
+    // SAFETY: the CPU has the instructions and the operands fit (checked above); every target
+    // is the start of a row's `width` values in `out`, and the scales are padded to whole
+    // vectors.
     unsafe {
-        for_each_tile(a, b, |first_row, first_column, tile| {
+        for_each_tile(a, b, instructions, |first_row, first_column, tile| {
             let (out, columns) = (out, columns);
             let width = COLUMNS.min(columns - first_column);
             let column_scales = (!scales_per_row).then(|| {
@@ -257,7 +323,12 @@ pub fn product_requantized(
     Ok(())
 }
 
-fn check(a: &SdotRows, b: &SdotColumns, out_len: usize) -> TractResult<()> {
+fn check(
+    a: &SdotRows,
+    b: &SdotColumns,
+    instructions: TileInstructions,
+    out_len: usize,
+) -> TractResult<()> {
     ensure!(
         a.quads == b.quads,
         "sdot product of operands of different depths"
@@ -268,21 +339,47 @@ fn check(a: &SdotRows, b: &SdotColumns, out_len: usize) -> TractResult<()> {
         "sdot product into an output of the wrong size"
     );
     ensure!(
-        available(),
-        "the sdot product needs the dot-product instructions, which this CPU lacks"
+        instructions.available(),
+        "the {instructions:?} product needs instructions this CPU lacks"
+    );
+    ensure!(
+        instructions != TileInstructions::NeonPairs || a.above_minimum || b.above_minimum,
+        "the NEON pair product needs one operand free of -128"
     );
     Ok(())
 }
 
 /// Calls `store(first_row, first_column, sums)` for every tile of the product, with the sums
-/// of the tile's rows inside the matrix (eight vectors pairs, fewer on the last row tile).
+/// of the tile's rows inside the matrix (eight vectors pairs, fewer on the last row tile),
+/// computed on `instructions`.
 ///
 /// # Safety
-/// The CPU has the dot-product instructions, and `a` and `b` have the same depth.
-#[target_feature(enable = "neon,dotprod")]
+/// The CPU has the instructions, and `a` and `b` have the same depth.
 unsafe fn for_each_tile(
     a: &SdotRows,
     b: &SdotColumns,
+    instructions: TileInstructions,
+    store: impl FnMut(usize, usize, &[[int32x4_t; 2]]),
+) {
+    match instructions {
+        // SAFETY (both): the CPU has the instructions; each tile's operands hold `quads` steps
+        // of eight i32 values.
+        TileInstructions::Sdot => tiles(a, b, |r, c, q| unsafe { tile_sdot(r, c, q) }, store),
+        TileInstructions::NeonPairs => {
+            tiles(a, b, |r, c, q| unsafe { neon_pairs::tile(r, c, q) }, store)
+        }
+    }
+}
+
+/// [`for_each_tile`] with each tile's sums from `tile(rows, columns, quads)`.
+///
+/// # Safety
+/// `a` and `b` have the same depth.
+#[inline(always)]
+unsafe fn tiles(
+    a: &SdotRows,
+    b: &SdotColumns,
+    tile: impl Fn(*const i32, *const i32, usize) -> [[int32x4_t; 2]; ROWS],
     mut store: impl FnMut(usize, usize, &[[int32x4_t; 2]]),
 ) {
     let (rows, columns, quads) = (a.count, b.count, a.quads);
@@ -294,13 +391,12 @@ unsafe fn for_each_tile(
     for (row_tile, panel) in tiles {
         let packed_rows = &a.data[row_tile * quads * ROWS..(row_tile + 1) * quads * ROWS];
         let packed_columns = &b.data[panel * quads * COLUMNS..(panel + 1) * quads * COLUMNS];
-        // SAFETY: both slices hold `quads` steps of eight i32 values.
-        let tile = unsafe { tile_sdot(packed_rows.as_ptr(), packed_columns.as_ptr(), quads) };
+        let sums = tile(packed_rows.as_ptr(), packed_columns.as_ptr(), quads);
         let first_row = row_tile * ROWS;
         store(
             first_row,
             panel * COLUMNS,
-            &tile[..ROWS.min(rows - first_row)],
+            &sums[..ROWS.min(rows - first_row)],
         );
     }
 }
@@ -378,14 +474,66 @@ mod tests {
         direct_product, for_each_operand_pair, random_requantization, TestRng,
     };
 
-    /// Row- and column-major operands, sizes off the 8x8 tile, depths off a multiple of four,
-    /// and the extreme values -128 and 127, give the direct integer product.
+    /// The instruction sets this CPU runs.
+    fn available_sets() -> Vec<TileInstructions> {
+        [TileInstructions::Sdot, TileInstructions::NeonPairs]
+            .into_iter()
+            .filter(|set| set.available())
+            .collect()
+    }
+
+    /// `values` with -128 raised to -127: weights as the quantizer makes them.
+    fn as_weights(matrix: &Strided) -> Vec<i8> {
+        matrix.values.iter().map(|v| (*v).max(-127)).collect()
+    }
+
+    /// The operands of a product on `set`, with weights (no -128) on the left
+    /// (`weights_left`) or on the right, and the direct product they must give.
+    fn operands(
+        a: Strided,
+        b: Strided,
+        set: TileInstructions,
+        weights_left: bool,
+        check: impl FnOnce(SdotRows, SdotColumns, Vec<i32>),
+    ) {
+        if set == TileInstructions::Sdot {
+            return check(
+                SdotRows::new(a),
+                SdotColumns::new(b),
+                direct_product(&a, &b),
+            );
+        }
+        if weights_left {
+            let values = as_weights(&a);
+            let a = Strided {
+                values: &values,
+                ..a
+            };
+            check(
+                SdotRows::weights(a),
+                SdotColumns::new(b),
+                direct_product(&a, &b),
+            )
+        } else {
+            let values = as_weights(&b);
+            let b = Strided {
+                values: &values,
+                ..b
+            };
+            check(
+                SdotRows::new(a),
+                SdotColumns::weights(b),
+                direct_product(&a, &b),
+            )
+        }
+    }
+
+    /// Row- and column-major operands, sizes off the 8x8 tile, depths off a multiple of four
+    /// and of eight, and the extreme values (-128 and 127; -127 on the NEON pairs' weights
+    /// side, whose two products in a 16-bit lane then reach 32512) give the direct integer
+    /// product on every instruction set this CPU runs.
     #[test]
     fn matches_the_direct_product() {
-        if !available() {
-            eprintln!("no dot-product instructions on this CPU: the sdot product is not used here");
-            return;
-        }
         let shapes = [
             (1, 1, 1),
             (8, 4, 8),
@@ -395,47 +543,59 @@ mod tests {
             (50, 37, 1),
             (3, 1280, 20),
         ];
-        for_each_operand_pair(&mut TestRng(0x6a09_e667_f3bc_c908), &shapes, |a, b| {
-            let mut out = vec![0i32; a.shape.0 * b.shape.1];
-            product(&SdotRows::new(a), &SdotColumns::new(b), &mut out).unwrap();
-            assert_eq!(out, direct_product(&a, &b), "{:?} x {:?}", a.shape, b.shape);
-        });
+        for set in available_sets() {
+            for weights_left in [true, false] {
+                let mut rng = TestRng(0x6a09_e667_f3bc_c908);
+                for_each_operand_pair(&mut rng, &shapes, |a, b| {
+                    operands(a, b, set, weights_left, |a, b, expected| {
+                        let mut out = vec![0i32; expected.len()];
+                        product(&a, &b, set, &mut out).unwrap();
+                        assert_eq!(out, expected, "{set:?} {:?} x {:?}", a.count, b.count);
+                    })
+                });
+            }
+        }
+    }
+
+    /// The NEON pairs refuse operands of which neither is weights free of -128, with an error.
+    #[test]
+    fn neon_pairs_refuse_two_operands_that_may_hold_the_minimum() {
+        let values = [-128i8; 16];
+        let a = Strided::row_major(&values, 4, 4);
+        let mut out = vec![0i32; 16];
+        let error = product(
+            &SdotRows::new(a),
+            &SdotColumns::new(a),
+            TileInstructions::NeonPairs,
+            &mut out,
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("-128"), "{error}");
+        assert!(!SdotRows::weights(a).above_minimum);
     }
 
     /// Requantized in the registers, the product gives the portable requantization of the
-    /// direct product, with scales per row and per column.
+    /// direct product, with scales per row and per column, on every instruction set.
     #[test]
     fn requantizes_as_the_portable_loop() {
-        if !available() {
-            eprintln!("no dot-product instructions on this CPU: the sdot product is not used here");
-            return;
-        }
-        let mut rng = TestRng(0xbb67_ae85_84ca_a73b);
         let shapes = [(8, 16, 8), (9, 24, 17), (24, 96, 30), (7, 1280, 1)];
-        let mut scale_rng = TestRng(0x3c6e_f372_fe94_f82b);
-        for_each_operand_pair(&mut rng, &shapes, |a, b| {
-            let sums = direct_product(&a, &b);
-            let columns = b.shape.1;
-            for scales_per_row in [true, false] {
-                let (multiplier, offset, grid, expected) =
-                    random_requantization(&mut scale_rng, &sums, columns, scales_per_row);
-                let mut out = vec![0i8; sums.len()];
-                let scales = ChannelScales::new(multiplier, offset).unwrap();
-                let scales = (&scales, scales_per_row);
-                product_requantized(
-                    &SdotRows::new(a),
-                    &SdotColumns::new(b),
-                    scales,
-                    grid,
-                    &mut out,
-                )
-                .unwrap();
-                assert_eq!(
-                    out, expected,
-                    "{:?} x {:?}, per row {scales_per_row}",
-                    a.shape, b.shape
-                );
-            }
-        });
+        for set in available_sets() {
+            let mut rng = TestRng(0xbb67_ae85_84ca_a73b);
+            let mut scale_rng = TestRng(0x3c6e_f372_fe94_f82b);
+            for_each_operand_pair(&mut rng, &shapes, |a, b| {
+                for scales_per_row in [true, false] {
+                    operands(a, b, set, scales_per_row, |a, b, sums| {
+                        let columns = b.count;
+                        let (multiplier, offset, grid, expected) =
+                            random_requantization(&mut scale_rng, &sums, columns, scales_per_row);
+                        let mut out = vec![0i8; sums.len()];
+                        let scales = ChannelScales::new(multiplier, offset).unwrap();
+                        let scales = (&scales, scales_per_row);
+                        product_requantized(&a, &b, set, scales, grid, &mut out).unwrap();
+                        assert_eq!(out, expected, "{set:?}, per row {scales_per_row}");
+                    });
+                }
+            });
+        }
     }
 }
