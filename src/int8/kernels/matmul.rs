@@ -84,9 +84,7 @@ impl KernelChoice {
             #[cfg(target_arch = "x86_64")]
             KernelChoice::Quads => "dermedge_avx512vnni_quads_i32_8x32",
             #[cfg(target_arch = "aarch64")]
-            KernelChoice::Arm(TileInstructions::Sdot) => "dermedge_arm64_sdot_i32_8x8",
-            #[cfg(target_arch = "aarch64")]
-            KernelChoice::Arm(TileInstructions::NeonPairs) => "dermedge_arm64_neon_pairs_i32_8x8",
+            KernelChoice::Arm(instructions) => instructions.kernel_name(),
         }
     }
 }
@@ -298,26 +296,21 @@ impl PackedWeights {
                 let packed = match output {
                     Layout::ChannelsFirst => {
                         let rows = SdotRows::weights(values);
-                        let fits = rows.runs_on(instructions);
-                        (
-                            fits,
-                            PackedWeights::ArmWeightsLeft(Arc::new(rows), instructions),
-                        )
+                        rows.runs_on(instructions)
+                            .then(|| PackedWeights::ArmWeightsLeft(Arc::new(rows), instructions))
                     }
                     Layout::ChannelsLast => {
                         let columns = SdotColumns::weights(values.transposed());
-                        let fits = columns.runs_on(instructions);
-                        (
-                            fits,
-                            PackedWeights::ArmWeightsRight(Arc::new(columns), instructions),
-                        )
+                        columns.runs_on(instructions).then(|| {
+                            PackedWeights::ArmWeightsRight(Arc::new(columns), instructions)
+                        })
                     }
                 };
                 match packed {
-                    (true, packed) => packed,
+                    Some(packed) => packed,
                     // Weights holding -128 (not from this project's quantizer) on tract's
                     // NEON kernel.
-                    (false, _) => {
+                    None => {
                         let fallback = tract_kernel_named(ARM64_NEON_KERNEL).ok_or_else(|| {
                             format_err!("no {ARM64_NEON_KERNEL} kernel for weights with -128")
                         })?;
@@ -342,10 +335,7 @@ impl PackedWeights {
             }
             #[cfg(target_arch = "aarch64")]
             PackedWeights::ArmWeightsLeft(_, instructions)
-            | PackedWeights::ArmWeightsRight(_, instructions) => match instructions {
-                TileInstructions::Sdot => "dermedge_arm64_sdot_i32_8x8",
-                TileInstructions::NeonPairs => "dermedge_arm64_neon_pairs_i32_8x8",
-            },
+            | PackedWeights::ArmWeightsRight(_, instructions) => instructions.kernel_name(),
         }
     }
 

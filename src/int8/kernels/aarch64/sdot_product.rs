@@ -45,6 +45,14 @@ pub enum TileInstructions {
 }
 
 impl TileInstructions {
+    /// The name of the product's kernel on these instructions.
+    pub fn kernel_name(self) -> &'static str {
+        match self {
+            TileInstructions::Sdot => "dermedge_arm64_sdot_i32_8x8",
+            TileInstructions::NeonPairs => "dermedge_arm64_neon_pairs_i32_8x8",
+        }
+    }
+
     /// Whether this CPU runs these instructions (probed once, with the kernel sets).
     pub fn available(self) -> bool {
         match self {

@@ -66,12 +66,8 @@ unsafe fn convolve_band(
         let multiplier = _mm512_loadu_ps(layer.multiplier.as_ptr().add(at));
         let offset = _mm512_loadu_ps(layer.offset.as_ptr().add(at));
         for (oy, out_row) in out.chunks_exact_mut(ow * c).enumerate() {
-            let kernel_rows: [*const u8; 3] = std::array::from_fn(|ky| {
-                triples
-                    .as_ptr()
-                    .cast::<u8>()
-                    .add((oy * s + ky) * ow * TRIPLES)
-            });
+            let kernel_rows: [*const i8; 3] =
+                std::array::from_fn(|ky| triples.as_ptr().add((oy * s + ky) * ow * TRIPLES));
             for ox in 0..ow {
                 let mut sum = start;
                 for (ky, row) in kernel_rows.iter().enumerate() {
