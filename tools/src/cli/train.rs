@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use dermedge_tools::nn::Arch;
 use dermedge_tools::train::{
     read_class_weights, train, LossChoice, RunOptions, TrainConfig, TrainRequest,
@@ -80,8 +80,22 @@ pub struct Args {
     /// Stop after this many training steps in this call, with a checkpoint (continue with --resume).
     #[arg(long)]
     stop_after_steps: Option<usize>,
+    /// Stop once this call has trained this many minutes, with a checkpoint (continue with --resume).
+    #[arg(long)]
+    stop_after_minutes: Option<f64>,
+    /// Threads that decode and augment training batches (default: the CPU's cores, at most 8).
+    #[arg(long)]
+    loader_threads: Option<usize>,
     #[command(flatten)]
     classes: ClassesArgs,
+}
+
+/// A duration given in minutes on the command line, or an error naming the option.
+fn minutes(option: &str, value: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value * 60.0)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("{option} {value}: give a positive number of minutes"))
 }
 
 /// Parses `ARCH=PATH`.
@@ -133,8 +147,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         backend: args.common.backend,
         options: RunOptions {
             resume: args.resume,
-            checkpoint_every: Duration::from_secs_f64(args.checkpoint_minutes * 60.0),
+            checkpoint_every: minutes("--checkpoint-minutes", args.checkpoint_minutes)?,
             stop_after_steps: args.stop_after_steps,
+            stop_after: args
+                .stop_after_minutes
+                .map(|m| minutes("--stop-after-minutes", m))
+                .transpose()?,
+            loader_threads: match args.loader_threads {
+                Some(0) => bail!("--loader-threads 0: give at least 1"),
+                Some(n) => n,
+                None => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+            },
         },
         classes,
         template,

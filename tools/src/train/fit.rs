@@ -39,6 +39,10 @@ pub struct RunOptions {
     pub checkpoint_every: Duration,
     /// Stop (after a checkpoint) once this many steps have run in this call.
     pub stop_after_steps: Option<usize>,
+    /// Stop (after a checkpoint) once this call has trained this long.
+    pub stop_after: Option<Duration>,
+    /// Threads that decode and augment the training batches (at least one).
+    pub loader_threads: usize,
 }
 
 impl Default for RunOptions {
@@ -47,7 +51,19 @@ impl Default for RunOptions {
             resume: false,
             checkpoint_every: Duration::from_secs(600),
             stop_after_steps: None,
+            stop_after: None,
+            loader_threads: 1,
         }
+    }
+}
+
+impl RunOptions {
+    /// Whether this call has run its share: `steps_run` steps since `started`.
+    fn should_stop(&self, steps_run: usize, started: Instant) -> bool {
+        self.stop_after_steps.is_some_and(|n| steps_run >= n)
+            || self
+                .stop_after
+                .is_some_and(|limit| started.elapsed() >= limit)
     }
 }
 
@@ -123,8 +139,10 @@ pub fn train_member(
     } else {
         AugmentConfig::none()
     };
-    let mut last_checkpoint = Instant::now();
+    let started = Instant::now();
+    let mut last_checkpoint = started;
     let mut steps_run = 0usize;
+    let loader_threads = options.loader_threads.max(1);
     while state.next_epoch < config.epochs && state.epochs_without_improvement < config.patience {
         let epoch = state.next_epoch;
         model.backbone = if epoch < config.frozen_epochs {
@@ -151,22 +169,38 @@ pub fn train_member(
         let mut lr = config.learning_rate(epoch, state.next_step, steps);
         let first_step = state.next_step;
         let interrupted = std::thread::scope(|scope| -> anyhow::Result<bool> {
-            let (tx, rx) = sync_channel::<(usize, anyhow::Result<Batch>)>(3);
             let order = &order;
             let augmentation = &augmentation;
             let spec = &spec;
-            scope.spawn(move || {
-                for (step, chunk) in order.chunks(config.batch).enumerate().skip(first_step) {
-                    let mut aug_rng = SeededRng::new(step_seed(config.seed, epoch, step));
-                    let batch =
-                        make_batch(samples, chunk, spec, Some((augmentation, &mut aug_rng)));
-                    if tx.send((step, batch)).is_err() {
-                        break;
-                    }
-                }
-            });
-            for (step, batch) in rx.iter() {
-                let batch = batch?;
+            let receivers: Vec<_> = (0..loader_threads)
+                .map(|worker| {
+                    let (tx, rx) = sync_channel::<anyhow::Result<Batch>>(2);
+                    scope.spawn(move || {
+                        let mine = order
+                            .chunks(config.batch)
+                            .enumerate()
+                            .skip(first_step)
+                            .filter(|(step, _)| step % loader_threads == worker);
+                        for (step, chunk) in mine {
+                            let mut aug_rng = SeededRng::new(step_seed(config.seed, epoch, step));
+                            let batch = make_batch(
+                                samples,
+                                chunk,
+                                spec,
+                                Some((augmentation, &mut aug_rng)),
+                            );
+                            if tx.send(batch).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    rx
+                })
+                .collect();
+            for step in first_step..steps {
+                let batch = receivers[step % loader_threads]
+                    .recv()
+                    .context("a batch loader thread stopped")??;
                 lr = config.learning_rate(epoch, step, steps);
                 device.seed(step_seed(config.seed ^ 0xd40, epoch, step));
                 let logits = model.forward(tensor_batch(&batch, &autodiff));
@@ -198,7 +232,7 @@ pub fn train_member(
                     progress.correct as f64 / progress.seen as f64
                 ));
                 bar.inc(1);
-                let stop = options.stop_after_steps.is_some_and(|n| steps_run >= n);
+                let stop = options.should_stop(steps_run, started);
                 let due = last_checkpoint.elapsed() >= options.checkpoint_every;
                 if step + 1 < steps && (stop || due) {
                     state.next_step = step + 1;
@@ -280,9 +314,7 @@ pub fn train_member(
             );
             break;
         }
-        if state.next_epoch < config.epochs
-            && options.stop_after_steps.is_some_and(|n| steps_run >= n)
-        {
+        if state.next_epoch < config.epochs && options.should_stop(steps_run, started) {
             log::info!(
                 "{}: stopped after epoch {}; continue with --resume",
                 dir.display(),
@@ -410,10 +442,13 @@ mod tests {
         let pieces = tmp.path().join("pieces");
         let mut calls = 0;
         loop {
+            // Three loader threads here, one in the uninterrupted run: the batches are the same.
             let options = RunOptions {
                 resume: calls > 0,
                 checkpoint_every: Duration::ZERO,
                 stop_after_steps: (calls < 2).then_some(2),
+                loader_threads: 3,
+                ..RunOptions::default()
             };
             calls += 1;
             let run = train_member(&config(), &set, &pieces, &device, &options).unwrap();
@@ -464,6 +499,47 @@ mod tests {
         );
         let log = std::fs::read_to_string(pieces.join("log.csv")).unwrap();
         assert_eq!(log.lines().count(), 3, "{log}");
+    }
+
+    #[test]
+    fn a_time_limit_stops_the_call_with_a_checkpoint_to_resume_from() {
+        let _rng = super::super::backend_rng_lock();
+        let tmp = tempfile::tempdir().unwrap();
+        let data = samples(tmp.path(), 12);
+        let (train, val): (Vec<usize>, Vec<usize>) = (0..12).partition(|&i| i < 9);
+        let classes = shipped();
+        let set = TrainingSet {
+            samples: &data,
+            train: &train,
+            val: &val,
+            classes: &classes,
+        };
+        let device = crate::backend::ndarray_device();
+        let dir = tmp.path().join("run");
+        let out_of_time = RunOptions {
+            stop_after: Some(Duration::ZERO),
+            ..RunOptions::default()
+        };
+        let run = train_member(&config(), &set, &dir, &device, &out_of_time).unwrap();
+        assert!(!run.finished);
+        let state: TrainState =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            (state.next_epoch, state.next_step),
+            (0, 1),
+            "one step, then the stop"
+        );
+        assert!(dir.join("checkpoints/e000-s00001/model.bpk").exists());
+        let resume = RunOptions {
+            resume: true,
+            ..RunOptions::default()
+        };
+        assert!(
+            train_member(&config(), &set, &dir, &device, &resume)
+                .unwrap()
+                .finished
+        );
     }
 
     #[test]
