@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn values_that_cannot_work_are_errors_naming_the_key() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::scratch_dir::ScratchDir::new();
         let path = dir.path().join("c.toml");
         for (text, key) in [
             ("[replay]\nfps = 1e-30\n", "[replay] fps"),
@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::scratch_dir::ScratchDir::new();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "[gate]\nmin_fokus = 3.0\n").unwrap();
         let err = RunConfig::load(&path).unwrap_err().to_string();

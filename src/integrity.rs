@@ -103,7 +103,7 @@ mod tests {
 
     #[test]
     fn verifies_only_the_signed_bytes_with_the_right_key() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::scratch_dir::ScratchDir::new();
         let manifest = dir.path().join("ensemble.toml");
         let signing = SigningKey::from_bytes(&[7u8; 32]);
         let key = PublicKey::from_bytes(&signing.verifying_key().to_bytes()).unwrap();

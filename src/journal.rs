@@ -442,7 +442,7 @@ mod tests {
 
     #[test]
     fn appends_and_repairs_a_torn_tail() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::scratch_dir::ScratchDir::new();
         let path = dir.path().join("j.jsonl");
         let mut journal = Journal::open(&path).unwrap();
         journal.append(&record("a")).unwrap();
@@ -466,7 +466,7 @@ mod tests {
 
     #[test]
     fn rotation_by_size_loses_nothing_and_keeps_order() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::scratch_dir::ScratchDir::new();
         let path = dir.path().join("j.jsonl");
         let mut journal = Journal::open(&path).unwrap().with_rotation(Some(300));
         for i in 0..40 {
@@ -487,7 +487,7 @@ mod tests {
 
     #[test]
     fn reader_reports_bad_and_overlong_lines_and_reads_on() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::scratch_dir::ScratchDir::new();
         let path = dir.path().join("j.jsonl");
         let good = serde_json::to_string(&record("ok")).unwrap();
         let long = "x".repeat(MAX_RECORD_BYTES + 10);
@@ -501,7 +501,7 @@ mod tests {
 
     #[test]
     fn a_journal_that_is_only_a_torn_line_becomes_empty() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::scratch_dir::ScratchDir::new();
         let path = dir.path().join("j.jsonl");
         std::fs::write(&path, b"{\"time\":\"2026-").unwrap();
         let journal = Journal::open(&path).unwrap();
@@ -511,7 +511,7 @@ mod tests {
 
     #[test]
     fn other_files_are_refused_and_left_untouched() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::scratch_dir::ScratchDir::new();
         for (name, content) in [
             (
                 "scan.jpg",
@@ -532,7 +532,7 @@ mod tests {
 
     #[test]
     fn a_whole_last_record_without_newline_is_kept_and_a_second_writer_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::scratch_dir::ScratchDir::new();
         let path = dir.path().join("j.jsonl");
         let line = serde_json::to_string(&record("a")).unwrap();
         std::fs::write(&path, &line).unwrap();

@@ -30,6 +30,10 @@ pub mod record;
 pub mod serve;
 pub mod trigger;
 
+#[cfg(test)]
+#[path = "../tests/support/scratch_dir.rs"]
+mod scratch_dir;
+
 pub use ensemble::{Ensemble, EnsembleError, Prediction};
 pub use manifest::Manifest;
 pub use record::DECISION_SUPPORT_NOTICE;

@@ -48,7 +48,7 @@ mod tests {
 
     #[test]
     fn reads_within_the_limit_only() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::scratch_dir::ScratchDir::new();
         let path = dir.path().join("f");
         std::fs::write(&path, b"12345").unwrap();
         assert_eq!(read_limited(&path, 5).unwrap(), b"12345");

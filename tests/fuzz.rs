@@ -13,6 +13,9 @@ use dermedge::preprocess::{load_image_bytes, to_input_tensor, ImageLimits};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
+#[path = "support/scratch_dir.rs"]
+mod scratch_dir;
+
 fn cases(default: u32) -> Config {
     let cases = std::env::var("DERMEDGE_FUZZ_CASES")
         .ok()
@@ -202,7 +205,7 @@ proptest! {
         tail in proptest::collection::vec(any::<u8>(), 0..80),
         torn_record in any::<bool>(),
     ) {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = scratch_dir::ScratchDir::new();
         let path = dir.path().join("j.jsonl");
         let mut content = Vec::new();
         for i in 0..records {

@@ -185,7 +185,7 @@ fn start_driver() -> Option<Driver> {
         assert!(Instant::now() < deadline, "chromedriver did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let profile = tempfile::tempdir().unwrap();
+    let profile = crate::scratch_dir::ScratchDir::new();
     let created = driver.call(
         "POST",
         "/session",

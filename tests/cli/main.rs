@@ -13,5 +13,7 @@ mod kernels;
 mod manifest_errors;
 mod reliability;
 mod run;
+#[path = "../support/scratch_dir.rs"]
+mod scratch_dir;
 mod serve;
 mod util;

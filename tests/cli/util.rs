@@ -7,13 +7,13 @@ use serde_json::Value;
 /// A copy of the committed tiny fixture ensemble (`tests/fixtures/tiny-cnn-ensemble`: two
 /// untrained members, 64x48 input) in a temporary folder, free to edit.
 pub struct Fixture {
-    pub dir: tempfile::TempDir,
+    pub dir: crate::scratch_dir::ScratchDir,
     pub manifest: PathBuf,
 }
 
 impl Fixture {
     pub fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::scratch_dir::ScratchDir::new();
         let committed =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-cnn-ensemble");
         let copy = dir.path().join("ensemble");
