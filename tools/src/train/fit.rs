@@ -370,6 +370,39 @@ mod tests {
             .collect()
     }
 
+    /// A toy data set in a temporary folder: `n` images, the first `n_train` for training.
+    struct Toy {
+        dir: tempfile::TempDir,
+        data: Vec<Sample>,
+        train: Vec<usize>,
+        val: Vec<usize>,
+        classes: Classes,
+    }
+
+    impl Toy {
+        fn new(n: usize, n_train: usize) -> Toy {
+            let dir = tempfile::tempdir().unwrap();
+            let data = samples(dir.path(), n);
+            let (train, val) = (0..n).partition(|&i| i < n_train);
+            Toy {
+                dir,
+                data,
+                train,
+                val,
+                classes: shipped(),
+            }
+        }
+
+        fn set(&self) -> TrainingSet<'_> {
+            TrainingSet {
+                samples: &self.data,
+                train: &self.train,
+                val: &self.val,
+                classes: &self.classes,
+            }
+        }
+    }
+
     fn config() -> TrainConfig {
         TrainConfig {
             spec: ClassifierSpec {
@@ -416,17 +449,9 @@ mod tests {
     #[test]
     fn a_run_stopped_anywhere_and_resumed_computes_what_an_uninterrupted_run_computes() {
         let _rng = super::super::backend_rng_lock();
-        let tmp = tempfile::tempdir().unwrap();
-        let data = samples(tmp.path(), 18);
-        let train: Vec<usize> = (0..12).collect();
-        let val: Vec<usize> = (12..18).collect();
-        let classes = shipped();
-        let set = TrainingSet {
-            samples: &data,
-            train: &train,
-            val: &val,
-            classes: &classes,
-        };
+        let toy = Toy::new(18, 12);
+        let set = toy.set();
+        let tmp = &toy.dir;
         let device = crate::backend::ndarray_device();
         // Checkpoints after every step must not change what a run computes.
         let whole = tmp.path().join("whole");
@@ -504,16 +529,9 @@ mod tests {
     #[test]
     fn a_time_limit_stops_the_call_with_a_checkpoint_to_resume_from() {
         let _rng = super::super::backend_rng_lock();
-        let tmp = tempfile::tempdir().unwrap();
-        let data = samples(tmp.path(), 12);
-        let (train, val): (Vec<usize>, Vec<usize>) = (0..12).partition(|&i| i < 9);
-        let classes = shipped();
-        let set = TrainingSet {
-            samples: &data,
-            train: &train,
-            val: &val,
-            classes: &classes,
-        };
+        let toy = Toy::new(12, 9);
+        let set = toy.set();
+        let tmp = &toy.dir;
         let device = crate::backend::ndarray_device();
         let dir = tmp.path().join("run");
         let out_of_time = RunOptions {
@@ -545,16 +563,9 @@ mod tests {
     #[test]
     fn resuming_with_other_settings_is_refused() {
         let _rng = super::super::backend_rng_lock();
-        let tmp = tempfile::tempdir().unwrap();
-        let data = samples(tmp.path(), 8);
-        let (train, val): (Vec<usize>, Vec<usize>) = (0..8).partition(|&i| i < 6);
-        let classes = shipped();
-        let set = TrainingSet {
-            samples: &data,
-            train: &train,
-            val: &val,
-            classes: &classes,
-        };
+        let toy = Toy::new(8, 6);
+        let set = toy.set();
+        let tmp = &toy.dir;
         let device = crate::backend::ndarray_device();
         let dir = tmp.path().join("run");
         let options = RunOptions {
