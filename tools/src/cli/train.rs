@@ -80,7 +80,8 @@ pub struct Args {
     /// Stop after this many training steps in this call, with a checkpoint (continue with --resume).
     #[arg(long)]
     stop_after_steps: Option<usize>,
-    /// Stop once this call has trained this many minutes, with a checkpoint (continue with --resume).
+    /// Stop each member once it has trained this many minutes in this call, with a checkpoint
+    /// (continue with --resume).
     #[arg(long)]
     stop_after_minutes: Option<f64>,
     /// Threads that decode and augment training batches (default: the CPU's cores, at most 8).

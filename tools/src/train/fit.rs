@@ -39,7 +39,7 @@ pub struct RunOptions {
     pub checkpoint_every: Duration,
     /// Stop (after a checkpoint) once this many steps have run in this call.
     pub stop_after_steps: Option<usize>,
-    /// Stop (after a checkpoint) once this call has trained this long.
+    /// Stop (after a checkpoint) once the member has trained this long in this call.
     pub stop_after: Option<Duration>,
     /// Threads that decode and augment the training batches (at least one).
     pub loader_threads: usize,
@@ -58,7 +58,7 @@ impl Default for RunOptions {
 }
 
 impl RunOptions {
-    /// Whether this call has run its share: `steps_run` steps since `started`.
+    /// Whether the member has run its share of this call: `steps_run` steps since `started`.
     fn should_stop(&self, steps_run: usize, started: Instant) -> bool {
         self.stop_after_steps.is_some_and(|n| steps_run >= n)
             || self
