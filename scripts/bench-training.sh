@@ -2,6 +2,7 @@
 # Training throughput (images/s: forward, backward and AdamW step on random batches) of every
 # backbone on burn-ndarray and on libtorch (burn's tch backend), at the shipped input size.
 # Usage: scripts/bench-training.sh [STEPS]   (needs `pip install torch==2.9.0` for the tch rows)
+# PyTorch eager on the same network, for comparison: python3 scripts/training_reference.py 16
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-3}
