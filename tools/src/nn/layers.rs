@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{relu, relu6};
 use serde::{Deserialize, Serialize};
 
+use super::depthwise::depthwise_conv2d;
 use super::Normalisation;
 
 /// The activation after a convolution's BatchNorm.
@@ -121,7 +122,13 @@ impl ConvBn {
 
     /// Convolution, BatchNorm, activation.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.activation.apply(self.bn.forward(self.conv.forward(x)))
+        let [channels, per_group, _, _] = self.conv.weight.dims();
+        let convolved = if self.conv.groups == channels && per_group == 1 && channels > 1 {
+            depthwise_conv2d(x, self.conv.weight.val(), self.conv.stride[0], self.pads)
+        } else {
+            self.conv.forward(x)
+        };
+        self.activation.apply(self.bn.forward(convolved))
     }
 
     /// This RGB input layer rewritten for inputs normalised by `to` instead of `from`.

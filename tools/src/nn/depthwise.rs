@@ -1,0 +1,341 @@
+//! A depthwise convolution whose gradients come from the backend's own kernels.
+//!
+//! burn 0.22 computes the weight gradient of a grouped convolution with a loop over the groups
+//! (two slices, a convolution and a slice-assign per channel) that no backend overrides:
+//! thousands of small operations per step in an EfficientNet's depthwise layers, the bound on a
+//! GPU. This operation is a backend extension with its own backward pass: libtorch computes both
+//! gradients in one call of its native convolution backward; other backends keep burn's generic
+//! gradients.
+
+#![allow(deprecated)]
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{backend_extension, Autodiff, Backend, NdArray};
+use burn::prelude::*;
+use burn::tensor::ops::ConvOptions;
+
+/// A depthwise (`groups = channels`), bias-free convolution: `x` `[batch, channels, height,
+/// width]`, `weight` `[channels, 1, kernel, kernel]`, `pads` `(top, left, bottom, right)`.
+///
+/// Values and gradients equal burn's `conv2d` with the same options.
+pub fn depthwise_conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    stride: usize,
+    pads: [usize; 4],
+) -> Tensor<4> {
+    let [top, left, bottom, right] = pads;
+    let options = ConvOptions::new_with_padding(
+        [stride, stride],
+        [(top, bottom), (left, right)],
+        [1, 1],
+        weight.dims()[0],
+    );
+    Tensor::from_dispatch(
+        <burn::backend::Dispatch as DepthwiseConv>::depthwise_conv2d(
+            x.into_dispatch(),
+            weight.into_dispatch(),
+            options,
+        ),
+    )
+}
+
+/// The depthwise convolution as a backend operation.
+#[backend_extension(NdArray, LibTorch: cfg(feature = "tch"), Cube: cfg(feature = "cuda"), Autodiff)]
+pub trait DepthwiseConv: Backend {
+    /// The convolution's value (see [`depthwise_conv2d`]).
+    fn depthwise_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d(x, weight, None, options)
+    }
+}
+
+/// The gradients of a bias-free convolution as a backend computes them.
+pub trait ConvGradients: Backend {
+    /// `(input gradient, weight gradient)` for an upstream gradient `output_grad`, each computed
+    /// only where `wanted`.
+    fn conv2d_gradients(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        wanted: [bool; 2],
+    ) -> [Option<FloatTensor<Self>>; 2] {
+        generic_gradients::<Self>(x, weight, output_grad, options, wanted)
+    }
+}
+
+/// burn's own convolution gradients.
+fn generic_gradients<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    output_grad: FloatTensor<B>,
+    options: ConvOptions<2>,
+    wanted: [bool; 2],
+) -> [Option<FloatTensor<B>>; 2] {
+    let x_grad = wanted[0].then(|| {
+        B::conv2d_x_backward(
+            x.clone(),
+            weight.clone(),
+            output_grad.clone(),
+            options.clone(),
+        )
+    });
+    let weight_grad = wanted[1].then(|| B::conv2d_weight_backward(x, weight, output_grad, options));
+    [x_grad, weight_grad]
+}
+
+impl DepthwiseConv for NdArray {}
+impl ConvGradients for NdArray {}
+
+#[cfg(feature = "cuda")]
+impl DepthwiseConv for burn::backend::Cube {}
+#[cfg(feature = "cuda")]
+impl ConvGradients for burn::backend::Cube {}
+
+#[cfg(feature = "tch")]
+impl DepthwiseConv for burn::backend::LibTorch {}
+
+#[cfg(feature = "tch")]
+impl ConvGradients for burn::backend::LibTorch {
+    /// libtorch's native convolution backward (oneDNN on a CPU, cuDNN on CUDA), reached through
+    /// its autograd on a re-run of the forward convolution; burn's gradients if that fails.
+    fn conv2d_gradients(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        wanted: [bool; 2],
+    ) -> [Option<FloatTensor<Self>>; 2] {
+        match libtorch_gradients(
+            &x.tensor,
+            &weight.tensor,
+            &output_grad.tensor,
+            &options,
+            wanted,
+        ) {
+            Ok(grads) => grads.map(|g| g.map(burn::backend::libtorch::TchTensor::new)),
+            Err(error) => {
+                log::warn!("libtorch convolution backward failed ({error}); using burn's");
+                generic_gradients::<Self>(x, weight, output_grad, options, wanted)
+            }
+        }
+    }
+}
+
+#[cfg(feature = "tch")]
+fn libtorch_gradients(
+    x: &tch::Tensor,
+    weight: &tch::Tensor,
+    output_grad: &tch::Tensor,
+    options: &ConvOptions<2>,
+    wanted: [bool; 2],
+) -> Result<[Option<tch::Tensor>; 2], tch::TchError> {
+    let as_i64 = |v: [usize; 2]| v.map(|i| i as i64);
+    tch::with_grad(|| {
+        let x_leaf = x.f_detach()?.f_set_requires_grad(wanted[0])?;
+        let weight_leaf = weight.f_detach()?.f_set_requires_grad(wanted[1])?;
+        let (input, padding) = if options.is_asymmetric() {
+            let [(top, bottom), (left, right)] = options.padding.map(|(a, b)| (a as i64, b as i64));
+            (
+                x_leaf.f_constant_pad_nd([left, right, top, bottom])?,
+                [0, 0],
+            )
+        } else {
+            (x_leaf.shallow_clone(), as_i64(options.padding_begin()))
+        };
+        let y = input.f_conv2d(
+            &weight_leaf,
+            None::<tch::Tensor>,
+            as_i64(options.stride),
+            padding,
+            as_i64(options.dilation),
+            options.groups as i64,
+        )?;
+        let objective = y.f_mul(output_grad)?.f_sum(y.kind())?;
+        let leaves: Vec<&tch::Tensor> = [&x_leaf, &weight_leaf]
+            .into_iter()
+            .zip(wanted)
+            .filter_map(|(leaf, want)| want.then_some(leaf))
+            .collect();
+        let mut grads =
+            tch::Tensor::f_run_backward(&[objective], &leaves, false, false)?.into_iter();
+        Ok(wanted.map(|want| if want { grads.next() } else { None }))
+    })
+}
+
+impl<B: DepthwiseConv + ConvGradients, C: CheckpointStrategy> DepthwiseConv for Autodiff<B, C> {
+    fn depthwise_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        match DepthwiseBackward
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let weight_state = prep.checkpoint(&weight);
+                prep.finish(
+                    (x_state, weight_state, options.clone()),
+                    B::depthwise_conv2d(x.into_primitive(), weight.into_primitive(), options),
+                )
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::depthwise_conv2d(
+                x.into_primitive(),
+                weight.into_primitive(),
+                options,
+            )),
+        }
+    }
+}
+
+/// The backward step of [`DepthwiseConv`] under autodiff.
+#[derive(Debug)]
+struct DepthwiseBackward;
+
+impl<B: ConvGradients> Backward<B, 2> for DepthwiseBackward {
+    type State = (NodeId, NodeId, ConvOptions<2>);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [x_node, weight_node] = ops.parents;
+        let output_grad = grads.consume::<B>(&ops.node);
+        let (x_state, weight_state, options) = ops.state;
+        let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
+        let weight = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(weight_state);
+        let wanted = [x_node.is_some(), weight_node.is_some()];
+        let [x_grad, weight_grad] = B::conv2d_gradients(x, weight, output_grad, options, wanted);
+        if let (Some(node), Some(grad)) = (x_node, x_grad) {
+            grads.register::<B>(node.id, grad);
+        }
+        if let (Some(node), Some(grad)) = (weight_node, weight_grad) {
+            grads.register::<B>(node.id, grad);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::ndarray_device;
+    use crate::rng::SeededRng;
+    use burn::tensor::module::conv2d;
+
+    fn random(shape: [usize; 4], seed: u64, device: &Device) -> Tensor<4> {
+        let values = SeededRng::new(seed).normals(shape.iter().product(), 1.0);
+        Tensor::from_data(TensorData::new(values, shape), device)
+    }
+
+    fn max_difference(a: Tensor<4>, b: Tensor<4>) -> f32 {
+        (a - b).abs().max().into_scalar()
+    }
+
+    /// Value, input gradient and weight gradient against burn's grouped `conv2d`.
+    fn assert_matches_grouped_conv(
+        device: &Device,
+        kernel: usize,
+        stride: usize,
+        pads: [usize; 4],
+    ) {
+        let device = device.clone().autodiff();
+        let (channels, height, width) = (5, 11, 9);
+        let x = random([2, channels, height, width], 1, &device).require_grad();
+        let weight = random([channels, 1, kernel, kernel], 2, &device).require_grad();
+        let [top, left, bottom, right] = pads;
+        let output_shape = [
+            2,
+            channels,
+            (height + top + bottom - kernel) / stride + 1,
+            (width + left + right - kernel) / stride + 1,
+        ];
+        let upstream = random(output_shape, 3, &device);
+
+        let ours = depthwise_conv2d(x.clone(), weight.clone(), stride, pads);
+        let grads = (ours.clone() * upstream.clone()).sum().backward();
+        let (ours_x, ours_w) = (x.grad(&grads).unwrap(), weight.grad(&grads).unwrap());
+
+        let options = ConvOptions::new_with_padding(
+            [stride, stride],
+            [(top, bottom), (left, right)],
+            [1, 1],
+            channels,
+        );
+        let reference = conv2d(x.clone(), weight.clone(), None, options);
+        let grads = (reference.clone() * upstream).sum().backward();
+        let (ref_x, ref_w) = (x.grad(&grads).unwrap(), weight.grad(&grads).unwrap());
+
+        assert_eq!(ours.dims(), output_shape);
+        assert_eq!(reference.dims(), output_shape);
+        assert!(max_difference(ours, reference) < 1e-5);
+        assert!(max_difference(ours_x, ref_x) < 1e-4);
+        assert!(max_difference(ours_w, ref_w) < 1e-4);
+    }
+
+    fn assert_matches_grouped_conv_everywhere(device: &Device) {
+        assert_matches_grouped_conv(device, 3, 1, [1, 1, 1, 1]);
+        assert_matches_grouped_conv(device, 5, 1, [2, 2, 2, 2]);
+        assert_matches_grouped_conv(device, 3, 2, [0, 0, 1, 1]);
+        assert_matches_grouped_conv(device, 5, 2, [1, 1, 2, 2]);
+    }
+
+    #[test]
+    fn matches_grouped_conv_on_ndarray() {
+        assert_matches_grouped_conv_everywhere(&ndarray_device());
+    }
+
+    #[cfg(feature = "tch")]
+    #[test]
+    fn matches_grouped_conv_on_libtorch() {
+        assert_matches_grouped_conv_everywhere(&Device::libtorch());
+    }
+
+    #[cfg(feature = "tch")]
+    #[test]
+    fn libtorch_computes_the_gradients_itself() {
+        let options = (tch::Kind::Float, tch::Device::Cpu);
+        let x = tch::Tensor::randn([1, 3, 6, 6], options);
+        let weight = tch::Tensor::randn([3, 1, 3, 3], options);
+        let upstream = tch::Tensor::randn([1, 3, 3, 3], options);
+        let conv = ConvOptions::new_with_padding([2, 2], [(0, 1), (0, 1)], [1, 1], 3);
+        let [x_grad, weight_grad] =
+            libtorch_gradients(&x, &weight, &upstream, &conv, [false, true]).unwrap();
+        assert!(x_grad.is_none());
+        assert_eq!(weight_grad.unwrap().size(), [3, 1, 3, 3]);
+    }
+
+    #[test]
+    fn a_frozen_weight_gets_no_gradient_and_the_input_still_does() {
+        let device = ndarray_device().autodiff();
+        let x = random([1, 3, 6, 6], 4, &device).require_grad();
+        let weight = random([3, 1, 3, 3], 5, &device);
+        let y = depthwise_conv2d(x.clone(), weight.clone(), 1, [1; 4]);
+        let grads = y.sum().backward();
+        assert!(x.grad(&grads).is_some());
+        assert!(weight.grad(&grads).is_none());
+    }
+
+    #[test]
+    fn without_autodiff_it_is_the_grouped_convolution() {
+        let device = ndarray_device();
+        let x = random([1, 4, 7, 7], 6, &device);
+        let weight = random([4, 1, 3, 3], 7, &device);
+        let options = ConvOptions::new_with_padding([2, 2], [(0, 1), (0, 1)], [1, 1], 4);
+        let reference = conv2d(x.clone(), weight.clone(), None, options);
+        assert!(max_difference(depthwise_conv2d(x, weight, 2, [0, 0, 1, 1]), reference) < 1e-6);
+    }
+}
