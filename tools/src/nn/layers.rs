@@ -7,6 +7,8 @@ use burn::prelude::*;
 use burn::tensor::activation::{relu, relu6};
 use serde::{Deserialize, Serialize};
 
+use super::batch_norm::batch_norm;
+use super::clipped_relu::clipped_relu;
 use super::depthwise::depthwise_conv2d;
 use super::Normalisation;
 
@@ -128,7 +130,12 @@ impl ConvBn {
         } else {
             self.conv.forward(x)
         };
-        self.activation.apply(self.bn.forward(convolved))
+        let normalised = batch_norm(&self.bn, convolved);
+        match self.activation {
+            Activation::Identity => normalised,
+            Activation::Relu => clipped_relu(normalised, f64::INFINITY),
+            Activation::Relu6 => clipped_relu(normalised, 6.0),
+        }
     }
 
     /// This RGB input layer rewritten for inputs normalised by `to` instead of `from`.

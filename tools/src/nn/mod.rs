@@ -2,6 +2,8 @@
 //! backbone (tiny CNN, MobileNetV2, EfficientNet-Lite0 or ResNet50) under the paper's modified
 //! head: global average pooling, dropout, a hidden dense layer, dropout, a dense output per class.
 
+mod batch_norm;
+mod clipped_relu;
 mod depthwise;
 mod inverted;
 mod layers;
