@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::Manifest;
+use crate::manifest::{DecisionSettings, Manifest};
 
 /// Numerically stable softmax of `logits / temperature`.
 pub fn softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
@@ -32,6 +32,28 @@ pub fn weighted_mean(members: &[&[f32]], weights: &[f32]) -> Vec<f32> {
 pub fn mean(distributions: &[&[f32]]) -> Vec<f32> {
     let weight = 1.0 / distributions.len().max(1) as f32;
     weighted_mean(distributions, &vec![weight; distributions.len()])
+}
+
+/// The ensemble's probabilities after the manifest's post-hoc logit adjustment: each divided by
+/// its class's prior to the power `logit_adjustment`, renormalised. Unchanged when the manifest
+/// sets none.
+pub fn adjusted(probabilities: Vec<f32>, settings: &DecisionSettings) -> Vec<f32> {
+    let (Some(tau), Some(prior)) = (settings.logit_adjustment, &settings.class_prior) else {
+        return probabilities;
+    };
+    if tau == 0.0 || prior.len() != probabilities.len() {
+        return probabilities;
+    }
+    let scaled: Vec<f32> = probabilities
+        .iter()
+        .zip(prior)
+        .map(|(p, q)| p / q.powf(tau))
+        .collect();
+    let total: f32 = scaled.iter().sum();
+    if !(total.is_finite() && total > 0.0) {
+        return probabilities;
+    }
+    scaled.into_iter().map(|p| p / total).collect()
 }
 
 /// Indices and values of the `k` largest entries, largest first; ties keep class order.
@@ -127,6 +149,20 @@ mod tests {
         assert!(close(&softmax(&[0.0, 9f32.ln()], 2.0), &[0.25, 0.75]));
         // Large logits stay finite.
         assert!(close(&softmax(&[1000.0, 1000.0], 1.0), &[0.5, 0.5]));
+    }
+
+    #[test]
+    fn logit_adjustment_divides_by_the_prior_to_the_power_tau() {
+        let settings = DecisionSettings {
+            logit_adjustment: Some(0.5),
+            class_prior: Some(vec![0.64, 0.16, 0.04, 0.16]),
+            ..DecisionSettings::default()
+        };
+        // Divided by sqrt(prior): 0.4 / 0.8, 0.3 / 0.4, 0.2 / 0.2, 0.1 / 0.4 = 0.5, 0.75, 1, 0.25.
+        let result = adjusted(vec![0.4, 0.3, 0.2, 0.1], &settings);
+        assert!(close(&result, &[0.2, 0.3, 0.4, 0.1]), "{result:?}");
+        let unchanged = adjusted(vec![0.4, 0.3, 0.2, 0.1], &DecisionSettings::default());
+        assert_eq!(unchanged, vec![0.4, 0.3, 0.2, 0.1]);
     }
 
     #[test]

@@ -442,7 +442,10 @@ impl Ensemble {
             })
             .collect::<Result<Vec<_>, InferenceError>>()?;
         let per_member: Vec<&[f32]> = members.iter().map(|m| m.probabilities.as_slice()).collect();
-        let probabilities = decision::weighted_mean(&per_member, &self.weights);
+        let probabilities = decision::adjusted(
+            decision::weighted_mean(&per_member, &self.weights),
+            &self.manifest.decision,
+        );
         let decision = Decision::new(&probabilities, &per_member, &self.manifest);
         Ok(Prediction {
             probabilities,

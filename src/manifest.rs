@@ -230,6 +230,12 @@ pub struct DecisionSettings {
     pub referral_threshold: Option<f32>,
     /// Flag as uncertain when the normalised entropy of the ensemble output reaches this value.
     pub uncertainty_entropy: Option<f32>,
+    /// Post-hoc logit adjustment: the ensemble's probabilities are divided by `class_prior`
+    /// raised to this power and renormalised, which trades top-1 accuracy on the common classes
+    /// for sensitivity on the rare ones; none when absent.
+    pub logit_adjustment: Option<f32>,
+    /// The training side's share of each class, in class order; needed by `logit_adjustment`.
+    pub class_prior: Option<Vec<f32>>,
 }
 
 /// A parsed and checked `ensemble.toml`.
@@ -386,6 +392,33 @@ impl Manifest {
                 }
             }
         }
+        match (decision.logit_adjustment, &decision.class_prior) {
+            (None, _) => {}
+            (Some(tau), _) if !(0.0..=2.0).contains(&tau) => {
+                return Err(format!(
+                    "[decision] logit_adjustment {tau} is outside 0..=2. Fix: set the exponent the tools fitted, or remove it"
+                ));
+            }
+            (Some(_), None) => {
+                return Err(
+                    "[decision] logit_adjustment is set without class_prior. Fix: add class_prior (the training share of each class) or remove logit_adjustment"
+                        .into(),
+                );
+            }
+            (Some(_), Some(prior)) => {
+                if prior.len() != self.classes.len()
+                    || prior
+                        .iter()
+                        .any(|p| !(p.is_finite() && *p > 0.0 && *p <= 1.0))
+                {
+                    return Err(format!(
+                        "[decision] class_prior must hold one share in (0, 1] per class ({} classes, {} values). Fix: write the training share of each class in class order",
+                        self.classes.len(),
+                        prior.len()
+                    ));
+                }
+            }
+        }
         if decision.referral_threshold.is_some() && !self.classes.iter().any(|c| c.malignant) {
             return Err(
                 "[decision] referral_threshold is set but no class is marked malignant. Fix: mark the malignant classes"
@@ -484,6 +517,31 @@ mod tests {
         m.decision.referral_threshold = Some(1.5);
         let err = Manifest::parse(&m.to_toml(), Path::new("e.toml")).unwrap_err();
         assert!(err.to_string().contains("outside 0..=1"), "{err}");
+    }
+
+    #[test]
+    fn checks_the_logit_adjustment_against_the_class_list() {
+        let mut m = sample();
+        m.decision.logit_adjustment = Some(0.3);
+        m.decision.class_prior = Some(vec![0.03, 0.05, 0.11, 0.01, 0.11, 0.67, 0.02]);
+        let text = m.to_toml();
+        assert!(text.contains("logit_adjustment = 0.3"), "{text}");
+        assert_eq!(Manifest::parse(&text, Path::new("x.toml")).unwrap(), m);
+
+        let mut short = m.clone();
+        short.decision.class_prior = Some(vec![0.5, 0.5]);
+        let err = Manifest::parse(&short.to_toml(), Path::new("e.toml")).unwrap_err();
+        assert!(err.to_string().contains("7 classes, 2 values"), "{err}");
+
+        let mut missing = m.clone();
+        missing.decision.class_prior = None;
+        let err = Manifest::parse(&missing.to_toml(), Path::new("e.toml")).unwrap_err();
+        assert!(err.to_string().contains("without class_prior"), "{err}");
+
+        let mut steep = m;
+        steep.decision.logit_adjustment = Some(5.0);
+        let err = Manifest::parse(&steep.to_toml(), Path::new("e.toml")).unwrap_err();
+        assert!(err.to_string().contains("outside 0..=2"), "{err}");
     }
 
     #[test]

@@ -454,11 +454,13 @@ fn inspect(cli: &Cli, args: &InspectArgs) -> Result<u8> {
     }
     let d = &m.decision;
     outln!(
-        "decision  temperature {}, referral threshold {}, uncertainty entropy {}",
+        "decision  temperature {}, referral threshold {}, uncertainty entropy {}, logit adjustment {}",
         d.temperature.map_or("1 (unset)".into(), |t| t.to_string()),
         d.referral_threshold
             .map_or("unset".into(), |t| t.to_string()),
         d.uncertainty_entropy
+            .map_or("unset".into(), |t| t.to_string()),
+        d.logit_adjustment
             .map_or("unset".into(), |t| t.to_string())
     );
     outln!("{DECISION_SUPPORT_NOTICE}");

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
+use dermedge::manifest::DecisionSettings;
 use dermedge::Ensemble;
 
 use crate::classes::Classes;
@@ -24,9 +25,13 @@ pub struct Comparison {
 
 impl Comparison {
     /// Compares two evaluations of the same images.
-    pub fn of(f32_scores: &Scores, int8_scores: &Scores, temperature: f32) -> Comparison {
-        let reference = f32_scores.ensemble_probabilities(temperature);
-        let quantized = int8_scores.ensemble_probabilities(temperature);
+    pub fn of(
+        f32_scores: &Scores,
+        int8_scores: &Scores,
+        decision: &DecisionSettings,
+    ) -> Comparison {
+        let reference = f32_scores.decided_probabilities(decision);
+        let quantized = int8_scores.decided_probabilities(decision);
         let classes = f32_scores.classes;
         let (mut f32_confusion, mut int8_confusion) =
             (Confusion::new(classes), Confusion::new(classes));
@@ -97,10 +102,9 @@ pub fn compare(request: &CompareRequest) -> anyhow::Result<Comparison> {
     )?;
     let reference_scores = Scores::collect(&reference, &samples, &indices)?;
     let candidate_scores = Scores::collect(&candidate, &samples, &indices)?;
-    let temperature = reference.manifest.decision.temperature.unwrap_or(1.0);
     Ok(Comparison::of(
         &reference_scores,
         &candidate_scores,
-        temperature,
+        &reference.manifest.decision,
     ))
 }

@@ -2,6 +2,7 @@
 //! likelihood, and how the uncertainty flag divides the images.
 
 use dermedge::decision::{members_disagree, normalised_entropy};
+use dermedge::manifest::DecisionSettings;
 
 use super::Scores;
 use crate::classes::Classes;
@@ -226,11 +227,16 @@ pub struct UncertaintySplit {
 
 impl UncertaintySplit {
     /// Applies the runtime's rule (entropy at or over `threshold`, or members' top-1 differ).
-    pub fn measure(scores: &Scores, temperature: f32, threshold: f32) -> UncertaintySplit {
+    pub fn measure(
+        scores: &Scores,
+        decision: &DecisionSettings,
+        threshold: f32,
+    ) -> UncertaintySplit {
+        let temperature = decision.temperature.unwrap_or(1.0);
         let members: Vec<Vec<Vec<f32>>> = (0..scores.member_logits.len())
             .map(|m| scores.member_probabilities(m, temperature))
             .collect();
-        let ensemble = scores.ensemble_probabilities(temperature);
+        let ensemble = scores.decided_probabilities(decision);
         let mut split = UncertaintySplit::default();
         for (i, (p, &label)) in ensemble.iter().zip(&scores.labels).enumerate() {
             let per: Vec<&[f32]> = members.iter().map(|m| m[i].as_slice()).collect();
@@ -287,7 +293,7 @@ mod tests {
             test_time_augmentation: TestTimeAugmentation::None,
             latency_ms: vec![],
         };
-        let split = UncertaintySplit::measure(&scores, 1.0, 0.9);
+        let split = UncertaintySplit::measure(&scores, &DecisionSettings::default(), 0.9);
         assert_eq!(
             split,
             UncertaintySplit {
@@ -297,6 +303,9 @@ mod tests {
                 clear_correct: 1,
             }
         );
-        assert_eq!(UncertaintySplit::measure(&scores, 1.0, 1.0).flagged, 1);
+        assert_eq!(
+            UncertaintySplit::measure(&scores, &DecisionSettings::default(), 1.0).flagged,
+            1
+        );
     }
 }

@@ -88,7 +88,7 @@ pub fn evaluate(request: &EvaluateRequest) -> anyhow::Result<Evaluation> {
             )
         })
         .collect();
-    let probabilities = scores.ensemble_probabilities(temperature);
+    let probabilities = scores.decided_probabilities(decision);
     let ensemble_summary = summarise(
         "ensemble",
         &probabilities,

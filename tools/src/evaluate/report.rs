@@ -42,9 +42,14 @@ pub fn markdown_report(
         scores.test_time_augmentation.views().len(),
         referral.map_or("none (top-1 class)".into(), |t| format!("{t:.4}"))
     );
+    if let Some(tau) = decision.logit_adjustment {
+        let _ = writeln!(
+            md,
+            "Logit adjustment: the ensemble's probabilities divided by the training side's class shares to the power {tau:.2} (fitted on the validation side), as the runtime reports them.\n"
+        );
+    }
     if let Some(threshold) = decision.uncertainty_entropy {
-        let split =
-            UncertaintySplit::measure(scores, decision.temperature.unwrap_or(1.0), threshold);
+        let split = UncertaintySplit::measure(scores, decision, threshold);
         let _ = writeln!(
             md,
             "Uncertainty flag (normalised entropy >= {threshold:.3} or members disagree): raised on {} of {} images ({}); ensemble top-1 accuracy {} on the flagged images, {} on the others.\n",

@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
-use dermedge::decision::{mean, softmax, weighted_mean};
-use dermedge::manifest::TestTimeAugmentation;
+use dermedge::decision::{adjusted, mean, softmax, weighted_mean};
+use dermedge::manifest::{DecisionSettings, TestTimeAugmentation};
 use dermedge::preprocess::{load_image_file, ImageLimits};
 use dermedge::Ensemble;
 
@@ -83,6 +83,15 @@ impl Scores {
                 let slices: Vec<&[f32]> = per_view.iter().map(Vec::as_slice).collect();
                 mean(&slices)
             })
+            .collect()
+    }
+
+    /// The ensemble's probabilities as the runtime reports them under `decision`: temperature,
+    /// weighted mean of the members', logit adjustment.
+    pub fn decided_probabilities(&self, decision: &DecisionSettings) -> Vec<Vec<f32>> {
+        self.ensemble_probabilities(decision.temperature.unwrap_or(1.0))
+            .into_iter()
+            .map(|p| adjusted(p, decision))
             .collect()
     }
 

@@ -192,11 +192,18 @@ fn split_train_export_classify_beats_the_majority_baseline() {
             tta: Some(TestTimeAugmentation::Flips),
         },
         sensitivity: 0.95,
+        logit_adjustment: true,
     })
     .unwrap()
     .fitted;
     let calibrated = dermedge::Manifest::load(&manifest).unwrap();
     assert_eq!(calibrated.decision.temperature, Some(fitted.temperature));
+    let adjustment = (fitted.logit_adjustment > 0.0).then_some(fitted.logit_adjustment);
+    assert_eq!(calibrated.decision.logit_adjustment, adjustment);
+    assert_eq!(
+        calibrated.decision.class_prior.map(|prior| prior.len()),
+        adjustment.map(|_| 7)
+    );
     assert_eq!(
         calibrated.inference.test_time_augmentation,
         TestTimeAugmentation::Flips
