@@ -315,18 +315,9 @@ impl<B: BatchNormGradients> Backward<B, 3> for BatchNormBackward {
 mod tests {
     use super::*;
     use crate::backend::ndarray_device;
-    use crate::rng::SeededRng;
+    use crate::nn::test_tensors::{max_difference, random};
     use burn::module::Param;
     use burn::nn::BatchNormConfig;
-
-    fn random<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
-        let values = SeededRng::new(seed).normals(shape.iter().product(), 1.0);
-        Tensor::from_data(TensorData::new(values, shape), device)
-    }
-
-    fn max_difference<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
-        (a - b).abs().max().into_scalar()
-    }
 
     fn layer(device: &Device) -> BatchNorm {
         let mut bn = BatchNormConfig::new(4).with_epsilon(1e-3).init(device);

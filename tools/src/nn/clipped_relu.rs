@@ -130,24 +130,16 @@ impl<B: ClippedReluGradient> Backward<B, 1> for ClippedReluBackward {
 mod tests {
     use super::*;
     use crate::backend::ndarray_device;
-    use crate::rng::SeededRng;
+    use crate::nn::test_tensors::{max_difference, random};
     use burn::tensor::activation::{relu, relu6};
-
-    fn max_difference(a: Tensor<4>, b: Tensor<4>) -> f32 {
-        (a - b).abs().max().into_scalar()
-    }
 
     /// Values and gradients against burn's `relu` and `relu6`, on inputs either side of both
     /// bends.
     fn assert_matches_burn(device: &Device) {
         let device = device.clone().autodiff();
         let shape = [2, 3, 4, 5];
-        let values = SeededRng::new(1).normals(120, 5.0);
-        let x = Tensor::<4>::from_data(TensorData::new(values, shape), &device).require_grad();
-        let upstream = Tensor::<4>::from_data(
-            TensorData::new(SeededRng::new(2).normals(120, 1.0), shape),
-            &device,
-        );
+        let x = (random(shape, 1, &device) * 5.0).require_grad();
+        let upstream = random(shape, 2, &device);
         let reference: [fn(Tensor<4>) -> Tensor<4>; 2] = [relu, relu6];
         for (max, reference) in [f64::INFINITY, 6.0].into_iter().zip(reference) {
             let ours = clipped_relu(x.clone(), max);

@@ -233,17 +233,8 @@ impl<B: ConvGradients> Backward<B, 2> for DepthwiseBackward {
 mod tests {
     use super::*;
     use crate::backend::ndarray_device;
-    use crate::rng::SeededRng;
+    use crate::nn::test_tensors::{max_difference, random};
     use burn::tensor::module::conv2d;
-
-    fn random(shape: [usize; 4], seed: u64, device: &Device) -> Tensor<4> {
-        let values = SeededRng::new(seed).normals(shape.iter().product(), 1.0);
-        Tensor::from_data(TensorData::new(values, shape), device)
-    }
-
-    fn max_difference(a: Tensor<4>, b: Tensor<4>) -> f32 {
-        (a - b).abs().max().into_scalar()
-    }
 
     /// Value, input gradient and weight gradient against burn's grouped `conv2d`.
     fn assert_matches_grouped_conv(

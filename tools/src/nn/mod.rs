@@ -10,6 +10,24 @@ mod layers;
 mod resnet;
 mod tiny;
 
+#[cfg(test)]
+mod test_tensors {
+    use burn::prelude::*;
+
+    use crate::rng::SeededRng;
+
+    /// A tensor of seeded standard normal values.
+    pub fn random<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
+        let values = SeededRng::new(seed).normals(shape.iter().product(), 1.0);
+        Tensor::from_data(TensorData::new(values, shape), device)
+    }
+
+    /// The largest absolute difference between two tensors.
+    pub fn max_difference<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+        (a - b).abs().max().into_scalar()
+    }
+}
+
 use std::fmt;
 use std::str::FromStr;
 
