@@ -12,7 +12,7 @@ use image::{Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
 
 /// One epoch of a member's training log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EpochRow {
     pub epoch: usize,
     pub phase: String,
