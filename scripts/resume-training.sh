@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
-# Resumes the Ensemble 1.0 member in training (issue "Ensemble 1.0"): EfficientNet-Lite0, seed 21,
-# checkpoints in runs/v7/efficientnet-lite0-s21 (outside git), from its last complete checkpoint
-# (a fresh start when there is none). Runs in the background at nice 10 and appends to
-# runs/v7/efficientnet-lite0-s21.log: per-epoch loss, validation balanced accuracy, melanoma
-# sensitivity, epoch time and ETA. Pause with `pkill -STOP -f "dermedge-tools train"`, go on with
-# `-CONT`. Needs `python3 -m pip install torch==2.9.0` (see train-converged-member.sh).
+# Trains or resumes the candidate members of Ensemble 1.0 (issue "Ensemble 1.0") one after
+# another in the background, each with scripts/train-converged-member.sh from its last complete
+# checkpoint in runs/v7/<arch>-s<seed> (outside git; a fresh start when there is none, an immediate
+# return when the member has finished): EfficientNet-Lite0 seed 21, MobileNetV2 seed 31,
+# EfficientNet-Lite0 seed 22. Runs at nice 10; each member appends to runs/v7/<arch>-s<seed>.log
+# its per-epoch loss, validation balanced accuracy, melanoma sensitivity, epoch time and ETA.
+# Pause with `pkill -STOP -f "dermedge-tools.* train"`, go on with `-CONT`. Needs
+# `python3 -m pip install torch==2.9.0` (see train-converged-member.sh); DERMEDGE_TOOLS and the
+# script's other variables pass through.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p runs/v7
-log=runs/v7/efficientnet-lite0-s21.log
-nohup nice -n 10 scripts/train-converged-member.sh 21 runs/v7 efficientnet-lite0 >>"$log" 2>&1 &
-echo "training in the background (pid $!); log: $log"
+queue='21 efficientnet-lite0
+31 mobilenet-v2
+22 efficientnet-lite0'
+nohup nice -n 10 bash -c '
+  while read -r seed arch; do
+    scripts/train-converged-member.sh "$seed" runs/v7 "$arch" >>"runs/v7/$arch-s$seed.log" 2>&1 ||
+      { echo "$arch seed $seed stopped with an error: see runs/v7/$arch-s$seed.log"; exit 1; }
+  done <<<"$0"' "$queue" >>runs/v7/queue.log 2>&1 &
+echo "training in the background (pid $!): $(tr '\n' ',' <<<"$queue" | sed 's/,$//')"
+echo "logs: runs/v7/<arch>-s<seed>.log, runs/v7/queue.log"
