@@ -234,7 +234,8 @@ pub struct DecisionSettings {
     /// raised to this power and renormalised, which trades top-1 accuracy on the common classes
     /// for sensitivity on the rare ones; none when absent.
     pub logit_adjustment: Option<f32>,
-    /// The training side's share of each class, in class order; needed by `logit_adjustment`.
+    /// Each class's share of the split's training side (its HAM10000 images, not extra training
+    /// sets), in class order; needed by `logit_adjustment`.
     pub class_prior: Option<Vec<f32>>,
 }
 
@@ -392,8 +393,20 @@ impl Manifest {
                 }
             }
         }
+        if let Some(prior) = &decision.class_prior {
+            if prior.len() != self.classes.len()
+                || prior
+                    .iter()
+                    .any(|p| !(p.is_finite() && (1e-6..=1.0).contains(p)))
+            {
+                return Err(format!(
+                    "[decision] class_prior must hold one share in [1e-6, 1] per class ({} classes, {} values). Fix: write the training share of each class in class order",
+                    self.classes.len(),
+                    prior.len()
+                ));
+            }
+        }
         match (decision.logit_adjustment, &decision.class_prior) {
-            (None, _) => {}
             (Some(tau), _) if !(0.0..=2.0).contains(&tau) => {
                 return Err(format!(
                     "[decision] logit_adjustment {tau} is outside 0..=2. Fix: set the exponent the tools fitted, or remove it"
@@ -405,19 +418,7 @@ impl Manifest {
                         .into(),
                 );
             }
-            (Some(_), Some(prior)) => {
-                if prior.len() != self.classes.len()
-                    || prior
-                        .iter()
-                        .any(|p| !(p.is_finite() && *p > 0.0 && *p <= 1.0))
-                {
-                    return Err(format!(
-                        "[decision] class_prior must hold one share in (0, 1] per class ({} classes, {} values). Fix: write the training share of each class in class order",
-                        self.classes.len(),
-                        prior.len()
-                    ));
-                }
-            }
+            _ => {}
         }
         if decision.referral_threshold.is_some() && !self.classes.iter().any(|c| c.malignant) {
             return Err(
@@ -537,6 +538,11 @@ mod tests {
         missing.decision.class_prior = None;
         let err = Manifest::parse(&missing.to_toml(), Path::new("e.toml")).unwrap_err();
         assert!(err.to_string().contains("without class_prior"), "{err}");
+
+        let mut unused = sample();
+        unused.decision.class_prior = Some(vec![0.5; 3]);
+        let err = Manifest::parse(&unused.to_toml(), Path::new("e.toml")).unwrap_err();
+        assert!(err.to_string().contains("7 classes, 3 values"), "{err}");
 
         let mut steep = m;
         steep.decision.logit_adjustment = Some(5.0);

@@ -61,8 +61,8 @@ impl Calibration {
     }
 }
 
-/// Fits temperature, referral and uncertainty thresholds on one side and writes them (with the
-/// test-time augmentation they were fitted under) into the manifest.
+/// Fits temperature, logit adjustment, referral and uncertainty thresholds on one side and writes
+/// them (with the test-time augmentation they were fitted under) into the manifest.
 pub fn calibrate(request: &CalibrateRequest) -> anyhow::Result<Calibration> {
     let (ensemble, classes, scores) = side_scores(&request.side)?;
     let prior = if request.logit_adjustment {
@@ -106,7 +106,8 @@ pub fn calibrate(request: &CalibrateRequest) -> anyhow::Result<Calibration> {
     })
 }
 
-/// Each class's share of the training side of the request's split.
+/// Each class's share of the training side of the request's split (its HAM10000 images, not the
+/// extra training sets a member may have seen; the fitted exponent absorbs the difference).
 fn training_prior(side: &SideRequest, classes: &Classes) -> anyhow::Result<Vec<f32>> {
     let (samples, indices) =
         side_samples(&side.data, side.split.as_deref(), "train", None, classes)?;

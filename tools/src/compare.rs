@@ -81,7 +81,7 @@ pub struct CompareRequest {
 }
 
 /// Runs both ensembles through tract on one side of the split and compares their top-1
-/// decisions and accuracy, at the reference's temperature.
+/// decisions and accuracy, under the reference's decision settings.
 pub fn compare(request: &CompareRequest) -> anyhow::Result<Comparison> {
     let reference = Ensemble::load(&request.reference)?;
     let candidate = Ensemble::load(&request.candidate)?;

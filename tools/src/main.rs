@@ -34,7 +34,7 @@ enum Command {
     Export(export::Args),
     /// Evaluate an ensemble through the runtime's tract path on one side of a lesion-grouped split.
     Evaluate(evaluate::Args),
-    /// Fit temperature, referral and uncertainty thresholds on the validation side; writes them into the manifest.
+    /// Fit temperature, logit adjustment, referral and uncertainty thresholds on the validation side; writes them into the manifest.
     Calibrate(calibrate::Args),
     /// Post-training int8 quantization of an f32 ensemble (QDQ members), calibrated on training images; compares int8 with f32 on the validation side.
     Quantize(quantize::Args),

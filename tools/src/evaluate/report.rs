@@ -45,7 +45,7 @@ pub fn markdown_report(
     if let Some(tau) = decision.logit_adjustment {
         let _ = writeln!(
             md,
-            "Logit adjustment: the ensemble's probabilities divided by the training side's class shares to the power {tau:.2} (fitted on the validation side), as the runtime reports them.\n"
+            "Logit adjustment: the ensemble's probabilities divided by the training side's class shares to the power {tau:.2} (fitted on the validation side), as the runtime reports them; the members' rows are unadjusted.\n"
         );
     }
     if let Some(threshold) = decision.uncertainty_entropy {

@@ -167,7 +167,7 @@ mod libtorch {
     }
 
     /// `[output, mean, biased variance]`.
-    fn native_forward(
+    pub(super) fn native_forward(
         x: &tch::Tensor,
         gamma: &tch::Tensor,
         beta: &tch::Tensor,
@@ -178,7 +178,8 @@ mod libtorch {
         let variance = inverse_std
             .f_square()?
             .f_reciprocal()?
-            .f_sub_scalar(epsilon)?;
+            .f_sub_scalar(epsilon)?
+            .f_clamp_min(0.0)?;
         Ok([output, mean, variance])
     }
 
@@ -384,6 +385,10 @@ mod tests {
         assert_eq!(x_grad.size(), [2, 3, 4, 4]);
         assert_eq!(gamma_grad.size(), [3]);
         assert_eq!(beta_grad.size(), [3]);
+        let beta = tch::Tensor::zeros([3], options);
+        let [output, mean, variance] = libtorch::native_forward(&x, &gamma, &beta, 1e-5).unwrap();
+        assert_eq!(output.size(), [2, 3, 4, 4]);
+        assert_eq!((mean.size(), variance.size()), (vec![3], vec![3]));
     }
 
     #[test]
@@ -391,7 +396,9 @@ mod tests {
         let device = ndarray_device();
         let bn = layer(&device);
         let x = random([2, 4, 3, 3], 3, &device);
-        assert!(max_difference(batch_norm(&bn, x.clone()), bn.forward(x)) < 1e-6);
+        let expected = x.clone() / (1.0f32 + 1e-3).sqrt() * bn.gamma.val().reshape([1, 4, 1, 1])
+            + bn.beta.val().reshape([1, 4, 1, 1]);
+        assert!(max_difference(batch_norm(&bn, x), expected) < 1e-5);
         assert!(max_difference(bn.running_mean.value(), Tensor::zeros([4], &device)) < 1e-9);
     }
 }

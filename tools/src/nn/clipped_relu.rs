@@ -165,4 +165,20 @@ mod tests {
     fn matches_burn_relu_and_relu6_on_libtorch() {
         assert_matches_burn(&Device::libtorch());
     }
+
+    #[cfg(feature = "tch")]
+    #[test]
+    fn libtorch_computes_the_gradient_itself() {
+        let output = tch::Tensor::from_slice(&[0.0f32, 3.0, 6.0]);
+        let upstream = tch::Tensor::from_slice(&[1.0f32, 1.0, 1.0]);
+        for max in [6.0, f64::INFINITY] {
+            let grad = output.f_hardtanh_backward(&upstream, 0.0, max).unwrap();
+            let expected = if max.is_finite() {
+                [0.0, 1.0, 0.0]
+            } else {
+                [0.0, 1.0, 1.0]
+            };
+            assert_eq!(Vec::<f32>::try_from(&grad).unwrap(), expected);
+        }
+    }
 }

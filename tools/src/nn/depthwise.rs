@@ -4,8 +4,8 @@
 //! (two slices, a convolution and a slice-assign per channel) that no backend overrides:
 //! thousands of small operations per step in an EfficientNet's depthwise layers, the bound on a
 //! GPU. This operation is a backend extension with its own backward pass: libtorch computes both
-//! gradients in one call of its native convolution backward; other backends keep burn's generic
-//! gradients.
+//! gradients with its native convolution backward (through its autograd, on a re-run of the
+//! forward convolution); other backends keep burn's generic gradients.
 
 #![allow(deprecated)]
 
@@ -282,6 +282,7 @@ mod tests {
         assert_matches_grouped_conv(device, 5, 1, [2, 2, 2, 2]);
         assert_matches_grouped_conv(device, 3, 2, [0, 0, 1, 1]);
         assert_matches_grouped_conv(device, 5, 2, [1, 1, 2, 2]);
+        assert_matches_grouped_conv(device, 3, 2, [0, 1, 2, 1]);
     }
 
     #[test]

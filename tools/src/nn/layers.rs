@@ -4,7 +4,6 @@ use burn::module::{Param, RunningState};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::{relu, relu6};
 use serde::{Deserialize, Serialize};
 
 use super::batch_norm::batch_norm;
@@ -18,17 +17,6 @@ pub enum Activation {
     Identity,
     Relu,
     Relu6,
-}
-
-impl Activation {
-    /// Applies the activation.
-    pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
-        match self {
-            Activation::Identity => x,
-            Activation::Relu => relu(x),
-            Activation::Relu6 => relu6(x),
-        }
-    }
 }
 
 /// How a convolution pads its input.
@@ -125,7 +113,9 @@ impl ConvBn {
     /// Convolution, BatchNorm, activation.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [channels, per_group, _, _] = self.conv.weight.dims();
-        let convolved = if self.conv.groups == channels && per_group == 1 && channels > 1 {
+        let depthwise = self.conv.groups == channels && per_group == 1 && channels > 1;
+        let plain = self.conv.dilation == [1, 1] && self.conv.stride[0] == self.conv.stride[1];
+        let convolved = if depthwise && plain {
             depthwise_conv2d(x, self.conv.weight.val(), self.conv.stride[0], self.pads)
         } else {
             self.conv.forward(x)
