@@ -7,7 +7,6 @@ use dermedge::decision::{adjusted, normalised_entropy};
 use dermedge::manifest::{DecisionSettings, TestTimeAugmentation};
 
 use crate::classes::Classes;
-use crate::data::class_counts;
 use crate::evaluate::{malignant_score, nll, side_scores, Scores, SideRequest};
 use crate::metrics::{argmax, Confusion};
 use crate::sides::side_samples;
@@ -111,8 +110,10 @@ pub fn calibrate(request: &CalibrateRequest) -> anyhow::Result<Calibration> {
 fn training_prior(side: &SideRequest, classes: &Classes) -> anyhow::Result<Vec<f32>> {
     let (samples, indices) =
         side_samples(&side.data, side.split.as_deref(), "train", None, classes)?;
-    let training: Vec<_> = indices.iter().map(|&i| samples[i].clone()).collect();
-    let counts = class_counts(&training, classes.len());
+    let mut counts = vec![0usize; classes.len()];
+    for &i in &indices {
+        counts[samples[i].class] += 1;
+    }
     let total: usize = counts.iter().sum();
     anyhow::ensure!(
         counts.iter().all(|&c| c > 0),
