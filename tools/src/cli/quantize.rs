@@ -27,6 +27,10 @@ pub struct Args {
     /// Keep the first N Conv/Gemm layers in f32 (the full-resolution stem, where int8 costs the most agreement).
     #[arg(long, default_value_t = 4)]
     float_layers: usize,
+    /// Equalize the channels of depthwise inputs before calibrating: 1 scales every channel
+    /// to the widest one's calibrated peak, 0 turns it off.
+    #[arg(long, default_value_t = 1.0)]
+    equalize: f32,
     /// At most this many validation images for the int8 vs f32 comparison.
     #[arg(long)]
     compare_limit: Option<usize>,
@@ -42,6 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seed: args.seed,
         range_method: args.ranges,
         float_layers: args.float_layers,
+        equalize: args.equalize,
         compare_limit: args.compare_limit,
     })?;
     print!("{}", quantize_summary(&members, &comparison));

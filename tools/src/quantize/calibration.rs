@@ -225,6 +225,47 @@ pub fn calibrate(
     Ok(ranges)
 }
 
+/// The largest magnitude of each channel (axis 1 of an NCHW tensor with `channels` channels)
+/// of each named tensor, over the f32 model's runs on `inputs`.
+pub fn channel_peaks(
+    bytes: &[u8],
+    input_shape: [usize; 4],
+    tensors: &[(String, usize)],
+    inputs: &[Vec<f32>],
+) -> anyhow::Result<HashMap<String, Vec<f32>>> {
+    let names: Vec<String> = tensors.iter().map(|(name, _)| name.clone()).collect();
+    let probe = Probe::new(bytes, input_shape, &names)?;
+    let mut peaks: HashMap<String, Vec<f32>> = tensors
+        .iter()
+        .map(|(name, channels)| (name.clone(), vec![0.0; *channels]))
+        .collect();
+    let mut mismatch = None;
+    probe.visit(inputs, &mut |name, values| {
+        let Some(peaks) = peaks.get_mut(name) else {
+            return;
+        };
+        if values.is_empty() || !values.len().is_multiple_of(peaks.len()) {
+            mismatch = Some(format!(
+                "tensor {name} holds {} values, not {} channels",
+                values.len(),
+                peaks.len()
+            ));
+            return;
+        }
+        let plane = values.len() / peaks.len();
+        for (peak, channel) in peaks.iter_mut().zip(values.chunks_exact(plane)) {
+            *peak = channel
+                .iter()
+                .filter(|v| v.is_finite())
+                .fold(*peak, |m, v| m.max(v.abs()));
+        }
+    })?;
+    if let Some(mismatch) = mismatch {
+        anyhow::bail!(mismatch);
+    }
+    Ok(peaks)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +286,47 @@ mod tests {
         uniform.add((0..60_000).map(|i| i as f32 / 10_000.0));
         let (lo, hi) = uniform.best_range();
         assert!(lo == 0.0 && hi > 5.7, "{lo} {hi}");
+    }
+
+    #[test]
+    fn channel_peaks_are_the_largest_magnitudes_over_every_input() {
+        let mut g = crate::onnx::GraphBuilder::new();
+        let conv = g.conv(
+            "image",
+            &crate::onnx::ConvParams {
+                out_channels: 2,
+                in_channels_per_group: 2,
+                kernel: 1,
+                stride: 1,
+                groups: 1,
+                pads: [0; 4],
+                weight: vec![1.0, 0.0, 0.0, -2.0],
+                bias: vec![0.0, 0.0],
+            },
+        );
+        let relu = g.relu(&conv);
+        let model = g.finish(("image", &[1, 2, 2, 2]), (&relu, &[1, 2, 2, 2]), "test");
+        let bytes = crate::onnx::encode(&model);
+        let inputs = vec![
+            vec![0.5, -3.0, 1.0, 2.0, 1.0, 0.25, -0.5, 0.0],
+            vec![0.0, 0.0, 0.0, 2.5, 0.0, 0.0, 0.0, 0.0],
+        ];
+        let peaks = channel_peaks(
+            &bytes,
+            [1, 2, 2, 2],
+            &[(conv.clone(), 2), (relu.clone(), 2)],
+            &inputs,
+        )
+        .unwrap();
+        assert_eq!(peaks[&conv], [3.0, 2.0]);
+        assert_eq!(peaks[&relu], [2.5, 1.0]);
+        let error = channel_peaks(&bytes, [1, 2, 2, 2], &[(conv.clone(), 3)], &inputs)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(&conv) && error.contains("3 channels"),
+            "{error}"
+        );
     }
 
     #[test]

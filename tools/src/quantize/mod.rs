@@ -2,10 +2,12 @@
 //! calibrated on training images, with int8-against-f32 figures on the validation side.
 
 mod calibration;
+mod equalize;
 mod grid;
 mod qdq;
 
-pub use calibration::{calibrate, Histogram, RangeMethod, Ranges};
+pub use calibration::{calibrate, channel_peaks, Histogram, RangeMethod, Ranges};
+pub use equalize::{channel_gains, depthwise_inputs, equalize, DepthwiseInput};
 pub use grid::{quantize_per_channel, ActivationQuant, ChannelQuantized};
 pub use qdq::{decode_model, quantize_model, quantized_activations, weight_layers};
 
@@ -38,6 +40,9 @@ pub struct QuantizeRequest {
     pub range_method: RangeMethod,
     /// The first Conv or Gemm layers (graph order) kept in f32.
     pub float_layers: usize,
+    /// How far the channels of depthwise inputs are equalized before calibration, from 0 (not
+    /// at all) to 1 (every channel to the widest one's peak): see [`equalize`].
+    pub equalize: f32,
     /// Validation images the int8 ensemble is compared on (all when `None`).
     pub compare_limit: Option<usize>,
 }
@@ -83,6 +88,40 @@ fn calibration_inputs(
         .collect()
 }
 
+/// `model` (encoded as `bytes`) with its depthwise inputs equalized to `strength` on the
+/// calibration `inputs`, re-encoded, and how many inputs were equalized.
+fn equalized_member(
+    model: tract_onnx::pb::ModelProto,
+    bytes: Vec<u8>,
+    float_layers: &HashSet<String>,
+    shape: [usize; 4],
+    inputs: &[Vec<f32>],
+    strength: f32,
+) -> anyhow::Result<(tract_onnx::pb::ModelProto, Vec<u8>, usize)> {
+    let graph = model.graph.as_ref().context("the model has no graph")?;
+    let found = depthwise_inputs(graph, float_layers);
+    if strength == 0.0 || found.is_empty() {
+        return Ok((model, bytes, 0));
+    }
+    let tensors: Vec<(String, usize)> = found
+        .iter()
+        .map(|d| (d.tensor.clone(), d.channels))
+        .collect();
+    let peaks = channel_peaks(&bytes, shape, &tensors, inputs)?;
+    let gains: Vec<Vec<f32>> = found
+        .iter()
+        .map(|d| {
+            peaks
+                .get(&d.tensor)
+                .map(|p| channel_gains(p, strength))
+                .with_context(|| format!("no peaks measured for {}", d.tensor))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let equalized = equalize(&model, &found, &gains)?;
+    let bytes = crate::onnx::encode(&equalized);
+    Ok((equalized, bytes, found.len()))
+}
+
 /// Quantizes every member of the request's ensemble, writes them with a manifest into
 /// `request.out`, and compares int8 with f32 on the validation side.
 pub fn quantize(request: &QuantizeRequest) -> anyhow::Result<(Vec<QuantizedMember>, Comparison)> {
@@ -109,6 +148,12 @@ pub fn quantize(request: &QuantizeRequest) -> anyhow::Result<(Vec<QuantizedMembe
             request.out.display()
         );
     }
+    if !(0.0..=1.0).contains(&request.equalize) {
+        bail!(
+            "equalization strength {} is outside [0, 1]. Fix: --equalize 1 (full), 0 (off) or a value between",
+            request.equalize
+        );
+    }
     let inputs = calibration_inputs(request, &manifest)?;
     let shape = [
         1,
@@ -119,10 +164,11 @@ pub fn quantize(request: &QuantizeRequest) -> anyhow::Result<(Vec<QuantizedMembe
     let mut int8_manifest = manifest.clone();
     int8_manifest.version = format!("{}+int8", manifest.version);
     int8_manifest.description = format!(
-        "{}; post-training int8 by dermedge-tools quantize (per-channel symmetric int8 weights, uint8 activations calibrated on {} training images, first {} Conv/Gemm layers kept in f32)",
+        "{}; post-training int8 by dermedge-tools quantize (per-channel symmetric int8 weights, uint8 activations calibrated on {} training images, first {} Conv/Gemm layers kept in f32, depthwise inputs equalized with strength {})",
         manifest.description,
         inputs.len(),
-        request.float_layers
+        request.float_layers,
+        request.equalize
     );
     let mut members = Vec::new();
     for (spec, int8_spec) in manifest.members.iter().zip(&mut int8_manifest.members) {
@@ -134,6 +180,16 @@ pub fn quantize(request: &QuantizeRequest) -> anyhow::Result<(Vec<QuantizedMembe
             .into_iter()
             .take(request.float_layers)
             .collect();
+        let (model, bytes, equalized) = equalized_member(
+            model,
+            bytes,
+            &float_layers,
+            shape,
+            &inputs,
+            request.equalize,
+        )
+        .with_context(|| format!("equalizing {}", path.display()))?;
+        let graph = model.graph.as_ref().context("the model has no graph")?;
         let tensors = quantized_activations(graph, &float_layers);
         let ranges = calibrate(&bytes, shape, &tensors, &inputs, request.range_method)
             .with_context(|| format!("calibrating {}", path.display()))?;
@@ -160,9 +216,10 @@ pub fn quantize(request: &QuantizeRequest) -> anyhow::Result<(Vec<QuantizedMembe
         int8_spec.sha256 = sha256_hex(&encoded);
         int8_spec.precision = "int8".into();
         log::info!(
-            "{}: {} activations calibrated, layers kept in f32: {:?}, {} -> {} bytes",
+            "{}: {} activations calibrated ({} depthwise inputs equalized), layers kept in f32: {:?}, {} -> {} bytes",
             path.display(),
             tensors.len(),
+            equalized,
             float_layers,
             bytes.len(),
             encoded.len()

@@ -228,6 +228,7 @@ fn split_train_export_classify_beats_the_majority_baseline() {
         seed: 1,
         range_method: RangeMethod::Mse,
         float_layers: 0,
+        equalize: 1.0,
         compare_limit: Some(200),
     })
     .unwrap();
@@ -239,7 +240,7 @@ fn split_train_export_classify_beats_the_majority_baseline() {
     assert_eq!(predictions.len(), 7);
     assert_eq!(ensemble.manifest.id(), "pipeline@0.0.1+int8");
     assert_eq!(ensemble.manifest.members[0].precision, "int8");
-    let refused = |manifest: &Path, out: &Path| {
+    let refused_with = |manifest: &Path, out: &Path, equalize: f32| {
         let error = quantize(&QuantizeRequest {
             manifest: manifest.to_path_buf(),
             data: data.clone(),
@@ -249,11 +250,15 @@ fn split_train_export_classify_beats_the_majority_baseline() {
             seed: 1,
             range_method: RangeMethod::Mse,
             float_layers: 0,
+            equalize,
             compare_limit: Some(5),
         })
         .unwrap_err();
         format!("{error:#}")
     };
+    let refused = |manifest: &Path, out: &Path| refused_with(manifest, out, 1.0);
+    let too_strong = refused_with(&manifest, &dir.path().join("int8-strong"), 1.5);
+    assert!(too_strong.contains("--equalize"), "{too_strong}");
     let again = refused(&int8_manifest, &dir.path().join("int8-again"));
     assert!(again.contains("non-f32"), "{again}");
     let in_place = refused(&manifest, &models);
