@@ -4,7 +4,8 @@
 # Shades of Gray colour constancy, the ISIC 2017 images as extra training data, sqrt
 # class-weighted cross-entropy with label smoothing 0.1, a moving average of the weights (decay
 # 0.998), 1 frozen + 17 fine-tuning epochs on a cosine schedule, a checkpoint every 10 minutes;
-# early stopping after 4 epochs without a better smoothed validation balanced accuracy.
+# early stopping after PATIENCE (default 4) epochs without a better smoothed validation balanced
+# accuracy (a resumed run may take another patience).
 #
 # Usage: scripts/train-converged-member.sh [SEED] [RUN_DIR] [ARCH] [MORE dermedge-tools train ARGS]
 #   (defaults: 11, runs/v7, mobilenet-v2; ARCH mobilenet-v2 or efficientnet-lite0), e.g.
@@ -53,6 +54,6 @@ exec "$tools" train --backend "$backend" --arch "$arch" \
   --weights "$arch=$W" --split splits/ham10000-seed1.csv --out "$run" \
   --data "$data/ham10000" --extra-data "$data/isic2017" --colour-constancy shades-of-gray \
   --width 200 --height 150 --batch 32 --frozen-epochs 1 --epochs 18 \
-  --lr 5e-4 --lr-head 1e-3 --min-lr 1e-5 --patience 4 \
+  --lr 5e-4 --lr-head 1e-3 --min-lr 1e-5 --patience "${PATIENCE:-4}" \
   --class-weights splits/class-weights-sqrt.txt --label-smoothing 0.1 --ema 0.998 \
   --checkpoint-minutes "${CHECKPOINT_MINUTES:-10}" --seeds "$seed" --resume "${@:4}"

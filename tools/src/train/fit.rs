@@ -586,4 +586,37 @@ mod tests {
             .to_string();
         assert!(error.contains("other settings"), "{error}");
     }
+
+    #[test]
+    fn resuming_with_another_patience_goes_on_and_records_it() {
+        let _rng = super::super::backend_rng_lock();
+        let toy = Toy::new(8, 6);
+        let set = toy.set();
+        let dir = toy.dir.path().join("run");
+        let device = crate::backend::ndarray_device();
+        let options = RunOptions {
+            stop_after_steps: Some(1),
+            ..RunOptions::default()
+        };
+        assert!(
+            !train_member(&config(), &set, &dir, &device, &options)
+                .unwrap()
+                .finished
+        );
+        let patient = TrainConfig {
+            patience: config().patience + 5,
+            ..config()
+        };
+        let resume = RunOptions {
+            resume: true,
+            ..RunOptions::default()
+        };
+        let run = train_member(&patient, &set, &dir, &device, &resume).unwrap();
+        assert!(run.finished);
+        assert_eq!(super::super::read_config(&dir).unwrap(), patient);
+        let state: TrainState =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).unwrap())
+                .unwrap();
+        assert_eq!(state.next_epoch, patient.epochs);
+    }
 }

@@ -47,11 +47,28 @@ pub(super) fn start_or_resume(
             average,
         });
     };
-    if read_config(dir)? != *config {
+    let saved_config = read_config(dir)?;
+    let same_training = TrainConfig {
+        patience: config.patience,
+        ..saved_config.clone()
+    };
+    if same_training != *config {
         bail!(
-            "{} was trained with other settings; resume with the same options or use a new --out",
+            "{} was trained with other settings; resume with the same options (only --patience may change) or use a new --out",
             dir.display()
         );
+    }
+    if saved_config.patience != config.patience {
+        log::info!(
+            "{}: patience {} -> {} epochs",
+            dir.display(),
+            saved_config.patience,
+            config.patience
+        );
+        write_atomically(
+            &files.config(),
+            serde_json::to_string_pretty(config)?.as_bytes(),
+        )?;
     }
     let optimizer = optimizer
         .load(checkpoint.optimizer())
