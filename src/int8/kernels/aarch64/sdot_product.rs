@@ -304,27 +304,35 @@ pub fn product_requantized(
     );
     const { assert!(SCALE_BLOCK.is_multiple_of(LANES)) };
     let (multiplier, offset) = scales.padded();
+    let (multiplier, offset) = (multiplier.as_ptr(), offset.as_ptr());
     let (columns, quantizer) = (b.count, Quantizer::new(grid));
     let out = out.as_mut_ptr();
     // SAFETY: the CPU has the instructions and the operands fit (checked above); every target
     // is the start of a row's `width` values in `out`, and the scales are padded to whole
-    // vectors.
+    // vectors, one per row or per column (checked above).
     unsafe {
         for_each_tile(a, b, instructions, |first_row, first_column, tile| {
-            let (out, columns) = (out, columns);
+            // Copies: the constants stay in registers while the stores go out.
+            let (out, columns, quantizer) = (out, columns, quantizer);
+            let (multiplier, offset) = (multiplier, offset);
             let width = COLUMNS.min(columns - first_column);
             let column_scales = (!scales_per_row).then(|| {
                 (
-                    Eight::load(multiplier.as_ptr().add(first_column)),
-                    Eight::load(offset.as_ptr().add(first_column)),
+                    Eight::load(multiplier.add(first_column)),
+                    Eight::load(offset.add(first_column)),
                 )
             });
+            let mut target = out.add(first_row * columns + first_column);
             for (r, sums) in tile.iter().enumerate() {
                 let row = first_row + r;
-                let (m, b) = column_scales
-                    .unwrap_or_else(|| (Eight::splat(multiplier[row]), Eight::splat(offset[row])));
-                let target = out.add(row * columns + first_column);
+                let (m, b) = column_scales.unwrap_or_else(|| {
+                    (
+                        Eight::splat(*multiplier.add(row)),
+                        Eight::splat(*offset.add(row)),
+                    )
+                });
                 quantizer.store(Eight::from_sums(*sums), m, b, target, width);
+                target = target.wrapping_add(columns);
             }
         })
     };

@@ -76,6 +76,7 @@ impl Eight {
 }
 
 /// [`OutputGrid::quantize`] on vectors.
+#[derive(Clone, Copy)]
 pub struct Quantizer {
     low: float32x4_t,
     /// `high + zero_point`, in every lane.
