@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::batch_norm::batch_norm;
 use super::clipped_relu::clipped_relu;
-use super::depthwise::depthwise_conv2d;
+use super::native_conv::{depthwise_conv2d, pointwise_conv2d};
 use super::Normalisation;
 
 /// The activation after a convolution's BatchNorm.
@@ -115,8 +115,16 @@ impl ConvBn {
         let [channels, per_group, _, _] = self.conv.weight.dims();
         let depthwise = self.conv.groups == channels && per_group == 1 && channels > 1;
         let plain = self.conv.dilation == [1, 1] && self.conv.stride[0] == self.conv.stride[1];
+        let pointwise = self.conv.groups == 1
+            && self.conv.kernel_size == [1, 1]
+            && self.conv.stride == [1, 1]
+            && self.conv.dilation == [1, 1]
+            && self.conv.bias.is_none()
+            && self.pads == [0; 4];
         let convolved = if depthwise && plain {
             depthwise_conv2d(x, self.conv.weight.val(), self.conv.stride[0], self.pads)
+        } else if pointwise {
+            pointwise_conv2d(x, self.conv.weight.val())
         } else {
             self.conv.forward(x)
         };

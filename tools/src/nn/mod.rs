@@ -4,9 +4,9 @@
 
 mod batch_norm;
 mod clipped_relu;
-mod depthwise;
 mod inverted;
 mod layers;
+mod native_conv;
 mod resnet;
 mod tiny;
 

@@ -1,11 +1,14 @@
-//! A depthwise convolution whose gradients come from the backend's own kernels.
+//! Depthwise and pointwise convolutions whose gradients come from the backend's own kernels.
 //!
 //! burn 0.22 computes the weight gradient of a grouped convolution with a loop over the groups
 //! (two slices, a convolution and a slice-assign per channel) that no backend overrides:
 //! thousands of small operations per step in an EfficientNet's depthwise layers, the bound on a
-//! GPU. This operation is a backend extension with its own backward pass: libtorch computes both
-//! gradients with its native convolution backward (through its autograd, on a re-run of the
-//! forward convolution); other backends keep burn's generic gradients.
+//! GPU. For a 1x1 convolution it convolves the input with the upstream gradient, batch and
+//! channels swapped, which libtorch runs through im2col and transposed copies. This operation is
+//! a backend extension with its own backward pass: on libtorch the gradients of a 1x1 convolution
+//! are matrix products and those of any other convolution come from libtorch's native
+//! convolution backward (through its autograd, on a re-run of the forward convolution); other
+//! backends keep burn's generic gradients.
 
 #![allow(deprecated)]
 
@@ -36,20 +39,31 @@ pub fn depthwise_conv2d(
         [1, 1],
         weight.dims()[0],
     );
-    Tensor::from_dispatch(
-        <burn::backend::Dispatch as DepthwiseConv>::depthwise_conv2d(
-            x.into_dispatch(),
-            weight.into_dispatch(),
-            options,
-        ),
-    )
+    Tensor::from_dispatch(<burn::backend::Dispatch as NativeConv>::native_conv2d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        options,
+    ))
 }
 
-/// The depthwise convolution as a backend operation.
+/// A 1x1, stride-1, unpadded, bias-free convolution: `x` `[batch, inputs, height, width]`,
+/// `weight` `[outputs, inputs, 1, 1]`.
+///
+/// Values and gradients equal burn's `conv2d` with the same options.
+pub fn pointwise_conv2d(x: Tensor<4>, weight: Tensor<4>) -> Tensor<4> {
+    let options = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+    Tensor::from_dispatch(<burn::backend::Dispatch as NativeConv>::native_conv2d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        options,
+    ))
+}
+
+/// A bias-free convolution as a backend operation with its own backward pass.
 #[backend_extension(NdArray, LibTorch: cfg(feature = "tch"), Cube: cfg(feature = "cuda"), Autodiff)]
-pub trait DepthwiseConv: Backend {
-    /// The convolution's value (see [`depthwise_conv2d`]).
-    fn depthwise_conv2d(
+pub trait NativeConv: Backend {
+    /// The convolution's value (see [`depthwise_conv2d`], [`pointwise_conv2d`]).
+    fn native_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         options: ConvOptions<2>,
@@ -93,16 +107,16 @@ fn generic_gradients<B: Backend>(
     [x_grad, weight_grad]
 }
 
-impl DepthwiseConv for NdArray {}
+impl NativeConv for NdArray {}
 impl ConvGradients for NdArray {}
 
 #[cfg(feature = "cuda")]
-impl DepthwiseConv for burn::backend::Cube {}
+impl NativeConv for burn::backend::Cube {}
 #[cfg(feature = "cuda")]
 impl ConvGradients for burn::backend::Cube {}
 
 #[cfg(feature = "tch")]
-impl DepthwiseConv for burn::backend::LibTorch {}
+impl NativeConv for burn::backend::LibTorch {}
 
 #[cfg(feature = "tch")]
 impl ConvGradients for burn::backend::LibTorch {
@@ -140,6 +154,16 @@ fn libtorch_gradients(
     wanted: [bool; 2],
 ) -> Result<[Option<tch::Tensor>; 2], tch::TchError> {
     let as_i64 = |v: [usize; 2]| v.map(|i| i as i64);
+    let weight_size = weight.size();
+    let pointwise = weight_size.len() == 4
+        && weight_size[2..] == [1, 1]
+        && options.groups == 1
+        && options.stride == [1, 1]
+        && options.dilation == [1, 1]
+        && options.padding == [(0, 0), (0, 0)];
+    if pointwise {
+        return pointwise_gradients(x, weight, output_grad, wanted);
+    }
     tch::with_grad(|| {
         let x_leaf = x.f_detach()?.f_set_requires_grad(wanted[0])?;
         let weight_leaf = weight.f_detach()?.f_set_requires_grad(wanted[1])?;
@@ -172,13 +196,51 @@ fn libtorch_gradients(
     })
 }
 
-impl<B: DepthwiseConv + ConvGradients, C: CheckpointStrategy> DepthwiseConv for Autodiff<B, C> {
-    fn depthwise_conv2d(
+/// The gradients of a 1x1, stride-1 convolution as matrix products: per image, the input
+/// gradient is `weightᵀ · output_grad` and the weight gradient `output_grad · xᵀ`, summed over
+/// the batch.
+#[cfg(feature = "tch")]
+fn pointwise_gradients(
+    x: &tch::Tensor,
+    weight: &tch::Tensor,
+    output_grad: &tch::Tensor,
+    wanted: [bool; 2],
+) -> Result<[Option<tch::Tensor>; 2], tch::TchError> {
+    let x_size = x.size();
+    let (batch, inputs, positions) = (x_size[0], x_size[1], x_size[2] * x_size[3]);
+    let outputs = weight.size()[0];
+    let grad = output_grad.f_reshape([batch, outputs, positions])?;
+    let matrix = weight.f_reshape([outputs, inputs])?;
+    let x_grad = match wanted[0] {
+        true => Some(
+            matrix
+                .f_transpose(0, 1)?
+                .f_matmul(&grad)?
+                .f_reshape(&x_size)?,
+        ),
+        false => None,
+    };
+    let weight_grad = match wanted[1] {
+        true => Some(
+            tch::Tensor::f_einsum(
+                "nop,nip->oi",
+                &[&grad, &x.f_reshape([batch, inputs, positions])?],
+                None::<&[i64]>,
+            )?
+            .f_reshape([outputs, inputs, 1, 1])?,
+        ),
+        false => None,
+    };
+    Ok([x_grad, weight_grad])
+}
+
+impl<B: NativeConv + ConvGradients, C: CheckpointStrategy> NativeConv for Autodiff<B, C> {
+    fn native_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
-        match DepthwiseBackward
+        match NativeConvBackward
             .prepare::<C>([x.node(), weight.node()])
             .compute_bound()
             .stateful()
@@ -188,10 +250,10 @@ impl<B: DepthwiseConv + ConvGradients, C: CheckpointStrategy> DepthwiseConv for 
                 let weight_state = prep.checkpoint(&weight);
                 prep.finish(
                     (x_state, weight_state, options.clone()),
-                    B::depthwise_conv2d(x.into_primitive(), weight.into_primitive(), options),
+                    B::native_conv2d(x.into_primitive(), weight.into_primitive(), options),
                 )
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::depthwise_conv2d(
+            OpsKind::UnTracked(prep) => prep.finish(B::native_conv2d(
                 x.into_primitive(),
                 weight.into_primitive(),
                 options,
@@ -200,11 +262,11 @@ impl<B: DepthwiseConv + ConvGradients, C: CheckpointStrategy> DepthwiseConv for 
     }
 }
 
-/// The backward step of [`DepthwiseConv`] under autodiff.
+/// The backward step of [`NativeConv`] under autodiff.
 #[derive(Debug)]
-struct DepthwiseBackward;
+struct NativeConvBackward;
 
-impl<B: ConvGradients> Backward<B, 2> for DepthwiseBackward {
+impl<B: ConvGradients> Backward<B, 2> for NativeConvBackward {
     type State = (NodeId, NodeId, ConvOptions<2>);
 
     fn backward(
@@ -294,6 +356,62 @@ mod tests {
     #[test]
     fn matches_grouped_conv_on_libtorch() {
         assert_matches_grouped_conv_everywhere(&Device::libtorch());
+    }
+
+    /// Value, input gradient and weight gradient of the 1x1 convolution against burn's `conv2d`.
+    fn assert_matches_pointwise_conv(device: &Device) {
+        let device = device.clone().autodiff();
+        let (inputs, outputs, height, width) = (6, 4, 5, 7);
+        let x = random([3, inputs, height, width], 11, &device).require_grad();
+        let weight = random([outputs, inputs, 1, 1], 12, &device).require_grad();
+        let upstream = random([3, outputs, height, width], 13, &device);
+
+        let ours = pointwise_conv2d(x.clone(), weight.clone());
+        let grads = (ours.clone() * upstream.clone()).sum().backward();
+        let (ours_x, ours_w) = (x.grad(&grads).unwrap(), weight.grad(&grads).unwrap());
+
+        let options = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+        let reference = conv2d(x.clone(), weight.clone(), None, options);
+        let grads = (reference.clone() * upstream).sum().backward();
+        let (ref_x, ref_w) = (x.grad(&grads).unwrap(), weight.grad(&grads).unwrap());
+
+        assert_eq!(ours.dims(), [3, outputs, height, width]);
+        assert_eq!(ours_w.dims(), [outputs, inputs, 1, 1]);
+        assert!(max_difference(ours, reference) < 1e-5);
+        assert!(max_difference(ours_x, ref_x) < 1e-4);
+        assert!(max_difference(ours_w, ref_w) < 1e-4);
+    }
+
+    #[test]
+    fn pointwise_matches_conv_on_ndarray() {
+        assert_matches_pointwise_conv(&ndarray_device());
+    }
+
+    #[cfg(feature = "tch")]
+    #[test]
+    fn pointwise_matches_conv_on_libtorch() {
+        assert_matches_pointwise_conv(&Device::libtorch());
+    }
+
+    #[cfg(feature = "tch")]
+    #[test]
+    fn the_matrix_products_give_libtorch_autograd_gradients() {
+        let options = (tch::Kind::Float, tch::Device::Cpu);
+        let x = tch::Tensor::randn([2, 3, 4, 5], options).set_requires_grad(true);
+        let weight = tch::Tensor::randn([6, 3, 1, 1], options).set_requires_grad(true);
+        let upstream = tch::Tensor::randn([2, 6, 4, 5], options);
+        let y = x.conv2d(&weight, None::<tch::Tensor>, [1, 1], [0, 0], [1, 1], 1);
+        let objective = (y * &upstream).sum(tch::Kind::Float);
+        let autograd = tch::Tensor::run_backward(&[objective], &[&x, &weight], false, false);
+        let [x_grad, weight_grad] =
+            pointwise_gradients(&x.detach(), &weight.detach(), &upstream, [true, true]).unwrap();
+        let (x_grad, weight_grad) = (x_grad.unwrap(), weight_grad.unwrap());
+        assert_eq!(weight_grad.size(), [6, 3, 1, 1]);
+        assert!(x_grad.allclose(&autograd[0], 1e-5, 1e-5, false));
+        assert!(weight_grad.allclose(&autograd[1], 1e-5, 1e-5, false));
+        let [none, frozen] =
+            pointwise_gradients(&x.detach(), &weight.detach(), &upstream, [false, true]).unwrap();
+        assert!(none.is_none() && frozen.is_some());
     }
 
     #[cfg(feature = "tch")]
