@@ -1,6 +1,8 @@
-//! The int8 kernel sets: every set this CPU runs gives the shipped ensemble's stored per-member
-//! probabilities bit for bit, `inspect` names the set in use, and a set the CPU cannot run is
-//! refused with the ones it can.
+//! The int8 kernel sets: every set this CPU runs gives the same per-member probabilities bit for
+//! bit, within 1e-5 of the shipped ensemble's stored ones (the float tail after the int8 layers
+//! runs on tract's kernels, which tract picks per CPU: AVX-512 and AVX2 machines differ in the
+//! last bits), `inspect` names the set in use, and a set the CPU cannot run is refused with the
+//! ones it can.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -39,7 +41,7 @@ fn refused_here(out: &Output) -> bool {
 }
 
 #[test]
-fn every_kernel_set_gives_the_stored_member_probabilities_bit_for_bit() {
+fn every_kernel_set_gives_the_same_member_probabilities_close_to_the_stored_ones() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let reference: Value = serde_json::from_str(
         &std::fs::read_to_string(root.join("tests/fixtures/int8-reference/probabilities.json"))
@@ -48,6 +50,7 @@ fn every_kernel_set_gives_the_stored_member_probabilities_bit_for_bit() {
     .unwrap();
     let samples = root.join("models/samples");
     let mut checked = vec![];
+    let mut first_bits = std::collections::HashMap::new();
     for set in SETS {
         let out = with_kernels(
             set,
@@ -83,8 +86,23 @@ fn every_kernel_set_gives_the_stored_member_probabilities_bit_for_bit() {
                     .iter()
                     .map(|p| p.as_f64().unwrap() as f32)
                     .collect();
-                let bits = |v: &[f32]| v.iter().map(|p| p.to_bits()).collect::<Vec<u32>>();
-                assert_eq!(bits(&ours), bits(&expected), "{set}: {name}, {file}");
+                assert_eq!(ours.len(), expected.len(), "{set}: {name}, {file}");
+                for (o, e) in ours.iter().zip(&expected) {
+                    assert!(
+                        (o - e).abs() <= 1e-5,
+                        "{set}: {name}, {file}: {ours:?} {expected:?}"
+                    );
+                }
+                let bits: Vec<u32> = ours.iter().map(|p| p.to_bits()).collect();
+                let first = first_bits
+                    .entry((name.to_string(), file.to_string()))
+                    .or_insert_with(|| bits.clone());
+                assert_eq!(
+                    &bits,
+                    first,
+                    "{set}: {name}, {file} against {}",
+                    checked.first().unwrap_or(&set)
+                );
             }
         }
         checked.push(set);
