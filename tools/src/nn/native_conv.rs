@@ -5,10 +5,10 @@
 //! thousands of small operations per step in an EfficientNet's depthwise layers, the bound on a
 //! GPU. For a 1x1 convolution it convolves the input with the upstream gradient, batch and
 //! channels swapped, which libtorch runs through im2col and transposed copies. This operation is
-//! a backend extension with its own backward pass: on libtorch the gradients of a 1x1 convolution
-//! are matrix products and those of any other convolution come from libtorch's native
-//! convolution backward (through its autograd, on a re-run of the forward convolution); other
-//! backends keep burn's generic gradients.
+//! a backend extension with its own backward pass: on libtorch the gradients of a 1x1, stride-1,
+//! unpadded, ungrouped convolution are matrix products and those of any other convolution come
+//! from libtorch's native convolution backward (through its autograd, on a re-run of the forward
+//! convolution); other backends keep burn's generic gradients.
 
 #![allow(deprecated)]
 
@@ -51,6 +51,11 @@ pub fn depthwise_conv2d(
 ///
 /// Values and gradients equal burn's `conv2d` with the same options.
 pub fn pointwise_conv2d(x: Tensor<4>, weight: Tensor<4>) -> Tensor<4> {
+    debug_assert_eq!(
+        weight.dims()[2..],
+        [1, 1],
+        "a pointwise weight is [outputs, inputs, 1, 1]"
+    );
     let options = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
     Tensor::from_dispatch(<burn::backend::Dispatch as NativeConv>::native_conv2d(
         x.into_dispatch(),
@@ -120,8 +125,9 @@ impl NativeConv for burn::backend::LibTorch {}
 
 #[cfg(feature = "tch")]
 impl ConvGradients for burn::backend::LibTorch {
+    /// Two matrix products for a 1x1, stride-1, unpadded, ungrouped convolution; otherwise
     /// libtorch's native convolution backward (oneDNN on a CPU, cuDNN on CUDA), reached through
-    /// its autograd on a re-run of the forward convolution; burn's gradients if that fails.
+    /// its autograd on a re-run of the forward convolution; burn's gradients if either fails.
     fn conv2d_gradients(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -138,7 +144,7 @@ impl ConvGradients for burn::backend::LibTorch {
         ) {
             Ok(grads) => grads.map(|g| g.map(burn::backend::libtorch::TchTensor::new)),
             Err(error) => {
-                log::warn!("libtorch convolution backward failed ({error}); using burn's");
+                log::warn!("libtorch convolution gradients failed ({error}); using burn's");
                 generic_gradients::<Self>(x, weight, output_grad, options, wanted)
             }
         }
@@ -154,14 +160,7 @@ fn libtorch_gradients(
     wanted: [bool; 2],
 ) -> Result<[Option<tch::Tensor>; 2], tch::TchError> {
     let as_i64 = |v: [usize; 2]| v.map(|i| i as i64);
-    let weight_size = weight.size();
-    let pointwise = weight_size.len() == 4
-        && weight_size[2..] == [1, 1]
-        && options.groups == 1
-        && options.stride == [1, 1]
-        && options.dilation == [1, 1]
-        && options.padding == [(0, 0), (0, 0)];
-    if pointwise {
+    if is_pointwise(&weight.size(), options) {
         return pointwise_gradients(x, weight, output_grad, wanted);
     }
     tch::with_grad(|| {
@@ -196,6 +195,18 @@ fn libtorch_gradients(
     })
 }
 
+/// Whether a convolution with this weight shape and these options is a 1x1, stride-1, unpadded,
+/// ungrouped one, whose gradients [`pointwise_gradients`] computes as matrix products.
+#[cfg_attr(not(feature = "tch"), allow(dead_code))]
+fn is_pointwise(weight_size: &[i64], options: &ConvOptions<2>) -> bool {
+    weight_size.len() == 4
+        && weight_size[2..] == [1, 1]
+        && options.groups == 1
+        && options.stride == [1, 1]
+        && options.dilation == [1, 1]
+        && options.padding == [(0, 0), (0, 0)]
+}
+
 /// The gradients of a 1x1, stride-1 convolution as matrix products: per image, the input
 /// gradient is `weightᵀ · output_grad` and the weight gradient `output_grad · xᵀ`, summed over
 /// the batch.
@@ -206,30 +217,29 @@ fn pointwise_gradients(
     output_grad: &tch::Tensor,
     wanted: [bool; 2],
 ) -> Result<[Option<tch::Tensor>; 2], tch::TchError> {
-    let x_size = x.size();
-    let (batch, inputs, positions) = (x_size[0], x_size[1], x_size[2] * x_size[3]);
-    let outputs = weight.size()[0];
+    let (batch, inputs, height, width) = x.size4()?;
+    let positions = height * width;
+    let (outputs, _, _, _) = weight.size4()?;
     let grad = output_grad.f_reshape([batch, outputs, positions])?;
-    let matrix = weight.f_reshape([outputs, inputs])?;
-    let x_grad = match wanted[0] {
-        true => Some(
+    let x_grad = if wanted[0] {
+        let matrix = weight.f_reshape([outputs, inputs])?;
+        Some(
             matrix
                 .f_transpose(0, 1)?
                 .f_matmul(&grad)?
-                .f_reshape(&x_size)?,
-        ),
-        false => None,
+                .f_reshape([batch, inputs, height, width])?,
+        )
+    } else {
+        None
     };
-    let weight_grad = match wanted[1] {
-        true => Some(
-            tch::Tensor::f_einsum(
-                "nop,nip->oi",
-                &[&grad, &x.f_reshape([batch, inputs, positions])?],
-                None::<&[i64]>,
-            )?
-            .f_reshape([outputs, inputs, 1, 1])?,
-        ),
-        false => None,
+    let weight_grad = if wanted[1] {
+        let x_matrix = x.f_reshape([batch, inputs, positions])?;
+        Some(
+            tch::Tensor::f_einsum("nop,nip->oi", &[&grad, &x_matrix], None::<&[i64]>)?
+                .f_reshape([outputs, inputs, 1, 1])?,
+        )
+    } else {
+        None
     };
     Ok([x_grad, weight_grad])
 }
@@ -393,25 +403,65 @@ mod tests {
         assert_matches_pointwise_conv(&Device::libtorch());
     }
 
+    #[test]
+    fn only_a_1x1_stride_1_unpadded_ungrouped_convolution_is_pointwise() {
+        let plain = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+        assert!(is_pointwise(&[6, 3, 1, 1], &plain));
+        assert!(!is_pointwise(&[6, 3, 3, 3], &plain));
+        assert!(!is_pointwise(&[6, 3, 1], &plain));
+        assert!(!is_pointwise(
+            &[6, 1, 1, 1],
+            &ConvOptions::new([1, 1], [0, 0], [1, 1], 3)
+        ));
+        assert!(!is_pointwise(
+            &[6, 3, 1, 1],
+            &ConvOptions::new([2, 2], [0, 0], [1, 1], 1)
+        ));
+        assert!(!is_pointwise(
+            &[6, 3, 1, 1],
+            &ConvOptions::new([1, 1], [1, 1], [1, 1], 1)
+        ));
+        assert!(!is_pointwise(
+            &[6, 3, 1, 1],
+            &ConvOptions::new([1, 1], [0, 0], [2, 2], 1)
+        ));
+        let asymmetric = ConvOptions::new_with_padding([1, 1], [(0, 1), (0, 0)], [1, 1], 1);
+        assert!(!is_pointwise(&[6, 3, 1, 1], &asymmetric));
+    }
+
     #[cfg(feature = "tch")]
     #[test]
     fn the_matrix_products_give_libtorch_autograd_gradients() {
+        tch::manual_seed(0);
         let options = (tch::Kind::Float, tch::Device::Cpu);
-        let x = tch::Tensor::randn([2, 3, 4, 5], options).set_requires_grad(true);
+        // A transposed view: the products must not assume a contiguous input.
+        let x = tch::Tensor::randn([2, 3, 5, 4], options)
+            .transpose(2, 3)
+            .set_requires_grad(true);
         let weight = tch::Tensor::randn([6, 3, 1, 1], options).set_requires_grad(true);
         let upstream = tch::Tensor::randn([2, 6, 4, 5], options);
         let y = x.conv2d(&weight, None::<tch::Tensor>, [1, 1], [0, 0], [1, 1], 1);
         let objective = (y * &upstream).sum(tch::Kind::Float);
         let autograd = tch::Tensor::run_backward(&[objective], &[&x, &weight], false, false);
+        let (x, weight) = (x.detach(), weight.detach());
         let [x_grad, weight_grad] =
-            pointwise_gradients(&x.detach(), &weight.detach(), &upstream, [true, true]).unwrap();
+            pointwise_gradients(&x, &weight, &upstream, [true, true]).unwrap();
         let (x_grad, weight_grad) = (x_grad.unwrap(), weight_grad.unwrap());
+        assert_eq!(x_grad.size(), [2, 3, 4, 5]);
         assert_eq!(weight_grad.size(), [6, 3, 1, 1]);
         assert!(x_grad.allclose(&autograd[0], 1e-5, 1e-5, false));
         assert!(weight_grad.allclose(&autograd[1], 1e-5, 1e-5, false));
-        let [none, frozen] =
-            pointwise_gradients(&x.detach(), &weight.detach(), &upstream, [false, true]).unwrap();
-        assert!(none.is_none() && frozen.is_some());
+
+        let [no_x_grad, weight_only] =
+            pointwise_gradients(&x, &weight, &upstream, [false, true]).unwrap();
+        assert!(no_x_grad.is_none());
+        assert!(weight_only
+            .unwrap()
+            .allclose(&autograd[1], 1e-5, 1e-5, false));
+        let [x_only, frozen_weight] =
+            pointwise_gradients(&x, &weight, &upstream, [true, false]).unwrap();
+        assert!(frozen_weight.is_none());
+        assert!(x_only.unwrap().allclose(&autograd[0], 1e-5, 1e-5, false));
     }
 
     #[cfg(feature = "tch")]
@@ -436,6 +486,16 @@ mod tests {
         let y = depthwise_conv2d(x.clone(), weight.clone(), 1, [1; 4]);
         let grads = y.sum().backward();
         assert!(x.grad(&grads).is_some());
+        assert!(weight.grad(&grads).is_none());
+    }
+
+    #[test]
+    fn a_frozen_pointwise_weight_gets_no_gradient_and_the_input_still_does() {
+        let device = ndarray_device().autodiff();
+        let x = random([1, 3, 4, 4], 8, &device).require_grad();
+        let weight = random([5, 3, 1, 1], 9, &device);
+        let grads = pointwise_conv2d(x.clone(), weight.clone()).sum().backward();
+        assert_eq!(x.grad(&grads).map(|g| g.dims()), Some([1, 3, 4, 4]));
         assert!(weight.grad(&grads).is_none());
     }
 
