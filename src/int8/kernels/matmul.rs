@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use tract_core::internal::*;
 use tract_linalg::mmm::{AsInputValue, FusedSpec, MMMInputValue, MatMatMul};
+use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_linalg::{MmmDispatch, WeightType};
 
 #[cfg(target_arch = "aarch64")]
@@ -141,15 +142,42 @@ fn tract_kernel_named(name: &str) -> Option<KernelChoice> {
     })
 }
 
-fn time_kernel(choice: &KernelChoice, m: usize, k: usize, n: usize) -> TractResult<f64> {
+/// Seconds for one `m x k` by `k x n` product on `choice`, int8 out, as a layer runs it: with
+/// its requantization in the registers where the kernel fuses it, else the i32 sums written
+/// out and then requantized by `set`. The best of three runs.
+fn time_kernel(
+    set: KernelSet,
+    choice: &KernelChoice,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> TractResult<f64> {
     let weights = Tensor::zero::<i8>(&[m, k])?;
     let input = Tensor::zero::<i8>(&[k, n])?;
     let packed = PackedWeights::new(choice.clone(), &weights, Layout::ChannelsFirst)?;
+    let scales = ChannelScales::new(vec![1.0; m], vec![0.0; m])?;
+    let grid = OutputGrid::new(1.0, 128, f32::NEG_INFINITY, f32::INFINITY);
     let mut acc = Tensor::zero::<i32>(&[m, n])?;
+    let mut out = vec![0i8; m * n];
     let mut best = f64::INFINITY;
     for _ in 0..3 {
         let started = Instant::now();
-        packed.multiply(input.clone(), Layout::ChannelsFirst, &mut acc)?;
+        if packed.fuses_requantization() {
+            packed.multiply_requantized(&input, Layout::ChannelsFirst, &scales, grid, &mut out)?;
+        } else {
+            multithread_tract_scope(Executor::SingleThread, || {
+                packed.multiply(input.clone(), Layout::ChannelsFirst, &mut acc)
+            })?;
+            let acc = acc.try_as_plain_ram()?;
+            set.run(Requantize {
+                acc: acc.as_slice::<i32>()?,
+                multiplier: &scales.multiplier()[..m],
+                offset: &scales.offset()[..m],
+                grid,
+                layout: Layout::ChannelsFirst,
+                out: &mut out,
+            });
+        }
         best = best.min(started.elapsed().as_secs_f64());
     }
     Ok(best)
@@ -195,7 +223,7 @@ pub fn choose_kernel(
     let timed = candidates.len() > 1;
     for choice in candidates {
         let seconds = if timed {
-            time_kernel(&choice, m, k, n)?
+            time_kernel(set, &choice, m, k, n)?
         } else {
             0.0
         };
