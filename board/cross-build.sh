@@ -18,8 +18,9 @@ if [ "${1:-}" = "--install" ]; then
   exit 0
 fi
 
-# Debian's cargo and rustc, not rustup's: keep ~/.cargo/bin off PATH.
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+# Debian's cargo and rustc, not rustup's: keep ~/.cargo/bin off PATH. LINKER_DIR (optional) goes
+# first, for a linker of the same name (scripts/relink-unstripped.sh).
+export PATH=${LINKER_DIR:+$LINKER_DIR:}/usr/sbin:/usr/bin:/sbin:/bin
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 # No -L for qemu: with it, threaded programs hang; qemu finds libc6:arm64 by itself.
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER=qemu-aarch64-static

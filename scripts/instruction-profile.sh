@@ -4,15 +4,14 @@
 # (a run on 3 images minus a run on 1, halved), as a Cortex-A76.
 # Usage: scripts/instruction-profile.sh KERNEL_SET [MANIFEST] [TOP]
 #   e.g. scripts/instruction-profile.sh aarch64-neon-sdot models/ensemble.toml
-# The binary: ARM=... or target/cross-sym/aarch64-unknown-linux-gnu/board/dermedge, built with
-#   CARGO_PROFILE_BOARD_STRIP=false cargo build --profile board --target aarch64-unknown-linux-gnu \
-#     --features camera -p dermedge --bin dermedge --target-dir target/cross-sym
-# (with board/cross-build.sh's linker variables).
+# The binary: ARM=... or target/cross-sym/dermedge, the board build linked again with its symbols
+# by scripts/relink-unstripped.sh (run here when it is missing; board/cross-build.sh first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 set_=${1:?usage: scripts/instruction-profile.sh KERNEL_SET [MANIFEST] [TOP]}
 manifest=${2:-models/ensemble.toml}
-arm=${ARM:-target/cross-sym/aarch64-unknown-linux-gnu/board/dermedge}
+arm=${ARM:-target/cross-sym/dermedge}
+[ -n "${ARM:-}" ] || [ -f "$arm" ] || scripts/relink-unstripped.sh
 [ -f target/qemu-insn/libhotblocks.so ] || scripts/build-qemu-insn.sh
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
