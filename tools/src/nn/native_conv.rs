@@ -409,22 +409,15 @@ mod tests {
         assert!(is_pointwise(&[6, 3, 1, 1], &plain));
         assert!(!is_pointwise(&[6, 3, 3, 3], &plain));
         assert!(!is_pointwise(&[6, 3, 1], &plain));
-        assert!(!is_pointwise(
-            &[6, 1, 1, 1],
-            &ConvOptions::new([1, 1], [0, 0], [1, 1], 3)
-        ));
-        assert!(!is_pointwise(
-            &[6, 3, 1, 1],
-            &ConvOptions::new([2, 2], [0, 0], [1, 1], 1)
-        ));
-        assert!(!is_pointwise(
-            &[6, 3, 1, 1],
-            &ConvOptions::new([1, 1], [1, 1], [1, 1], 1)
-        ));
-        assert!(!is_pointwise(
-            &[6, 3, 1, 1],
-            &ConvOptions::new([1, 1], [0, 0], [2, 2], 1)
-        ));
+        let near_misses = [
+            ([6, 1, 1, 1], ConvOptions::new([1, 1], [0, 0], [1, 1], 3)),
+            ([6, 3, 1, 1], ConvOptions::new([2, 2], [0, 0], [1, 1], 1)),
+            ([6, 3, 1, 1], ConvOptions::new([1, 1], [1, 1], [1, 1], 1)),
+            ([6, 3, 1, 1], ConvOptions::new([1, 1], [0, 0], [2, 2], 1)),
+        ];
+        for (weight, options) in &near_misses {
+            assert!(!is_pointwise(weight, options), "{weight:?} {options:?}");
+        }
         let asymmetric = ConvOptions::new_with_padding([1, 1], [(0, 1), (0, 0)], [1, 1], 1);
         assert!(!is_pointwise(&[6, 3, 1, 1], &asymmetric));
     }
