@@ -19,9 +19,12 @@ use super::aarch64::sdot_product::{self, SdotColumns, SdotRows, TileInstructions
 use super::x86::pair_product::{self, PairColumns, PairRows};
 #[cfg(target_arch = "x86_64")]
 use super::x86::quad_product::{self, QuadPanels, QuadRows};
-use super::{KernelSet, VectorLoop};
+use super::{for_each_chunk, KernelSet, VectorLoop};
 use crate::int8::grid::OutputGrid;
 use crate::int8::layout::Layout;
+
+/// Output values one thread requantizes at a time.
+const REQUANT_VALUES_PER_TASK: usize = 16 * 1024;
 
 /// An int8 matrix read through strides: element `(i, j)` is `values[i * strides.0 + j * strides.1]`.
 #[derive(Debug, Clone, Copy)]
@@ -142,9 +145,8 @@ fn tract_kernel_named(name: &str) -> Option<KernelChoice> {
     })
 }
 
-/// Seconds for one `m x k` by `k x n` product on `choice`, int8 out, as a layer runs it: with
-/// its requantization in the registers where the kernel fuses it, else the i32 sums written
-/// out and then requantized by `set`. The best of three runs.
+/// Seconds for one `m x k` by `k x n` product on `choice` as a layer runs it
+/// ([`PackedWeights::multiply_int8`] on `set`). The best of three runs.
 fn time_kernel(
     set: KernelSet,
     choice: &KernelChoice,
@@ -153,31 +155,15 @@ fn time_kernel(
     n: usize,
 ) -> TractResult<f64> {
     let weights = Tensor::zero::<i8>(&[m, k])?;
-    let input = Tensor::zero::<i8>(&[k, n])?;
     let packed = PackedWeights::new(choice.clone(), &weights, Layout::ChannelsFirst)?;
     let scales = ChannelScales::new(vec![1.0; m], vec![0.0; m])?;
     let grid = OutputGrid::new(1.0, 128, f32::NEG_INFINITY, f32::INFINITY);
-    let mut acc = Tensor::zero::<i32>(&[m, n])?;
     let mut out = vec![0i8; m * n];
     let mut best = f64::INFINITY;
     for _ in 0..3 {
+        let input = Tensor::zero::<i8>(&[k, n])?.into_tvalue();
         let started = Instant::now();
-        if packed.fuses_requantization() {
-            packed.multiply_requantized(&input, Layout::ChannelsFirst, &scales, grid, &mut out)?;
-        } else {
-            multithread_tract_scope(Executor::SingleThread, || {
-                packed.multiply(input.clone(), Layout::ChannelsFirst, &mut acc)
-            })?;
-            let acc = acc.try_as_plain_ram()?;
-            set.run(Requantize {
-                acc: acc.as_slice::<i32>()?,
-                multiplier: &scales.multiplier()[..m],
-                offset: &scales.offset()[..m],
-                grid,
-                layout: Layout::ChannelsFirst,
-                out: &mut out,
-            });
-        }
+        packed.multiply_int8(input, Layout::ChannelsFirst, (&scales, grid), set, &mut out)?;
         best = best.min(started.elapsed().as_secs_f64());
     }
     Ok(best)
@@ -483,6 +469,92 @@ impl PackedWeights {
 }
 
 impl PackedWeights {
+    /// The layout of the product's output: channels-first for weights on the left.
+    fn output_layout(&self) -> Layout {
+        match self {
+            PackedWeights::Tract { output, .. } => *output,
+            #[cfg(target_arch = "x86_64")]
+            PackedWeights::PairsWeightsLeft(_) | PackedWeights::QuadsWeightsLeft(_) => {
+                Layout::ChannelsFirst
+            }
+            #[cfg(target_arch = "x86_64")]
+            PackedWeights::PairsWeightsRight(_) | PackedWeights::QuadsWeightsRight(_) => {
+                Layout::ChannelsLast
+            }
+            #[cfg(target_arch = "aarch64")]
+            PackedWeights::ArmWeightsLeft(..) => Layout::ChannelsFirst,
+            #[cfg(target_arch = "aarch64")]
+            PackedWeights::ArmWeightsRight(..) => Layout::ChannelsLast,
+        }
+    }
+
+    /// The layer's int8 output `out` (`scales.channels()` channels, in the layout the weights
+    /// were packed for) from `input`: [`PackedWeights::multiply_requantized`] where the kernel
+    /// fuses the requantization, else [`PackedWeights::multiply`] on the calling thread and
+    /// `kernels`' [`Requantize`] pass on the thread pool.
+    pub fn multiply_int8(
+        &self,
+        input: TValue,
+        input_layout: Layout,
+        (scales, grid): (&ChannelScales, OutputGrid),
+        kernels: KernelSet,
+        out: &mut [i8],
+    ) -> TractResult<()> {
+        if self.fuses_requantization() {
+            return self.multiply_requantized(&input, input_layout, scales, grid, out);
+        }
+        let co = scales.channels();
+        ensure!(co != 0 && out.len().is_multiple_of(co));
+        let n = out.len() / co;
+        let output = self.output_layout();
+        let (rows, columns) = match output {
+            Layout::ChannelsFirst => (co, n),
+            Layout::ChannelsLast => (n, co),
+        };
+        // SAFETY: i32 is valid for any bits, and the product writes every value.
+        let mut acc = unsafe { Tensor::uninitialized::<i32>(&[rows, columns])? };
+        // One layer's product takes tens of microseconds: handing its panels to the thread pool
+        // costs more than it saves (at 2 threads: 2.1-2.9 ms per member in pointwise layers
+        // threaded, 1.65-1.86 ms on the calling thread).
+        multithread_tract_scope(Executor::SingleThread, || {
+            self.multiply(input.into_tensor(), input_layout, &mut acc)
+        })?;
+        let acc = acc.try_as_plain_ram()?;
+        let acc = acc.as_slice::<i32>()?;
+        match output {
+            Layout::ChannelsFirst => {
+                let rows_per_task = (REQUANT_VALUES_PER_TASK / n).max(1);
+                for_each_chunk(out, rows_per_task * n, |task, out| {
+                    let first = task * rows_per_task;
+                    let rows = out.len() / n;
+                    kernels.run(Requantize {
+                        acc: &acc[first * n..(first + rows) * n],
+                        multiplier: &scales.multiplier()[first..first + rows],
+                        offset: &scales.offset()[first..first + rows],
+                        grid,
+                        layout: Layout::ChannelsFirst,
+                        out,
+                    })
+                })
+            }
+            Layout::ChannelsLast => {
+                let positions_per_task = (REQUANT_VALUES_PER_TASK / co).max(1);
+                for_each_chunk(out, positions_per_task * co, |task, out| {
+                    let first = task * positions_per_task * co;
+                    kernels.run(Requantize {
+                        acc: &acc[first..first + out.len()],
+                        multiplier: scales.multiplier(),
+                        offset: scales.offset(),
+                        grid,
+                        layout: Layout::ChannelsLast,
+                        out,
+                    })
+                })
+            }
+        }
+        Ok(())
+    }
+
     /// Whether [`PackedWeights::multiply_requantized`] runs on these weights.
     pub fn fuses_requantization(&self) -> bool {
         #[cfg(target_arch = "aarch64")]

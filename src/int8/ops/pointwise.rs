@@ -8,21 +8,17 @@ use std::sync::Arc;
 
 use tract_core::internal::*;
 use tract_core::ops::math::Add;
-use tract_linalg::multithread::{multithread_tract_scope, Executor};
 
-use super::{int8_fact, output_tensor};
+use super::int8_fact;
 use crate::int8::grid::{recover_int8_rows, OutputGrid};
-use crate::int8::kernels::matmul::{choose_kernel, ChannelScales, PackedWeights, Requantize};
-use crate::int8::kernels::{for_each_chunk, KernelSet};
+use crate::int8::kernels::matmul::{choose_kernel, ChannelScales, PackedWeights};
+use crate::int8::kernels::KernelSet;
 use crate::int8::layout::Layout;
 use crate::int8::rewrite::graph::{
     bin_op, concrete_shape, const_values, dequantized_source, einsum_with_bias, is_pointwise_form,
     pointwise_positions, stays_float,
 };
 use crate::int8::rewrite::{Chain, Fused, Pattern};
-
-/// Output values one thread requantizes at a time.
-const REQUANT_VALUES_PER_TASK: usize = 16 * 1024;
 
 /// `y[c, p] = grid(multiplier[c] * sum_k w[c, k] * x[k, p] + offset[c])` on int8 `x`; zero
 /// points and bias are folded into `offset`. Input and output are channels-first unless set
@@ -251,65 +247,18 @@ impl EvalOp for PointwiseConvI8 {
         ensure!(input.datum_type() == DatumType::I8 && input.len().is_multiple_of(ci));
         let n = input.len() / ci;
         let output_shape = self.output_layout.shape(&self.output_shape);
-        if self.packed.fuses_requantization() {
-            // SAFETY: i8 is valid for any bits, and the product writes every value.
-            let mut out = unsafe { Tensor::uninitialized::<i8>(&output_shape)? };
-            let mut values = out.try_as_plain_ram_mut()?;
-            self.packed.multiply_requantized(
-                &input,
-                self.input_layout,
-                &self.scales,
-                self.grid,
-                values.as_slice_mut::<i8>()?,
-            )?;
-            return Ok(tvec!(out.into_tvalue()));
-        }
-        let (rows, columns) = match self.output_layout {
-            Layout::ChannelsFirst => (co, n),
-            Layout::ChannelsLast => (n, co),
-        };
-        // SAFETY: i32 is valid for any bits, and the product writes every value.
-        let mut acc = unsafe { Tensor::uninitialized::<i32>(&[rows, columns])? };
-        // One layer's product takes tens of microseconds: handing its panels to the thread pool
-        // costs more than it saves (at 2 threads: 2.1-2.9 ms per member in pointwise layers
-        // threaded, 1.65-1.86 ms on the calling thread).
-        multithread_tract_scope(Executor::SingleThread, || {
-            self.packed
-                .multiply(input.into_tensor(), self.input_layout, &mut acc)
-        })?;
-        let acc = acc.try_as_plain_ram()?;
-        let acc = acc.as_slice::<i32>()?;
-        output_tensor(&output_shape, |out: &mut [i8]| match self.output_layout {
-            Layout::ChannelsFirst => {
-                let rows_per_task = (REQUANT_VALUES_PER_TASK / n).max(1);
-                for_each_chunk(out, rows_per_task * n, |task, out| {
-                    let first = task * rows_per_task;
-                    let rows = out.len() / n;
-                    self.kernels.run(Requantize {
-                        acc: &acc[first * n..(first + rows) * n],
-                        multiplier: &self.scales.multiplier()[first..first + rows],
-                        offset: &self.scales.offset()[first..first + rows],
-                        grid: self.grid,
-                        layout: Layout::ChannelsFirst,
-                        out,
-                    })
-                })
-            }
-            Layout::ChannelsLast => {
-                let positions_per_task = (REQUANT_VALUES_PER_TASK / co).max(1);
-                for_each_chunk(out, positions_per_task * co, |task, out| {
-                    let first = task * positions_per_task * co;
-                    self.kernels.run(Requantize {
-                        acc: &acc[first..first + out.len()],
-                        multiplier: self.scales.multiplier(),
-                        offset: self.scales.offset(),
-                        grid: self.grid,
-                        layout: Layout::ChannelsLast,
-                        out,
-                    })
-                })
-            }
-        })
+        ensure!(co * n == output_shape.iter().product::<usize>());
+        // SAFETY: i8 is valid for any bits, and the product writes every value.
+        let mut out = unsafe { Tensor::uninitialized::<i8>(&output_shape)? };
+        let mut values = out.try_as_plain_ram_mut()?;
+        self.packed.multiply_int8(
+            input,
+            self.input_layout,
+            (&self.scales, self.grid),
+            self.kernels,
+            values.as_slice_mut::<i8>()?,
+        )?;
+        Ok(tvec!(out.into_tvalue()))
     }
 }
 
