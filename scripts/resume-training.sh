@@ -7,6 +7,8 @@
 # stopped with patience 4 at epoch 11 of 18, while the learning rate was still high; the best
 # checkpoint is still the one with the best validation balanced accuracy). Runs at nice 10; each
 # member appends to runs/v7/<arch>-s<seed>.log its per-epoch loss, validation balanced accuracy, melanoma sensitivity, epoch time and ETA.
+# To resume after a stop, run this script again as it is: `scripts/resume-training.sh` (its build
+# of dermedge-tools with the tch feature, target/tch, is reused).
 # Pause with `pkill -STOP -f "dermedge-tools.* train"`, go on with `-CONT`. Needs
 # `python3 -m pip install torch==2.9.0` (see train-converged-member.sh); DERMEDGE_TOOLS and the
 # script's other variables pass through.

@@ -34,7 +34,8 @@ case $backend in
 esac
 tools=${DERMEDGE_TOOLS:-target/$feature/release/dermedge-tools}
 if [[ -z ${DERMEDGE_TOOLS:-} ]]; then
-  CARGO_TARGET_DIR=target/$feature cargo build --release -q -p dermedge-tools --features "$feature"
+  CARGO_PROFILE_RELEASE_DEBUG=false CARGO_TARGET_DIR=target/$feature cargo build --release -q -p dermedge-tools \
+    --features "$feature"
 fi
 case $arch in
   mobilenet-v2)
