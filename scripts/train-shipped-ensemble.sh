@@ -30,10 +30,11 @@ $T train "${common[@]}" --seeds 5 --epochs 8 --class-weights splits/class-weight
 rm -f models/f32/*.onnx models/*.onnx
 $T export --run runs/v1 --out models/f32 --name dermedge-ham10000 --version 0.6.0 \
   --check-images models/samples
-$T calibrate --manifest models/f32/ensemble.toml --split splits/ham10000-seed1.csv --side val --tta horizontal-flip
+$T calibrate --manifest models/f32/ensemble.toml --split splits/ham10000-seed1.csv --side val --tta horizontal-flip \
+  --logit-adjustment off
 $T evaluate --manifest models/f32/ensemble.toml --split splits/ham10000-seed1.csv --side test \
   --out reports/f32-test
-$T quantize --manifest models/f32/ensemble.toml --split splits/ham10000-seed1.csv --out models
+$T quantize --manifest models/f32/ensemble.toml --split splits/ham10000-seed1.csv --equalize 0 --out models
 $T compare --manifest models/ensemble.toml --reference models/f32/ensemble.toml \
   --split splits/ham10000-seed1.csv --side test
 $T evaluate --manifest models/ensemble.toml --split splits/ham10000-seed1.csv --side test \
