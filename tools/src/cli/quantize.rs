@@ -31,6 +31,10 @@ pub struct Args {
     /// to the widest one's calibrated peak, 0 turns it off.
     #[arg(long, default_value_t = 1.0)]
     equalize: f32,
+    /// Bits of the pointwise (1x1) and dense weights: 8, or 7 ([-63, 63]) for kernels that sum
+    /// more products in 16-bit lanes.
+    #[arg(long, default_value_t = 8)]
+    pointwise_weight_bits: u8,
     /// At most this many validation images for the int8 vs f32 comparison.
     #[arg(long)]
     compare_limit: Option<usize>,
@@ -47,6 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         range_method: args.ranges,
         float_layers: args.float_layers,
         equalize: args.equalize,
+        pointwise_weight_bits: args.pointwise_weight_bits,
         compare_limit: args.compare_limit,
     })?;
     print!("{}", quantize_summary(&members, &comparison));

@@ -36,14 +36,22 @@ pub struct ChannelQuantized {
     pub scales: Vec<f32>,
 }
 
-/// Quantizes `weights` symmetrically to [-127, 127], one scale per channel, each scale at least
-/// `min_scales[c]`; `channel_of` maps a flat index to its channel.
+/// The largest magnitude of an 8-bit weight.
+pub const WEIGHT_BOUND_8_BITS: i8 = 127;
+/// The largest magnitude of a 7-bit weight: a product with any int8 or uint8 activation is then
+/// below 2^14 in magnitude, so four of them fit a 16-bit sum (two for uint8 activations).
+pub const WEIGHT_BOUND_7_BITS: i8 = 63;
+
+/// Quantizes `weights` symmetrically to [-bound, bound], one scale per channel, each scale at
+/// least `min_scales[c]`; `channel_of` maps a flat index to its channel.
 pub fn quantize_per_channel(
     weights: &[f32],
     channels: usize,
     channel_of: impl Fn(usize) -> usize,
     min_scales: &[f32],
+    bound: i8,
 ) -> ChannelQuantized {
+    let bound = f32::from(bound);
     let mut max_abs = vec![0.0f32; channels];
     for (i, w) in weights.iter().enumerate() {
         let c = channel_of(i);
@@ -53,7 +61,7 @@ pub fn quantize_per_channel(
         .iter()
         .zip(min_scales.iter().chain(std::iter::repeat(&0.0)))
         .map(|(&m, &floor)| {
-            let scale = (m / 127.0).max(floor);
+            let scale = (m / bound).max(floor);
             if scale > 0.0 {
                 scale
             } else {
@@ -64,7 +72,7 @@ pub fn quantize_per_channel(
     let values = weights
         .iter()
         .enumerate()
-        .map(|(i, w)| (w / scales[channel_of(i)]).round().clamp(-127.0, 127.0) as i8)
+        .map(|(i, w)| (w / scales[channel_of(i)]).round().clamp(-bound, bound) as i8)
         .collect();
     ChannelQuantized { values, scales }
 }
@@ -90,7 +98,7 @@ mod tests {
     #[test]
     fn per_channel_weights_round_within_half_a_step() {
         let weights = [0.5, -1.0, 0.25, 0.01, -0.02, 0.005, 0.0, 0.0, 0.0];
-        let q = quantize_per_channel(&weights, 3, |i| i / 3, &[]);
+        let q = quantize_per_channel(&weights, 3, |i| i / 3, &[], WEIGHT_BOUND_8_BITS);
         assert_eq!(q.values[1], -127);
         assert_eq!(q.values[4], -127);
         assert_eq!(q.scales[2], 1.0);
@@ -98,9 +106,18 @@ mod tests {
             let back = q.values[i] as f32 * q.scales[i / 3];
             assert!((back - w).abs() <= q.scales[i / 3] / 2.0 + 1e-9, "{i}");
         }
-        let columns = quantize_per_channel(&[1.0, 0.1, -2.0, 0.2], 2, |i| i % 2, &[]);
-        let floored = quantize_per_channel(&[1.0, 0.5], 1, |_| 0, &[0.1]);
+        let columns = quantize_per_channel(&[1.0, 0.1, -2.0, 0.2], 2, |i| i % 2, &[], 127);
+        let floored = quantize_per_channel(&[1.0, 0.5], 1, |_| 0, &[0.1], 127);
         assert_eq!((floored.values, floored.scales), (vec![10, 5], vec![0.1]));
         assert_eq!(columns.values, vec![64, 64, -127, 127]);
+        let seven = quantize_per_channel(&weights, 3, |i| i / 3, &[], WEIGHT_BOUND_7_BITS);
+        assert_eq!((seven.values[1], seven.values[4]), (-63, -63));
+        assert!(seven.values.iter().all(|v| v.abs() <= 63));
+        for (i, w) in weights.iter().enumerate() {
+            let back = seven.values[i] as f32 * seven.scales[i / 3];
+            assert!((back - w).abs() <= seven.scales[i / 3] / 2.0 + 1e-9, "{i}");
+        }
+        let floored_seven = quantize_per_channel(&[1.0, 0.5], 1, |_| 0, &[0.1], 63);
+        assert_eq!(floored_seven.values, vec![10, 5]);
     }
 }

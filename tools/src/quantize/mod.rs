@@ -8,7 +8,10 @@ mod qdq;
 
 pub use calibration::{calibrate, channel_peaks, Histogram, RangeMethod, Ranges};
 pub use equalize::{channel_gains, depthwise_inputs, equalize, DepthwiseInput};
-pub use grid::{quantize_per_channel, ActivationQuant, ChannelQuantized};
+pub use grid::{
+    quantize_per_channel, ActivationQuant, ChannelQuantized, WEIGHT_BOUND_7_BITS,
+    WEIGHT_BOUND_8_BITS,
+};
 pub use qdq::{decode_model, quantize_model, quantized_activations, weight_layers};
 
 use std::collections::HashSet;
@@ -43,6 +46,9 @@ pub struct QuantizeRequest {
     /// How far the channels of depthwise inputs are equalized before calibration, from 0 (not
     /// at all) to 1 (every channel to the widest one's peak): see [`equalize`].
     pub equalize: f32,
+    /// Bits of the weights of pointwise (1x1) convolutions and Gemm layers: 8 ([-127, 127]), or
+    /// 7 ([-63, 63]), which lets a kernel sum more products in 16-bit lanes.
+    pub pointwise_weight_bits: u8,
     /// Validation images the int8 ensemble is compared on (all when `None`).
     pub compare_limit: Option<usize>,
 }
@@ -154,6 +160,13 @@ pub fn quantize(request: &QuantizeRequest) -> anyhow::Result<(Vec<QuantizedMembe
             request.equalize
         );
     }
+    let pointwise_bound = match request.pointwise_weight_bits {
+        8 => WEIGHT_BOUND_8_BITS,
+        7 => WEIGHT_BOUND_7_BITS,
+        bits => bail!(
+            "pointwise weights of {bits} bits are not supported. Fix: --pointwise-weight-bits 8 (the default) or 7"
+        ),
+    };
     let inputs = calibration_inputs(request, &manifest)?;
     let shape = [
         1,
@@ -164,11 +177,15 @@ pub fn quantize(request: &QuantizeRequest) -> anyhow::Result<(Vec<QuantizedMembe
     let mut int8_manifest = manifest.clone();
     int8_manifest.version = format!("{}+int8", manifest.version);
     int8_manifest.description = format!(
-        "{}; post-training int8 by dermedge-tools quantize (per-channel symmetric int8 weights, uint8 activations calibrated on {} training images, first {} Conv/Gemm layers kept in f32, depthwise inputs equalized with strength {})",
+        "{}; post-training int8 by dermedge-tools quantize (per-channel symmetric int8 weights, uint8 activations calibrated on {} training images, first {} Conv/Gemm layers kept in f32, depthwise inputs equalized with strength {}{})",
         manifest.description,
         inputs.len(),
         request.float_layers,
-        request.equalize
+        request.equalize,
+        match pointwise_bound {
+            WEIGHT_BOUND_7_BITS => ", pointwise and dense weights in [-63, 63]",
+            _ => "",
+        }
     );
     let mut members = Vec::new();
     for (spec, int8_spec) in manifest.members.iter().zip(&mut int8_manifest.members) {
@@ -193,7 +210,7 @@ pub fn quantize(request: &QuantizeRequest) -> anyhow::Result<(Vec<QuantizedMembe
         let tensors = quantized_activations(graph, &float_layers);
         let ranges = calibrate(&bytes, shape, &tensors, &inputs, request.range_method)
             .with_context(|| format!("calibrating {}", path.display()))?;
-        let quantized = quantize_model(&model, &ranges, &float_layers)
+        let quantized = quantize_model(&model, &ranges, &float_layers, pointwise_bound)
             .with_context(|| format!("quantizing {}", path.display()))?;
         let encoded = crate::onnx::encode(&quantized);
         let stem = spec

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::calibration::Ranges;
-use super::grid::{quantize_per_channel, ActivationQuant};
+use super::grid::{quantize_per_channel, ActivationQuant, WEIGHT_BOUND_8_BITS};
 
 use anyhow::{bail, Context};
 use prost::Message;
@@ -138,6 +138,8 @@ fn node(
 struct QdqWriter {
     nodes: Vec<NodeProto>,
     initializers: Vec<TensorProto>,
+    /// The largest weight magnitude of pointwise (1x1) convolutions and Gemm layers.
+    pointwise_bound: i8,
 }
 
 impl QdqWriter {
@@ -228,6 +230,14 @@ impl QdqWriter {
             .with_context(|| format!("{}: weight is not an initializer", describe()))?;
         let values = float_data(weight)?;
         let dims = weight.dims.clone();
+        let pointwise = matches!(
+            (node.op_type.as_str(), dims.as_slice()),
+            ("Conv", [_, _, 1, 1]) | ("Gemm", _)
+        );
+        let bound = match pointwise {
+            true => self.pointwise_bound,
+            false => WEIGHT_BOUND_8_BITS,
+        };
         let (channels, axis) = match (node.op_type.as_str(), dims.as_slice()) {
             ("Conv", [out, _, _, _]) => (*out as usize, 0),
             ("Gemm", [_, out]) => {
@@ -274,9 +284,9 @@ impl QdqWriter {
         };
         let quantized = if axis == 0 {
             let per_channel = values.len() / channels;
-            quantize_per_channel(&values, channels, |i| i / per_channel, &min_scales)
+            quantize_per_channel(&values, channels, |i| i / per_channel, &min_scales, bound)
         } else {
-            quantize_per_channel(&values, channels, |i| i % channels, &min_scales)
+            quantize_per_channel(&values, channels, |i| i % channels, &min_scales, bound)
         };
         let int8 = quantized.values.iter().map(|v| *v as u8).collect();
         let mut inputs = vec![self.constant_dequantized(
@@ -309,11 +319,14 @@ impl QdqWriter {
 
 /// Rewrites an f32 model into QDQ form: int8 per-channel weights and int32 biases for Conv and
 /// Gemm, and uint8 activations with the calibrated `ranges`; `float_layers` (Conv or Gemm layers
-/// named by their output) and the tensors only they read stay f32.
+/// named by their output) and the tensors only they read stay f32. The weights of pointwise
+/// (1x1) convolutions and Gemm layers lie in `[-pointwise_bound, pointwise_bound]` (at most
+/// 127), the others in [-127, 127].
 pub fn quantize_model(
     model: &ModelProto,
     ranges: &Ranges,
     float_layers: &HashSet<String>,
+    pointwise_bound: i8,
 ) -> anyhow::Result<ModelProto> {
     let graph = model.graph.as_ref().context("the model has no graph")?;
     let activations = quantized_activations(graph, float_layers);
@@ -332,6 +345,7 @@ pub fn quantize_model(
     let mut writer = QdqWriter {
         nodes: Vec::new(),
         initializers: Vec::new(),
+        pointwise_bound: pointwise_bound.clamp(1, WEIGHT_BOUND_8_BITS),
     };
     let mut renamed: HashMap<String, String> = HashMap::new();
     let mut replaced_weights: HashSet<String> = HashSet::new();
@@ -490,7 +504,7 @@ mod tests {
         let conv_bias = vec![0.05, 40.0];
         let (model, _, _) = conv_gemm_model(conv_weight.clone(), conv_bias.clone());
         let ranges = ranges_for(&model);
-        let quantized = quantize_model(&model, &ranges, &HashSet::new()).unwrap();
+        let quantized = quantize_model(&model, &ranges, &HashSet::new(), 127).unwrap();
         let graph = model.graph.as_ref().unwrap();
         let conv = &graph.node[0];
         let (w, b) = (&conv.input[1], &conv.input[2]);
@@ -529,11 +543,68 @@ mod tests {
         );
     }
 
+    /// The int8 values of the weight `node` reads.
+    fn quantized_weight(quantized: &ModelProto, node: &NodeProto) -> Vec<i8> {
+        let name = format!("{}_quantized", node.input[1]);
+        initializer(quantized, &name)
+            .raw_data
+            .iter()
+            .map(|v| *v as i8)
+            .collect()
+    }
+
+    #[test]
+    fn a_seven_bit_bound_applies_to_pointwise_and_dense_weights_only() {
+        let mut g = crate::onnx::GraphBuilder::new();
+        let spatial = g.conv(
+            "image",
+            &crate::onnx::ConvParams {
+                out_channels: 3,
+                in_channels_per_group: 3,
+                kernel: 3,
+                stride: 1,
+                groups: 1,
+                pads: [1; 4],
+                weight: (0..81).map(|i| (i as f32 - 40.0) / 40.0).collect(),
+                bias: vec![0.0; 3],
+            },
+        );
+        let conv = g.conv(
+            &spatial,
+            &pointwise(vec![0.3, -0.6, 0.1, 0.2, 0.4, -0.8], vec![0.0; 2]),
+        );
+        let pooled = g.global_pool_flatten(&conv);
+        let logits = g.dense(
+            &pooled,
+            &crate::onnx::DenseParams {
+                inputs: 2,
+                outputs: 3,
+                weight: vec![0.5, -0.25, 0.125, 1.0, 0.3, -0.7],
+                bias: vec![0.1, -0.2, 0.3],
+            },
+        );
+        let model = g.finish(("image", &[1, 3, 4, 4]), (&logits, &[1, 3]), "test");
+        let ranges = ranges_for(&model);
+        let graph = model.graph.as_ref().unwrap();
+        let peak = |bound: i8, at: usize| -> i8 {
+            let quantized = quantize_model(&model, &ranges, &HashSet::new(), bound).unwrap();
+            let values = quantized_weight(&quantized, &graph.node[at]);
+            values.iter().map(|v| v.abs()).max().unwrap()
+        };
+        let dense = graph.node.iter().position(|n| n.op_type == "Gemm").unwrap();
+        assert_eq!([peak(63, 0), peak(63, 1), peak(63, dense)], [127, 63, 63]);
+        assert_eq!(
+            [peak(127, 0), peak(127, 1), peak(127, dense)],
+            [127, 127, 127]
+        );
+    }
+
     #[test]
     fn float_layers_keep_f32_weights_and_inputs() {
         let (model, conv, _) = conv_gemm_model(vec![0.1; 6], vec![0.0; 2]);
         let ranges = ranges_for(&model);
-        let quantized = quantize_model(&model, &ranges, &HashSet::from([conv.clone()])).unwrap();
+        let quantized =
+            quantize_model(&model, &ranges, &HashSet::from([conv.clone()]), 127).unwrap();
         let graph = quantized.graph.as_ref().unwrap();
         let node = graph.node.iter().find(|n| n.output[0] == conv).unwrap();
         assert_eq!(node.input[0], "image");
@@ -556,7 +627,8 @@ mod tests {
         let pooled = g.global_pool_flatten(&sum);
         let model = g.finish(("image", &[1, 3, 2, 2]), (&pooled, &[1, 2]), "test");
         let ranges = ranges_for(&model);
-        let quantized = quantize_model(&model, &ranges, &HashSet::from([kept.clone()])).unwrap();
+        let quantized =
+            quantize_model(&model, &ranges, &HashSet::from([kept.clone()]), 127).unwrap();
         let graph = quantized.graph.as_ref().unwrap();
         let reader = |output: &str| graph.node.iter().find(|n| n.output[0] == output).unwrap();
         assert_eq!(reader(&kept).input[0], "image");
@@ -577,7 +649,7 @@ mod tests {
         weight.raw_data.truncate(8);
         let error = format!(
             "{:#}",
-            quantize_model(&model, &ranges, &HashSet::new()).unwrap_err()
+            quantize_model(&model, &ranges, &HashSet::new(), 127).unwrap_err()
         );
         assert!(
             error.contains(&weight_name) && error.contains("2 values"),
@@ -588,7 +660,7 @@ mod tests {
         graph.node[0].name = "broken".into();
         let error = format!(
             "{:#}",
-            quantize_model(&model, &ranges, &HashSet::new()).unwrap_err()
+            quantize_model(&model, &ranges, &HashSet::new(), 127).unwrap_err()
         );
         assert!(error.contains("NaN"), "{error}");
     }

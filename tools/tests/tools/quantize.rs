@@ -78,7 +78,7 @@ fn mobilenet_v2_int8_tracks_f32_on_real_images() {
         RangeMethod::Mse,
     )
     .unwrap();
-    let quantized = quantize_model(&proto, &ranges, &HashSet::new()).unwrap();
+    let quantized = quantize_model(&proto, &ranges, &HashSet::new(), 127).unwrap();
     let int8_bytes = dermedge_tools::onnx::encode(&quantized);
 
     let q_graph = quantized.graph.as_ref().unwrap();
