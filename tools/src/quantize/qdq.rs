@@ -461,19 +461,24 @@ mod tests {
         assert_eq!(first_float.len(), 3);
     }
 
-    fn conv_gemm_model(conv_weight: Vec<f32>, conv_bias: Vec<f32>) -> (ModelProto, String, String) {
-        let mut g = crate::onnx::GraphBuilder::new();
-        let conv = g.conv("image", &pointwise(conv_weight, conv_bias));
-        let pooled = g.global_pool_flatten(&conv);
-        let logits = g.dense(
-            &pooled,
+    /// A dense layer from 2 to 3 values on `pooled`.
+    fn dense_2_to_3(g: &mut crate::onnx::GraphBuilder, pooled: &str) -> String {
+        g.dense(
+            pooled,
             &crate::onnx::DenseParams {
                 inputs: 2,
                 outputs: 3,
                 weight: vec![0.5, -0.25, 0.125, 1.0, 0.3, -0.7],
                 bias: vec![0.1, -0.2, 0.3],
             },
-        );
+        )
+    }
+
+    fn conv_gemm_model(conv_weight: Vec<f32>, conv_bias: Vec<f32>) -> (ModelProto, String, String) {
+        let mut g = crate::onnx::GraphBuilder::new();
+        let conv = g.conv("image", &pointwise(conv_weight, conv_bias));
+        let pooled = g.global_pool_flatten(&conv);
+        let logits = dense_2_to_3(&mut g, &pooled);
         let model = g.finish(("image", &[1, 3, 2, 2]), (&logits, &[1, 3]), "test");
         (model, conv, pooled)
     }
@@ -574,15 +579,7 @@ mod tests {
             &pointwise(vec![0.3, -0.6, 0.1, 0.2, 0.4, -0.8], vec![0.0; 2]),
         );
         let pooled = g.global_pool_flatten(&conv);
-        let logits = g.dense(
-            &pooled,
-            &crate::onnx::DenseParams {
-                inputs: 2,
-                outputs: 3,
-                weight: vec![0.5, -0.25, 0.125, 1.0, 0.3, -0.7],
-                bias: vec![0.1, -0.2, 0.3],
-            },
-        );
+        let logits = dense_2_to_3(&mut g, &pooled);
         let model = g.finish(("image", &[1, 3, 4, 4]), (&logits, &[1, 3]), "test");
         let ranges = ranges_for(&model);
         let graph = model.graph.as_ref().unwrap();
