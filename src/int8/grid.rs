@@ -68,8 +68,9 @@ impl OutputGrid {
 }
 
 /// Integer weights and one scale per output channel recovered from dequantized f32 weights
-/// `w[c, ..] = scale[c] * q[c, ..]`, `|q| <= 127`, as the quantizer wrote them. `None` when a
-/// channel's values are not such a grid (then the layer is left in float).
+/// `w[c, ..] = scale[c] * q[c, ..]` as the quantizer wrote them: the channel's largest value at
+/// `|q| = 127` (8 bits), else at `|q| = 63` (7 bits, `quantize --pointwise-weight-bits 7`).
+/// `None` when a channel's values are neither grid (then the layer is left in float).
 pub fn recover_int8_rows(weights: &[f32], rows: usize) -> Option<(Vec<i8>, Vec<f32>)> {
     if rows == 0 || !weights.len().is_multiple_of(rows) {
         return None;
@@ -87,18 +88,26 @@ pub fn recover_int8_rows(weights: &[f32], rows: usize) -> Option<(Vec<i8>, Vec<f
             scales.push(1.0);
             continue;
         }
-        let scale = amax / 127.0;
-        for w in row {
-            let steps = w / scale;
-            let rounded = steps.round();
-            if (steps - rounded).abs() > 1e-3 || rounded.abs() > 127.0 {
-                return None;
-            }
-            q.push(rounded as i8);
-        }
+        let (values, scale) = [127.0, 63.0]
+            .into_iter()
+            .find_map(|bound| row_on_grid(row, amax / bound))?;
+        q.extend(values);
         scales.push(scale);
     }
     Some((q, scales))
+}
+
+/// `row` in steps of `scale`, when every value lies within 1e-3 of a step in [-127, 127].
+fn row_on_grid(row: &[f32], scale: f32) -> Option<(Vec<i8>, f32)> {
+    let values = row
+        .iter()
+        .map(|w| {
+            let steps = w / scale;
+            let rounded = steps.round();
+            ((steps - rounded).abs() <= 1e-3 && rounded.abs() <= 127.0).then_some(rounded as i8)
+        })
+        .collect::<Option<Vec<i8>>>()?;
+    Some((values, scale))
 }
 
 /// The f32 values of a constant tensor.
@@ -156,5 +165,16 @@ mod tests {
         }
         assert!(recover_int8_rows(&[1.0, 0.3, 0.0], 1).is_none());
         assert_eq!(recover_int8_rows(&[0.0; 4], 2).unwrap().0, vec![0; 4]);
+        let seven: Vec<i8> = vec![63, -3, 0, 5, -63, 32];
+        let w: Vec<f32> = seven
+            .iter()
+            .enumerate()
+            .map(|(i, q)| f32::from(*q) * scales[i / 3])
+            .collect();
+        let (back, back_scales) = recover_int8_rows(&w, 2).unwrap();
+        assert_eq!(back, seven);
+        for (a, b) in back_scales.iter().zip(scales) {
+            assert!((a - b).abs() <= b * 1e-6);
+        }
     }
 }
