@@ -67,6 +67,13 @@ impl OutputGrid {
     }
 }
 
+/// The largest magnitude of an 8-bit weight as `dermedge-tools quantize` writes it.
+pub const WEIGHT_BOUND_8_BITS: i8 = 127;
+/// The largest magnitude of a 7-bit weight (`quantize --pointwise-weight-bits 7`): a product with
+/// any int8 or uint8 activation is then below 2^14 in magnitude, so four of them fit a 16-bit sum
+/// (two for uint8 activations).
+pub const WEIGHT_BOUND_7_BITS: i8 = 63;
+
 /// Integer weights and one scale per output channel recovered from dequantized f32 weights
 /// `w[c, ..] = scale[c] * q[c, ..]` as the quantizer wrote them: the channel's largest value at
 /// `|q| = 127` (8 bits), else at `|q| = 63` (7 bits, `quantize --pointwise-weight-bits 7`).
@@ -88,9 +95,12 @@ pub fn recover_int8_rows(weights: &[f32], rows: usize) -> Option<(Vec<i8>, Vec<f
             scales.push(1.0);
             continue;
         }
-        let (values, scale) = [127.0, 63.0]
+        let (values, scale) = [WEIGHT_BOUND_8_BITS, WEIGHT_BOUND_7_BITS]
             .into_iter()
-            .find_map(|bound| row_on_grid(row, amax / bound))?;
+            .find_map(|bound| {
+                let scale = amax / f32::from(bound);
+                Some((row_on_grid(row, scale)?, scale))
+            })?;
         q.extend(values);
         scales.push(scale);
     }
@@ -98,16 +108,14 @@ pub fn recover_int8_rows(weights: &[f32], rows: usize) -> Option<(Vec<i8>, Vec<f
 }
 
 /// `row` in steps of `scale`, when every value lies within 1e-3 of a step in [-127, 127].
-fn row_on_grid(row: &[f32], scale: f32) -> Option<(Vec<i8>, f32)> {
-    let values = row
-        .iter()
+fn row_on_grid(row: &[f32], scale: f32) -> Option<Vec<i8>> {
+    row.iter()
         .map(|w| {
             let steps = w / scale;
             let rounded = steps.round();
             ((steps - rounded).abs() <= 1e-3 && rounded.abs() <= 127.0).then_some(rounded as i8)
         })
-        .collect::<Option<Vec<i8>>>()?;
-    Some((values, scale))
+        .collect()
 }
 
 /// The f32 values of a constant tensor.

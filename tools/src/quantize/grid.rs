@@ -1,6 +1,8 @@
 //! The integer grids of the QDQ rewrite: affine uint8 for activations, symmetric per-channel int8
 //! for weights.
 
+pub use dermedge::int8::grid::{WEIGHT_BOUND_7_BITS, WEIGHT_BOUND_8_BITS};
+
 /// Affine uint8 quantization of one activation tensor: `x = scale * (q - zero_point)`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ActivationQuant {
@@ -35,12 +37,6 @@ pub struct ChannelQuantized {
     pub values: Vec<i8>,
     pub scales: Vec<f32>,
 }
-
-/// The largest magnitude of an 8-bit weight.
-pub const WEIGHT_BOUND_8_BITS: i8 = 127;
-/// The largest magnitude of a 7-bit weight: a product with any int8 or uint8 activation is then
-/// below 2^14 in magnitude, so four of them fit a 16-bit sum (two for uint8 activations).
-pub const WEIGHT_BOUND_7_BITS: i8 = 63;
 
 /// Quantizes `weights` symmetrically to [-bound, bound], one scale per channel, each scale at
 /// least `min_scales[c]`; `channel_of` maps a flat index to its channel.

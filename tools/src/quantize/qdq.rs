@@ -234,9 +234,10 @@ impl QdqWriter {
             (node.op_type.as_str(), dims.as_slice()),
             ("Conv", [_, _, 1, 1]) | ("Gemm", _)
         );
-        let bound = match pointwise {
-            true => self.pointwise_bound,
-            false => WEIGHT_BOUND_8_BITS,
+        let bound = if pointwise {
+            self.pointwise_bound
+        } else {
+            WEIGHT_BOUND_8_BITS
         };
         let (channels, axis) = match (node.op_type.as_str(), dims.as_slice()) {
             ("Conv", [out, _, _, _]) => (*out as usize, 0),
@@ -320,14 +321,17 @@ impl QdqWriter {
 /// Rewrites an f32 model into QDQ form: int8 per-channel weights and int32 biases for Conv and
 /// Gemm, and uint8 activations with the calibrated `ranges`; `float_layers` (Conv or Gemm layers
 /// named by their output) and the tensors only they read stay f32. The weights of pointwise
-/// (1x1) convolutions and Gemm layers lie in `[-pointwise_bound, pointwise_bound]` (at most
-/// 127), the others in [-127, 127].
+/// (1x1) convolutions and Gemm layers lie in `[-pointwise_bound, pointwise_bound]` (1 to 127),
+/// the others in [-127, 127].
 pub fn quantize_model(
     model: &ModelProto,
     ranges: &Ranges,
     float_layers: &HashSet<String>,
     pointwise_bound: i8,
 ) -> anyhow::Result<ModelProto> {
+    if !(1..=WEIGHT_BOUND_8_BITS).contains(&pointwise_bound) {
+        bail!("pointwise weight bound {pointwise_bound} is outside 1..=127");
+    }
     let graph = model.graph.as_ref().context("the model has no graph")?;
     let activations = quantized_activations(graph, float_layers);
     let mut quants = HashMap::new();
@@ -345,7 +349,7 @@ pub fn quantize_model(
     let mut writer = QdqWriter {
         nodes: Vec::new(),
         initializers: Vec::new(),
-        pointwise_bound: pointwise_bound.clamp(1, WEIGHT_BOUND_8_BITS),
+        pointwise_bound,
     };
     let mut renamed: HashMap<String, String> = HashMap::new();
     let mut replaced_weights: HashSet<String> = HashSet::new();
