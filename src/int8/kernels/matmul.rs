@@ -309,12 +309,12 @@ impl PackedWeights {
                 let instructions = *instructions;
                 let packed = match output {
                     Layout::ChannelsFirst => {
-                        let rows = SdotRows::weights(values);
+                        let rows = SdotRows::weights(values, instructions);
                         rows.runs_on(instructions)
                             .then(|| PackedWeights::ArmWeightsLeft(Arc::new(rows), instructions))
                     }
                     Layout::ChannelsLast => {
-                        let columns = SdotColumns::weights(values.transposed());
+                        let columns = SdotColumns::weights(values.transposed(), instructions);
                         columns.runs_on(instructions).then(|| {
                             PackedWeights::ArmWeightsRight(Arc::new(columns), instructions)
                         })
@@ -448,11 +448,10 @@ impl PackedWeights {
             #[cfg(target_arch = "aarch64")]
             PackedWeights::ArmWeightsLeft(weights, instructions) => {
                 let values = input.try_as_plain_ram()?;
-                let x = SdotColumns::new(input_matrix(
-                    values.as_slice::<i8>()?,
-                    input_layout,
-                    columns,
-                ));
+                let x = SdotColumns::new(
+                    input_matrix(values.as_slice::<i8>()?, input_layout, columns),
+                    *instructions,
+                );
                 let mut out = acc.try_as_plain_ram_mut()?;
                 sdot_product::product(weights, &x, *instructions, out.as_slice_mut::<i32>()?)
             }
@@ -461,7 +460,7 @@ impl PackedWeights {
                 let values = input.try_as_plain_ram()?;
                 let x = input_matrix(values.as_slice::<i8>()?, input_layout, rows);
                 let mut out = acc.try_as_plain_ram_mut()?;
-                let x = SdotRows::new(x.transposed());
+                let x = SdotRows::new(x.transposed(), *instructions);
                 sdot_product::product(&x, weights, *instructions, out.as_slice_mut::<i32>()?)
             }
         }
@@ -597,7 +596,7 @@ impl PackedWeights {
             PackedWeights::ArmWeightsLeft(weights, instructions) => {
                 let values = input.try_as_plain_ram()?;
                 let x = input_matrix(values.as_slice::<i8>()?, input_layout, positions);
-                let x = SdotColumns::new(x);
+                let x = SdotColumns::new(x, *instructions);
                 let scales = (scales, true);
                 sdot_product::product_requantized(weights, &x, *instructions, scales, grid, out)
             }
@@ -605,7 +604,7 @@ impl PackedWeights {
             PackedWeights::ArmWeightsRight(weights, instructions) => {
                 let values = input.try_as_plain_ram()?;
                 let x = input_matrix(values.as_slice::<i8>()?, input_layout, positions);
-                let x = SdotRows::new(x.transposed());
+                let x = SdotRows::new(x.transposed(), *instructions);
                 let scales = (scales, false);
                 sdot_product::product_requantized(&x, weights, *instructions, scales, grid, out)
             }

@@ -1,107 +1,129 @@
 //! The tile of [`super::sdot_product`] on plain NEON, for CPUs without the dot-product
-//! instructions (Cortex-A53, A72: the Pi 3 and 4, older Jetsons): the same packed operands and
-//! the same sums, eight rows by eight columns.
+//! instructions (Cortex-A53, A72: the Pi 3 and 4, older Jetsons): eight rows by eight columns,
+//! from operands packed in *chunks* of sixteen terms ([`chunks_from_quads`]).
 //!
-//! For each row, its group of four terms is copied to every 32-bit lane (`dup`); `smull` and
-//! `smlal` multiply two columns' groups by it for two groups of terms in turn and sum the two
-//! products of each term in 16-bit lanes, and `sadalp` adds neighbouring 16-bit lanes into the
-//! 32-bit sums: two per column, added at the end (`addp`). A 16-bit lane holds two products, so
-//! one operand must hold no -128: then each product is at most `127 * 128` in magnitude.
+//! A register holds one row's (or one column's) sixteen terms, so a row and a column meet
+//! without broadcasts: `smull` multiplies their low eight bytes, `smlal2` adds the products of
+//! the high eight, so each 16-bit lane sums two products, and `sadalp` adds neighbouring lanes
+//! into the 32-bit sums of that row and column; four rows by four columns take sixteen sums,
+//! reduced across their lanes (`addp`) at the end. A 16-bit lane holds two products, so one
+//! operand must hold no -128: then each product is at most `127 * 128` in magnitude.
 
 use std::arch::aarch64::*;
 
 use super::sdot_product::{COLUMNS, ROWS};
 
-/// Rows summed at a time: one vector of four rows' groups.
+/// Groups of four terms in one chunk.
+pub const CHUNK_QUADS: usize = 4;
+/// i32 values of one chunk of a block of eight entries.
+const CHUNK_LEN: usize = CHUNK_QUADS * ROWS;
+/// Rows (and columns) of one sub-tile.
 const HALF: usize = 4;
 
-/// Eight rows by eight columns over `quads` groups of four terms, as `sdot` sums them: lane `i`
-/// of `tile[r][v]` is the sum of row `r` and column `4 v + i`.
+/// The packing of [`super::sdot_product`] (for every group of four terms, eight entries' groups
+/// side by side, `quads` groups per block of eight entries) reordered into chunks: for every
+/// sixteen terms, each of the eight entries' sixteen terms in turn, zero past the depth. Returns
+/// the data and its groups of four terms per block, rounded up to whole chunks.
+pub fn chunks_from_quads(data: &[i32], quads: usize) -> (Vec<i32>, usize) {
+    let chunked_quads = quads.div_ceil(CHUNK_QUADS) * CHUNK_QUADS;
+    let blocks = data.len().checked_div(quads * ROWS).unwrap_or(0);
+    let mut chunked = vec![0i32; blocks * chunked_quads * ROWS];
+    for (block, target) in chunked.chunks_exact_mut(chunked_quads * ROWS).enumerate() {
+        let source = &data[block * quads * ROWS..(block + 1) * quads * ROWS];
+        for (chunk, target) in target.chunks_exact_mut(CHUNK_LEN).enumerate() {
+            let first = chunk * CHUNK_QUADS;
+            if first + CHUNK_QUADS <= quads {
+                let groups = &source[first * ROWS..(first + CHUNK_QUADS) * ROWS];
+                // SAFETY: `groups` holds four groups of eight entries, `target` room for
+                // eight entries' four groups.
+                unsafe { transpose_chunk(groups.as_ptr(), target.as_mut_ptr()) };
+            } else {
+                for q in first..quads {
+                    for e in 0..ROWS {
+                        target[e * CHUNK_QUADS + q - first] = source[q * ROWS + e];
+                    }
+                }
+            }
+        }
+    }
+    (chunked, chunked_quads)
+}
+
+/// Eight entries' four groups (`[entry][group]`) from four groups of eight entries
+/// (`[group][entry]`): two 4x4 transposes of 32-bit values.
 ///
 /// # Safety
-/// `rows` and `columns` point at `quads * 8` i32 values each; no value of one of them is -128.
+/// `source` points at 32 i32 values, `target` at room for 32.
+#[inline(always)]
+unsafe fn transpose_chunk(source: *const i32, target: *mut i32) {
+    for half in 0..2 {
+        let v: [int32x4_t; 4] =
+            std::array::from_fn(|q| vld1q_s32(source.add(q * ROWS + HALF * half)));
+        let (t0, t1) = (vtrn1q_s32(v[0], v[1]), vtrn2q_s32(v[0], v[1]));
+        let (t2, t3) = (vtrn1q_s32(v[2], v[3]), vtrn2q_s32(v[2], v[3]));
+        let wide = |t: int32x4_t| vreinterpretq_s64_s32(t);
+        let entries = [
+            vtrn1q_s64(wide(t0), wide(t2)),
+            vtrn1q_s64(wide(t1), wide(t3)),
+            vtrn2q_s64(wide(t0), wide(t2)),
+            vtrn2q_s64(wide(t1), wide(t3)),
+        ];
+        for (e, entry) in entries.iter().enumerate() {
+            vst1q_s32(
+                target.add((HALF * half + e) * CHUNK_QUADS),
+                vreinterpretq_s32_s64(*entry),
+            );
+        }
+    }
+}
+
+/// Eight rows by eight columns over `quads` groups of four terms (a multiple of
+/// [`CHUNK_QUADS`]) packed in chunks: lane `i` of `tile[r][v]` is the sum of row `r` and column
+/// `4 v + i`.
+///
+/// # Safety
+/// `rows` and `columns` point at `quads * 8` i32 values each, packed by [`chunks_from_quads`];
+/// no value of one of them is -128.
 #[target_feature(enable = "neon")]
 pub unsafe fn tile(rows: *const i32, columns: *const i32, quads: usize) -> [[int32x4_t; 2]; ROWS] {
+    let chunks = quads / CHUNK_QUADS;
     let mut tile = [[vdupq_n_s32(0); 2]; ROWS];
-    for half in 0..ROWS / HALF {
-        let rows = rows.add(half * HALF);
-        let mut sums = [[[vdupq_n_s32(0); 2]; 2]; HALF];
-        let mut q = 0;
-        while q + 2 <= quads {
-            let next = Some((rows.add((q + 1) * ROWS), columns.add((q + 1) * COLUMNS)));
-            pair_step(
-                &mut sums,
-                (rows.add(q * ROWS), columns.add(q * COLUMNS)),
-                next,
+    for row_half in 0..ROWS / HALF {
+        for column_half in 0..COLUMNS / HALF {
+            let sums = sub_tile(
+                rows.add(row_half * HALF * CHUNK_QUADS),
+                columns.add(column_half * HALF * CHUNK_QUADS),
+                chunks,
             );
-            q += 2;
-        }
-        if q < quads {
-            pair_step(
-                &mut sums,
-                (rows.add(q * ROWS), columns.add(q * COLUMNS)),
-                None,
-            );
-        }
-        for (r, row_sums) in sums.iter().enumerate() {
-            for (v, [low, high]) in row_sums.iter().enumerate() {
-                tile[half * HALF + r][v] = vpaddq_s32(*low, *high);
+            for (r, sum) in sums.into_iter().enumerate() {
+                tile[row_half * HALF + r][column_half] = sum;
             }
         }
     }
     tile
 }
 
-/// Adds one or two groups of four terms (`first`, then `second`) of four rows by eight columns
-/// to `sums[r][v]`: `[0]` columns `4 v` and `4 v + 1`, `[1]` columns `4 v + 2` and `4 v + 3`,
-/// two 32-bit lanes per column.
+/// Four rows by four columns over `chunks` chunks (each entry's sixteen terms in one
+/// register, the next entry's [`CHUNK_QUADS`] i32 values on): lane `j` of `sums[i]` is the sum
+/// of row `i` and column `j`.
 ///
 /// # Safety
-/// Each pair points at four rows' and eight columns' groups; no value of one side is -128.
+/// As [`tile`], for the four entries from `rows` and `columns`.
 #[target_feature(enable = "neon")]
 #[inline]
-unsafe fn pair_step(
-    sums: &mut [[[int32x4_t; 2]; 2]; HALF],
-    first: (*const i32, *const i32),
-    second: Option<(*const i32, *const i32)>,
-) {
-    let load = |(rows, columns): (*const i32, *const i32)| {
-        let columns = columns.cast::<i8>();
-        (
-            vld1q_s32(rows),
-            [vld1q_s8(columns), vld1q_s8(columns.add(16))],
-        )
-    };
-    let (rows, columns) = load(first);
-    let second = second.map(load);
-    for (r, row_sums) in sums.iter_mut().enumerate() {
-        let row = spread_row(rows, r);
-        let next_row = second.map(|(rows, _)| spread_row(rows, r));
-        for (v, [low, high]) in row_sums.iter_mut().enumerate() {
-            let mut low_products = vmull_s8(vget_low_s8(columns[v]), vget_low_s8(row));
-            let mut high_products = vmull_high_s8(columns[v], row);
-            if let (Some((_, next_columns)), Some(next_row)) = (second, next_row) {
-                low_products = vmlal_s8(
-                    low_products,
-                    vget_low_s8(next_columns[v]),
-                    vget_low_s8(next_row),
-                );
-                high_products = vmlal_high_s8(high_products, next_columns[v], next_row);
+unsafe fn sub_tile(rows: *const i32, columns: *const i32, chunks: usize) -> [int32x4_t; HALF] {
+    let mut acc = [[vdupq_n_s32(0); HALF]; HALF];
+    for chunk in 0..chunks {
+        let load = |at: *const i32, e: usize| vld1q_s8(at.add(chunk * CHUNK_LEN + e * 4).cast());
+        let r: [int8x16_t; HALF] = std::array::from_fn(|e| load(rows, e));
+        let c: [int8x16_t; HALF] = std::array::from_fn(|e| load(columns, e));
+        for (row, sums) in r.iter().zip(acc.iter_mut()) {
+            for (column, sum) in c.iter().zip(sums.iter_mut()) {
+                let pairs = vmull_s8(vget_low_s8(*row), vget_low_s8(*column));
+                let pairs = vmlal_high_s8(pairs, *row, *column);
+                *sum = vpadalq_s16(*sum, pairs);
             }
-            *low = vpadalq_s16(*low, low_products);
-            *high = vpadalq_s16(*high, high_products);
         }
     }
-}
-
-/// Row `r`'s group of four terms (lane `r` of `rows`) in every 32-bit lane, as bytes.
-#[target_feature(enable = "neon")]
-#[inline]
-fn spread_row(rows: int32x4_t, r: usize) -> int8x16_t {
-    vreinterpretq_s8_s32(match r {
-        0 => vdupq_laneq_s32::<0>(rows),
-        1 => vdupq_laneq_s32::<1>(rows),
-        2 => vdupq_laneq_s32::<2>(rows),
-        _ => vdupq_laneq_s32::<3>(rows),
-    })
+    acc.map(|[c0, c1, c2, c3]| vpaddq_s32(vpaddq_s32(c0, c1), vpaddq_s32(c2, c3)))
 }

@@ -7,10 +7,11 @@
 //!   four signed bytes by four signed bytes and adds the four products into a 32-bit lane, so one
 //!   instruction does four lanes times four terms; its lane index picks a row. It is written with
 //!   `asm!` (its Rust intrinsic is not stable yet).
-//! - Plain NEON (every aarch64 CPU: Cortex-A53, A72) in [`super::neon_pairs`]: `smull`/`smlal`
-//!   sum two products in 16-bit lanes, `sadalp` adds pairs of those into 32-bit lanes. Exact when
-//!   one operand holds no -128 (then a product is at most 127 * 128 in magnitude and two of them
-//!   fit 16 bits): the weights, which the quantizer keeps in [-127, 127].
+//! - Plain NEON (every aarch64 CPU: Cortex-A53, A72) in [`super::neon_pairs`], on operands
+//!   reordered into chunks of sixteen terms: `smull`/`smlal2` sum two products in 16-bit lanes,
+//!   `sadalp` adds pairs of those into 32-bit lanes. Exact when one operand holds no -128 (then a
+//!   product is at most 127 * 128 in magnitude and two of them fit 16 bits): the weights, which
+//!   the quantizer keeps in [-127, 127].
 //!
 //! Both stay signed: a product is at most 2^14 in magnitude and depths are kept below 2^16, so
 //! no i32 sum overflows.
@@ -49,7 +50,7 @@ impl TileInstructions {
     pub fn kernel_name(self) -> &'static str {
         match self {
             TileInstructions::Sdot => "dermedge_arm64_sdot_i32_8x8",
-            TileInstructions::NeonPairs => "dermedge_arm64_neon_pairs_i32_8x8",
+            TileInstructions::NeonPairs => "dermedge_arm64_neon_pairs_i32_8x8x16",
         }
     }
 
@@ -63,76 +64,107 @@ impl TileInstructions {
 }
 
 /// The left operand, `rows x depth`, in tiles of eight rows: for every group of four terms, the
-/// tile's eight rows' groups side by side, zero past the last row and the last term.
+/// tile's eight rows' groups side by side, zero past the last row and the last term (for the
+/// NEON pairs, reordered into chunks of sixteen terms).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SdotRows {
     data: Vec<i32>,
     count: usize,
     quads: usize,
+    /// The tile instructions the packing is laid out for.
+    instructions: TileInstructions,
     /// Whether no value is -128 (known for weights only).
     above_minimum: bool,
 }
 
 impl SdotRows {
-    /// Packs `matrix` (`rows x depth`).
-    pub fn new(matrix: Strided) -> SdotRows {
-        let (count, depth) = matrix.shape;
+    /// Packs `matrix` (`rows x depth`) for `instructions`.
+    pub fn new(matrix: Strided, instructions: TileInstructions) -> SdotRows {
+        let (data, quads) = pack(&matrix, true, instructions);
         SdotRows {
-            data: pack_by_eight(&matrix, true),
-            count,
-            quads: depth.div_ceil(4),
+            data,
+            count: matrix.shape.0,
+            quads,
+            instructions,
             above_minimum: false,
         }
     }
 
-    /// Packs weights (`rows x depth`), noting whether the NEON pairs can take them.
-    pub fn weights(matrix: Strided) -> SdotRows {
+    /// Packs weights (`rows x depth`) for `instructions`, noting whether the NEON pairs can
+    /// take them.
+    pub fn weights(matrix: Strided, instructions: TileInstructions) -> SdotRows {
         SdotRows {
             above_minimum: above_minimum(&matrix),
-            ..SdotRows::new(matrix)
+            ..SdotRows::new(matrix, instructions)
         }
     }
 
     /// Whether a product with these weights runs on `instructions`.
     pub fn runs_on(&self, instructions: TileInstructions) -> bool {
-        instructions == TileInstructions::Sdot || self.above_minimum
+        self.instructions == instructions
+            && (instructions == TileInstructions::Sdot || self.above_minimum)
     }
 }
 
 /// The right operand, `depth x columns`, in panels of eight columns: for every group of four
-/// terms, the panel's eight columns' groups side by side, zero past the last column.
+/// terms, the panel's eight columns' groups side by side, zero past the last column (for the
+/// NEON pairs, reordered into chunks of sixteen terms).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SdotColumns {
     data: Vec<i32>,
     count: usize,
     quads: usize,
+    /// The tile instructions the packing is laid out for.
+    instructions: TileInstructions,
     /// Whether no value is -128 (known for weights only).
     above_minimum: bool,
 }
 
 impl SdotColumns {
-    /// Packs `matrix` (`depth x columns`).
-    pub fn new(matrix: Strided) -> SdotColumns {
-        let (depth, count) = matrix.shape;
+    /// Packs `matrix` (`depth x columns`) for `instructions`.
+    pub fn new(matrix: Strided, instructions: TileInstructions) -> SdotColumns {
+        let (data, quads) = pack(&matrix, false, instructions);
         SdotColumns {
-            data: pack_by_eight(&matrix, false),
-            count,
-            quads: depth.div_ceil(4),
+            data,
+            count: matrix.shape.1,
+            quads,
+            instructions,
             above_minimum: false,
         }
     }
 
-    /// Packs weights (`depth x columns`), noting whether the NEON pairs can take them.
-    pub fn weights(matrix: Strided) -> SdotColumns {
+    /// Packs weights (`depth x columns`) for `instructions`, noting whether the NEON pairs can
+    /// take them.
+    pub fn weights(matrix: Strided, instructions: TileInstructions) -> SdotColumns {
         SdotColumns {
             above_minimum: above_minimum(&matrix),
-            ..SdotColumns::new(matrix)
+            ..SdotColumns::new(matrix, instructions)
         }
     }
 
     /// Whether a product with these weights runs on `instructions`.
     pub fn runs_on(&self, instructions: TileInstructions) -> bool {
-        instructions == TileInstructions::Sdot || self.above_minimum
+        self.instructions == instructions
+            && (instructions == TileInstructions::Sdot || self.above_minimum)
+    }
+}
+
+/// `matrix` packed by eight entries for `instructions`, and its groups of four terms per
+/// entry.
+fn pack(
+    matrix: &Strided,
+    terms_along_rows: bool,
+    instructions: TileInstructions,
+) -> (Vec<i32>, usize) {
+    let depth = if terms_along_rows {
+        matrix.shape.1
+    } else {
+        matrix.shape.0
+    };
+    let (data, quads) = (pack_by_eight(matrix, terms_along_rows), depth.div_ceil(4));
+    match instructions {
+        TileInstructions::Sdot => (data, quads),
+        TileInstructions::NeonPairs => neon_pairs::chunks_from_quads(&data, quads),
     }
 }
 
@@ -346,6 +378,10 @@ fn check(
     out_len: usize,
 ) -> TractResult<()> {
     ensure!(
+        a.instructions == instructions && b.instructions == instructions,
+        "the {instructions:?} product of operands packed for another tile"
+    );
+    ensure!(
         a.quads == b.quads,
         "sdot product of operands of different depths"
     );
@@ -514,8 +550,8 @@ mod tests {
     ) {
         if set == TileInstructions::Sdot {
             return check(
-                SdotRows::new(a),
-                SdotColumns::new(b),
+                SdotRows::new(a, set),
+                SdotColumns::new(b, set),
                 direct_product(&a, &b),
             );
         }
@@ -526,8 +562,8 @@ mod tests {
                 ..a
             };
             check(
-                SdotRows::weights(a),
-                SdotColumns::new(b),
+                SdotRows::weights(a, set),
+                SdotColumns::new(b, set),
                 direct_product(&a, &b),
             )
         } else {
@@ -537,8 +573,8 @@ mod tests {
                 ..b
             };
             check(
-                SdotRows::new(a),
-                SdotColumns::weights(b),
+                SdotRows::new(a, set),
+                SdotColumns::weights(b, set),
                 direct_product(&a, &b),
             )
         }
@@ -579,15 +615,16 @@ mod tests {
         let values = [-128i8; 16];
         let a = Strided::row_major(&values, 4, 4);
         let mut out = vec![0i32; 16];
+        let neon = TileInstructions::NeonPairs;
         let error = product(
-            &SdotRows::new(a),
-            &SdotColumns::new(a),
-            TileInstructions::NeonPairs,
+            &SdotRows::new(a, neon),
+            &SdotColumns::new(a, neon),
+            neon,
             &mut out,
         )
         .unwrap_err();
         assert!(error.to_string().contains("-128"), "{error}");
-        assert!(!SdotRows::weights(a).above_minimum);
+        assert!(!SdotRows::weights(a, neon).above_minimum);
     }
 
     /// Requantized in the registers, the product gives the portable requantization of the
