@@ -2,8 +2,9 @@
 //! prepared once, and its loops, portable and per architecture.
 //!
 //! Products and sums run in f32 on integer values (`|w| <= 127`, `|x - zero point| <= 255`,
-//! nine taps), which is exact and vectorizes on every x86-64 and aarch64 CPU; on aarch64 with
-//! the dot product they run on the bytes with `sdot`, to the same integers.
+//! nine taps), which is exact and vectorizes on every x86-64 CPU; on aarch64 they run on the
+//! bytes, to the same integers: with `sdot` on the dot-product set, with `smull`/`smlal` pairs
+//! on the NEON set (f32 where a weight is -128).
 
 #[cfg(target_arch = "aarch64")]
 use super::aarch64::depthwise as arch;
@@ -107,6 +108,10 @@ impl DepthwiseLayer {
         if !channels_last && arch::convolve_planes_dot(set, &self.triples, input, first, out) {
             return;
         }
+        #[cfg(target_arch = "aarch64")]
+        if !channels_last && arch::convolve_planes_pairs(set, &self.triples, input, first, out) {
+            return;
+        }
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         if !channels_last && arch::convolve_planes(set, &self.grouped, input, first, out) {
             return;
@@ -129,6 +134,10 @@ impl DepthwiseLayer {
     pub fn convolve_rows(&self, set: KernelSet, input: &[i8], first_row: usize, out: &mut [i8]) {
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         if arch::convolve_rows_dot(set, &self.triples, input, first_row, BAND_ROWS, out) {
+            return;
+        }
+        #[cfg(target_arch = "aarch64")]
+        if arch::convolve_rows_pairs(set, &self.triples, input, first_row, out) {
             return;
         }
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]

@@ -4,10 +4,10 @@
 //! A [`KernelSet`] names one family of CPUs: `portable` (plain Rust loops and tract-linalg's
 //! generic matrix kernels, the reference), `x86-avx2`, `x86-avx512` and `x86-avx512-vnni` (this
 //! crate's x86 kernels, the last with `vpdpbusd` matrix products and depthwise layers, and
-//! tract-linalg's native ones), `aarch64-neon` (this crate's NEON depthwise kernels, the other loops compiled for
-//! aarch64, whose vectors are NEON, and tract-linalg's arm64 NEON matrix kernels) and
-//! `aarch64-neon-sdot` (the same with this crate's `sdot` matrix product, which requantizes in
-//! its registers, and `sdot` depthwise kernels). The rewrite picks one set for a member (the best
+//! tract-linalg's native ones), `aarch64-neon` (this crate's matrix product and depthwise
+//! kernels on `smull`/`smlal` pairs, which requantize in their registers, and the other loops
+//! compiled for aarch64, whose vectors are NEON) and `aarch64-neon-sdot` (the same with `sdot`
+//! for the matrix product and the depthwise layers). The rewrite picks one set for a member (the best
 //! this CPU runs, or the one `DERMEDGE_INT8_KERNELS` names) and every op it builds keeps it, so
 //! a plan says which code it runs. Every set writes the same integers as [`KernelSet::PORTABLE`];
 //! only the instructions differ.

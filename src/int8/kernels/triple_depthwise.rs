@@ -33,6 +33,8 @@ pub struct TripleDepthwise {
     pub plane_weights: Vec<i8>,
     /// `[groups * GROUP]`: the sum of each channel's nine weights.
     pub weight_sums: Vec<i32>,
+    /// Whether no weight is -128 (then two products fit a 16-bit lane).
+    pub weights_above_minimum: bool,
     /// `[groups * GROUP]`.
     pub multiplier: Vec<f32>,
     /// `[groups * GROUP]`.
@@ -107,6 +109,7 @@ impl TripleDepthwise {
             weights: grouped,
             plane_weights,
             weight_sums,
+            weights_above_minimum: weights.iter().all(|w| *w != i8::MIN),
             multiplier: by_channel(multiplier),
             offset: by_channel(offset),
             grid,

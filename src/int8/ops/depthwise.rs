@@ -262,10 +262,17 @@ mod tests {
     /// Every kernel set writes the portable set's values exactly, in both layouts: whole and
     /// partial channel groups, rows split across bands, planes on and off the vector width
     /// (small planes run channels-last inside, large ones plane by plane), both strides, and
-    /// the extreme inputs.
+    /// the extreme inputs, with weights as this project's quantizer makes them (no -128: the
+    /// NEON pairs' two products per 16-bit lane then reach 32512) and as another may.
     #[test]
     fn every_kernel_set_matches_the_portable_loops_exactly() {
         let mut rng = TestRng(0x5851_f42d_4c95_7f2d);
+        for lowest_weight in [-127, i8::MIN] {
+            every_set_matches_with_weights_from(&mut rng, lowest_weight);
+        }
+    }
+
+    fn every_set_matches_with_weights_from(rng: &mut TestRng, lowest_weight: i8) {
         for (channels, height, width, stride) in [
             (8, 5, 6, 1),
             (16, 19, 11, 2),
@@ -289,6 +296,9 @@ mod tests {
                         .iter_mut()
                         .for_each(|v| *v = if *v < 0 { -128 } else { 127 });
                 }
+                weights
+                    .iter_mut()
+                    .for_each(|v| *v = (*v).max(lowest_weight));
                 let (oh, ow) = output_size(height, width, stride);
                 let weight_scales: Vec<f32> =
                     (0..channels).map(|_| rng.f32_in(0.001, 0.05)).collect();

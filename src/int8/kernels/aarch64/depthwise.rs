@@ -105,6 +105,30 @@ pub fn convolve_planes(
     true
 }
 
+/// [`TripleDepthwise::convolve_rows_pairs`] on the NEON set; `false`, with nothing written,
+/// for another set, a shape the layer refuses or weights holding -128.
+pub fn convolve_rows_pairs(
+    set: KernelSet,
+    layer: &TripleDepthwise,
+    input: &[i8],
+    first_row: usize,
+    out: &mut [i8],
+) -> bool {
+    set.has_neon() && layer.convolve_rows_pairs(input, first_row, out)
+}
+
+/// [`TripleDepthwise::convolve_planes_pairs`] on the NEON set; `false`, with nothing written,
+/// where [`convolve_rows_pairs`] would be.
+pub fn convolve_planes_pairs(
+    set: KernelSet,
+    layer: &TripleDepthwise,
+    input: &[i8],
+    first: usize,
+    out: &mut [i8],
+) -> bool {
+    set.has_neon() && layer.convolve_planes_pairs(input, first, out)
+}
+
 /// [`TripleDepthwise::convolve_rows`] on the dot-product set; `false`, with nothing written, for
 /// another set or a shape the layer refuses.
 pub fn convolve_rows_dot(

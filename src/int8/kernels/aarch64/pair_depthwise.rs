@@ -1,0 +1,238 @@
+//! The depthwise layers of the aarch64 NEON set ([`TripleDepthwise`]) on the bytes themselves,
+//! for CPUs without the dot product: `smull` and `smlal` sum two taps' products of eight
+//! channels (or outputs) in 16-bit lanes, and `saddw` widens each pair into the 32-bit sums, so
+//! nine taps take four pairs and one single tap.
+//!
+//! A 16-bit lane holds two products, so the weights must hold no -128 (then a product is at most
+//! `128 * 127` in magnitude): [`TripleDepthwise::weights_above_minimum`]. The input keeps its
+//! zero point, padding holds it, and the sums start at `-zero_point * sum(weights)`, so they are
+//! the integers the portable loops sum and requantize as they do.
+
+use std::arch::aarch64::*;
+
+use super::vectors::{Eight, Quantizer, LANES};
+use crate::int8::kernels::triple_depthwise::{TripleDepthwise, GROUP};
+
+/// Output rows a channels-last band computes: its padded input rows stay in the cache.
+const BAND_ROWS: usize = 8;
+
+/// Eight lanes' sums of nine taps, from `start`: lane `i` of `sums[v]` adds the products of
+/// lane `4 v + i` of `x[t]` and `weights[t]`. Eight lanes at a time keep the nine weights, the
+/// sums and the requantization's constants in registers.
+#[inline(always)]
+unsafe fn nine_taps(
+    x: [int8x8_t; 9],
+    weights: &[int8x8_t; 9],
+    start: [int32x4_t; 2],
+) -> [int32x4_t; 2] {
+    let mut sums = start;
+    let mut add = |pairs: int16x8_t| {
+        sums[0] = vaddw_s16(sums[0], vget_low_s16(pairs));
+        sums[1] = vaddw_high_s16(sums[1], pairs);
+    };
+    for pair in 0..4 {
+        let (a, b) = (2 * pair, 2 * pair + 1);
+        add(vmlal_s8(vmull_s8(x[a], weights[a]), x[b], weights[b]));
+    }
+    add(vmull_s8(x[8], weights[8]));
+    sums
+}
+
+impl TripleDepthwise {
+    /// Convolves output rows `first_row..` (as many as `out` holds) of channels-last `input`
+    /// into channels-last `out` on NEON pairs; `false`, with nothing written, when the sizes
+    /// do not fit the layer or a weight is -128.
+    pub fn convolve_rows_pairs(&self, input: &[i8], first_row: usize, out: &mut [i8]) -> bool {
+        if !self.weights_above_minimum || !self.fits_rows(input, out) {
+            return false;
+        }
+        let (c, ow, pw) = (self.channels, self.output_width(), self.width + 2);
+        let row_len = ow * c;
+        let mut band = vec![0i8; self.band_input_rows(BAND_ROWS) * pw * GROUP];
+        for (at, out) in out.chunks_mut(BAND_ROWS * row_len).enumerate() {
+            for group in 0..c.div_ceil(GROUP) {
+                // SAFETY: the sizes fit the layer (checked above) and `band` holds the band's
+                // padded input rows of one group; NEON is part of every aarch64 target.
+                unsafe {
+                    self.fill_band(
+                        input,
+                        first_row + at * BAND_ROWS,
+                        out.len() / row_len,
+                        group,
+                        &mut band,
+                    );
+                    self.sum_band(&band, group, out);
+                }
+            }
+        }
+        true
+    }
+
+    /// Copies the input rows of the band from output row `first_row` (`rows` output rows) of
+    /// channel group `group` into `band`: `[input rows][width + 2][GROUP]`, the zero point in
+    /// the padding and in the lanes past the channels.
+    #[target_feature(enable = "neon")]
+    unsafe fn fill_band(
+        &self,
+        input: &[i8],
+        first_row: usize,
+        rows: usize,
+        group: usize,
+        band: &mut [i8],
+    ) {
+        let (w, c, pw) = (self.width, self.channels, self.width + 2);
+        let lanes = GROUP.min(c - group * GROUP);
+        let zero_point = vdupq_n_s8(self.input_zero_point);
+        for r in 0..self.band_input_rows(rows) {
+            let row = band.as_mut_ptr().add(r * pw * GROUP);
+            let Some(y) = self.input_row(first_row, r) else {
+                for x in 0..pw {
+                    vst1q_s8(row.add(x * GROUP), zero_point);
+                }
+                continue;
+            };
+            vst1q_s8(row, zero_point);
+            vst1q_s8(row.add((w + 1) * GROUP), zero_point);
+            let mut source = input.as_ptr().add(y * w * c + group * GROUP);
+            for x in 1..=w {
+                let slot = row.add(x * GROUP);
+                if lanes == GROUP {
+                    vst1q_s8(slot, vld1q_s8(source));
+                } else {
+                    vst1q_s8(slot, zero_point);
+                    std::ptr::copy_nonoverlapping(source, slot, lanes);
+                }
+                source = source.add(c);
+            }
+        }
+    }
+
+    /// Sums and requantizes channel group `group` of the band's output rows (`out`) from its
+    /// padded input rows, eight channels at a time.
+    #[target_feature(enable = "neon")]
+    unsafe fn sum_band(&self, band: &[i8], group: usize, out: &mut [i8]) {
+        let (c, s, ow, pw) = (
+            self.channels,
+            self.stride,
+            self.output_width(),
+            self.width + 2,
+        );
+        let lanes = GROUP.min(c - group * GROUP);
+        let rows: [int8x16x4_t; 3] = std::array::from_fn(|ky| {
+            vld4q_s8(self.weights.as_ptr().add((group * 3 + ky) * 4 * GROUP))
+        });
+        let taps: [int8x16_t; 9] = [
+            rows[0].0, rows[0].1, rows[0].2, rows[1].0, rows[1].1, rows[1].2, rows[2].0, rows[2].1,
+            rows[2].2,
+        ];
+        let offsets: [usize; 9] = std::array::from_fn(|tap| (tap / 3 * pw + tap % 3) * GROUP);
+        let grid = Quantizer::new(self.grid);
+        for half in 0..lanes.div_ceil(LANES) {
+            let at = group * GROUP + half * LANES;
+            let half_lanes = LANES.min(lanes - half * LANES);
+            let weights = taps.map(|tap| match half {
+                0 => vget_low_s8(tap),
+                _ => vget_high_s8(tap),
+            });
+            let start: [int32x4_t; 2] = std::array::from_fn(|v| {
+                let sums = vld1q_s32(self.weight_sums.as_ptr().add(at + 4 * v));
+                vmulq_n_s32(sums, -i32::from(self.input_zero_point))
+            });
+            let multiplier = Eight::load(self.multiplier.as_ptr().add(at));
+            let offset = Eight::load(self.offset.as_ptr().add(at));
+            for (oy, out_row) in out.chunks_exact_mut(ow * c).enumerate() {
+                let mut corner = band.as_ptr().add(oy * s * pw * GROUP + half * LANES);
+                let mut target = out_row.as_mut_ptr().add(at);
+                for _ in 0..ow {
+                    let x = offsets.map(|tap| vld1_s8(corner.add(tap)));
+                    let sums = Eight::from_sums(nine_taps(x, &weights, start));
+                    grid.store(sums, multiplier, offset, target, half_lanes);
+                    corner = corner.add(s * GROUP);
+                    target = target.add(c);
+                }
+            }
+        }
+    }
+
+    /// Convolves channels `first..` (as many as `out` holds, plane after plane) of
+    /// channels-first `input` on NEON pairs, sixteen outputs of a row at a time; `false`, with
+    /// nothing written, when the sizes do not fit the layer or a weight is -128.
+    pub fn convolve_planes_pairs(&self, input: &[i8], first: usize, out: &mut [i8]) -> bool {
+        if !self.weights_above_minimum || !self.fits_planes(input, first, out) {
+            return false;
+        }
+        let (h, w) = (self.height, self.width);
+        let pw = w + 2;
+        let mut padded = vec![0i8; (h + 2) * pw + 2 * GROUP];
+        for (at, out) in out.chunks_exact_mut(self.output_plane_len()).enumerate() {
+            let channel = first + at;
+            let plane = &input[channel * h * w..(channel + 1) * h * w];
+            // SAFETY: the plane fits the layer (checked above) and `padded` holds its padded
+            // rows with room for a vector past the last; NEON is part of every aarch64 target.
+            unsafe { self.convolve_plane_pairs(channel, plane, &mut padded, out) };
+        }
+        true
+    }
+
+    /// One channel's plane: its rows padded with the zero point (at stride 2, each row's even
+    /// padded columns, then its odd ones), so that each tap of sixteen consecutive outputs
+    /// reads sixteen consecutive bytes; bytes past a row reach only outputs past its end, which
+    /// are not stored.
+    #[target_feature(enable = "neon")]
+    unsafe fn convolve_plane_pairs(
+        &self,
+        channel: usize,
+        plane: &[i8],
+        padded: &mut [i8],
+        out: &mut [i8],
+    ) {
+        let (w, s, ow, pw) = (self.width, self.stride, self.output_width(), self.width + 2);
+        let zero_point = self.input_zero_point;
+        let evens = pw.div_ceil(2);
+        padded.fill(zero_point);
+        for (y, source) in plane.chunks_exact(w).enumerate() {
+            let row = &mut padded[(y + 1) * pw..(y + 2) * pw];
+            if s == 1 {
+                row[1..=w].copy_from_slice(source);
+            } else {
+                // Input column x is padded column x + 1: even x go to the odd half.
+                let (even_half, odd_half) = row.split_at_mut(evens);
+                let mut x = 0;
+                while x + 2 * GROUP <= w {
+                    let pair = vld2q_s8(source.as_ptr().add(x));
+                    vst1q_s8(odd_half.as_mut_ptr().add(x / 2), pair.0);
+                    vst1q_s8(even_half.as_mut_ptr().add(x / 2 + 1), pair.1);
+                    x += 2 * GROUP;
+                }
+                for (x, v) in source.iter().enumerate().skip(x) {
+                    if x % 2 == 0 {
+                        odd_half[x / 2] = *v;
+                    } else {
+                        even_half[x / 2 + 1] = *v;
+                    }
+                }
+            }
+        }
+        let weights: [int8x8_t; 9] = std::array::from_fn(|tap| {
+            vdup_n_s8(self.plane_weights[channel * 48 + tap / 3 * 16 + tap % 3])
+        });
+        let start = [vdupq_n_s32(-i32::from(zero_point) * self.weight_sums[channel]); 2];
+        let multiplier = Eight::splat(self.multiplier[channel]);
+        let offset = Eight::splat(self.offset[channel]);
+        let grid = Quantizer::new(self.grid);
+        let columns: [usize; 3] = if s == 1 { [0, 1, 2] } else { [0, evens, 1] };
+        for (oy, out_row) in out.chunks_exact_mut(ow).enumerate() {
+            let taps: [*const i8; 9] = std::array::from_fn(|tap| {
+                padded
+                    .as_ptr()
+                    .add((oy * s + tap / 3) * pw + columns[tap % 3])
+            });
+            for ox in (0..ow).step_by(LANES) {
+                let x = taps.map(|tap| vld1_s8(tap.add(ox)));
+                let sums = Eight::from_sums(nine_taps(x, &weights, start));
+                let target = out_row.as_mut_ptr().add(ox);
+                grid.store(sums, multiplier, offset, target, LANES.min(ow - ox));
+            }
+        }
+    }
+}
