@@ -12,11 +12,12 @@ use serde_json::Value;
 use crate::util::*;
 
 /// Every kernel set's name, whether this CPU runs it or not.
-const SETS: [&str; 6] = [
+const SETS: [&str; 7] = [
     "portable",
     "x86-avx2",
     "x86-avx512",
     "x86-avx512-vnni",
+    "x86-avx512-vnni-vbmi",
     "aarch64-neon",
     "aarch64-neon-sdot",
 ];

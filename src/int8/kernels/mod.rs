@@ -4,7 +4,8 @@
 //! A [`KernelSet`] names one family of CPUs: `portable` (plain Rust loops and tract-linalg's
 //! generic matrix kernels, the reference), `x86-avx2`, `x86-avx512` and `x86-avx512-vnni` (this
 //! crate's x86 kernels, the last with `vpdpbusd` matrix products and depthwise layers, and
-//! tract-linalg's native ones), `aarch64-neon` (this crate's matrix product and depthwise
+//! tract-linalg's native ones), `x86-avx512-vnni-vbmi` (the VNNI set whose depthwise layers
+//! gather their taps with `vpermb` instead of laying them out in memory), `aarch64-neon` (this crate's matrix product and depthwise
 //! kernels on `smull`/`smlal` pairs, which requantize in their registers, and the other loops
 //! compiled for aarch64, whose vectors are NEON) and `aarch64-neon-sdot` (the same with `sdot`
 //! for the matrix product and the depthwise layers). The rewrite picks one set for a member (the best
@@ -37,6 +38,7 @@ struct CpuFeatures {
     avx2_fma: bool,
     avx512_bw: bool,
     avx512_vnni: bool,
+    avx512_vbmi: bool,
     dotprod: bool,
 }
 
@@ -55,6 +57,7 @@ impl CpuFeatures {
             avx2_fma,
             avx512_bw,
             avx512_vnni: avx512_bw && is_x86_feature_detected!("avx512vnni"),
+            avx512_vbmi: avx512_bw && is_x86_feature_detected!("avx512vbmi"),
             dotprod: false,
         }
     }
@@ -80,15 +83,17 @@ enum Family {
     X86Avx2,
     X86Avx512,
     X86Avx512Vnni,
+    X86Avx512VnniVbmi,
     Aarch64Neon,
     Aarch64NeonSdot,
 }
 
-const FAMILIES: [Family; 6] = [
+const FAMILIES: [Family; 7] = [
     Family::Portable,
     Family::X86Avx2,
     Family::X86Avx512,
     Family::X86Avx512Vnni,
+    Family::X86Avx512VnniVbmi,
     Family::Aarch64Neon,
     Family::Aarch64NeonSdot,
 ];
@@ -100,6 +105,7 @@ impl Family {
             Family::X86Avx2 => "x86-avx2",
             Family::X86Avx512 => "x86-avx512",
             Family::X86Avx512Vnni => "x86-avx512-vnni",
+            Family::X86Avx512VnniVbmi => "x86-avx512-vnni-vbmi",
             Family::Aarch64Neon => "aarch64-neon",
             Family::Aarch64NeonSdot => "aarch64-neon-sdot",
         }
@@ -111,6 +117,7 @@ impl Family {
             Family::X86Avx2 => cpu.avx2_fma,
             Family::X86Avx512 => cpu.avx512_bw,
             Family::X86Avx512Vnni => cpu.avx512_vnni,
+            Family::X86Avx512VnniVbmi => cpu.avx512_vnni && cpu.avx512_vbmi,
             // NEON (Advanced SIMD) is part of every aarch64 Linux target.
             Family::Aarch64Neon => cfg!(target_arch = "aarch64"),
             Family::Aarch64NeonSdot => cfg!(target_arch = "aarch64") && cpu.dotprod,
@@ -199,13 +206,16 @@ impl KernelSet {
     fn has_avx2_fma(self) -> bool {
         matches!(
             self.0,
-            Family::X86Avx2 | Family::X86Avx512 | Family::X86Avx512Vnni
+            Family::X86Avx2 | Family::X86Avx512 | Family::X86Avx512Vnni | Family::X86Avx512VnniVbmi
         )
     }
 
     /// Whether AVX-512 F and BW may run.
     fn has_avx512_bw(self) -> bool {
-        matches!(self.0, Family::X86Avx512 | Family::X86Avx512Vnni)
+        matches!(
+            self.0,
+            Family::X86Avx512 | Family::X86Avx512Vnni | Family::X86Avx512VnniVbmi
+        )
     }
 
     /// Whether this crate's aarch64 NEON kernels may run.
@@ -222,7 +232,13 @@ impl KernelSet {
     /// Whether AVX-512 VNNI may run.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn has_avx512_vnni(self) -> bool {
-        self.0 == Family::X86Avx512Vnni
+        matches!(self.0, Family::X86Avx512Vnni | Family::X86Avx512VnniVbmi)
+    }
+
+    /// Whether AVX-512 VBMI (byte permutes) may run, with VNNI.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    fn has_avx512_vbmi(self) -> bool {
+        self.0 == Family::X86Avx512VnniVbmi
     }
 
     /// Runs `kernel`, compiled for this set's vector instructions: the loops of the int8 ops are

@@ -1,8 +1,9 @@
-//! The depthwise layers of the x86-64 AVX-512 VNNI set ([`TripleDepthwise`]): `vpdpbusd`
+//! The depthwise layers of the x86-64 AVX-512 VNNI sets ([`TripleDepthwise`]): `vpdpbusd`
 //! multiplies the triples' unsigned bytes (the input plus 128) by the signed weights and sums
 //! four products into each 32-bit lane, so sixteen channels of an output (channels-last) or
 //! sixteen outputs of a plane take three instructions; the sums start at `-(zero_point + 128) *
-//! sum(weights)`.
+//! sum(weights)`. With VBMI (`x86-avx512-vnni-vbmi`) one `vpermb` per kernel row gathers the
+//! triples from the padded input rows in registers; without it they are laid out in memory.
 
 use std::arch::x86_64::*;
 
@@ -20,12 +21,104 @@ pub fn convolve_rows_dot(
     band_rows: usize,
     out: &mut [i8],
 ) -> bool {
+    if set.has_avx512_vbmi() {
+        return layer.for_each_band(input, first_row, band_rows, out, |first, out, scratch| {
+            // SAFETY: a set with VBMI exists only on a CPU with AVX-512 F, BW, VNNI and VBMI;
+            // the band fits the layer.
+            unsafe { convolve_band_gathered(layer, input, first, out, scratch) }
+        });
+    }
     set.has_avx512_vnni()
         && layer.for_each_band(input, first_row, band_rows, out, |first, out, scratch| {
             // SAFETY: a set with AVX-512 VNNI exists only on a CPU with AVX-512 F, BW and
             // VNNI; the band fits the layer and the scratch its sizes.
             unsafe { convolve_band(layer, input, first, out, scratch) }
         })
+}
+
+/// For `vpermb`, each channel's three taps of a kernel row from three consecutive padded
+/// channels-last columns of sixteen channels (48 bytes): byte `4 i + k` of a group of triples is
+/// byte `16 k + i` (`k < 3`; the fourth meets a zero weight).
+const COLUMN_TAPS: [u8; TRIPLES] = {
+    let mut index = [0u8; TRIPLES];
+    let mut j = 0;
+    while j < TRIPLES {
+        if j % 4 < 3 {
+            index[j] = (16 * (j % 4) + j / 4) as u8;
+        }
+        j += 1;
+    }
+    index
+};
+
+/// For `vpermb`, the three taps of sixteen consecutive outputs of a padded plane row: byte `4 i
+/// + k` of a group of triples is byte `stride * i + k` (`k < 3`).
+const fn plane_taps(stride: usize) -> [u8; TRIPLES] {
+    let mut index = [0u8; TRIPLES];
+    let mut j = 0;
+    while j < TRIPLES {
+        if j % 4 < 3 {
+            index[j] = (stride * (j / 4) + j % 4) as u8;
+        }
+        j += 1;
+    }
+    index
+}
+
+/// [`convolve_band`] with each output's triples gathered from the band's padded input rows by
+/// `vpermb` as they are summed, instead of laid out in memory first.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi")]
+unsafe fn convolve_band_gathered(
+    layer: &TripleDepthwise,
+    input: &[i8],
+    first_row: usize,
+    out: &mut [i8],
+    scratch: &mut Scratch,
+) {
+    let (c, s, ow, pw) = (
+        layer.channels,
+        layer.stride,
+        layer.output_width(),
+        layer.width + 2,
+    );
+    let input_rows = layer.band_input_rows(out.len() / (ow * c));
+    let row_len = pw * GROUP;
+    let band = &mut scratch.triples;
+    band.resize(band.len().max(input_rows * row_len + TRIPLES), 0);
+    let quantizer = Quantizer::new(layer);
+    let start_factor = _mm512_set1_epi32(-(i32::from(layer.input_zero_point) + 128));
+    let gather = _mm512_loadu_si512(COLUMN_TAPS.as_ptr().cast());
+    for group in 0..c.div_ceil(GROUP) {
+        let lanes = GROUP.min(c - group * GROUP);
+        for r in 0..input_rows {
+            let y = layer.input_row(first_row, r);
+            let row = &mut band[r * row_len..(r + 1) * row_len];
+            fill_padded_row(layer, input, y, (group, lanes), row);
+        }
+        let at = group * GROUP;
+        let weights: [__m512i; 3] = std::array::from_fn(|ky| {
+            let at = (group * 3 + ky) * TRIPLES;
+            _mm512_loadu_si512(layer.weights.as_ptr().add(at).cast())
+        });
+        let sums = _mm512_loadu_si512(layer.weight_sums.as_ptr().add(at).cast());
+        let start = _mm512_mullo_epi32(sums, start_factor);
+        let multiplier = _mm512_loadu_ps(layer.multiplier.as_ptr().add(at));
+        let offset = _mm512_loadu_ps(layer.offset.as_ptr().add(at));
+        for (oy, out_row) in out.chunks_exact_mut(ow * c).enumerate() {
+            let kernel_rows: [*const i8; 3] =
+                std::array::from_fn(|ky| band.as_ptr().add((oy * s + ky) * row_len));
+            for ox in 0..ow {
+                let mut sum = start;
+                for (ky, row) in kernel_rows.iter().enumerate() {
+                    let columns = _mm512_loadu_si512(row.add(ox * s * GROUP).cast());
+                    let x = _mm512_permutexvar_epi8(gather, columns);
+                    sum = _mm512_dpbusd_epi32(sum, x, weights[ky]);
+                }
+                let target = out_row.as_mut_ptr().add(ox * c + at);
+                store_quantized(sum, (multiplier, offset), &quantizer, target, lanes);
+            }
+        }
+    }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
@@ -94,11 +187,27 @@ unsafe fn fill_triples(
     padded_row: &mut [i8],
     target: &mut [i8],
 ) {
+    fill_padded_row(layer, input, y, (group, lanes), padded_row);
+    store_row_triples(layer, padded_row, target);
+}
+
+/// Copies input row `y` (padding where `None`) of channel group `group` (`lanes` channels) into
+/// `padded_row` as unsigned bytes, [`GROUP`] channels per column, with a padding column on each
+/// side: `width + 2` columns holding the input plus 128, the zero point's where padded. Bytes of
+/// channels past `lanes` are left as they were: they meet zero weights.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn fill_padded_row(
+    layer: &TripleDepthwise,
+    input: &[i8],
+    y: Option<usize>,
+    (group, lanes): (usize, usize),
+    padded_row: &mut [i8],
+) {
     let (w, c) = (layer.width, layer.channels);
     let pad = unsigned_bits(layer.input_zero_point);
     let Some(y) = y else {
-        padded_row.fill(pad);
-        return store_row_triples(layer, padded_row, target);
+        padded_row[..(w + 2) * GROUP].fill(pad);
+        return;
     };
     padded_row[..GROUP].fill(pad);
     padded_row[(w + 1) * GROUP..(w + 2) * GROUP].fill(pad);
@@ -115,7 +224,6 @@ unsafe fn fill_triples(
             }
         }
     }
-    store_row_triples(layer, padded_row, target);
 }
 
 /// Lays out a padded channels-last row (`width + 2` slots of [`GROUP`] channels) as triples,
@@ -140,11 +248,90 @@ pub fn convolve_planes_dot(
     first: usize,
     out: &mut [i8],
 ) -> bool {
+    if set.has_avx512_vbmi() {
+        return layer.for_each_plane(input, first, out, |channel, plane, out, scratch| {
+            // SAFETY: as in `convolve_rows_dot`.
+            unsafe { convolve_plane_gathered(layer, channel, plane, scratch, out) }
+        });
+    }
     set.has_avx512_vnni()
         && layer.for_each_plane(input, first, out, |channel, plane, out, scratch| {
             // SAFETY: as in `convolve_rows_dot`.
             unsafe { convolve_plane(layer, channel, plane, scratch, out) }
         })
+}
+
+/// [`convolve_plane`] with the triples of sixteen outputs gathered from the padded input rows by
+/// `vpermb` as they are summed. The padded rows hold the zero point at columns 0 and `width + 1`;
+/// bytes past them reach only outputs past the row's end, which are not stored.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi")]
+unsafe fn convolve_plane_gathered(
+    layer: &TripleDepthwise,
+    channel: usize,
+    plane: &[i8],
+    scratch: &mut Scratch,
+    out: &mut [i8],
+) {
+    let (h, w, s, ow) = (
+        layer.height,
+        layer.width,
+        layer.stride,
+        layer.output_width(),
+    );
+    let pw = w + 2;
+    let rows = &mut scratch.triples;
+    rows.resize(rows.len().max((h + 2) * pw + TRIPLES), 0);
+    let pad = unsigned_bits(layer.input_zero_point);
+    rows[..pw].fill(pad);
+    rows[(h + 1) * pw..(h + 2) * pw].fill(pad);
+    let flip = _mm_set1_epi8(i8::MIN);
+    for (y, source) in plane.chunks_exact(w).enumerate() {
+        let row = &mut rows[(y + 1) * pw..(y + 2) * pw];
+        row[0] = pad;
+        row[w + 1] = pad;
+        let mut x = 0;
+        while x + GROUP <= w {
+            let values = _mm_loadu_si128(source.as_ptr().add(x).cast());
+            _mm_storeu_si128(
+                row.as_mut_ptr().add(x + 1).cast(),
+                _mm_xor_si128(values, flip),
+            );
+            x += GROUP;
+        }
+        for (d, v) in row[x + 1..=w].iter_mut().zip(&source[x..]) {
+            *d = unsigned_bits(*v);
+        }
+    }
+    let taps = match s {
+        1 => plane_taps(1),
+        _ => plane_taps(2),
+    };
+    let gather = _mm512_loadu_si512(taps.as_ptr().cast());
+    let weights: [__m512i; 3] = std::array::from_fn(|ky| {
+        let at = layer.plane_weights.as_ptr().add((channel * 3 + ky) * 16);
+        _mm512_broadcast_i32x4(_mm_loadu_si128(at.cast()))
+    });
+    let start = -(i32::from(layer.input_zero_point) + 128) * layer.weight_sums[channel];
+    let start = _mm512_set1_epi32(start);
+    let scales = (
+        _mm512_set1_ps(layer.multiplier[channel]),
+        _mm512_set1_ps(layer.offset[channel]),
+    );
+    let quantizer = Quantizer::new(layer);
+    for (oy, out_row) in out.chunks_exact_mut(ow).enumerate() {
+        let kernel_rows: [*const i8; 3] =
+            std::array::from_fn(|ky| rows.as_ptr().add((oy * s + ky) * pw));
+        for ox in (0..ow).step_by(GROUP) {
+            let mut sum = start;
+            for (ky, row) in kernel_rows.iter().enumerate() {
+                let columns = _mm512_loadu_si512(row.add(ox * s).cast());
+                let x = _mm512_permutexvar_epi8(gather, columns);
+                sum = _mm512_dpbusd_epi32(sum, x, weights[ky]);
+            }
+            let target = out_row.as_mut_ptr().add(ox);
+            store_quantized(sum, scales, &quantizer, target, GROUP.min(ow - ox));
+        }
+    }
 }
 
 /// One channel's plane. The padded row holds the zero point at columns 0 and `width + 1`; its
