@@ -71,7 +71,8 @@ impl QuadRows {
     }
 
     /// Activations, `positions x depth`, made unsigned. Contiguous rows whose depth is a
-    /// multiple of four are copied four bytes at a time.
+    /// multiple of four are copied four bytes at a time; contiguous columns (channels-first
+    /// activations) are interleaved 32 positions at a time ([`interleave_rows_avx2`]).
     pub fn activations(matrix: Strided) -> QuadRows {
         let (count, depth) = matrix.shape;
         let quads = depth.div_ceil(4);
@@ -83,6 +84,8 @@ impl QuadRows {
                         ^ SIGN_BITS) as i32
                 })
                 .collect()
+        } else if matrix.strides.0 == 1 {
+            interleave_columns(&matrix)
         } else {
             (0..count * quads)
                 .map(|at| quad(&matrix, at / quads, at % quads, SIGN_BITS, true))
@@ -166,6 +169,35 @@ impl QuadPanels {
             corrections: vec![],
         }
     }
+}
+
+/// The row side's groups of `matrix` (`positions x depth`, positions contiguous) made unsigned:
+/// each whole panel of [`PANEL`] positions interleaved by [`interleave_rows_avx2`] on the
+/// transposed matrix, then moved to its rows; the last positions and terms one group at a time.
+fn interleave_columns(matrix: &Strided) -> Vec<i32> {
+    let (count, depth) = matrix.shape;
+    let quads = depth.div_ceil(4);
+    let mut data = vec![0i32; count * quads];
+    let (columns, whole_quads) = (matrix.transposed(), depth / 4);
+    let mut panel = vec![0i32; whole_quads * PANEL];
+    let whole = count / PANEL * PANEL;
+    for first in (0..whole).step_by(PANEL) {
+        // SAFETY: AVX2 is part of every CPU with AVX-512 VNNI, which a QuadRows product is only
+        // built for; the rows read are within the matrix.
+        unsafe { interleave_rows_avx2(&columns, first, whole_quads, SIGN_BITS, &mut panel) };
+        for (q, values) in panel.chunks_exact(PANEL).enumerate() {
+            for (j, value) in values.iter().enumerate() {
+                data[(first + j) * quads + q] = *value;
+            }
+        }
+    }
+    for at in 0..count * quads {
+        let (position, q) = (at / quads, at % quads);
+        if position >= whole || q >= whole_quads {
+            data[at] = quad(matrix, position, q, SIGN_BITS, true);
+        }
+    }
+    data
 }
 
 /// Packs the first `quads` four-term groups of the 32-column panel at column `first` of a
