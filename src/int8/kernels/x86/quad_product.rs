@@ -191,10 +191,10 @@ fn interleave_columns(matrix: &Strided) -> Vec<i32> {
             }
         }
     }
-    for at in 0..count * quads {
+    for (at, value) in data.iter_mut().enumerate() {
         let (position, q) = (at / quads, at % quads);
         if position >= whole || q >= whole_quads {
-            data[at] = quad(matrix, position, q, SIGN_BITS, true);
+            *value = quad(matrix, position, q, SIGN_BITS, true);
         }
     }
     data
