@@ -86,7 +86,6 @@ unsafe fn convolve_band_gathered(
     let band = &mut scratch.triples;
     band.resize(band.len().max(input_rows * row_len + TRIPLES), 0);
     let quantizer = Quantizer::new(layer);
-    let start_factor = _mm512_set1_epi32(-(i32::from(layer.input_zero_point) + 128));
     let gather = _mm512_loadu_si512(COLUMN_TAPS.as_ptr().cast());
     for group in 0..c.div_ceil(GROUP) {
         let lanes = GROUP.min(c - group * GROUP);
@@ -96,26 +95,17 @@ unsafe fn convolve_band_gathered(
             fill_padded_row(layer, input, y, (group, lanes), row);
         }
         let at = group * GROUP;
-        let weights: [__m512i; 3] = std::array::from_fn(|ky| {
-            let at = (group * 3 + ky) * TRIPLES;
-            _mm512_loadu_si512(layer.weights.as_ptr().add(at).cast())
-        });
-        let sums = _mm512_loadu_si512(layer.weight_sums.as_ptr().add(at).cast());
-        let start = _mm512_mullo_epi32(sums, start_factor);
-        let multiplier = _mm512_loadu_ps(layer.multiplier.as_ptr().add(at));
-        let offset = _mm512_loadu_ps(layer.offset.as_ptr().add(at));
+        let sums = RowSums::of_group(layer, group);
         for (oy, out_row) in out.chunks_exact_mut(ow * c).enumerate() {
             let kernel_rows: [*const i8; 3] =
                 std::array::from_fn(|ky| band.as_ptr().add((oy * s + ky) * row_len));
             for ox in 0..ow {
-                let mut sum = start;
-                for (ky, row) in kernel_rows.iter().enumerate() {
-                    let columns = _mm512_loadu_si512(row.add(ox * s * GROUP).cast());
-                    let x = _mm512_permutexvar_epi8(gather, columns);
-                    sum = _mm512_dpbusd_epi32(sum, x, weights[ky]);
-                }
+                let sum = sums.of(|ky| {
+                    let columns = _mm512_loadu_si512(kernel_rows[ky].add(ox * s * GROUP).cast());
+                    _mm512_permutexvar_epi8(gather, columns)
+                });
                 let target = out_row.as_mut_ptr().add(ox * c + at);
-                store_quantized(sum, (multiplier, offset), &quantizer, target, lanes);
+                store_quantized(sum, sums.scales, &quantizer, target, lanes);
             }
         }
     }
@@ -136,7 +126,6 @@ unsafe fn convolve_band(
         padded_row,
     } = scratch;
     let quantizer = Quantizer::new(layer);
-    let start_factor = _mm512_set1_epi32(-(i32::from(layer.input_zero_point) + 128));
     for group in 0..c.div_ceil(GROUP) {
         let lanes = GROUP.min(c - group * GROUP);
         for r in 0..input_rows {
@@ -145,30 +134,15 @@ unsafe fn convolve_band(
             fill_triples(layer, input, y, (group, lanes), padded_row, row);
         }
         let at = group * GROUP;
-        let weights: [__m512i; 3] = std::array::from_fn(|ky| {
-            _mm512_loadu_si512(
-                layer
-                    .weights
-                    .as_ptr()
-                    .add((group * 3 + ky) * TRIPLES)
-                    .cast(),
-            )
-        });
-        let sums = _mm512_loadu_si512(layer.weight_sums.as_ptr().add(at).cast());
-        let start = _mm512_mullo_epi32(sums, start_factor);
-        let multiplier = _mm512_loadu_ps(layer.multiplier.as_ptr().add(at));
-        let offset = _mm512_loadu_ps(layer.offset.as_ptr().add(at));
+        let sums = RowSums::of_group(layer, group);
         for (oy, out_row) in out.chunks_exact_mut(ow * c).enumerate() {
             let kernel_rows: [*const i8; 3] =
                 std::array::from_fn(|ky| triples.as_ptr().add((oy * s + ky) * ow * TRIPLES));
             for ox in 0..ow {
-                let mut sum = start;
-                for (ky, row) in kernel_rows.iter().enumerate() {
-                    let x = _mm512_loadu_si512(row.add(ox * TRIPLES).cast());
-                    sum = _mm512_dpbusd_epi32(sum, x, weights[ky]);
-                }
+                let sum =
+                    sums.of(|ky| _mm512_loadu_si512(kernel_rows[ky].add(ox * TRIPLES).cast()));
                 let target = out_row.as_mut_ptr().add(ox * c + at);
-                store_quantized(sum, (multiplier, offset), &quantizer, target, lanes);
+                store_quantized(sum, sums.scales, &quantizer, target, lanes);
             }
         }
     }
@@ -307,29 +281,18 @@ unsafe fn convolve_plane_gathered(
         _ => plane_taps(2),
     };
     let gather = _mm512_loadu_si512(taps.as_ptr().cast());
-    let weights: [__m512i; 3] = std::array::from_fn(|ky| {
-        let at = layer.plane_weights.as_ptr().add((channel * 3 + ky) * 16);
-        _mm512_broadcast_i32x4(_mm_loadu_si128(at.cast()))
-    });
-    let start = -(i32::from(layer.input_zero_point) + 128) * layer.weight_sums[channel];
-    let start = _mm512_set1_epi32(start);
-    let scales = (
-        _mm512_set1_ps(layer.multiplier[channel]),
-        _mm512_set1_ps(layer.offset[channel]),
-    );
+    let sums = RowSums::of_channel(layer, channel);
     let quantizer = Quantizer::new(layer);
     for (oy, out_row) in out.chunks_exact_mut(ow).enumerate() {
         let kernel_rows: [*const i8; 3] =
             std::array::from_fn(|ky| rows.as_ptr().add((oy * s + ky) * pw));
         for ox in (0..ow).step_by(GROUP) {
-            let mut sum = start;
-            for (ky, row) in kernel_rows.iter().enumerate() {
-                let columns = _mm512_loadu_si512(row.add(ox * s).cast());
-                let x = _mm512_permutexvar_epi8(gather, columns);
-                sum = _mm512_dpbusd_epi32(sum, x, weights[ky]);
-            }
+            let sum = sums.of(|ky| {
+                let columns = _mm512_loadu_si512(kernel_rows[ky].add(ox * s).cast());
+                _mm512_permutexvar_epi8(gather, columns)
+            });
             let target = out_row.as_mut_ptr().add(ox);
-            store_quantized(sum, scales, &quantizer, target, GROUP.min(ow - ox));
+            store_quantized(sum, sums.scales, &quantizer, target, GROUP.min(ow - ox));
         }
     }
 }
@@ -384,29 +347,16 @@ unsafe fn convolve_plane(
             store_triples(left, middle, right, row.add(block * TRIPLES));
         }
     }
-    let weights: [__m512i; 3] = std::array::from_fn(|ky| {
-        let at = layer.plane_weights.as_ptr().add((channel * 3 + ky) * 16);
-        _mm512_broadcast_i32x4(_mm_loadu_si128(at.cast()))
-    });
-    let start = -(i32::from(layer.input_zero_point) + 128) * layer.weight_sums[channel];
-    let start = _mm512_set1_epi32(start);
-    let scales = (
-        _mm512_set1_ps(layer.multiplier[channel]),
-        _mm512_set1_ps(layer.offset[channel]),
-    );
+    let sums = RowSums::of_channel(layer, channel);
     let quantizer = Quantizer::new(layer);
     for (oy, out_row) in out.chunks_exact_mut(ow).enumerate() {
         let kernel_rows: [*const i8; 3] =
             std::array::from_fn(|ky| triples.as_ptr().add((oy * s + ky) * row_len));
         for block in 0..ow.div_ceil(GROUP) {
-            let mut sum = start;
-            for (ky, row) in kernel_rows.iter().enumerate() {
-                let x = _mm512_loadu_si512(row.add(block * TRIPLES).cast());
-                sum = _mm512_dpbusd_epi32(sum, x, weights[ky]);
-            }
+            let sum = sums.of(|ky| _mm512_loadu_si512(kernel_rows[ky].add(block * TRIPLES).cast()));
             let ox = block * GROUP;
             let target = out_row.as_mut_ptr().add(ox);
-            store_quantized(sum, scales, &quantizer, target, GROUP.min(ow - ox));
+            store_quantized(sum, sums.scales, &quantizer, target, GROUP.min(ow - ox));
         }
     }
 }
@@ -414,6 +364,64 @@ unsafe fn convolve_plane(
 /// The bits of the unsigned byte `vpdpbusd` reads for an input byte: the value plus 128.
 fn unsigned_bits(value: i8) -> i8 {
     value ^ i8::MIN
+}
+
+/// The constants of sixteen lanes' sums: a channel group's (channels-last) or one channel's
+/// (planes) weights per kernel row, its start `-(zero_point + 128) * sum(weights)` and its
+/// requantization scales.
+struct RowSums {
+    weights: [__m512i; 3],
+    start: __m512i,
+    scales: (__m512, __m512),
+}
+
+impl RowSums {
+    /// Channel group `group`'s sixteen channels.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn of_group(layer: &TripleDepthwise, group: usize) -> RowSums {
+        let at = group * GROUP;
+        let sums = _mm512_loadu_si512(layer.weight_sums.as_ptr().add(at).cast());
+        let start_factor = _mm512_set1_epi32(-(i32::from(layer.input_zero_point) + 128));
+        RowSums {
+            weights: std::array::from_fn(|ky| {
+                let at = (group * 3 + ky) * TRIPLES;
+                _mm512_loadu_si512(layer.weights.as_ptr().add(at).cast())
+            }),
+            start: _mm512_mullo_epi32(sums, start_factor),
+            scales: (
+                _mm512_loadu_ps(layer.multiplier.as_ptr().add(at)),
+                _mm512_loadu_ps(layer.offset.as_ptr().add(at)),
+            ),
+        }
+    }
+
+    /// Channel `channel`, in every lane.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn of_channel(layer: &TripleDepthwise, channel: usize) -> RowSums {
+        let start = -(i32::from(layer.input_zero_point) + 128) * layer.weight_sums[channel];
+        RowSums {
+            weights: std::array::from_fn(|ky| {
+                let at = layer.plane_weights.as_ptr().add((channel * 3 + ky) * 16);
+                _mm512_broadcast_i32x4(_mm_loadu_si128(at.cast()))
+            }),
+            start: _mm512_set1_epi32(start),
+            scales: (
+                _mm512_set1_ps(layer.multiplier[channel]),
+                _mm512_set1_ps(layer.offset[channel]),
+            ),
+        }
+    }
+
+    /// The sums of the triples `x(ky)` of the three kernel rows.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    #[inline]
+    fn of(&self, x: impl Fn(usize) -> __m512i) -> __m512i {
+        let mut sum = self.start;
+        for (ky, weights) in self.weights.iter().enumerate() {
+            sum = _mm512_dpbusd_epi32(sum, x(ky), *weights);
+        }
+        sum
+    }
 }
 
 /// A layer's output grid in vectors.
