@@ -42,13 +42,16 @@ impl PaddedPlanes {
         }
     }
 
-    pub fn fill(&self, source: &[f32], target: &mut [f32]) {
+    /// Copies the planes of `source` into their padded places in `target`, row by row on `V`'s
+    /// vectors.
+    #[inline(always)]
+    pub fn fill<V: FloatVector>(&self, source: &[f32], target: &mut [f32]) {
         let w = self.width;
         for (y, source) in source.chunks_exact(w).enumerate() {
             let at = self.row_at(y + 1);
             let row = &mut target[at..at + self.row_len];
             if self.stride == 1 {
-                row[1..=w].copy_from_slice(source);
+                copy_run::<V>(source, &mut row[1..=w]);
             } else {
                 let (evens, odds) = row.split_at_mut(self.even_columns);
                 let pairs = source.chunks_exact(2);
@@ -73,6 +76,21 @@ impl PaddedPlanes {
             _ => 1,
         };
         self.row_at(ky) + column
+    }
+}
+
+/// Copies `source` into `target`, of the same length, with `V`'s loads and stores: the rows of a
+/// stem layer are short, and this copies them without a call.
+#[inline(always)]
+pub fn copy_run<V: FloatVector>(source: &[f32], target: &mut [f32]) {
+    let len = source.len().min(target.len());
+    let whole = len / V::LANES * V::LANES;
+    for at in (0..whole).step_by(V::LANES) {
+        // SAFETY: `at + LANES <= whole <= len`, inside both slices.
+        unsafe { V::load(source.as_ptr().add(at)).store(target.as_mut_ptr().add(at)) };
+    }
+    for (t, s) in target[whole..len].iter_mut().zip(&source[whole..len]) {
+        *t = *s;
     }
 }
 

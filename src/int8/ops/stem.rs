@@ -19,8 +19,8 @@ use super::output_tensor;
 use crate::int8::grid::OutputGrid;
 use crate::int8::kernels::depthwise::output_size;
 use crate::int8::kernels::fixed_order::{
-    shared_blocks, sum_channel_positions, sum_shared_positions, Finish, FloatLoop, FloatVector,
-    PaddedPlanes, SHARED_CHANNELS,
+    copy_run, shared_blocks, sum_channel_positions, sum_shared_positions, Finish, FloatLoop,
+    FloatVector, PaddedPlanes, PlainLanes, SHARED_CHANNELS,
 };
 use crate::int8::kernels::{for_each_chunk, KernelSet};
 
@@ -163,7 +163,8 @@ impl ExactConv3x3 {
     }
 
     /// Writes the input planes of `group`, zero-padded ([`PaddedPlanes`]), into `planes`.
-    fn pad_group(&self, input: &[f32], group: usize, planes: &mut Vec<f32>) {
+    #[inline(always)]
+    fn pad_group<V: FloatVector>(&self, input: &[f32], group: usize, planes: &mut Vec<f32>) {
         let (h, w) = (self.height, self.width);
         let group_inputs = self.input_channels / self.groups;
         let padded = PaddedPlanes::new(h, w, self.stride);
@@ -173,7 +174,7 @@ impl ExactConv3x3 {
             .chunks_exact(h * w)
             .zip(planes.chunks_exact_mut(padded.len))
         {
-            padded.fill(source, target);
+            padded.fill::<V>(source, target);
         }
     }
 }
@@ -204,7 +205,7 @@ impl Exact for ExactConv3x3 {
             return Cow::Borrowed(input);
         }
         let mut planes = Vec::new();
-        self.pad_group(input, 0, &mut planes);
+        self.pad_group::<PlainLanes>(input, 0, &mut planes);
         Cow::Owned(planes)
     }
 
@@ -266,7 +267,7 @@ impl Exact for ExactConv3x3 {
                 input
             } else {
                 if group != padded_group {
-                    self.pad_group(input, group, &mut group_planes);
+                    self.pad_group::<V>(input, group, &mut group_planes);
                     padded_group = group;
                 }
                 &group_planes
@@ -286,7 +287,7 @@ impl Exact for ExactConv3x3 {
                 .chunks_exact(padded.row_len)
                 .zip(plane.chunks_exact_mut(ow))
             {
-                o.copy_from_slice(&row[..ow]);
+                copy_run::<V>(&row[..ow], o);
             }
         }
     }
