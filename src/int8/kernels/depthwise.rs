@@ -137,7 +137,7 @@ impl DepthwiseLayer {
             return;
         }
         #[cfg(target_arch = "aarch64")]
-        if arch::convolve_rows_pairs(set, &self.triples, input, first_row, out) {
+        if arch::convolve_rows_pairs(set, &self.triples, input, first_row, BAND_ROWS, out) {
             return;
         }
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]

@@ -112,9 +112,10 @@ pub fn convolve_rows_pairs(
     layer: &TripleDepthwise,
     input: &[i8],
     first_row: usize,
+    band_rows: usize,
     out: &mut [i8],
 ) -> bool {
-    set.has_neon() && layer.convolve_rows_pairs(input, first_row, out)
+    set.has_neon() && layer.convolve_rows_pairs(input, first_row, band_rows, out)
 }
 
 /// [`TripleDepthwise::convolve_planes_pairs`] on the NEON set; `false`, with nothing written,

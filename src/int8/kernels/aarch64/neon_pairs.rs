@@ -12,6 +12,7 @@
 use std::arch::aarch64::*;
 
 use super::sdot_product::{COLUMNS, ROWS};
+use super::vectors::transpose_4x4;
 
 /// Groups of four terms in one chunk.
 pub const CHUNK_QUADS: usize = 4;
@@ -59,20 +60,8 @@ unsafe fn transpose_chunk(source: *const i32, target: *mut i32) {
     for half in 0..2 {
         let v: [int32x4_t; 4] =
             std::array::from_fn(|q| vld1q_s32(source.add(q * ROWS + HALF * half)));
-        let (t0, t1) = (vtrn1q_s32(v[0], v[1]), vtrn2q_s32(v[0], v[1]));
-        let (t2, t3) = (vtrn1q_s32(v[2], v[3]), vtrn2q_s32(v[2], v[3]));
-        let wide = |t: int32x4_t| vreinterpretq_s64_s32(t);
-        let entries = [
-            vtrn1q_s64(wide(t0), wide(t2)),
-            vtrn1q_s64(wide(t1), wide(t3)),
-            vtrn2q_s64(wide(t0), wide(t2)),
-            vtrn2q_s64(wide(t1), wide(t3)),
-        ];
-        for (e, entry) in entries.iter().enumerate() {
-            vst1q_s32(
-                target.add((HALF * half + e) * CHUNK_QUADS),
-                vreinterpretq_s32_s64(*entry),
-            );
+        for (e, entry) in transpose_4x4(v).iter().enumerate() {
+            vst1q_s32(target.add((HALF * half + e) * CHUNK_QUADS), *entry);
         }
     }
 }

@@ -13,9 +13,6 @@ use std::arch::aarch64::*;
 use super::vectors::{Eight, Quantizer, LANES};
 use crate::int8::kernels::triple_depthwise::{TripleDepthwise, GROUP};
 
-/// Output rows a channels-last band computes: its padded input rows stay in the cache.
-const BAND_ROWS: usize = 8;
-
 /// Eight lanes' sums of nine taps, from `start`: lane `i` of `sums[v]` adds the products of
 /// lane `4 v + i` of `x[t]` and `weights[t]`. Eight lanes at a time keep the nine weights, the
 /// sums and the requantization's constants in registers.
@@ -40,32 +37,33 @@ unsafe fn nine_taps(
 
 impl TripleDepthwise {
     /// Convolves output rows `first_row..` (as many as `out` holds) of channels-last `input`
-    /// into channels-last `out` on NEON pairs; `false`, with nothing written, when the sizes
-    /// do not fit the layer or a weight is -128.
-    pub fn convolve_rows_pairs(&self, input: &[i8], first_row: usize, out: &mut [i8]) -> bool {
-        if !self.weights_above_minimum || !self.fits_rows(input, out) {
+    /// into channels-last `out` on NEON pairs, `band_rows` output rows at a time; `false`, with
+    /// nothing written, when the sizes do not fit the layer or a weight is -128.
+    pub fn convolve_rows_pairs(
+        &self,
+        input: &[i8],
+        first_row: usize,
+        band_rows: usize,
+        out: &mut [i8],
+    ) -> bool {
+        if !self.weights_above_minimum {
             return false;
         }
-        let (c, ow, pw) = (self.channels, self.output_width(), self.width + 2);
-        let row_len = ow * c;
-        let mut band = vec![0i8; self.band_input_rows(BAND_ROWS) * pw * GROUP];
-        for (at, out) in out.chunks_mut(BAND_ROWS * row_len).enumerate() {
-            for group in 0..c.div_ceil(GROUP) {
-                // SAFETY: the sizes fit the layer (checked above) and `band` holds the band's
-                // padded input rows of one group; NEON is part of every aarch64 target.
+        let row_len = self.output_width() * self.channels;
+        self.for_each_band(input, first_row, band_rows, out, |first, out, scratch| {
+            let rows = out.len() / row_len;
+            let band = &mut scratch.triples;
+            let len = self.band_input_rows(rows) * (self.width + 2) * GROUP;
+            band.resize(band.len().max(len), 0);
+            for group in 0..self.channels.div_ceil(GROUP) {
+                // SAFETY: the band fits the layer (`for_each_band`) and `band` holds its padded
+                // input rows of one group; NEON is part of every aarch64 target.
                 unsafe {
-                    self.fill_band(
-                        input,
-                        first_row + at * BAND_ROWS,
-                        out.len() / row_len,
-                        group,
-                        &mut band,
-                    );
-                    self.sum_band(&band, group, out);
+                    self.fill_band(input, first, rows, group, band);
+                    self.sum_band(band, group, out);
                 }
             }
-        }
-        true
+        })
     }
 
     /// Copies the input rows of the band from output row `first_row` (`rows` output rows) of
@@ -155,23 +153,20 @@ impl TripleDepthwise {
     }
 
     /// Convolves channels `first..` (as many as `out` holds, plane after plane) of
-    /// channels-first `input` on NEON pairs, sixteen outputs of a row at a time; `false`, with
+    /// channels-first `input` on NEON pairs, eight outputs of a row at a time; `false`, with
     /// nothing written, when the sizes do not fit the layer or a weight is -128.
     pub fn convolve_planes_pairs(&self, input: &[i8], first: usize, out: &mut [i8]) -> bool {
-        if !self.weights_above_minimum || !self.fits_planes(input, first, out) {
+        if !self.weights_above_minimum {
             return false;
         }
-        let (h, w) = (self.height, self.width);
-        let pw = w + 2;
-        let mut padded = vec![0i8; (h + 2) * pw + 2 * GROUP];
-        for (at, out) in out.chunks_exact_mut(self.output_plane_len()).enumerate() {
-            let channel = first + at;
-            let plane = &input[channel * h * w..(channel + 1) * h * w];
-            // SAFETY: the plane fits the layer (checked above) and `padded` holds its padded
+        let len = (self.height + 2) * (self.width + 2) + 2 * GROUP;
+        self.for_each_plane(input, first, out, |channel, plane, out, scratch| {
+            let padded = &mut scratch.triples;
+            padded.resize(padded.len().max(len), 0);
+            // SAFETY: the plane fits the layer (`for_each_plane`) and `padded` holds its padded
             // rows with room for a vector past the last; NEON is part of every aarch64 target.
-            unsafe { self.convolve_plane_pairs(channel, plane, &mut padded, out) };
-        }
-        true
+            unsafe { self.convolve_plane_pairs(channel, plane, &mut padded[..len], out) };
+        })
     }
 
     /// One channel's plane: its rows padded with the zero point (at stride 2, each row's even

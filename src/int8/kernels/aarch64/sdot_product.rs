@@ -22,7 +22,7 @@ use std::arch::asm;
 use tract_core::internal::*;
 
 use super::neon_pairs;
-use super::vectors::{Eight, Quantizer, LANES};
+use super::vectors::{transpose_4x4, Eight, Quantizer, LANES};
 use crate::int8::grid::OutputGrid;
 use crate::int8::kernels::matmul::{ChannelScales, Strided, SCALE_BLOCK};
 use crate::int8::kernels::quads::quad;
@@ -241,23 +241,11 @@ fn pack_by_eight(matrix: &Strided, terms_along_rows: bool) -> Vec<i32> {
 #[inline(always)]
 unsafe fn transpose_quads(source: *const i8, stride: usize, target: *mut i32) {
     for half in 0..2 {
-        let v: [uint32x4_t; 4] = std::array::from_fn(|e| {
-            vreinterpretq_u32_s8(vld1q_s8(source.add((4 * half + e) * stride)))
+        let v: [int32x4_t; 4] = std::array::from_fn(|e| {
+            vreinterpretq_s32_s8(vld1q_s8(source.add((4 * half + e) * stride)))
         });
-        let (t0, t1) = (vtrn1q_u32(v[0], v[1]), vtrn2q_u32(v[0], v[1]));
-        let (t2, t3) = (vtrn1q_u32(v[2], v[3]), vtrn2q_u32(v[2], v[3]));
-        let wide = |t: uint32x4_t| vreinterpretq_u64_u32(t);
-        let groups = [
-            vtrn1q_u64(wide(t0), wide(t2)),
-            vtrn1q_u64(wide(t1), wide(t3)),
-            vtrn2q_u64(wide(t0), wide(t2)),
-            vtrn2q_u64(wide(t1), wide(t3)),
-        ];
-        for (q, group) in groups.iter().enumerate() {
-            vst1q_s32(
-                target.add(q * ROWS + 4 * half),
-                vreinterpretq_s32_u64(*group),
-            );
+        for (q, group) in transpose_4x4(v).iter().enumerate() {
+            vst1q_s32(target.add(q * ROWS + 4 * half), *group);
         }
     }
 }

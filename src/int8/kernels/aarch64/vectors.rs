@@ -1,5 +1,5 @@
-//! Eight f32 lanes in two NEON vectors, and [`OutputGrid::quantize`] on them: the building
-//! blocks of the aarch64 depthwise and sdot kernels.
+//! Eight f32 lanes in two NEON vectors, [`OutputGrid::quantize`] on them, and a 4x4 transpose
+//! of 32-bit lanes: the building blocks of the aarch64 depthwise and matrix kernels.
 
 use std::arch::aarch64::*;
 
@@ -151,5 +151,24 @@ impl Quantizer {
             vst1_s8(all.as_mut_ptr(), bytes);
             std::ptr::copy_nonoverlapping(all.as_ptr(), target, lanes);
         }
+    }
+}
+
+/// The 4x4 transpose of four vectors of 32-bit values: lane `j` of vector `i` of the result is
+/// lane `i` of vector `j`.
+#[inline(always)]
+pub fn transpose_4x4(v: [int32x4_t; 4]) -> [int32x4_t; 4] {
+    // SAFETY: NEON is part of every aarch64 target.
+    unsafe {
+        let (t0, t1) = (vtrn1q_s32(v[0], v[1]), vtrn2q_s32(v[0], v[1]));
+        let (t2, t3) = (vtrn1q_s32(v[2], v[3]), vtrn2q_s32(v[2], v[3]));
+        let wide = |t: int32x4_t| vreinterpretq_s64_s32(t);
+        let narrow = |t: int64x2_t| vreinterpretq_s32_s64(t);
+        [
+            narrow(vtrn1q_s64(wide(t0), wide(t2))),
+            narrow(vtrn1q_s64(wide(t1), wide(t3))),
+            narrow(vtrn2q_s64(wide(t0), wide(t2))),
+            narrow(vtrn2q_s64(wide(t1), wide(t3))),
+        ]
     }
 }
