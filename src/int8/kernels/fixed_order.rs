@@ -5,6 +5,7 @@
 //! [`KernelSet::run_float`](super::KernelSet::run_float) on the set's vectors.
 
 use super::depthwise::output_size;
+use crate::int8::grid::OutputGrid;
 
 /// Zero-padded input planes, flattened so that each tap of all outputs reads one contiguous
 /// run: position `oy * row_len + ox` of a run is output `(oy, ox)`, and the columns past the
@@ -84,10 +85,21 @@ impl PaddedPlanes {
 #[inline(always)]
 pub fn copy_run<V: FloatVector>(source: &[f32], target: &mut [f32]) {
     let len = source.len().min(target.len());
+    let (from, to) = (source.as_ptr(), target.as_mut_ptr());
+    let fours = len / (4 * V::LANES) * (4 * V::LANES);
+    for at in (0..fours).step_by(4 * V::LANES) {
+        // SAFETY: `at + 4 * LANES <= fours <= len`, inside both slices.
+        unsafe {
+            let v: [V; 4] = std::array::from_fn(|i| V::load(from.add(at + i * V::LANES)));
+            for (i, v) in v.into_iter().enumerate() {
+                v.store(to.add(at + i * V::LANES));
+            }
+        }
+    }
     let whole = len / V::LANES * V::LANES;
-    for at in (0..whole).step_by(V::LANES) {
+    for at in (fours..whole).step_by(V::LANES) {
         // SAFETY: `at + LANES <= whole <= len`, inside both slices.
-        unsafe { V::load(source.as_ptr().add(at)).store(target.as_mut_ptr().add(at)) };
+        unsafe { V::load(from.add(at)).store(to.add(at)) };
     }
     for (t, s) in target[whole..len].iter_mut().zip(&source[whole..len]) {
         *t = *s;
@@ -130,6 +142,13 @@ pub trait FloatVector: Copy {
     #[inline(always)]
     fn splat_each<const C: usize>(weights: &[f32; C]) -> [Self; C] {
         std::array::from_fn(|c| Self::splat(weights[c]))
+    }
+    /// `out[i] = grid.quantize(values[i] * scale)` for every `i` of the shorter slice.
+    #[inline(always)]
+    fn quantize_run(values: &[f32], scale: f32, grid: OutputGrid, out: &mut [i8]) {
+        for (o, v) in out.iter_mut().zip(values) {
+            *o = grid.quantize(v * scale);
+        }
     }
 }
 

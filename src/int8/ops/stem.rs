@@ -237,13 +237,16 @@ impl Exact for ExactConv3x3 {
             .chunks_exact_mut(SHARED_CHANNELS * oh * ow)
             .enumerate()
         {
-            let planes = input;
             let channel = first + block * SHARED_CHANNELS;
             let weights = &self.shared[channel / SHARED_CHANNELS * terms..][..terms];
             let block_out = block_planes.as_mut_ptr();
             for oy in 0..oh {
                 let run = oy * padded.row_len;
-                let inputs = |term: usize| planes[starts[term] + run..].as_ptr();
+                // SAFETY: `sum_shared_positions` asks for terms `0..weights.len()`, and
+                // `weights` and `starts` hold `terms` values; every term's run from an output
+                // row lies inside `input` (the debug assertions above).
+                let inputs =
+                    |term: usize| unsafe { input.as_ptr().add(*starts.get_unchecked(term) + run) };
                 let finish = Finish {
                     bias: &self.bias[channel..channel + SHARED_CHANNELS],
                     clip,
@@ -273,7 +276,8 @@ impl Exact for ExactConv3x3 {
                 &group_planes
             };
             let weights = &self.weights[channel * terms..][..terms];
-            let inputs = |term: usize| planes[starts[term]..].as_ptr();
+            // SAFETY: as above, for the whole run of each term inside `planes`.
+            let inputs = |term: usize| unsafe { planes.as_ptr().add(*starts.get_unchecked(term)) };
             let rows_out = rows.as_mut_ptr();
             let finish = Finish {
                 bias: &self.bias[channel..=channel],
@@ -471,11 +475,10 @@ impl Exact for ExactPointwiseI8 {
         let (inverse_scale, grid) = (self.inverse_scale, self.grid);
         let quantize = |start: usize, len: usize| {
             for (c, out) in out.chunks_exact_mut(positions).enumerate() {
-                for (p, o) in out[start..start + len].iter_mut().enumerate() {
-                    // SAFETY: inside `block`, which holds `BLOCK` values per channel.
-                    let sum = unsafe { *sums.add(c * BLOCK + p) };
-                    *o = grid.quantize(sum * inverse_scale);
-                }
+                // SAFETY: inside `block`, which holds `BLOCK` values per channel and is not
+                // written while this slice lives.
+                let values = unsafe { std::slice::from_raw_parts(sums.add(c * BLOCK), len) };
+                V::quantize_run(values, inverse_scale, grid, &mut out[start..start + len]);
             }
         };
         // SAFETY: `input` holds `positions` values per input channel (`eval_exact`); `block`

@@ -2,6 +2,8 @@
 
 use std::arch::aarch64::*;
 
+use super::vectors::{Eight, Quantizer, LANES};
+use crate::int8::grid::OutputGrid;
 use crate::int8::kernels::fixed_order::{FloatLoop, FloatVector};
 
 /// Four f32 lanes in one NEON vector.
@@ -54,6 +56,26 @@ impl FloatVector for NeonLanes {
     #[inline(always)]
     fn min(self, other: Self) -> Self {
         unsafe { NeonLanes(vminnmq_f32(self.0, other.0)) }
+    }
+
+    /// Eight values at a time on the [`Quantizer`] of the matrix and depthwise kernels, with a
+    /// zero offset (`x * scale + 0` is `x * scale`, up to the sign of a zero).
+    #[inline(always)]
+    fn quantize_run(values: &[f32], scale: f32, grid: OutputGrid, out: &mut [i8]) {
+        let len = values.len().min(out.len());
+        let whole = len / LANES * LANES;
+        let quantizer = Quantizer::new(grid);
+        let (scales, zero) = (Eight::splat(scale), Eight::zero());
+        for at in (0..whole).step_by(LANES) {
+            // SAFETY: `at + LANES <= whole <= len`, inside both slices.
+            unsafe {
+                let x = Eight::load(values.as_ptr().add(at));
+                quantizer.store(x, scales, zero, out.as_mut_ptr().add(at), LANES);
+            }
+        }
+        for (o, v) in out[whole..len].iter_mut().zip(&values[whole..len]) {
+            *o = grid.quantize(v * scale);
+        }
     }
 
     /// Whole vectors of four weights, each lane broadcast from its vector, which `fmla` takes
