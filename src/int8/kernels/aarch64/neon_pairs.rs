@@ -70,10 +70,13 @@ unsafe fn transpose_chunk(source: *const i32, target: *mut i32) {
 /// [`CHUNK_QUADS`]) packed in chunks: lane `i` of `tile[r][v]` is the sum of row `r` and column
 /// `4 v + i`.
 ///
+/// Inlined into the loop over the tiles (NEON is part of every aarch64 target), so the sums go
+/// from the registers straight to the caller's stores.
+///
 /// # Safety
 /// `rows` and `columns` point at `quads * 8` i32 values each, packed by [`chunks_from_quads`];
 /// no value of one of them is -128.
-#[target_feature(enable = "neon")]
+#[inline(always)]
 pub unsafe fn tile(rows: *const i32, columns: *const i32, quads: usize) -> [[int32x4_t; 2]; ROWS] {
     let chunks = quads / CHUNK_QUADS;
     let mut tile = [[vdupq_n_s32(0); 2]; ROWS];
@@ -98,8 +101,7 @@ pub unsafe fn tile(rows: *const i32, columns: *const i32, quads: usize) -> [[int
 ///
 /// # Safety
 /// As [`tile`], for the four entries from `rows` and `columns`.
-#[target_feature(enable = "neon")]
-#[inline]
+#[inline(always)]
 unsafe fn sub_tile(rows: *const i32, columns: *const i32, chunks: usize) -> [int32x4_t; HALF] {
     let mut acc = [[vdupq_n_s32(0); HALF]; HALF];
     for chunk in 0..chunks {
