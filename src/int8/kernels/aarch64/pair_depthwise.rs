@@ -199,6 +199,21 @@ impl TripleDepthwise {
                     vst1q_s8(even_half.as_mut_ptr().add(x / 2 + 1), pair.1);
                     x += 2 * GROUP;
                 }
+                let mut half_vector = |x: usize| {
+                    let pair = vld2_s8(source.as_ptr().add(x));
+                    vst1_s8(odd_half.as_mut_ptr().add(x / 2), pair.0);
+                    vst1_s8(even_half.as_mut_ptr().add(x / 2 + 1), pair.1);
+                };
+                while x + GROUP <= w {
+                    half_vector(x);
+                    x += GROUP;
+                }
+                if x < w && w >= GROUP {
+                    // The last sixteen columns from an even one, some written again.
+                    let last = (w - GROUP) & !1;
+                    half_vector(last);
+                    x = last + GROUP;
+                }
                 for (x, v) in source.iter().enumerate().skip(x) {
                     if x % 2 == 0 {
                         odd_half[x / 2] = *v;
