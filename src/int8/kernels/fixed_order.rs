@@ -397,3 +397,72 @@ pub fn shared_blocks(weights: &[f32], terms: usize) -> Vec<[f32; SHARED_CHANNELS
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::int8::kernels::KernelSet;
+
+    /// [`FloatVector::quantize_run`] on one set's vectors.
+    struct QuantizeRun<'a> {
+        values: &'a [f32],
+        scale: f32,
+        grid: OutputGrid,
+        out: &'a mut [i8],
+    }
+
+    impl FloatLoop for QuantizeRun<'_> {
+        #[inline(always)]
+        fn run<V: FloatVector>(self) {
+            V::quantize_run(self.values, self.scale, self.grid, self.out)
+        }
+    }
+
+    /// Every set quantizes a run as [`OutputGrid::quantize`] does value by value: ties (to
+    /// even), both clips, NaN (to the lowest step), infinities, signed zeros, whole vectors and
+    /// a tail.
+    #[test]
+    fn quantized_runs_match_the_grid_on_every_set() {
+        let specials = [
+            0.5,
+            1.5,
+            2.5,
+            -0.5,
+            -1.5,
+            0.0,
+            -0.0,
+            1e9,
+            -1e9,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            127.49,
+            127.5,
+            -128.5,
+            3.25,
+        ];
+        let values: Vec<f32> = (0..53)
+            .map(|i| specials[i % specials.len()] + (i / specials.len()) as f32 * 7.0)
+            .collect();
+        for (scale, grid) in [
+            (
+                1.0,
+                OutputGrid::new(1.0, 128, f32::NEG_INFINITY, f32::INFINITY),
+            ),
+            (0.5, OutputGrid::new(4.0, 3, 0.0, 6.0)),
+            (3.0, OutputGrid::new(20.0, 250, -6.0, 6.0)),
+        ] {
+            let expected: Vec<i8> = values.iter().map(|v| grid.quantize(v * scale)).collect();
+            for kernels in KernelSet::runnable() {
+                let mut out = vec![0i8; values.len()];
+                kernels.run_float(QuantizeRun {
+                    values: &values,
+                    scale,
+                    grid,
+                    out: &mut out,
+                });
+                assert_eq!(out, expected, "{kernels}, scale {scale}");
+            }
+        }
+    }
+}

@@ -58,19 +58,21 @@ impl FloatVector for NeonLanes {
         unsafe { NeonLanes(vminnmq_f32(self.0, other.0)) }
     }
 
-    /// Eight values at a time on the [`Quantizer`] of the matrix and depthwise kernels, with a
-    /// zero offset (`x * scale + 0` is `x * scale`, up to the sign of a zero).
+    /// Sixteen values at a time on the [`Quantizer`] of the matrix and depthwise kernels.
     #[inline(always)]
     fn quantize_run(values: &[f32], scale: f32, grid: OutputGrid, out: &mut [i8]) {
+        const STEP: usize = 2 * LANES;
         let len = values.len().min(out.len());
-        let whole = len / LANES * LANES;
+        let whole = len / STEP * STEP;
         let quantizer = Quantizer::new(grid);
-        let (scales, zero) = (Eight::splat(scale), Eight::zero());
-        for at in (0..whole).step_by(LANES) {
-            // SAFETY: `at + LANES <= whole <= len`, inside both slices.
+        // SAFETY: NEON is part of every aarch64 target.
+        let scales = unsafe { vdupq_n_f32(scale) };
+        for at in (0..whole).step_by(STEP) {
+            // SAFETY: `at + STEP <= whole <= len`, inside both slices.
             unsafe {
-                let x = Eight::load(values.as_ptr().add(at));
-                quantizer.store(x, scales, zero, out.as_mut_ptr().add(at), LANES);
+                let x = values.as_ptr().add(at);
+                let x = [Eight::load(x), Eight::load(x.add(LANES))];
+                vst1q_s8(out.as_mut_ptr().add(at), quantizer.scaled_bytes(x, scales));
             }
         }
         for (o, v) in out[whole..len].iter_mut().zip(&values[whole..len]) {

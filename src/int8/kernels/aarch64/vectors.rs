@@ -130,6 +130,24 @@ impl Quantizer {
         }
     }
 
+    /// Sixteen quantized lanes of `x * scale` (no offset), as [`Quantizer::bytes`] gives them
+    /// with a zero offset.
+    #[inline(always)]
+    pub fn scaled_bytes(&self, x: [Eight; 2], scale: float32x4_t) -> int8x16_t {
+        // SAFETY: NEON is part of every aarch64 target.
+        unsafe {
+            let round = |v: float32x4_t| vcvtnq_s32_f32(vmaxnmq_f32(vmulq_f32(v, scale), self.low));
+            let words = |e: Eight| {
+                let shifted = vqaddq_s16(
+                    vcombine_s16(vqmovn_s32(round(e.0)), vqmovn_s32(round(e.1))),
+                    self.zero_point,
+                );
+                vminq_s16(shifted, self.high_byte)
+            };
+            vcombine_s8(vmovn_s16(words(x[0])), vmovn_s16(words(x[1])))
+        }
+    }
+
     /// Stores the first `lanes` of the eight quantized lanes at `target`.
     ///
     /// # Safety
