@@ -11,7 +11,9 @@
 //!   reordered into chunks of sixteen terms: `smull`/`smlal2` sum two products in 16-bit lanes,
 //!   `sadalp` adds pairs of those into 32-bit lanes. Exact when one operand holds no -128 (then a
 //!   product is at most 127 * 128 in magnitude and two of them fit 16 bits): the weights, which
-//!   the quantizer keeps in [-127, 127].
+//!   the quantizer keeps in [-127, 127]. With 7-bit weights (in [-63, 63], `dermedge-tools
+//!   quantize --pointwise-weight-bits 7`) a 16-bit lane sums four products, from two chunks
+//!   ([`neon_pairs::tile_fours`]); the same packing serves both.
 //!
 //! Both stay signed: a product is at most 2^14 in magnitude and depths are kept below 2^16, so
 //! no i32 sum overflows.
@@ -23,7 +25,7 @@ use tract_core::internal::*;
 
 use super::neon_pairs;
 use super::vectors::{transpose_4x4, Eight, Quantizer, LANES};
-use crate::int8::grid::OutputGrid;
+use crate::int8::grid::{OutputGrid, WEIGHT_BOUND_7_BITS};
 use crate::int8::kernels::matmul::{ChannelScales, Strided, SCALE_BLOCK};
 use crate::int8::kernels::quads::quad;
 use crate::int8::kernels::tile_order;
@@ -75,6 +77,8 @@ pub struct SdotRows {
     instructions: TileInstructions,
     /// Whether no value is -128 (known for weights only).
     above_minimum: bool,
+    /// Whether every value lies in [-63, 63] (known for weights only).
+    seven_bits: bool,
 }
 
 impl SdotRows {
@@ -87,6 +91,7 @@ impl SdotRows {
             quads,
             instructions,
             above_minimum: false,
+            seven_bits: false,
         }
     }
 
@@ -94,7 +99,8 @@ impl SdotRows {
     /// take them.
     pub fn weights(matrix: Strided, instructions: TileInstructions) -> SdotRows {
         SdotRows {
-            above_minimum: above_minimum(&matrix),
+            above_minimum: within(&matrix, i8::MAX),
+            seven_bits: within(&matrix, WEIGHT_BOUND_7_BITS),
             ..SdotRows::new(matrix, instructions)
         }
     }
@@ -118,6 +124,8 @@ pub struct SdotColumns {
     instructions: TileInstructions,
     /// Whether no value is -128 (known for weights only).
     above_minimum: bool,
+    /// Whether every value lies in [-63, 63] (known for weights only).
+    seven_bits: bool,
 }
 
 impl SdotColumns {
@@ -130,6 +138,7 @@ impl SdotColumns {
             quads,
             instructions,
             above_minimum: false,
+            seven_bits: false,
         }
     }
 
@@ -137,7 +146,8 @@ impl SdotColumns {
     /// take them.
     pub fn weights(matrix: Strided, instructions: TileInstructions) -> SdotColumns {
         SdotColumns {
-            above_minimum: above_minimum(&matrix),
+            above_minimum: within(&matrix, i8::MAX),
+            seven_bits: within(&matrix, WEIGHT_BOUND_7_BITS),
             ..SdotColumns::new(matrix, instructions)
         }
     }
@@ -168,10 +178,10 @@ fn pack(
     }
 }
 
-/// Whether no value of `matrix` is -128.
-fn above_minimum(matrix: &Strided) -> bool {
+/// Whether every value of `matrix` lies in `[-bound, bound]`.
+fn within(matrix: &Strided, bound: i8) -> bool {
     let (rows, columns) = matrix.shape;
-    (0..rows).all(|i| (0..columns).all(|j| matrix.at(i, j) != i8::MIN))
+    (0..rows).all(|i| (0..columns).all(|j| matrix.at(i, j).unsigned_abs() <= bound.unsigned_abs()))
 }
 
 /// The entries of `matrix` (its rows when the terms run along rows, else its columns) in
@@ -391,7 +401,8 @@ fn check(
 
 /// Calls `store(first_row, first_column, sums)` for every tile of the product, with the sums
 /// of the tile's rows inside the matrix (eight vectors pairs, fewer on the last row tile),
-/// computed on `instructions`.
+/// computed on `instructions` (on the NEON pairs, four products per 16-bit lane when one operand
+/// is weights within 7 bits).
 ///
 /// # Safety
 /// The CPU has the instructions, and `a` and `b` have the same depth.
@@ -405,6 +416,12 @@ unsafe fn for_each_tile(
         // SAFETY (both): the CPU has the instructions; each tile's operands hold `quads` steps
         // of eight i32 values.
         TileInstructions::Sdot => tiles(a, b, |r, c, q| unsafe { tile_sdot(r, c, q) }, store),
+        TileInstructions::NeonPairs if a.seven_bits || b.seven_bits => tiles(
+            a,
+            b,
+            |r, c, q| unsafe { neon_pairs::tile_fours(r, c, q) },
+            store,
+        ),
         TileInstructions::NeonPairs => {
             tiles(a, b, |r, c, q| unsafe { neon_pairs::tile(r, c, q) }, store)
         }
@@ -522,18 +539,34 @@ mod tests {
             .collect()
     }
 
-    /// `values` with -128 raised to -127: weights as the quantizer makes them.
-    fn as_weights(matrix: &Strided) -> Vec<i8> {
-        matrix.values.iter().map(|v| (*v).max(-127)).collect()
+    /// `values` clamped to `[-bound, bound]`: weights as the quantizer makes them (8 bits:
+    /// 127, 7 bits: 63).
+    fn as_weights(matrix: &Strided, bound: i8) -> Vec<i8> {
+        matrix
+            .values
+            .iter()
+            .map(|v| (*v).clamp(-bound, bound))
+            .collect()
     }
 
-    /// The operands of a product on `set`, with weights (no -128) on the left
+    /// The operands of a product on `set`, with 8-bit weights (no -128) on the left
     /// (`weights_left`) or on the right, and the direct product they must give.
     fn operands(
         a: Strided,
         b: Strided,
         set: TileInstructions,
         weights_left: bool,
+        check: impl FnOnce(SdotRows, SdotColumns, Vec<i32>),
+    ) {
+        bounded_operands(a, b, set, (weights_left, i8::MAX), check)
+    }
+
+    /// [`operands`] with weights in `[-bound, bound]`.
+    fn bounded_operands(
+        a: Strided,
+        b: Strided,
+        set: TileInstructions,
+        (weights_left, bound): (bool, i8),
         check: impl FnOnce(SdotRows, SdotColumns, Vec<i32>),
     ) {
         if set == TileInstructions::Sdot {
@@ -544,7 +577,7 @@ mod tests {
             );
         }
         if weights_left {
-            let values = as_weights(&a);
+            let values = as_weights(&a, bound);
             let a = Strided {
                 values: &values,
                 ..a
@@ -555,7 +588,7 @@ mod tests {
                 direct_product(&a, &b),
             )
         } else {
-            let values = as_weights(&b);
+            let values = as_weights(&b, bound);
             let b = Strided {
                 values: &values,
                 ..b
@@ -594,6 +627,50 @@ mod tests {
                     })
                 });
             }
+        }
+    }
+
+    /// With 7-bit weights the NEON pairs sum four products per 16-bit lane: the direct product
+    /// still, for odd and even chunk counts, with random and extreme values, and where every
+    /// lane reaches its largest sum (`4 * 63 * 128` and `4 * 63 * 127`).
+    #[test]
+    fn seven_bit_weights_match_the_direct_product_on_the_neon_pairs() {
+        let set = TileInstructions::NeonPairs;
+        if !set.available() {
+            return;
+        }
+        let shapes = [
+            (8, 16, 8),
+            (9, 17, 13),
+            (13, 40, 9),
+            (16, 96, 24),
+            (3, 161, 20),
+        ];
+        for weights_left in [true, false] {
+            let mut rng = TestRng(0x510e_527f_ade6_82d1);
+            for_each_operand_pair(&mut rng, &shapes, |a, b| {
+                bounded_operands(a, b, set, (weights_left, 63), |a, b, expected| {
+                    assert!(a.seven_bits || b.seven_bits);
+                    let mut out = vec![0i32; expected.len()];
+                    product(&a, &b, set, &mut out).unwrap();
+                    assert_eq!(out, expected, "{:?} x {:?}", a.count, b.count);
+                })
+            });
+        }
+        for (activation, weight) in [(-128i8, -63i8), (127, 63), (-128, 63)] {
+            let (rows, depth, columns) = (8, 64, 8);
+            let activations = vec![activation; rows * depth];
+            let weights = vec![weight; depth * columns];
+            let a = Strided::row_major(&activations, rows, depth);
+            let b = Strided::row_major(&weights, depth, columns);
+            let mut out = vec![0i32; rows * columns];
+            let weights = SdotColumns::weights(b, set);
+            product(&SdotRows::new(a, set), &weights, set, &mut out).unwrap();
+            let expected = depth as i32 * i32::from(activation) * i32::from(weight);
+            assert!(
+                out.iter().all(|v| *v == expected),
+                "{activation} x {weight}"
+            );
         }
     }
 
