@@ -13,7 +13,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::sdot_product::{COLUMNS, ROWS};
+use super::sdot_product::{LiveHalves, ROWS};
 use super::vectors::transpose_4x4;
 
 /// Groups of four terms in one chunk.
@@ -70,7 +70,8 @@ unsafe fn transpose_chunk(source: *const i32, target: *mut i32) {
 
 /// Eight rows by eight columns over `quads` groups of four terms (a multiple of
 /// [`CHUNK_QUADS`]) packed in chunks: lane `i` of `tile[r][v]` is the sum of row `r` and column
-/// `4 v + i`.
+/// `4 v + i`. Only the first `live.0` halves of four rows and `live.1` halves of four columns
+/// are summed (the others stay zero): a last tile of four rows or columns does half the work.
 ///
 /// Inlined into the loop over the tiles (NEON is part of every aarch64 target), so the sums go
 /// from the registers straight to the caller's stores.
@@ -79,11 +80,16 @@ unsafe fn transpose_chunk(source: *const i32, target: *mut i32) {
 /// `rows` and `columns` point at `quads * 8` i32 values each, packed by [`chunks_from_quads`];
 /// no value of one of them is -128.
 #[inline(always)]
-pub unsafe fn tile(rows: *const i32, columns: *const i32, quads: usize) -> [[int32x4_t; 2]; ROWS] {
+pub unsafe fn tile(
+    rows: *const i32,
+    columns: *const i32,
+    quads: usize,
+    live: LiveHalves,
+) -> [[int32x4_t; 2]; ROWS] {
     let chunks = quads / CHUNK_QUADS;
     let mut tile = [[vdupq_n_s32(0); 2]; ROWS];
-    for row_half in 0..ROWS / HALF {
-        for column_half in 0..COLUMNS / HALF {
+    for row_half in 0..live.0 {
+        for column_half in 0..live.1 {
             let sums = sub_tile(
                 rows.add(row_half * HALF * CHUNK_QUADS),
                 columns.add(column_half * HALF * CHUNK_QUADS),
@@ -108,12 +114,13 @@ pub unsafe fn tile_fours(
     rows: *const i32,
     columns: *const i32,
     quads: usize,
+    live: LiveHalves,
 ) -> [[int32x4_t; 2]; ROWS] {
     let chunks = quads / CHUNK_QUADS;
     let last = chunks / 2 * 2;
     let mut tile = [[vdupq_n_s32(0); 2]; ROWS];
-    for row_half in 0..ROWS / HALF {
-        for column_half in 0..COLUMNS / HALF {
+    for row_half in 0..live.0 {
+        for column_half in 0..live.1 {
             let rows = rows.add(row_half * HALF * CHUNK_QUADS);
             let columns = columns.add(column_half * HALF * CHUNK_QUADS);
             let mut sums = sub_tile_fours(rows, columns, chunks / 2);

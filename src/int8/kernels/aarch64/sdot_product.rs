@@ -35,6 +35,9 @@ use crate::int8::kernels::KernelSet;
 pub const ROWS: usize = 8;
 /// Columns of one kernel step: two vectors of four columns.
 pub const COLUMNS: usize = 8;
+/// Halves of four rows and of four columns a tile sums, each 1 or 2: a tile at the product's
+/// edge with four rows (or columns) or fewer sums one half and leaves the other zero.
+pub type LiveHalves = (usize, usize);
 /// Deepest product accepted: below it no sum can overflow i32.
 const MAX_DEPTH: usize = 1 << 16;
 
@@ -415,20 +418,36 @@ unsafe fn for_each_tile(
     match instructions {
         // SAFETY (both): the CPU has the instructions; each tile's operands hold `quads` steps
         // of eight i32 values.
-        TileInstructions::Sdot => tiles(a, b, |r, c, q| unsafe { tile_sdot(r, c, q) }, store),
+        TileInstructions::Sdot => tiles(
+            a,
+            b,
+            |r, c, q, live| unsafe {
+                match live {
+                    (2, 2) => tile_sdot::<2, 2>(r, c, q),
+                    (2, _) => tile_sdot::<2, 1>(r, c, q),
+                    (_, 2) => tile_sdot::<1, 2>(r, c, q),
+                    _ => tile_sdot::<1, 1>(r, c, q),
+                }
+            },
+            store,
+        ),
         TileInstructions::NeonPairs if a.seven_bits || b.seven_bits => tiles(
             a,
             b,
-            |r, c, q| unsafe { neon_pairs::tile_fours(r, c, q) },
+            |r, c, q, live| unsafe { neon_pairs::tile_fours(r, c, q, live) },
             store,
         ),
-        TileInstructions::NeonPairs => {
-            tiles(a, b, |r, c, q| unsafe { neon_pairs::tile(r, c, q) }, store)
-        }
+        TileInstructions::NeonPairs => tiles(
+            a,
+            b,
+            |r, c, q, live| unsafe { neon_pairs::tile(r, c, q, live) },
+            store,
+        ),
     }
 }
 
-/// [`for_each_tile`] with each tile's sums from `tile(rows, columns, quads)`.
+/// [`for_each_tile`] with each tile's sums from `tile(rows, columns, quads, live)`, `live` the
+/// halves of the tile inside the product.
 ///
 /// # Safety
 /// `a` and `b` have the same depth.
@@ -436,7 +455,7 @@ unsafe fn for_each_tile(
 unsafe fn tiles(
     a: &SdotRows,
     b: &SdotColumns,
-    tile: impl Fn(*const i32, *const i32, usize) -> [[int32x4_t; 2]; ROWS],
+    tile: impl Fn(*const i32, *const i32, usize, LiveHalves) -> [[int32x4_t; 2]; ROWS],
     mut store: impl FnMut(usize, usize, &[[int32x4_t; 2]]),
 ) {
     let (rows, columns, quads) = (a.count, b.count, a.quads);
@@ -448,13 +467,11 @@ unsafe fn tiles(
     for (row_tile, panel) in tiles {
         let packed_rows = &a.data[row_tile * quads * ROWS..(row_tile + 1) * quads * ROWS];
         let packed_columns = &b.data[panel * quads * COLUMNS..(panel + 1) * quads * COLUMNS];
-        let sums = tile(packed_rows.as_ptr(), packed_columns.as_ptr(), quads);
-        let first_row = row_tile * ROWS;
-        store(
-            first_row,
-            panel * COLUMNS,
-            &sums[..ROWS.min(rows - first_row)],
-        );
+        let (first_row, first_column) = (row_tile * ROWS, panel * COLUMNS);
+        let halves = |left: usize| if left <= ROWS / 2 { 1 } else { 2 };
+        let live = (halves(rows - first_row), halves(columns - first_column));
+        let sums = tile(packed_rows.as_ptr(), packed_columns.as_ptr(), quads, live);
+        store(first_row, first_column, &sums[..ROWS.min(rows - first_row)]);
     }
 }
 
@@ -477,26 +494,31 @@ fn sdot<const LANE: i32>(mut acc: int32x4_t, columns: int8x16_t, rows: int8x16_t
     acc
 }
 
-/// Eight rows by eight columns over `quads` groups of four terms, in sixteen registers.
+/// Eight rows by eight columns over `quads` groups of four terms, in sixteen registers; only
+/// the first `ROW_HALVES` halves of four rows and `COLUMN_HALVES` of four columns are summed
+/// (the others stay zero).
 ///
 /// # Safety
 /// `rows` and `columns` point at `quads * 8` i32 values each.
 #[target_feature(enable = "neon,dotprod")]
 #[inline]
-unsafe fn tile_sdot(rows: *const i32, columns: *const i32, quads: usize) -> [[int32x4_t; 2]; ROWS] {
+unsafe fn tile_sdot<const ROW_HALVES: usize, const COLUMN_HALVES: usize>(
+    rows: *const i32,
+    columns: *const i32,
+    quads: usize,
+) -> [[int32x4_t; 2]; ROWS] {
     let mut acc = [[vdupq_n_s32(0); 2]; ROWS];
+    let step = |acc: &mut _, q: usize| {
+        quad_step::<ROW_HALVES, COLUMN_HALVES>(acc, rows.add(q * ROWS), columns.add(q * COLUMNS))
+    };
     let mut q = 0;
     while q + 2 <= quads {
-        quad_step(&mut acc, rows.add(q * ROWS), columns.add(q * COLUMNS));
-        quad_step(
-            &mut acc,
-            rows.add((q + 1) * ROWS),
-            columns.add((q + 1) * COLUMNS),
-        );
+        step(&mut acc, q);
+        step(&mut acc, q + 1);
         q += 2;
     }
     if q < quads {
-        quad_step(&mut acc, rows.add(q * ROWS), columns.add(q * COLUMNS));
+        step(&mut acc, q);
     }
     acc
 }
@@ -507,20 +529,26 @@ unsafe fn tile_sdot(rows: *const i32, columns: *const i32, quads: usize) -> [[in
 /// `rows` and `columns` point at eight i32 values each.
 #[target_feature(enable = "neon,dotprod")]
 #[inline]
-unsafe fn quad_step(acc: &mut [[int32x4_t; 2]; ROWS], rows: *const i32, columns: *const i32) {
+unsafe fn quad_step<const ROW_HALVES: usize, const COLUMN_HALVES: usize>(
+    acc: &mut [[int32x4_t; 2]; ROWS],
+    rows: *const i32,
+    columns: *const i32,
+) {
     let (r, c) = (rows.cast::<i8>(), columns.cast::<i8>());
     let low_rows = vld1q_s8(r);
-    let high_rows = vld1q_s8(r.add(16));
-    let cs = [vld1q_s8(c), vld1q_s8(c.add(16))];
-    for (v, column) in cs.iter().enumerate() {
-        acc[0][v] = sdot::<0>(acc[0][v], *column, low_rows);
-        acc[1][v] = sdot::<1>(acc[1][v], *column, low_rows);
-        acc[2][v] = sdot::<2>(acc[2][v], *column, low_rows);
-        acc[3][v] = sdot::<3>(acc[3][v], *column, low_rows);
-        acc[4][v] = sdot::<0>(acc[4][v], *column, high_rows);
-        acc[5][v] = sdot::<1>(acc[5][v], *column, high_rows);
-        acc[6][v] = sdot::<2>(acc[6][v], *column, high_rows);
-        acc[7][v] = sdot::<3>(acc[7][v], *column, high_rows);
+    for v in 0..COLUMN_HALVES {
+        let column = vld1q_s8(c.add(16 * v));
+        acc[0][v] = sdot::<0>(acc[0][v], column, low_rows);
+        acc[1][v] = sdot::<1>(acc[1][v], column, low_rows);
+        acc[2][v] = sdot::<2>(acc[2][v], column, low_rows);
+        acc[3][v] = sdot::<3>(acc[3][v], column, low_rows);
+        if ROW_HALVES == 2 {
+            let high_rows = vld1q_s8(r.add(16));
+            acc[4][v] = sdot::<0>(acc[4][v], column, high_rows);
+            acc[5][v] = sdot::<1>(acc[5][v], column, high_rows);
+            acc[6][v] = sdot::<2>(acc[6][v], column, high_rows);
+            acc[7][v] = sdot::<3>(acc[7][v], column, high_rows);
+        }
     }
 }
 
@@ -601,7 +629,8 @@ mod tests {
         }
     }
 
-    /// Row- and column-major operands, sizes off the 8x8 tile, depths off a multiple of four
+    /// Row- and column-major operands, sizes off the 8x8 tile (last tiles of one to seven rows
+    /// or columns: those of four or fewer sum half a tile), depths off a multiple of four
     /// and of eight, and the extreme values (-128 and 127; -127 on the NEON pairs' weights
     /// side, whose two products in a 16-bit lane then reach 32512) give the direct integer
     /// product on every instruction set this CPU runs.
@@ -615,6 +644,8 @@ mod tests {
             (40, 161, 5),
             (50, 37, 1),
             (3, 1280, 20),
+            (12, 24, 12),
+            (20, 48, 28),
         ];
         for set in available_sets() {
             for weights_left in [true, false] {
@@ -645,6 +676,7 @@ mod tests {
             (13, 40, 9),
             (16, 96, 24),
             (3, 161, 20),
+            (12, 64, 28),
         ];
         for weights_left in [true, false] {
             let mut rng = TestRng(0x510e_527f_ade6_82d1);
