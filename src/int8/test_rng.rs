@@ -96,8 +96,8 @@ pub fn for_each_operand_pair(
 }
 
 /// A random requantization of a row-major `sums` with `columns` columns, scales per row or
-/// per column: `(multiplier, offset, grid, expected)`, `expected` from the portable
-/// [`OutputGrid::quantize`].
+/// per column, on a grid of the whole i8 range, one clipped at zero or one clipped to ReLU6:
+/// `(multiplier, offset, grid, expected)`, `expected` from the portable [`OutputGrid::quantize`].
 #[cfg_attr(
     not(any(target_arch = "x86_64", target_arch = "aarch64")),
     allow(dead_code)
@@ -115,7 +115,12 @@ pub fn random_requantization(
     };
     let multiplier: Vec<f32> = (0..scaled).map(|_| rng.f32_in(1e-4, 1e-2)).collect();
     let offset: Vec<f32> = (0..scaled).map(|_| rng.f32_in(-40.0, 40.0)).collect();
-    let grid = OutputGrid::new(rng.f32_in(5.0, 50.0), rng.next() as u8, 0.0, 6.0);
+    let (clip_low, clip_high) = match rng.next() % 3 {
+        0 => (f32::NEG_INFINITY, f32::INFINITY),
+        1 => (0.0, f32::INFINITY),
+        _ => (0.0, 6.0),
+    };
+    let grid = OutputGrid::new(rng.f32_in(5.0, 50.0), rng.next() as u8, clip_low, clip_high);
     let expected = sums
         .iter()
         .enumerate()

@@ -654,6 +654,7 @@ pub struct ChannelScales {
     multiplier: Vec<f32>,
     offset: Vec<f32>,
     channels: usize,
+    finite: bool,
 }
 
 impl ChannelScales {
@@ -665,6 +666,7 @@ impl ChannelScales {
             "requantization with {channels} multipliers and {} offsets",
             offset.len()
         );
+        let finite = multiplier.iter().chain(&offset).all(|v| v.is_finite());
         let padded = channels.div_ceil(SCALE_BLOCK) * SCALE_BLOCK;
         multiplier.resize(padded, 0.0);
         offset.resize(padded, 0.0);
@@ -672,7 +674,14 @@ impl ChannelScales {
             multiplier,
             offset,
             channels,
+            finite,
         })
+    }
+
+    /// Whether every multiplier and offset is finite (then an integer sum never requantizes
+    /// from NaN).
+    pub fn finite(&self) -> bool {
+        self.finite
     }
 
     /// Output channels.

@@ -39,6 +39,8 @@ pub struct TripleDepthwise {
     pub multiplier: Vec<f32>,
     /// `[groups * GROUP]`.
     pub offset: Vec<f32>,
+    /// Whether every multiplier and offset is finite.
+    pub finite_scales: bool,
     pub grid: OutputGrid,
 }
 
@@ -112,6 +114,7 @@ impl TripleDepthwise {
             weights_above_minimum: weights.iter().all(|w| *w != i8::MIN),
             multiplier: by_channel(multiplier),
             offset: by_channel(offset),
+            finite_scales: multiplier.iter().chain(offset).all(|v| v.is_finite()),
             grid,
         }
     }

@@ -10,7 +10,7 @@
 
 use std::arch::aarch64::*;
 
-use super::vectors::{Eight, Quantizer, LANES};
+use super::vectors::{with_requantizer, Eight, Requantize, LANES};
 use crate::int8::kernels::triple_depthwise::{TripleDepthwise, GROUP};
 
 /// Eight lanes' sums of nine taps, from `start`: lane `i` of `sums[v]` adds the products of
@@ -60,7 +60,9 @@ impl TripleDepthwise {
                 // input rows of one group; NEON is part of every aarch64 target.
                 unsafe {
                     self.fill_band(input, first, rows, group, band);
-                    self.sum_band(band, group, out);
+                    with_requantizer!(self.grid, self.finite_scales, |grid| {
+                        self.sum_band(band, group, out, grid)
+                    });
                 }
             }
         })
@@ -108,7 +110,7 @@ impl TripleDepthwise {
     /// Sums and requantizes channel group `group` of the band's output rows (`out`) from its
     /// padded input rows, eight channels at a time.
     #[target_feature(enable = "neon")]
-    unsafe fn sum_band(&self, band: &[i8], group: usize, out: &mut [i8]) {
+    unsafe fn sum_band<Q: Requantize>(&self, band: &[i8], group: usize, out: &mut [i8], grid: Q) {
         let (c, s, ow, pw) = (
             self.channels,
             self.stride,
@@ -124,7 +126,6 @@ impl TripleDepthwise {
             rows[2].2,
         ];
         let offsets: [usize; 9] = std::array::from_fn(|tap| (tap / 3 * pw + tap % 3) * GROUP);
-        let grid = Quantizer::new(self.grid);
         for half in 0..lanes.div_ceil(LANES) {
             let at = group * GROUP + half * LANES;
             let half_lanes = LANES.min(lanes - half * LANES);
@@ -163,9 +164,12 @@ impl TripleDepthwise {
         self.for_each_plane(input, first, out, |channel, plane, out, scratch| {
             let padded = &mut scratch.triples;
             padded.resize(padded.len().max(len), 0);
+            let padded = &mut padded[..len];
             // SAFETY: the plane fits the layer (`for_each_plane`) and `padded` holds its padded
             // rows with room for a vector past the last; NEON is part of every aarch64 target.
-            unsafe { self.convolve_plane_pairs(channel, plane, &mut padded[..len], out) };
+            with_requantizer!(self.grid, self.finite_scales, |grid| unsafe {
+                self.convolve_plane_pairs(channel, plane, padded, out, grid)
+            });
         })
     }
 
@@ -174,12 +178,13 @@ impl TripleDepthwise {
     /// reads sixteen consecutive bytes; bytes past a row reach only outputs past its end, which
     /// are not stored.
     #[target_feature(enable = "neon")]
-    unsafe fn convolve_plane_pairs(
+    unsafe fn convolve_plane_pairs<Q: Requantize>(
         &self,
         channel: usize,
         plane: &[i8],
         padded: &mut [i8],
         out: &mut [i8],
+        grid: Q,
     ) {
         let (w, s, ow, pw) = (self.width, self.stride, self.output_width(), self.width + 2);
         let zero_point = self.input_zero_point;
@@ -229,7 +234,6 @@ impl TripleDepthwise {
         let start = [vdupq_n_s32(-i32::from(zero_point) * self.weight_sums[channel]); 2];
         let multiplier = Eight::splat(self.multiplier[channel]);
         let offset = Eight::splat(self.offset[channel]);
-        let grid = Quantizer::new(self.grid);
         let columns: [usize; 3] = if s == 1 { [0, 1, 2] } else { [0, evens, 1] };
         for (oy, out_row) in out.chunks_exact_mut(ow).enumerate() {
             let taps: [*const i8; 9] = std::array::from_fn(|tap| {

@@ -5,7 +5,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::vectors::{Eight, Quantizer, LANES};
+use super::vectors::{with_requantizer, Eight, Requantize, LANES};
 use crate::int8::kernels::triple_depthwise::{Scratch, TripleDepthwise, GROUP, TRIPLES};
 
 impl TripleDepthwise {
@@ -25,21 +25,23 @@ impl TripleDepthwise {
         self.for_each_band(input, first_row, band_rows, out, |first, out, scratch| {
             // SAFETY: the band fits the layer and the scratch its sizes; the CPU has the
             // instructions.
-            unsafe { self.convolve_band(input, first, out, scratch) }
+            with_requantizer!(self.grid, self.finite_scales, |grid| unsafe {
+                self.convolve_band(input, first, out, scratch, grid)
+            })
         })
     }
 
     #[target_feature(enable = "neon,dotprod")]
-    unsafe fn convolve_band(
+    unsafe fn convolve_band<Q: Requantize>(
         &self,
         input: &[i8],
         first_row: usize,
         out: &mut [i8],
         scratch: &mut Scratch,
+        grid: Q,
     ) {
         let (c, ow) = (self.channels, self.output_width());
         let input_rows = self.band_input_rows(out.len() / (ow * c));
-        let grid = Quantizer::new(self.grid);
         let Scratch {
             triples,
             padded_row,
@@ -61,12 +63,12 @@ impl TripleDepthwise {
     /// Sums and requantizes the outputs of `half` (0 or 1: eight channels, two `sdot` vectors)
     /// of channel group `group` for the band's rows, from their triples.
     #[target_feature(enable = "neon,dotprod")]
-    unsafe fn sum_half(
+    unsafe fn sum_half<Q: Requantize>(
         &self,
         triples: &[i8],
         (group, half): (usize, usize),
         lanes: usize,
-        grid: &Quantizer,
+        grid: &Q,
         out: &mut [i8],
     ) {
         let (c, s, ow) = (self.channels, self.stride, self.output_width());
@@ -113,19 +115,22 @@ impl TripleDepthwise {
         self.for_each_plane(input, first, out, |channel, plane, out, scratch| {
             // SAFETY: the plane fits the layer and the scratch its sizes; the CPU has the
             // instructions.
-            unsafe { self.convolve_plane(channel, plane, scratch, out) }
+            with_requantizer!(self.grid, self.finite_scales, |grid| unsafe {
+                self.convolve_plane(channel, plane, scratch, out, grid)
+            })
         })
     }
 
     /// One channel's plane. The padded row holds the zero point at columns 0 and `width + 1`;
     /// its bytes past them reach only outputs past the row's end, which are not stored.
     #[target_feature(enable = "neon,dotprod")]
-    unsafe fn convolve_plane(
+    unsafe fn convolve_plane<Q: Requantize>(
         &self,
         channel: usize,
         plane: &[i8],
         scratch: &mut Scratch,
         out: &mut [i8],
+        grid: Q,
     ) {
         let (w, s, ow) = (self.width, self.stride, self.output_width());
         let row_len = self.plane_row_len();
@@ -162,7 +167,6 @@ impl TripleDepthwise {
         let start = vdupq_n_s32(-i32::from(self.input_zero_point) * self.weight_sums[channel]);
         let multiplier = Eight::splat(self.multiplier[channel]);
         let offset = Eight::splat(self.offset[channel]);
-        let grid = Quantizer::new(self.grid);
         for (oy, out_row) in out.chunks_exact_mut(ow).enumerate() {
             let kernel_rows: [*const i8; 3] =
                 std::array::from_fn(|ky| triples.as_ptr().add((oy * s + ky) * row_len));

@@ -24,7 +24,7 @@ use std::arch::asm;
 use tract_core::internal::*;
 
 use super::neon_pairs;
-use super::vectors::{transpose_4x4, Eight, Quantizer, LANES};
+use super::vectors::{transpose_4x4, with_requantizer, Eight, Requantize, LANES};
 use crate::int8::grid::{OutputGrid, WEIGHT_BOUND_7_BITS};
 use crate::int8::kernels::matmul::{ChannelScales, Strided, SCALE_BLOCK};
 use crate::int8::kernels::quads::quad;
@@ -338,12 +338,12 @@ pub fn product_requantized(
     const { assert!(SCALE_BLOCK.is_multiple_of(LANES)) };
     let (multiplier, offset) = scales.padded();
     let (multiplier, offset) = (multiplier.as_ptr(), offset.as_ptr());
-    let (columns, quantizer) = (b.count, Quantizer::new(grid));
+    let columns = b.count;
     let out = out.as_mut_ptr();
     // SAFETY: the CPU has the instructions and the operands fit (checked above); every target
     // is the start of a row's `width` values in `out`, and the scales are padded to whole
     // vectors, one per row or per column (checked above).
-    unsafe {
+    with_requantizer!(grid, scales.finite(), |quantizer| unsafe {
         for_each_tile(a, b, instructions, |first_row, first_column, tile| {
             // Copies: the constants stay in registers while the stores go out.
             let (out, columns, quantizer) = (out, columns, quantizer);
@@ -368,7 +368,7 @@ pub fn product_requantized(
                 target = target.wrapping_add(columns);
             }
         })
-    };
+    });
     Ok(())
 }
 
@@ -745,6 +745,44 @@ mod tests {
                         assert_eq!(out, expected, "{set:?}, per row {scales_per_row}");
                     });
                 }
+            });
+        }
+    }
+
+    /// Non-finite scales (a corrupt model's) on a grid of the whole i8 range leave the
+    /// saturating path: NaN goes to the lowest step, infinities to the ends, as the portable
+    /// loop has them.
+    #[test]
+    fn non_finite_scales_requantize_as_the_portable_loop() {
+        let grid = OutputGrid::new(10.0, 128, f32::NEG_INFINITY, f32::INFINITY);
+        let (rows, depth, columns) = (8, 16, 8);
+        let mut rng = TestRng(0xa54f_f53a_5f1d_36f1);
+        let a = rng.i8s(rows * depth);
+        let b = rng.i8s(depth * columns);
+        let (a, b) = (
+            Strided::row_major(&a, rows, depth),
+            Strided::row_major(&b, depth, columns),
+        );
+        for set in available_sets() {
+            operands(a, b, set, true, |a, b, sums| {
+                let mut multiplier = vec![0.01f32; rows];
+                let mut offset = vec![3.0f32; rows];
+                (multiplier[0], offset[1], offset[2]) =
+                    (f32::NAN, f32::INFINITY, f32::NEG_INFINITY);
+                let expected: Vec<i8> = sums
+                    .iter()
+                    .enumerate()
+                    .map(|(at, sum)| {
+                        let r = at / columns;
+                        grid.quantize(*sum as f32 * multiplier[r] + offset[r])
+                    })
+                    .collect();
+                assert_eq!(expected[0], i8::MIN);
+                let scales = ChannelScales::new(multiplier, offset).unwrap();
+                assert!(!scales.finite());
+                let mut out = vec![0i8; sums.len()];
+                product_requantized(&a, &b, set, (&scales, true), grid, &mut out).unwrap();
+                assert_eq!(out, expected, "{set:?}");
             });
         }
     }

@@ -147,13 +147,20 @@ impl Quantizer {
             vcombine_s8(vmovn_s16(words(x[0])), vmovn_s16(words(x[1])))
         }
     }
+}
+
+/// Eight i32 sums (as f32) to bytes, `grid(sum * multiplier + offset)` as
+/// [`OutputGrid::quantize`] has it.
+pub trait Requantize: Copy {
+    /// Eight quantized lanes.
+    fn bytes(&self, sum: Eight, multiplier: Eight, offset: Eight) -> int8x8_t;
 
     /// Stores the first `lanes` of the eight quantized lanes at `target`.
     ///
     /// # Safety
     /// `target` points at room for `lanes` bytes.
     #[inline(always)]
-    pub unsafe fn store(
+    unsafe fn store(
         &self,
         sum: Eight,
         multiplier: Eight,
@@ -171,6 +178,73 @@ impl Quantizer {
         }
     }
 }
+
+impl Requantize for Quantizer {
+    #[inline(always)]
+    fn bytes(&self, sum: Eight, multiplier: Eight, offset: Eight) -> int8x8_t {
+        Quantizer::bytes(self, sum, multiplier, offset)
+    }
+}
+
+/// [`Quantizer`] on a grid of the whole i8 range (`low + zero_point = -128`, `high +
+/// zero_point = 127`: every unclipped or ReLU-clipped layer calibrated below its clip) for
+/// finite scales, so that `sum * multiplier + offset` is never NaN: rounding (`fcvtns`) and the
+/// saturating narrowings alone clamp, without `fmaxnm` and `smin` (12 instructions per eight
+/// lanes, against 15).
+#[derive(Clone, Copy)]
+pub struct SaturatingQuantizer {
+    zero_point: int16x8_t,
+}
+
+impl Requantize for SaturatingQuantizer {
+    #[inline(always)]
+    fn bytes(&self, sum: Eight, multiplier: Eight, offset: Eight) -> int8x8_t {
+        // SAFETY: NEON is part of every aarch64 target.
+        unsafe {
+            let round = |s, m, o| vcvtnq_s32_f32(vaddq_f32(vmulq_f32(s, m), o));
+            let low = round(sum.0, multiplier.0, offset.0);
+            let high = round(sum.1, multiplier.1, offset.1);
+            let words = vcombine_s16(vqmovn_s32(low), vqmovn_s32(high));
+            vqmovn_s16(vqaddq_s16(words, self.zero_point))
+        }
+    }
+}
+
+/// The requantizer of a layer on `grid` whose multipliers and offsets are all finite when
+/// `finite_scales`: [`SaturatingQuantizer`] where it gives the same bytes, else [`Quantizer`].
+pub enum Requantizer {
+    Saturating(SaturatingQuantizer),
+    General(Quantizer),
+}
+
+impl Requantizer {
+    /// See [`Requantizer`].
+    pub fn choose(grid: OutputGrid, finite_scales: bool) -> Requantizer {
+        let zero_point = i16::from(grid.zero_point);
+        let whole_range = grid.low as i16 + zero_point == i16::from(i8::MIN)
+            && grid.high as i16 + zero_point == i16::from(i8::MAX);
+        if finite_scales && whole_range {
+            // SAFETY: NEON is part of every aarch64 target.
+            let zero_point = unsafe { vdupq_n_s16(zero_point) };
+            Requantizer::Saturating(SaturatingQuantizer { zero_point })
+        } else {
+            Requantizer::General(Quantizer::new(grid))
+        }
+    }
+}
+
+/// Evaluates `$body` with `$q` bound to the [`Requantize`] that [`Requantizer::choose`] picks
+/// for `$grid` and `$finite`, so that the loops in `$body` are compiled once per kind and
+/// choose none inside.
+macro_rules! with_requantizer {
+    ($grid:expr, $finite:expr, |$q:ident| $body:expr) => {
+        match $crate::int8::kernels::aarch64::vectors::Requantizer::choose($grid, $finite) {
+            $crate::int8::kernels::aarch64::vectors::Requantizer::Saturating($q) => $body,
+            $crate::int8::kernels::aarch64::vectors::Requantizer::General($q) => $body,
+        }
+    };
+}
+pub(crate) use with_requantizer;
 
 /// The 4x4 transpose of four vectors of 32-bit values: lane `j` of vector `i` of the result is
 /// lane `i` of vector `j`.
