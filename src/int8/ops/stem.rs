@@ -363,7 +363,9 @@ impl ExactPointwise {
         let shared = channels / SHARED_CHANNELS * SHARED_CHANNELS;
         for start in (0..positions).step_by(BLOCK) {
             let len = BLOCK.min(positions - start);
-            let inputs = |i: usize| input[i * positions + start..].as_ptr();
+            // SAFETY: `i < ci` and `start < positions`, inside `input` (this function's
+            // contract).
+            let inputs = |i: usize| unsafe { input.as_ptr().add(i * positions + start) };
             for block in 0..shared / SHARED_CHANNELS {
                 let channel = first + block * SHARED_CHANNELS;
                 let weights = &self.shared[channel / SHARED_CHANNELS * ci..][..ci];
