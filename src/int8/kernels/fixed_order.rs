@@ -117,7 +117,7 @@ pub trait FloatVector: Copy {
     /// Lanes of one vector.
     const LANES: usize;
     /// Vectors per channel summed at a time when [`SHARED_CHANNELS`] channels share the inputs
-    /// (what the architecture's registers hold), 1 or 2.
+    /// (what the architecture's registers hold), 1 to 3.
     const SHARED_VECTORS: usize;
     /// Zero in every lane.
     fn zero() -> Self;
@@ -365,12 +365,14 @@ pub unsafe fn sum_shared_positions<V: FloatVector, O: Fn(usize) -> *mut f32>(
 ) {
     match V::SHARED_VECTORS {
         1 => sum_positions::<V, SHARED_CHANNELS, 1, O>(weights, len, inputs, finish),
-        _ => sum_positions::<V, SHARED_CHANNELS, 2, O>(weights, len, inputs, finish),
+        2 => sum_positions::<V, SHARED_CHANNELS, 2, O>(weights, len, inputs, finish),
+        _ => sum_positions::<V, SHARED_CHANNELS, 3, O>(weights, len, inputs, finish),
     }
 }
 
 /// [`sum_positions`] for one channel (`weights` its terms), [`CHANNEL_VECTORS`] vectors at a
-/// time.
+/// time. Nine terms (a depthwise 3x3 channel) are compiled apart, so that their weights and
+/// input offsets stay in registers across positions.
 ///
 /// # Safety
 /// As [`sum_positions`].
@@ -382,6 +384,11 @@ pub unsafe fn sum_channel_positions<V: FloatVector, O: Fn(usize) -> *mut f32>(
     finish: &Finish<'_, O>,
 ) {
     let (weights, _) = weights.as_chunks::<1>();
+    if let Ok(nine) = <&[[f32; 1]; 9]>::try_from(weights) {
+        let offsets: [*const f32; 9] = std::array::from_fn(&inputs);
+        let inputs = |t: usize| offsets[t];
+        return sum_positions::<V, 1, CHANNEL_VECTORS, O>(nine, len, inputs, finish);
+    }
     sum_positions::<V, 1, CHANNEL_VECTORS, O>(weights, len, inputs, finish)
 }
 

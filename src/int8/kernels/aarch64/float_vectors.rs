@@ -14,7 +14,7 @@ pub struct NeonLanes(float32x4_t);
 // trait documents.
 impl FloatVector for NeonLanes {
     const LANES: usize = 4;
-    const SHARED_VECTORS: usize = 2;
+    const SHARED_VECTORS: usize = 3;
 
     #[inline(always)]
     fn zero() -> Self {
