@@ -67,13 +67,14 @@ impl FloatVector for NeonLanes {
         let quantizer = Quantizer::new(grid);
         // SAFETY: NEON is part of every aarch64 target.
         let scales = unsafe { vdupq_n_f32(scale) };
-        for at in (0..whole).step_by(STEP) {
-            // SAFETY: `at + STEP <= whole <= len`, inside both slices.
-            unsafe {
-                let x = values.as_ptr().add(at);
-                let x = [Eight::load(x), Eight::load(x.add(LANES))];
-                vst1q_s8(out.as_mut_ptr().add(at), quantizer.scaled_bytes(x, scales));
-            }
+        if grid.high as i16 + i16::from(grid.zero_point) == i16::from(i8::MAX) {
+            quantize_vectors(values, &mut out[..whole], |x| {
+                quantizer.scaled_bytes::<true>(x, scales)
+            });
+        } else {
+            quantize_vectors(values, &mut out[..whole], |x| {
+                quantizer.scaled_bytes::<false>(x, scales)
+            });
         }
         for (o, v) in out[whole..len].iter_mut().zip(&values[whole..len]) {
             *o = grid.quantize(v * scale);
@@ -99,6 +100,22 @@ impl FloatVector for NeonLanes {
                 })
             }
         })
+    }
+}
+
+/// `out[at..at + 16] = bytes(values[at..at + 16])` for every sixteen values of `out` (a
+/// multiple of sixteen long, no longer than `values`).
+#[inline(always)]
+fn quantize_vectors(values: &[f32], out: &mut [i8], bytes: impl Fn([Eight; 2]) -> int8x16_t) {
+    const STEP: usize = 2 * LANES;
+    debug_assert!(out.len().is_multiple_of(STEP) && out.len() <= values.len());
+    for at in (0..out.len()).step_by(STEP) {
+        // SAFETY: `at + STEP <= out.len() <= values.len()`, inside both slices.
+        unsafe {
+            let x = values.as_ptr().add(at);
+            let x = [Eight::load(x), Eight::load(x.add(LANES))];
+            vst1q_s8(out.as_mut_ptr().add(at), bytes(x));
+        }
     }
 }
 

@@ -131,19 +131,23 @@ impl Quantizer {
     }
 
     /// Sixteen quantized lanes of `x * scale` (no offset), as [`Quantizer::bytes`] gives them
-    /// with a zero offset.
+    /// with a zero offset. With `TOP` (the grid's `high + zero_point` is 127) the saturating
+    /// narrowing clamps above, without `smin`.
     #[inline(always)]
-    pub fn scaled_bytes(&self, x: [Eight; 2], scale: float32x4_t) -> int8x16_t {
+    pub fn scaled_bytes<const TOP: bool>(&self, x: [Eight; 2], scale: float32x4_t) -> int8x16_t {
         // SAFETY: NEON is part of every aarch64 target.
         unsafe {
             let round = |v: float32x4_t| vcvtnq_s32_f32(vmaxnmq_f32(vmulq_f32(v, scale), self.low));
-            let words = |e: Eight| {
-                let shifted = vqaddq_s16(
+            let shifted = |e: Eight| {
+                vqaddq_s16(
                     vcombine_s16(vqmovn_s32(round(e.0)), vqmovn_s32(round(e.1))),
                     self.zero_point,
-                );
-                vminq_s16(shifted, self.high_byte)
+                )
             };
+            if TOP {
+                return vcombine_s8(vqmovn_s16(shifted(x[0])), vqmovn_s16(shifted(x[1])));
+            }
+            let words = |e: Eight| vminq_s16(shifted(e), self.high_byte);
             vcombine_s8(vmovn_s16(words(x[0])), vmovn_s16(words(x[1])))
         }
     }
