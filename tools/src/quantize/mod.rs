@@ -175,7 +175,7 @@ pub fn quantize(request: &QuantizeRequest) -> anyhow::Result<(Vec<QuantizedMembe
         manifest.input.width as usize,
     ];
     let mut int8_manifest = manifest.clone();
-    int8_manifest.version = format!("{}+int8", manifest.version);
+    int8_manifest.version = int8_version(&manifest.version, pointwise_bound);
     int8_manifest.description = format!(
         "{}; post-training int8 by dermedge-tools quantize (per-channel symmetric int8 weights, uint8 activations calibrated on {} training images, first {} Conv/Gemm layers kept in f32, depthwise inputs equalized with strength {}{})",
         manifest.description,
@@ -276,4 +276,24 @@ pub fn quantize_summary(members: &[QuantizedMember], comparison: &Comparison) ->
     }
     let _ = writeln!(text, "validation side: {}", comparison.summary());
     text
+}
+/// The version of the int8 ensemble made from an f32 one: its version with the build metadata
+/// `int8`, and `int8.w7` for 7-bit pointwise weights (other bytes, so another version).
+fn int8_version(f32_version: &str, pointwise_bound: i8) -> String {
+    match pointwise_bound {
+        WEIGHT_BOUND_7_BITS => format!("{f32_version}+int8.w7"),
+        _ => format!("{f32_version}+int8"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quantize::grid::WEIGHT_BOUND_8_BITS;
+
+    #[test]
+    fn seven_bit_members_get_their_own_version() {
+        assert_eq!(int8_version("0.6.0", WEIGHT_BOUND_8_BITS), "0.6.0+int8");
+        assert_eq!(int8_version("0.6.0", WEIGHT_BOUND_7_BITS), "0.6.0+int8.w7");
+    }
 }
