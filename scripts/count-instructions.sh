@@ -6,7 +6,9 @@
 # so loading, optimising and kernel timing drop out. qemu runs as a Cortex-A76 (dot product); the
 # NEON and portable sets are forced with DERMEDGE_INT8_KERNELS. Timings under qemu mean nothing;
 # instruction counts are the same on a board, though a board's cycles per instruction differ.
-# Usage: scripts/count-instructions.sh [AARCH64_BINARY]
+# Usage: [INT8_MANIFEST=DIR/ensemble.toml] scripts/count-instructions.sh [AARCH64_BINARY]
+#   INT8_MANIFEST counts other int8 members (default models/ensemble.toml), e.g. 8-bit ones from
+#   `dermedge-tools quantize --split splits/ham10000-seed1.csv --equalize 0 --out DIR`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 arm=${1:-target/cross/aarch64-unknown-linux-gnu/board/dermedge}
@@ -27,9 +29,9 @@ count() {
 }
 printf '%-26s %16s\n' "ensemble / kernel set" "instructions/image"
 declare -A per_image
-for run in "f32 tract:models/f32/ensemble.toml:" "int8 portable:models/ensemble.toml:portable" \
-  "int8 aarch64-neon:models/ensemble.toml:aarch64-neon" \
-  "int8 aarch64-neon-sdot:models/ensemble.toml:aarch64-neon-sdot"; do
+int8=${INT8_MANIFEST:-models/ensemble.toml}
+for run in "f32 tract:models/f32/ensemble.toml:" "int8 portable:$int8:portable" \
+  "int8 aarch64-neon:$int8:aarch64-neon" "int8 aarch64-neon-sdot:$int8:aarch64-neon-sdot"; do
   IFS=: read -r name manifest set <<<"$run"
   one=$(count "$manifest" "$set" "$images/1")
   three=$(count "$manifest" "$set" "$images/3")
