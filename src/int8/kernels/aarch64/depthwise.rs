@@ -3,7 +3,8 @@
 
 use std::arch::aarch64::*;
 
-use super::vectors::{Eight, Quantizer, Requantize};
+use super::requantize::{Quantizer, Requantize};
+use super::vectors::Eight;
 use crate::int8::grid::OutputGrid;
 use crate::int8::kernels::grouped_depthwise::{self, GroupVector, GroupedLayer, LANES};
 use crate::int8::kernels::triple_depthwise::TripleDepthwise;

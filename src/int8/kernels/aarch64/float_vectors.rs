@@ -2,7 +2,8 @@
 
 use std::arch::aarch64::*;
 
-use super::vectors::{Eight, Quantizer, LANES};
+use super::requantize::Quantizer;
+use super::vectors::{Eight, LANES};
 use crate::int8::grid::OutputGrid;
 use crate::int8::kernels::fixed_order::{FloatLoop, FloatVector};
 

@@ -5,6 +5,7 @@ pub mod depthwise;
 pub mod float_vectors;
 pub mod neon_pairs;
 pub mod pair_depthwise;
+pub mod requantize;
 pub mod sdot_depthwise;
 pub mod sdot_product;
 pub mod vectors;

@@ -11,7 +11,8 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::vectors::{with_requantizer, Eight, Requantize, LANES};
+use super::requantize::{with_requantizer, Requantize};
+use super::vectors::{Eight, LANES};
 use crate::int8::kernels::triple_depthwise::{TripleDepthwise, GROUP};
 
 /// Eight lanes' sums of nine taps, from `start`: lane `i` of `sums[v]` adds the products of

@@ -24,7 +24,8 @@ use std::arch::asm;
 use tract_core::internal::*;
 
 use super::neon_pairs;
-use super::vectors::{transpose_4x4, with_requantizer, Eight, Requantize, LANES};
+use super::requantize::{with_requantizer, Requantize};
+use super::vectors::{transpose_4x4, Eight, LANES};
 use crate::int8::grid::{OutputGrid, WEIGHT_BOUND_7_BITS};
 use crate::int8::kernels::matmul::{ChannelScales, Strided, SCALE_BLOCK};
 use crate::int8::kernels::quads::quad;
