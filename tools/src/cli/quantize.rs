@@ -31,6 +31,10 @@ pub struct Args {
     /// to the widest one's calibrated peak, 0 turns it off.
     #[arg(long, default_value_t = 1.0)]
     equalize: f32,
+    /// The same for pointwise inputs that no other layer reads (a linear bottleneck, say): the
+    /// gains move rounding from the input onto the pointwise weights.
+    #[arg(long, default_value_t = 0.0)]
+    equalize_pointwise: f32,
     /// Bits of the pointwise (1x1) and dense weights: 8, or 7 ([-63, 63]) for kernels that sum
     /// more products in 16-bit lanes.
     #[arg(long, default_value_t = 8)]
@@ -51,6 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         range_method: args.ranges,
         float_layers: args.float_layers,
         equalize: args.equalize,
+        equalize_pointwise: args.equalize_pointwise,
         pointwise_weight_bits: args.pointwise_weight_bits,
         compare_limit: args.compare_limit,
     })?;

@@ -1,16 +1,20 @@
-//! Equalization of depthwise inputs before quantization.
+//! Equalization of the channels of int8 inputs before quantization.
 //!
-//! A depthwise convolution's input is one uint8 tensor with one scale for all its channels, and
-//! in MobileNet-like stems most channels use a small part of that range: in the shipped members
+//! A quantized layer's input is one uint8 tensor with one scale for all its channels, and in
+//! MobileNet-like stems most channels use a small part of that range: in the shipped members
 //! the first depthwise layer's input spans [0, 4.0] while half of its channels stay under 0.14,
 //! which leaves those channels about nine steps. When the tensor comes from a convolution, alone or
-//! through a ReLU or a clip at 0, and only the depthwise layer reads it, each channel `c` can be
+//! through a ReLU or a clip at 0, and one convolution alone reads it, each channel `c` can be
 //! scaled by a gain `g_c > 0` (the producer's weights and bias of channel `c` times `g_c`, the
-//! depthwise filter of channel `c` divided by it) without changing what the model computes below
-//! the clip: both layers have one int8 weight scale per channel, so their weights lose nothing, and
-//! every channel reaches the range of the widest one. This is the cross-layer equalization of
-//! Nagel et al. 2019 ("Data-Free Quantization Through Weight Equalization and Bias Correction"),
-//! with gains from calibrated activation peaks instead of weight ranges.
+//! reader's weights of input channel `c` divided by it) without changing what the model computes
+//! below the clip, and every channel reaches the range of the widest one. This is the cross-layer
+//! equalization of Nagel et al. 2019 ("Data-Free Quantization Through Weight Equalization and
+//! Bias Correction"), with gains from calibrated activation peaks instead of weight ranges.
+//!
+//! A depthwise reader has one int8 weight scale per channel, so its weights lose nothing. A
+//! pointwise (1x1) reader has one scale per output channel, which spans all input channels: the
+//! gains trade the input's rounding for the weights', so they are a separate choice, made only
+//! for a linear bottleneck (a convolution's output read directly, signed and unclipped).
 //!
 //! Above a clip (ReLU6) the scaled channel is clipped at `6 / g_c` of its old units, never below
 //! its calibrated peak: the gains scale every channel up to the widest peak, which a ReLU6 output
@@ -27,17 +31,29 @@ use super::qdq::float_data;
 /// widest is treated as silent rather than stretched onto noise.
 const MAX_GAIN: f32 = 1000.0;
 
-/// A tensor that one convolution writes (directly or through a ReLU or a clip at 0) and one
-/// depthwise convolution alone reads.
+/// The convolution that alone reads an equalizable tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    /// A depthwise convolution: one filter per channel.
+    Depthwise,
+    /// A 1x1 convolution of one group (one weight column per input channel) reading a
+    /// convolution's output directly: a linear bottleneck.
+    Pointwise,
+}
+
+/// A tensor that one convolution writes (directly, or for a depthwise reader through a ReLU or
+/// a clip at 0) and one depthwise or pointwise convolution alone reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DepthwiseInput {
-    /// The tensor the depthwise layer reads.
+pub struct EqualizableInput {
+    /// The tensor the reader reads.
     pub tensor: String,
     /// Its channels.
     pub channels: usize,
+    /// What reads it.
+    pub reader: Reader,
     /// The producing convolution's weight and optional bias initializers.
     producer_weights: (String, Option<String>),
-    /// The depthwise convolution's weight initializer.
+    /// The reading convolution's weight initializer.
     consumer_weight: String,
 }
 
@@ -45,9 +61,13 @@ fn attribute_int(node: &NodeProto, name: &str) -> Option<i64> {
     node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
 }
 
-/// The depthwise inputs of `graph` that can be equalized, in graph order; depthwise layers in
+/// The inputs of `graph` read by a `reader` that can be equalized, in graph order; readers in
 /// `float_layers` (named by their output) are left out, since their input stays f32.
-pub fn depthwise_inputs(graph: &GraphProto, float_layers: &HashSet<String>) -> Vec<DepthwiseInput> {
+pub fn equalizable_inputs(
+    graph: &GraphProto,
+    float_layers: &HashSet<String>,
+    reader: Reader,
+) -> Vec<EqualizableInput> {
     let initializers: HashMap<&str, &TensorProto> = graph
         .initializer
         .iter()
@@ -84,10 +104,14 @@ pub fn depthwise_inputs(graph: &GraphProto, float_layers: &HashSet<String>) -> V
             continue;
         };
         let groups = attribute_int(consumer, "group").unwrap_or(1);
-        let Some(&[channels, 1, _, _]) = dims(weight) else {
-            continue;
+        let channels = match (reader, dims(weight)) {
+            (Reader::Depthwise, Some(&[channels, 1, _, _])) if groups > 1 && groups == channels => {
+                channels
+            }
+            (Reader::Pointwise, Some(&[_, channels, 1, 1])) if groups == 1 => channels,
+            _ => continue,
         };
-        if groups < 2 || groups != channels || !read_once(tensor) || !read_once(weight) {
+        if !read_once(tensor) || !read_once(weight) {
             continue;
         }
         let Some(mut producer) = producers.get(tensor.as_str()).copied() else {
@@ -98,6 +122,9 @@ pub fn depthwise_inputs(graph: &GraphProto, float_layers: &HashSet<String>) -> V
             "Clip" => scalar(producer, 1) == Some(0.0),
             _ => false,
         };
+        if passes_scaling && reader == Reader::Pointwise {
+            continue;
+        }
         if passes_scaling {
             let Some(source) = producer.input.first() else {
                 continue;
@@ -122,9 +149,10 @@ pub fn depthwise_inputs(graph: &GraphProto, float_layers: &HashSet<String>) -> V
         {
             continue;
         }
-        found.push(DepthwiseInput {
+        found.push(EqualizableInput {
             tensor: tensor.clone(),
             channels: channels as usize,
+            reader,
             producer_weights: (producer_weight.clone(), producer_bias.cloned()),
             consumer_weight: weight.clone(),
         });
@@ -148,10 +176,19 @@ pub fn channel_gains(peaks: &[f32], strength: f32) -> Vec<f32> {
         .collect()
 }
 
-/// Multiplies each channel (outermost axis) of the f32 initializer `name` by `factor(c)`.
+/// The axis of a weight tensor a channel scales: the outermost (output channels of a producer,
+/// filters of a depthwise reader) or the second (input channels of a pointwise reader).
+#[derive(Debug, Clone, Copy)]
+enum Axis {
+    Outer,
+    Second,
+}
+
+/// Multiplies each channel (on `axis`) of the f32 initializer `name` by `factor(c)`.
 fn scale_channels(
     graph: &mut GraphProto,
     name: &str,
+    axis: Axis,
     channels: usize,
     factor: impl Fn(usize) -> f32,
 ) -> anyhow::Result<()> {
@@ -167,9 +204,16 @@ fn scale_channels(
             values.len()
         );
     }
-    let per_channel = values.len() / channels;
-    for (i, v) in values.iter_mut().enumerate() {
-        *v *= factor(i / per_channel);
+    let channel_of = |i: usize| match axis {
+        Axis::Outer => i / (values.len() / channels),
+        Axis::Second => {
+            let inner = tensor.dims.iter().skip(2).product::<i64>().max(1) as usize;
+            (i / inner) % channels
+        }
+    };
+    let channels_of: Vec<usize> = (0..values.len()).map(channel_of).collect();
+    for (v, c) in values.iter_mut().zip(channels_of) {
+        *v *= factor(c);
     }
     tensor.float_data.clear();
     tensor.raw_data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -177,10 +221,11 @@ fn scale_channels(
 }
 
 /// `model` with each of `inputs` equalized by `gains` (one list per input, one gain per
-/// channel): the producer's channel times the gain, the depthwise filter divided by it.
+/// channel): the producer's channel times the gain, the reader's weights of that channel
+/// divided by it.
 pub fn equalize(
     model: &ModelProto,
-    inputs: &[DepthwiseInput],
+    inputs: &[EqualizableInput],
     gains: &[Vec<f32>],
 ) -> anyhow::Result<ModelProto> {
     let mut equalized = model.clone();
@@ -194,11 +239,15 @@ pub fn equalize(
             );
         }
         let (weight, bias) = &input.producer_weights;
-        scale_channels(graph, weight, input.channels, |c| gains[c])?;
+        scale_channels(graph, weight, Axis::Outer, input.channels, |c| gains[c])?;
         if let Some(bias) = bias {
-            scale_channels(graph, bias, input.channels, |c| gains[c])?;
+            scale_channels(graph, bias, Axis::Outer, input.channels, |c| gains[c])?;
         }
-        scale_channels(graph, &input.consumer_weight, input.channels, |c| {
+        let axis = match input.reader {
+            Reader::Depthwise => Axis::Outer,
+            Reader::Pointwise => Axis::Second,
+        };
+        scale_channels(graph, &input.consumer_weight, axis, input.channels, |c| {
             1.0 / gains[c]
         })?;
     }
@@ -283,11 +332,13 @@ mod tests {
     fn a_depthwise_input_behind_a_clip_is_found_with_its_layers() {
         let (model, clipped, depthwise) = stem();
         let graph = model.graph.as_ref().unwrap();
-        let found = depthwise_inputs(graph, &HashSet::new());
+        let found = equalizable_inputs(graph, &HashSet::new(), Reader::Depthwise);
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].tensor, clipped);
         assert_eq!(found[0].channels, 3);
-        assert!(depthwise_inputs(graph, &HashSet::from([depthwise])).is_empty());
+        assert!(
+            equalizable_inputs(graph, &HashSet::from([depthwise]), Reader::Depthwise).is_empty()
+        );
     }
 
     #[test]
@@ -298,13 +349,94 @@ mod tests {
         let depthwise = g.conv(&relu, &conv(2, 1, 3, 2, vec![0.1; 18]));
         let sum = g.add(&relu, &depthwise);
         let model = g.finish(("image", &[1, 2, 3, 3]), (&sum, &[1, 2, 3, 3]), "test");
-        assert!(depthwise_inputs(model.graph.as_ref().unwrap(), &HashSet::new()).is_empty());
+        assert!(equalizable_inputs(
+            model.graph.as_ref().unwrap(),
+            &HashSet::new(),
+            Reader::Depthwise
+        )
+        .is_empty());
 
         let mut g = GraphBuilder::new();
         let first = g.conv("image", &conv(4, 2, 1, 1, vec![0.5; 8]));
         let grouped = g.conv(&first, &conv(4, 2, 3, 2, vec![0.1; 72]));
         let model = g.finish(("image", &[1, 2, 3, 3]), (&grouped, &[1, 4, 3, 3]), "test");
-        assert!(depthwise_inputs(model.graph.as_ref().unwrap(), &HashSet::new()).is_empty());
+        assert!(equalizable_inputs(
+            model.graph.as_ref().unwrap(),
+            &HashSet::new(),
+            Reader::Depthwise
+        )
+        .is_empty());
+    }
+
+    /// image (2 channels) -> 3x3 conv to 3 channels (linear) -> 1x1 conv to 2: a bottleneck.
+    fn bottleneck() -> (ModelProto, String, String) {
+        let mut g = GraphBuilder::new();
+        let weight: Vec<f32> = (0..54).map(|i| (i as f32 * 0.53).cos()).collect();
+        let project = g.conv("image", &conv(3, 2, 3, 1, weight));
+        let expand = g.conv(
+            &project,
+            &conv(2, 3, 1, 1, vec![0.5, -0.25, 1.0, 0.1, 0.2, -0.3]),
+        );
+        let model = g.finish(("image", &[1, 2, 4, 5]), (&expand, &[1, 2, 4, 5]), "test");
+        (model, project, expand)
+    }
+
+    #[test]
+    fn a_bottleneck_is_a_pointwise_input_and_equalizing_it_keeps_the_outputs() {
+        let (model, project, _) = bottleneck();
+        let graph = model.graph.as_ref().unwrap();
+        assert!(equalizable_inputs(graph, &HashSet::new(), Reader::Depthwise).is_empty());
+        let found = equalizable_inputs(graph, &HashSet::new(), Reader::Pointwise);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            (found[0].tensor.as_str(), found[0].channels),
+            (project.as_str(), 3)
+        );
+        assert_eq!(found[0].reader, Reader::Pointwise);
+
+        let gains = vec![vec![1.0, 20.0, 0.25]];
+        let equalized = equalize(&model, &found, &gains).unwrap();
+        let input: Vec<f32> = (0..40).map(|i| (i as f32 * 0.7).sin()).collect();
+        let before = run(&model, &input, [1, 2, 4, 5]);
+        let after = run(&equalized, &input, [1, 2, 4, 5]);
+        for (b, a) in before.iter().zip(&after) {
+            assert!(
+                (b - a).abs() <= 1e-5 * b.abs().max(1.0),
+                "{before:?} {after:?}"
+            );
+        }
+        let widened = run(&exposing(&equalized, &project), &input, [1, 2, 4, 5]);
+        let plain = run(&exposing(&model, &project), &input, [1, 2, 4, 5]);
+        for (i, (w, p)) in widened.iter().zip(&plain).enumerate() {
+            let gain = gains[0][i / 20];
+            assert!(
+                (w - p * gain).abs() <= 1e-5 * w.abs().max(1.0),
+                "{i}: {w} {p}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_pointwise_input_kept_in_f32_read_twice_or_behind_a_clip_is_left_alone() {
+        let (model, _, reader) = bottleneck();
+        let graph = model.graph.as_ref().unwrap();
+        assert!(equalizable_inputs(graph, &HashSet::from([reader]), Reader::Pointwise).is_empty());
+
+        let mut g = GraphBuilder::new();
+        let project = g.conv("image", &conv(2, 2, 1, 1, vec![1.0, 0.5, -0.5, 1.0]));
+        let expand = g.conv(&project, &conv(2, 2, 1, 1, vec![0.3; 4]));
+        let sum = g.add(&project, &expand);
+        let model = g.finish(("image", &[1, 2, 3, 3]), (&sum, &[1, 2, 3, 3]), "test");
+        let graph = model.graph.as_ref().unwrap();
+        assert!(equalizable_inputs(graph, &HashSet::new(), Reader::Pointwise).is_empty());
+
+        let mut g = GraphBuilder::new();
+        let first = g.conv("image", &conv(2, 2, 1, 1, vec![1.0, 0.5, -0.5, 1.0]));
+        let clipped = g.relu6(&first);
+        let second = g.conv(&clipped, &conv(2, 2, 1, 1, vec![0.3; 4]));
+        let model = g.finish(("image", &[1, 2, 3, 3]), (&second, &[1, 2, 3, 3]), "test");
+        let graph = model.graph.as_ref().unwrap();
+        assert!(equalizable_inputs(graph, &HashSet::new(), Reader::Pointwise).is_empty());
     }
 
     #[test]
@@ -321,7 +453,7 @@ mod tests {
     fn equalizing_keeps_the_outputs_below_the_clip_and_widens_small_channels() {
         let (model, clipped, _) = stem();
         let graph = model.graph.as_ref().unwrap();
-        let found = depthwise_inputs(graph, &HashSet::new());
+        let found = equalizable_inputs(graph, &HashSet::new(), Reader::Depthwise);
         let gains = vec![vec![1.0, 20.0, 3.0]];
         let equalized = equalize(&model, &found, &gains).unwrap();
         let input: Vec<f32> = (0..40).map(|i| (i as f32 * 0.7).cos()).collect();
@@ -348,7 +480,11 @@ mod tests {
     #[test]
     fn gains_of_the_wrong_length_or_sign_are_refused_with_the_tensor() {
         let (model, clipped, _) = stem();
-        let found = depthwise_inputs(model.graph.as_ref().unwrap(), &HashSet::new());
+        let found = equalizable_inputs(
+            model.graph.as_ref().unwrap(),
+            &HashSet::new(),
+            Reader::Depthwise,
+        );
         for gains in [
             vec![1.0, 2.0],
             vec![1.0, 0.0, 2.0],

@@ -7,7 +7,7 @@ mod grid;
 mod qdq;
 
 pub use calibration::{calibrate, channel_peaks, Histogram, RangeMethod, Ranges};
-pub use equalize::{channel_gains, depthwise_inputs, equalize, DepthwiseInput};
+pub use equalize::{channel_gains, equalizable_inputs, equalize, EqualizableInput, Reader};
 pub use grid::{
     quantize_per_channel, ActivationQuant, ChannelQuantized, WEIGHT_BOUND_7_BITS,
     WEIGHT_BOUND_8_BITS,
@@ -46,6 +46,10 @@ pub struct QuantizeRequest {
     /// How far the channels of depthwise inputs are equalized before calibration, from 0 (not
     /// at all) to 1 (every channel to the widest one's peak): see [`equalize`].
     pub equalize: f32,
+    /// The same for the inputs of pointwise layers that read a tensor no other layer reads
+    /// (a linear bottleneck, say), where the gains move rounding from the input onto the
+    /// weights.
+    pub equalize_pointwise: f32,
     /// Bits of the weights of pointwise (1x1) convolutions and Gemm layers: 8 ([-127, 127]), or
     /// 7 ([-63, 63]), which lets a kernel sum more products in 16-bit lanes.
     pub pointwise_weight_bits: u8,
@@ -94,35 +98,48 @@ fn calibration_inputs(
         .collect()
 }
 
-/// `model` (encoded as `bytes`) with its depthwise inputs equalized to `strength` on the
-/// calibration `inputs`, re-encoded, and how many inputs were equalized.
+/// `model` (encoded as `bytes`) with the inputs of its depthwise layers equalized to
+/// `strengths.0` and those of its pointwise layers to `strengths.1` on the calibration
+/// `inputs`, re-encoded, and how many inputs were equalized.
 fn equalized_member(
     model: tract_onnx::pb::ModelProto,
     bytes: Vec<u8>,
     float_layers: &HashSet<String>,
     shape: [usize; 4],
     inputs: &[Vec<f32>],
-    strength: f32,
+    strengths: (f32, f32),
 ) -> anyhow::Result<(tract_onnx::pb::ModelProto, Vec<u8>, usize)> {
     let graph = model.graph.as_ref().context("the model has no graph")?;
-    let found = depthwise_inputs(graph, float_layers);
-    if strength == 0.0 || found.is_empty() {
+    let found: Vec<(EqualizableInput, f32)> = [
+        (Reader::Depthwise, strengths.0),
+        (Reader::Pointwise, strengths.1),
+    ]
+    .into_iter()
+    .filter(|(_, strength)| *strength != 0.0)
+    .flat_map(|(reader, strength)| {
+        equalizable_inputs(graph, float_layers, reader)
+            .into_iter()
+            .map(move |input| (input, strength))
+    })
+    .collect();
+    if found.is_empty() {
         return Ok((model, bytes, 0));
     }
     let tensors: Vec<(String, usize)> = found
         .iter()
-        .map(|d| (d.tensor.clone(), d.channels))
+        .map(|(d, _)| (d.tensor.clone(), d.channels))
         .collect();
     let peaks = channel_peaks(&bytes, shape, &tensors, inputs)?;
     let gains: Vec<Vec<f32>> = found
         .iter()
-        .map(|d| {
+        .map(|(d, strength)| {
             peaks
                 .get(&d.tensor)
-                .map(|p| channel_gains(p, strength))
+                .map(|p| channel_gains(p, *strength))
                 .with_context(|| format!("no peaks measured for {}", d.tensor))
         })
         .collect::<anyhow::Result<_>>()?;
+    let found: Vec<EqualizableInput> = found.into_iter().map(|(d, _)| d).collect();
     let equalized = equalize(&model, &found, &gains)?;
     let bytes = crate::onnx::encode(&equalized);
     Ok((equalized, bytes, found.len()))
@@ -154,11 +171,15 @@ pub fn quantize(request: &QuantizeRequest) -> anyhow::Result<(Vec<QuantizedMembe
             request.out.display()
         );
     }
-    if !(0.0..=1.0).contains(&request.equalize) {
-        bail!(
-            "equalization strength {} is outside [0, 1]. Fix: --equalize 1 (full), 0 (off) or a value between",
-            request.equalize
-        );
+    for (option, strength) in [
+        ("--equalize", request.equalize),
+        ("--equalize-pointwise", request.equalize_pointwise),
+    ] {
+        if !(0.0..=1.0).contains(&strength) {
+            bail!(
+                "equalization strength {strength} is outside [0, 1]. Fix: {option} 1 (full), 0 (off) or a value between"
+            );
+        }
     }
     let pointwise_bound = match request.pointwise_weight_bits {
         8 => WEIGHT_BOUND_8_BITS,
@@ -177,11 +198,15 @@ pub fn quantize(request: &QuantizeRequest) -> anyhow::Result<(Vec<QuantizedMembe
     let mut int8_manifest = manifest.clone();
     int8_manifest.version = int8_version(&manifest.version, pointwise_bound);
     int8_manifest.description = format!(
-        "{}; post-training int8 by dermedge-tools quantize (per-channel symmetric int8 weights, uint8 activations calibrated on {} training images, first {} Conv/Gemm layers kept in f32, depthwise inputs equalized with strength {}{})",
+        "{}; post-training int8 by dermedge-tools quantize (per-channel symmetric int8 weights, uint8 activations calibrated on {} training images, first {} Conv/Gemm layers kept in f32, depthwise inputs equalized with strength {}{}{})",
         manifest.description,
         inputs.len(),
         request.float_layers,
         request.equalize,
+        match request.equalize_pointwise {
+            0.0 => String::new(),
+            strength => format!(", pointwise inputs read once with strength {strength}"),
+        },
         match pointwise_bound {
             WEIGHT_BOUND_7_BITS => ", pointwise and dense weights in [-63, 63]",
             _ => "",
@@ -203,7 +228,7 @@ pub fn quantize(request: &QuantizeRequest) -> anyhow::Result<(Vec<QuantizedMembe
             &float_layers,
             shape,
             &inputs,
-            request.equalize,
+            (request.equalize, request.equalize_pointwise),
         )
         .with_context(|| format!("equalizing {}", path.display()))?;
         let graph = model.graph.as_ref().context("the model has no graph")?;
@@ -233,7 +258,7 @@ pub fn quantize(request: &QuantizeRequest) -> anyhow::Result<(Vec<QuantizedMembe
         int8_spec.sha256 = sha256_hex(&encoded);
         int8_spec.precision = "int8".into();
         log::info!(
-            "{}: {} activations calibrated ({} depthwise inputs equalized), layers kept in f32: {:?}, {} -> {} bytes",
+            "{}: {} activations calibrated ({} inputs equalized), layers kept in f32: {:?}, {} -> {} bytes",
             path.display(),
             tensors.len(),
             equalized,

@@ -229,6 +229,7 @@ fn split_train_export_classify_beats_the_majority_baseline() {
         range_method: RangeMethod::Mse,
         float_layers: 0,
         equalize: 1.0,
+        equalize_pointwise: 1.0,
         pointwise_weight_bits: 8,
         compare_limit: Some(200),
     })
@@ -241,7 +242,10 @@ fn split_train_export_classify_beats_the_majority_baseline() {
     assert_eq!(predictions.len(), 7);
     assert_eq!(ensemble.manifest.id(), "pipeline@0.0.1+int8");
     assert_eq!(ensemble.manifest.members[0].precision, "int8");
-    let refused_with = |manifest: &Path, out: &Path, equalize: f32, pointwise_weight_bits: u8| {
+    let refused_with = |manifest: &Path,
+                        out: &Path,
+                        (equalize, equalize_pointwise): (f32, f32),
+                        pointwise_weight_bits: u8| {
         let error = quantize(&QuantizeRequest {
             manifest: manifest.to_path_buf(),
             data: data.clone(),
@@ -252,16 +256,19 @@ fn split_train_export_classify_beats_the_majority_baseline() {
             range_method: RangeMethod::Mse,
             float_layers: 0,
             equalize,
+            equalize_pointwise,
             pointwise_weight_bits,
             compare_limit: Some(5),
         })
         .unwrap_err();
         format!("{error:#}")
     };
-    let refused = |manifest: &Path, out: &Path| refused_with(manifest, out, 1.0, 8);
-    let too_strong = refused_with(&manifest, &dir.path().join("int8-strong"), 1.5, 8);
-    assert!(too_strong.contains("--equalize"), "{too_strong}");
-    let six_bits = refused_with(&manifest, &dir.path().join("int8-six"), 1.0, 6);
+    let refused = |manifest: &Path, out: &Path| refused_with(manifest, out, (1.0, 0.0), 8);
+    let too_strong = refused_with(&manifest, &dir.path().join("int8-strong"), (1.5, 0.0), 8);
+    assert!(too_strong.contains("--equalize 1"), "{too_strong}");
+    let negative = refused_with(&manifest, &dir.path().join("int8-negative"), (0.0, -0.5), 8);
+    assert!(negative.contains("--equalize-pointwise"), "{negative}");
+    let six_bits = refused_with(&manifest, &dir.path().join("int8-six"), (1.0, 0.0), 6);
     assert!(six_bits.contains("--pointwise-weight-bits"), "{six_bits}");
     let again = refused(&int8_manifest, &dir.path().join("int8-again"));
     assert!(again.contains("non-f32"), "{again}");
