@@ -146,21 +146,21 @@ impl TripleDepthwise {
             return false;
         }
         let row_len = self.output_width() * self.channels;
-        self.for_each_band(input, first_row, band_rows, out, |first, out, scratch| {
-            let rows = out.len() / row_len;
-            let band = &mut scratch.triples;
-            let len = self.band_input_rows(rows) * (self.width + 2) * GROUP;
-            band.resize(band.len().max(len), 0);
-            for group in 0..self.channels.div_ceil(GROUP) {
-                // SAFETY: the band fits the layer (`for_each_band`) and `band` holds its padded
-                // input rows of one group; NEON is part of every aarch64 target.
-                unsafe {
-                    self.fill_band(input, first, rows, group, band);
-                    with_requantizer!(self.grid, self.finite_scales, |grid| {
+        with_requantizer!(self.grid, self.finite_scales, |grid| {
+            self.for_each_band(input, first_row, band_rows, out, |first, out, scratch| {
+                let rows = out.len() / row_len;
+                let band = &mut scratch.triples;
+                let len = self.band_input_rows(rows) * (self.width + 2) * GROUP;
+                band.resize(band.len().max(len), 0);
+                for group in 0..self.channels.div_ceil(GROUP) {
+                    // SAFETY: the band fits the layer (`for_each_band`) and `band` holds its
+                    // padded input rows of one group; NEON is part of every aarch64 target.
+                    unsafe {
+                        self.fill_band(input, first, rows, group, band);
                         self.sum_band(band, group, out, grid)
-                    });
+                    }
                 }
-            }
+            })
         })
     }
 
@@ -306,15 +306,16 @@ impl TripleDepthwise {
             return false;
         }
         let len = (self.height + 2) * (self.width + 2) + 2 * GROUP;
-        self.for_each_plane(input, first, out, |channel, plane, out, scratch| {
-            let padded = &mut scratch.triples;
-            padded.resize(padded.len().max(len), 0);
-            let padded = &mut padded[..len];
-            // SAFETY: the plane fits the layer (`for_each_plane`) and `padded` holds its padded
-            // rows with room for a vector past the last; NEON is part of every aarch64 target.
-            with_requantizer!(self.grid, self.finite_scales, |grid| unsafe {
-                self.convolve_plane_pairs(channel, plane, padded, out, grid)
-            });
+        with_requantizer!(self.grid, self.finite_scales, |grid| {
+            self.for_each_plane(input, first, out, |channel, plane, out, scratch| {
+                let padded = &mut scratch.triples;
+                padded.resize(padded.len().max(len), 0);
+                let padded = &mut padded[..len];
+                // SAFETY: the plane fits the layer (`for_each_plane`) and `padded` holds its
+                // padded rows with room for a vector past the last; NEON is part of every
+                // aarch64 target.
+                unsafe { self.convolve_plane_pairs(channel, plane, padded, out, grid) }
+            })
         })
     }
 

@@ -23,11 +23,11 @@ impl TripleDepthwise {
         band_rows: usize,
         out: &mut [i8],
     ) -> bool {
-        self.for_each_band(input, first_row, band_rows, out, |first, out, scratch| {
-            // SAFETY: the band fits the layer and the scratch its sizes; the CPU has the
-            // instructions.
-            with_requantizer!(self.grid, self.finite_scales, |grid| unsafe {
-                self.convolve_band(input, first, out, scratch, grid)
+        with_requantizer!(self.grid, self.finite_scales, |grid| {
+            self.for_each_band(input, first_row, band_rows, out, |first, out, scratch| {
+                // SAFETY: the band fits the layer and the scratch its sizes; the CPU has the
+                // instructions.
+                unsafe { self.convolve_band(input, first, out, scratch, grid) }
             })
         })
     }
@@ -113,11 +113,11 @@ impl TripleDepthwise {
     /// # Safety
     /// The CPU has the dot-product instructions.
     pub unsafe fn convolve_planes(&self, input: &[i8], first: usize, out: &mut [i8]) -> bool {
-        self.for_each_plane(input, first, out, |channel, plane, out, scratch| {
-            // SAFETY: the plane fits the layer and the scratch its sizes; the CPU has the
-            // instructions.
-            with_requantizer!(self.grid, self.finite_scales, |grid| unsafe {
-                self.convolve_plane(channel, plane, scratch, out, grid)
+        with_requantizer!(self.grid, self.finite_scales, |grid| {
+            self.for_each_plane(input, first, out, |channel, plane, out, scratch| {
+                // SAFETY: the plane fits the layer and the scratch its sizes; the CPU has the
+                // instructions.
+                unsafe { self.convolve_plane(channel, plane, scratch, out, grid) }
             })
         })
     }
