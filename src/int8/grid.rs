@@ -53,6 +53,21 @@ impl OutputGrid {
         }
     }
 
+    /// The lowest byte this grid writes (`low` plus the zero point).
+    pub fn low_byte(&self) -> i16 {
+        self.low as i16 + i16::from(self.zero_point)
+    }
+
+    /// The highest byte this grid writes (`high` plus the zero point).
+    pub fn high_byte(&self) -> i16 {
+        self.high as i16 + i16::from(self.zero_point)
+    }
+
+    /// Whether the grid spans every i8 value, so that saturating to i8 clamps alone.
+    pub fn is_whole_range(&self) -> bool {
+        self.low_byte() == i16::from(i8::MIN) && self.high_byte() == i16::from(i8::MAX)
+    }
+
     /// Quantizes `v` (in output steps) onto this grid; NaN goes to the lowest step.
     #[inline(always)]
     pub fn quantize(&self, v: f32) -> i8 {
@@ -155,6 +170,15 @@ mod tests {
         let unclipped = OutputGrid::new(1.0, 128, f32::NEG_INFINITY, f32::INFINITY);
         assert_eq!(unclipped.quantize(-1000.0), -128);
         assert_eq!(unclipped.quantize(1000.0), 127);
+        assert_eq!((grid.low_byte(), grid.high_byte()), (-108, -48));
+        assert!(!grid.is_whole_range());
+        assert!(unclipped.is_whole_range());
+        let relu = OutputGrid::new(1.0, 0, 0.0, f32::INFINITY);
+        assert_eq!((relu.low_byte(), relu.high_byte()), (-128, 127));
+        assert!(relu.is_whole_range());
+        let shifted = OutputGrid::new(1.0, 20, 0.0, f32::INFINITY);
+        assert_eq!((shifted.low_byte(), shifted.high_byte()), (-108, 127));
+        assert!(!shifted.is_whole_range());
     }
 
     #[test]

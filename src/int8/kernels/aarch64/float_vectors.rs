@@ -68,7 +68,7 @@ impl FloatVector for NeonLanes {
         let quantizer = Quantizer::new(grid);
         // SAFETY: NEON is part of every aarch64 target.
         let scales = unsafe { vdupq_n_f32(scale) };
-        if grid.high as i16 + i16::from(grid.zero_point) == i16::from(i8::MAX) {
+        if grid.high_byte() == i16::from(i8::MAX) {
             quantize_vectors(values, &mut out[..whole], |x| {
                 quantizer.scaled_bytes::<true>(x, scales)
             });

@@ -26,7 +26,7 @@ impl Quantizer {
         unsafe {
             Quantizer {
                 low: vdupq_n_f32(grid.low),
-                high_byte: vdupq_n_s16(grid.high as i16 + zero_point),
+                high_byte: vdupq_n_s16(grid.high_byte()),
                 zero_point: vdupq_n_s16(zero_point),
             }
         }
@@ -161,12 +161,9 @@ impl Requantizer {
     /// See [`Requantizer`].
     #[inline]
     pub fn choose(grid: OutputGrid, finite_scales: bool) -> Requantizer {
-        let zero_point = i16::from(grid.zero_point);
-        let whole_range = grid.low as i16 + zero_point == i16::from(i8::MIN)
-            && grid.high as i16 + zero_point == i16::from(i8::MAX);
-        if finite_scales && whole_range {
+        if finite_scales && grid.is_whole_range() {
             // SAFETY: NEON is part of every aarch64 target.
-            let zero_point = unsafe { vdupq_n_s16(zero_point) };
+            let zero_point = unsafe { vdupq_n_s16(i16::from(grid.zero_point)) };
             Requantizer::Saturating(SaturatingQuantizer { zero_point })
         } else {
             Requantizer::General(Quantizer::new(grid))
