@@ -328,6 +328,34 @@ mod tests {
         probe
     }
 
+    /// Asserts that `equalized` computes what `model` does, and that it writes `tensor` times
+    /// the gain of each channel (20 positions per channel) for `input`.
+    fn assert_equalized(
+        model: &ModelProto,
+        equalized: &ModelProto,
+        tensor: &str,
+        gains: &[f32],
+        input: &[f32],
+    ) {
+        let before = run(model, input, [1, 2, 4, 5]);
+        let after = run(equalized, input, [1, 2, 4, 5]);
+        for (b, a) in before.iter().zip(&after) {
+            assert!(
+                (b - a).abs() <= 1e-5 * b.abs().max(1.0),
+                "{before:?} {after:?}"
+            );
+        }
+        let widened = run(&exposing(equalized, tensor), input, [1, 2, 4, 5]);
+        let plain = run(&exposing(model, tensor), input, [1, 2, 4, 5]);
+        for (i, (w, p)) in widened.iter().zip(&plain).enumerate() {
+            let gain = gains[i / 20];
+            assert!(
+                (w - p * gain).abs() <= 1e-5 * w.abs().max(1.0),
+                "{i}: {w} {p}"
+            );
+        }
+    }
+
     #[test]
     fn a_depthwise_input_behind_a_clip_is_found_with_its_layers() {
         let (model, clipped, depthwise) = stem();
@@ -397,23 +425,7 @@ mod tests {
         let gains = vec![vec![1.0, 20.0, 0.25]];
         let equalized = equalize(&model, &found, &gains).unwrap();
         let input: Vec<f32> = (0..40).map(|i| (i as f32 * 0.7).sin()).collect();
-        let before = run(&model, &input, [1, 2, 4, 5]);
-        let after = run(&equalized, &input, [1, 2, 4, 5]);
-        for (b, a) in before.iter().zip(&after) {
-            assert!(
-                (b - a).abs() <= 1e-5 * b.abs().max(1.0),
-                "{before:?} {after:?}"
-            );
-        }
-        let widened = run(&exposing(&equalized, &project), &input, [1, 2, 4, 5]);
-        let plain = run(&exposing(&model, &project), &input, [1, 2, 4, 5]);
-        for (i, (w, p)) in widened.iter().zip(&plain).enumerate() {
-            let gain = gains[0][i / 20];
-            assert!(
-                (w - p * gain).abs() <= 1e-5 * w.abs().max(1.0),
-                "{i}: {w} {p}"
-            );
-        }
+        assert_equalized(&model, &equalized, &project, &gains[0], &input);
     }
 
     #[test]
@@ -457,24 +469,7 @@ mod tests {
         let gains = vec![vec![1.0, 20.0, 3.0]];
         let equalized = equalize(&model, &found, &gains).unwrap();
         let input: Vec<f32> = (0..40).map(|i| (i as f32 * 0.7).cos()).collect();
-        let before = run(&model, &input, [1, 2, 4, 5]);
-        let after = run(&equalized, &input, [1, 2, 4, 5]);
-        for (b, a) in before.iter().zip(&after) {
-            assert!(
-                (b - a).abs() <= 1e-5 * b.abs().max(1.0),
-                "{before:?} {after:?}"
-            );
-        }
-
-        let widened = run(&exposing(&equalized, &clipped), &input, [1, 2, 4, 5]);
-        let plain = run(&exposing(&model, &clipped), &input, [1, 2, 4, 5]);
-        for (i, (w, p)) in widened.iter().zip(&plain).enumerate() {
-            let gain = gains[0][i / 20];
-            assert!(
-                (w - p * gain).abs() <= 1e-5 * w.abs().max(1.0),
-                "{i}: {w} {p}"
-            );
-        }
+        assert_equalized(&model, &equalized, &clipped, &gains[0], &input);
     }
 
     #[test]
