@@ -122,10 +122,10 @@ pub fn equalizable_inputs(
             "Clip" => scalar(producer, 1) == Some(0.0),
             _ => false,
         };
-        if passes_scaling && reader == Reader::Pointwise {
-            continue;
-        }
         if passes_scaling {
+            if reader == Reader::Pointwise {
+                continue;
+            }
             let Some(source) = producer.input.first() else {
                 continue;
             };
@@ -204,16 +204,12 @@ fn scale_channels(
             values.len()
         );
     }
-    let channel_of = |i: usize| match axis {
-        Axis::Outer => i / (values.len() / channels),
-        Axis::Second => {
-            let inner = tensor.dims.iter().skip(2).product::<i64>().max(1) as usize;
-            (i / inner) % channels
-        }
+    let run = match axis {
+        Axis::Outer => values.len() / channels,
+        Axis::Second => tensor.dims.iter().skip(2).product::<i64>().max(1) as usize,
     };
-    let channels_of: Vec<usize> = (0..values.len()).map(channel_of).collect();
-    for (v, c) in values.iter_mut().zip(channels_of) {
-        *v *= factor(c);
+    for (i, v) in values.iter_mut().enumerate() {
+        *v *= factor((i / run) % channels);
     }
     tensor.float_data.clear();
     tensor.raw_data = values.iter().flat_map(|v| v.to_le_bytes()).collect();

@@ -138,6 +138,7 @@ pub unsafe fn tile_fours(
     }
     tile
 }
+
 /// One column of [`fours_step`] as assembly text: each row's two chunks (`v0`-`v3` and
 /// `v4`-`v7`) times the column's two (registers `$first` and `$second`), four products per
 /// 16-bit lane in `v12`-`v15`, widened into the rows' sums (registers `$s0`-`$s3`) by `$widen`.
@@ -194,8 +195,8 @@ macro_rules! fours_step {
 }
 
 /// Four rows by four columns over `2 * pairs` chunks with four products per 16-bit lane (two
-/// chunks' `smull`/`smlal2`/`smlal`/`smlal2`, then `sadalp`): lane `j` of `sums[i]` is the sum of
-/// row `i` and column `j`. In assembly, since the sixteen sums, two chunks of the four rows, two
+/// chunks' `smull`/`smlal2`/`smlal`/`smlal2`, then `saddlp` on the first step, `sadalp` after):
+/// lane `j` of `sums[i]` is the sum of row `i` and column `j`. In assembly, since the sixteen sums, two chunks of the four rows, two
 /// of two columns and four 16-bit temporaries take all 32 vector registers: 92 instructions per
 /// 512 products, against 108 for two chunks of [`sub_tile`].
 ///

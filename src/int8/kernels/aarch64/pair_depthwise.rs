@@ -205,7 +205,7 @@ impl TripleDepthwise {
 
     /// Sums and requantizes channel group `group` of the band's output rows (`out`) from its
     /// padded input rows: a whole group of sixteen channels at a time ([`sixteen_sums`]), a
-    /// group of fewer eight channels at a time.
+    /// smaller group eight channels at a time.
     #[target_feature(enable = "neon")]
     unsafe fn sum_band<Q: Requantize>(&self, band: &[i8], group: usize, out: &mut [i8], grid: Q) {
         let (c, s, ow, pw) = (
