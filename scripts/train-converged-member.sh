@@ -3,9 +3,10 @@
 # backend: MobileNetV2 or EfficientNet-Lite0 from ImageNet weights at HAM10000's native 200x150,
 # Shades of Gray colour constancy, the ISIC 2017 images as extra training data, sqrt
 # class-weighted cross-entropy with label smoothing 0.1, a moving average of the weights (decay
-# 0.998), 1 frozen + 17 fine-tuning epochs on a cosine schedule, a checkpoint every 10 minutes;
-# early stopping after PATIENCE (default 4) epochs without a better smoothed validation balanced
-# accuracy (a resumed run may take another patience).
+# 0.998), 1 frozen + EPOCHS - 1 fine-tuning epochs on a cosine schedule (EPOCHS default 18), a
+# checkpoint every 10 minutes; early stopping after PATIENCE (default 4) epochs without a better
+# smoothed validation balanced accuracy (a resumed run may take another patience, not another
+# EPOCHS).
 #
 # Usage: scripts/train-converged-member.sh [SEED] [RUN_DIR] [ARCH] [MORE dermedge-tools train ARGS]
 #   (defaults: 11, runs/v7, mobilenet-v2; ARCH mobilenet-v2 or efficientnet-lite0), e.g.
@@ -54,7 +55,7 @@ mkdir -p "$run"
 exec "$tools" train --backend "$backend" --arch "$arch" \
   --weights "$arch=$W" --split splits/ham10000-seed1.csv --out "$run" \
   --data "$data/ham10000" --extra-data "$data/isic2017" --colour-constancy shades-of-gray \
-  --width 200 --height 150 --batch 32 --frozen-epochs 1 --epochs 18 \
+  --width 200 --height 150 --batch 32 --frozen-epochs 1 --epochs "${EPOCHS:-18}" \
   --lr 5e-4 --lr-head 1e-3 --min-lr 1e-5 --patience "${PATIENCE:-4}" \
   --class-weights splits/class-weights-sqrt.txt --label-smoothing 0.1 --ema 0.998 \
   --checkpoint-minutes "${CHECKPOINT_MINUTES:-10}" --seeds "$seed" --resume "${@:4}"
