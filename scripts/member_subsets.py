@@ -3,32 +3,54 @@
 
 usage: scripts/member_subsets.py write OUT_DIR MANIFEST...
          one folder per non-empty subset of the members of the exported f32 MANIFESTs (the first
-         gives [input] and [[classes]]), each with its ONNX files and ensemble.toml
+         gives [input] and [[classes]]; a member whose input differs from that [input] keeps its
+         own as [members.input]), each with its ONNX files and ensemble.toml
        scripts/member_subsets.py rank OUT_DIR
          each candidate's validation top-1, balanced accuracy and their mean, from the
          predictions.csv that `dermedge-tools evaluate --out OUT_DIR/<candidate>/val` wrote, best first
 """
 import itertools
+import json
 import os
-import re
 import shutil
 import sys
+import tomllib
 
 from predictions import figures, read_predictions
 
-MEMBER = re.compile(r"\[\[members\]\]\n(?:[^\[\n][^\n]*\n)*")
+def toml_value(value):
+    """A TOML literal of a string, number, boolean or list of them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
+
+
+def member_block(member, own_input):
+    """The [[members]] table of `member`, with `own_input` as its [members.input] when given."""
+    lines = ["[[members]]"]
+    lines += [f"{k} = {toml_value(v)}" for k, v in member.items() if k != "input"]
+    if own_input is not None:
+        lines += ["", "[members.input]"]
+        lines += [f"{k} = {toml_value(v)}" for k, v in own_input.items()]
+    return "\n".join(lines)
 
 
 def write(out, manifests):
-    head = None
+    head = head_input = None
     members = {}
     for path in manifests:
         text = open(path).read()
+        manifest = tomllib.loads(text)
         if head is None:
-            head = text[: text.index("[[members]]")]
-        for block in MEMBER.findall(text):
-            name = re.search(r'file = "([^"]+)"', block).group(1)
-            members.setdefault(name, (os.path.dirname(path), block.rstrip("\n")))
+            head, head_input = text[: text.index("[[members]]")], manifest["input"]
+        for member in manifest["members"]:
+            own = member.get("input", manifest["input"])
+            block = member_block(member, None if own == head_input else own)
+            members.setdefault(member["file"], (os.path.dirname(path), block))
     names = sorted(members)
     for size in range(1, len(names) + 1):
         for subset in itertools.combinations(names, size):

@@ -13,6 +13,7 @@ use crate::ensemble::{Ensemble, EnsembleError, InferenceError};
 use crate::health::{peak_rss_bytes, TimingStats};
 use crate::integrity::PublicKey;
 use crate::journal::Journal;
+use crate::manifest::Flip;
 use crate::preprocess::{load_image_file, ImageError, ImageLimits};
 use crate::profile::{profile_plan, OpTime};
 use crate::quality::{self, GateSettings};
@@ -92,8 +93,8 @@ pub struct BenchOptions {
     pub threads: usize,
     /// Also time every member's plan node by node.
     pub profile: bool,
-    /// Write the preprocessed input tensor here (raw little-endian f32, NCHW), so that other
-    /// engines can be timed on exactly the same input.
+    /// Write the first member's preprocessed input tensor here (raw little-endian f32, NCHW),
+    /// so that other engines can be timed on exactly the same input.
     pub save_input: Option<PathBuf>,
 }
 
@@ -245,7 +246,7 @@ pub fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     let (ensemble, ensemble_load_ms) =
         time_ms(|| Ensemble::load_with(&options.manifest, key.as_ref()));
     let ensemble = ensemble?;
-    let spec = ensemble.manifest.input.clone();
+    let first = ensemble.input_spec(0).clone();
     let limits = ImageLimits::default();
 
     let (image, decode) = match &options.image {
@@ -256,16 +257,17 @@ pub fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
             let image = load_image_file(path, &limits)?.rgb;
             (image, Some(TimingStats::from_samples(&samples)))
         }
-        None => (synthetic_image(spec.width, spec.height), None),
+        None => (synthetic_image(first.width, first.height), None),
     };
-    let input = ensemble.input_for(&image);
     if let Some(path) = &options.save_input {
-        save_tensor(&input, path)?;
+        save_tensor(&ensemble.input_for(0, &image), path)?;
     }
     let temperature = ensemble.manifest.decision.temperature.unwrap_or(1.0);
 
     let mut members = Vec::new();
-    for member in &ensemble.members {
+    for (index, member) in ensemble.members.iter().enumerate() {
+        let spec = ensemble.input_spec(index);
+        let input = ensemble.input_for(index, &image);
         let baseline_error = |e: TractError| BenchError::Baseline {
             path: member.path.clone(),
             message: format!("{e:#}"),
@@ -308,7 +310,7 @@ pub fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         });
     }
 
-    let views = [input.clone()];
+    let views = ensemble.views_with(&image, &[Flip::None]);
     let members_and_combine = timed_runs(options, || ensemble.predict(&views))?;
     let per_image = timed_runs(options, || ensemble.classify(&image))?;
 
@@ -317,7 +319,12 @@ pub fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     Ok(BenchReport {
         ensemble: ensemble.manifest.id(),
         threads: options.threads,
-        input: format!("1x3x{}x{}", spec.height, spec.width),
+        input: ensemble
+            .input_specs()
+            .iter()
+            .map(|spec| format!("1x3x{}x{}", spec.height, spec.width))
+            .collect::<Vec<_>>()
+            .join(" + "),
         image: options
             .image
             .as_ref()

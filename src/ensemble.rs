@@ -12,7 +12,7 @@ use tract_onnx::tract_hir::infer::Factoid;
 use crate::decision::{self, Decision};
 use crate::digest::sha256_hex;
 use crate::integrity::{PublicKey, SignatureError};
-use crate::manifest::{InputSpec, Manifest, ManifestError, MemberOutput, MemberSpec};
+use crate::manifest::{Flip, InputSpec, Manifest, ManifestError, MemberOutput, MemberSpec};
 use crate::preprocess::{flip_nchw, to_input_tensor};
 
 /// Largest member file accepted, in bytes.
@@ -42,7 +42,7 @@ pub enum EnsembleError {
     },
     #[error("member {path} is not a loadable ONNX model: {message}. Fix: the file is truncated or not ONNX; reinstall the ensemble from its release")]
     Load { path: PathBuf, message: String },
-    #[error("member {path} takes input {declared}, but {manifest} [input] gives [1, 3, {height}, {width}]. Fix: make [input] width/height match the model, or re-export the model for that size")]
+    #[error("member {path} takes input {declared}, but {manifest} gives it [1, 3, {height}, {width}] (the member's own `input`, else [input]). Fix: make that width/height match the model, or re-export the model for that size")]
     InputShape {
         path: PathBuf,
         manifest: PathBuf,
@@ -344,6 +344,20 @@ pub struct Prediction {
     pub decision: Decision,
 }
 
+/// An image prepared for the members: the same views (the input, then its mirrors) for each
+/// distinct input spec of the manifest.
+#[derive(Debug, Clone)]
+pub struct Views {
+    per_input: Vec<Vec<TValue>>,
+}
+
+impl Views {
+    /// How many views each member runs on.
+    pub fn per_member(&self) -> usize {
+        self.per_input.first().map_or(0, Vec::len)
+    }
+}
+
 /// The manifest and its loaded members.
 #[derive(Debug)]
 pub struct Ensemble {
@@ -351,6 +365,10 @@ pub struct Ensemble {
     pub manifest_path: PathBuf,
     pub members: Vec<Member>,
     weights: Vec<f32>,
+    /// The distinct input specs of the members, in order of first use.
+    inputs: Vec<InputSpec>,
+    /// Each member's index in `inputs`.
+    member_inputs: Vec<usize>,
 }
 
 impl Ensemble {
@@ -373,14 +391,20 @@ impl Ensemble {
         let members = manifest
             .members
             .iter()
-            .map(|spec| Member::load(spec, manifest_path, &manifest.input, manifest.classes.len()))
+            .map(|spec| {
+                let input = manifest.input_of(spec);
+                Member::load(spec, manifest_path, input, manifest.classes.len())
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let weights = manifest.normalised_weights();
+        let (inputs, member_inputs) = manifest.input_groups();
         Ok(Ensemble {
             manifest,
             manifest_path: manifest_path.to_path_buf(),
             members,
             weights,
+            inputs,
+            member_inputs,
         })
     }
 
@@ -389,37 +413,69 @@ impl Ensemble {
         &self.weights
     }
 
-    /// The model input for an upright RGB image, ready to share between members.
-    pub fn input_for(&self, image: &RgbImage) -> TValue {
-        let spec = &self.manifest.input;
-        let data = to_input_tensor(image, spec);
-        tensor_from_nchw(data, spec)
+    /// The input spec member `member` (its index) runs on.
+    pub fn input_spec(&self, member: usize) -> &InputSpec {
+        &self.inputs[self.member_inputs[member]]
     }
 
-    /// The views of an upright RGB image that every member runs on: the prepared input, then its
-    /// mirrors when the manifest asks for test-time augmentation.
-    pub fn views_for(&self, image: &RgbImage) -> Vec<TValue> {
-        let spec = &self.manifest.input;
-        let data = to_input_tensor(image, spec);
-        let (width, height) = (spec.width as usize, spec.height as usize);
-        self.manifest
-            .inference
-            .test_time_augmentation
-            .views()
+    /// The distinct input specs of the members, in order of first use.
+    pub fn input_specs(&self) -> &[InputSpec] {
+        &self.inputs
+    }
+
+    /// Member `member`'s model input for an upright RGB image.
+    pub fn input_for(&self, member: usize, image: &RgbImage) -> TValue {
+        let spec = self.input_spec(member);
+        tensor_from_nchw(to_input_tensor(image, spec), spec)
+    }
+
+    /// The views of an upright RGB image that the members run on: for each distinct input spec,
+    /// the prepared input, then its mirrors when the manifest asks for test-time augmentation.
+    pub fn views_for(&self, image: &RgbImage) -> Views {
+        self.views_with(
+            image,
+            self.manifest.inference.test_time_augmentation.views(),
+        )
+    }
+
+    /// Like [`Ensemble::views_for`], with the given mirrors as the views.
+    pub fn views_with(&self, image: &RgbImage, flips: &[Flip]) -> Views {
+        let per_input = self
+            .inputs
             .iter()
-            .map(|&flip| tensor_from_nchw(flip_nchw(&data, width, height, flip), spec))
-            .collect()
+            .map(|spec| {
+                let data = to_input_tensor(image, spec);
+                let (width, height) = (spec.width as usize, spec.height as usize);
+                flips
+                    .iter()
+                    .map(|&flip| tensor_from_nchw(flip_nchw(&data, width, height, flip), spec))
+                    .collect()
+            })
+            .collect();
+        Views { per_input }
     }
 
     /// Classifies the views of one input with every member and combines the results. When
     /// tract's executor is a thread pool, the member runs (one per member and view) share it
     /// concurrently; the results do not depend on it.
-    pub fn predict(&self, views: &[TValue]) -> Result<Prediction, InferenceError> {
+    pub fn predict(&self, views: &Views) -> Result<Prediction, InferenceError> {
         let temperature = self.manifest.decision.temperature.unwrap_or(1.0);
-        let runs = concurrently(self.members.len() * views.len(), |run| {
-            let member = &self.members[run / views.len()];
+        if views.per_input.len() != self.inputs.len() {
+            return Err(InferenceError {
+                member: self.manifest.id(),
+                message: format!(
+                    "it was given views of {} input spec(s), not its {}; they were prepared for another ensemble",
+                    views.per_input.len(),
+                    self.inputs.len()
+                ),
+            });
+        }
+        let count = views.per_member();
+        let runs = concurrently(self.members.len() * count, |run| {
+            let (member, view) = (run / count, run % count);
+            let input = &views.per_input[self.member_inputs[member]][view];
             let started = Instant::now();
-            let raw = member.run_raw(&views[run % views.len()]);
+            let raw = self.members[member].run_raw(input);
             (raw, started.elapsed().as_secs_f64() * 1e3)
         });
         let mut runs = runs.into_iter();
@@ -427,9 +483,9 @@ impl Ensemble {
             .members
             .iter()
             .map(|member| {
-                let mut raw = Vec::with_capacity(views.len());
+                let mut raw = Vec::with_capacity(count);
                 let mut ms = 0.0;
-                for (output, run_ms) in runs.by_ref().take(views.len()) {
+                for (output, run_ms) in runs.by_ref().take(count) {
                     raw.push(output?);
                     ms += run_ms;
                 }
@@ -513,10 +569,7 @@ mod tests {
         )
         .unwrap()
         .rgb;
-        let views = [
-            ensemble.input_for(&image),
-            ensemble.input_for(&image::imageops::flip_horizontal(&image)),
-        ];
+        let views = ensemble.views_with(&image, &[Flip::None, Flip::Horizontal]);
         let sequential =
             multithread_tract_scope(Executor::SingleThread, || ensemble.predict(&views)).unwrap();
         let pooled =

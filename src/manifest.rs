@@ -85,7 +85,7 @@ pub enum MemberOutput {
     Probabilities,
 }
 
-/// The preprocessing every member expects: one spec for the whole ensemble.
+/// The preprocessing a member expects: the manifest's `[input]`, or a member's own `input`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputSpec {
@@ -131,6 +131,10 @@ pub struct MemberSpec {
     /// Numeric precision of the file's weights (`f32`, `int8`).
     pub precision: String,
     pub output: MemberOutput,
+    /// This member's preprocessing when it differs from the manifest's `[input]` (a member
+    /// trained at another size or with another colour step); the ensemble's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputSpec>,
 }
 
 fn default_weight() -> f32 {
@@ -309,6 +313,29 @@ impl Manifest {
         self.members.iter().map(|m| m.weight / total).collect()
     }
 
+    /// The preprocessing `member` expects: its own `input`, else the manifest's `[input]`.
+    pub fn input_of<'a>(&'a self, member: &'a MemberSpec) -> &'a InputSpec {
+        member.input.as_ref().unwrap_or(&self.input)
+    }
+
+    /// The distinct preprocessings the members expect, in order of first use, and for each
+    /// member the index of its own among them: an image is prepared once per distinct spec.
+    pub fn input_groups(&self) -> (Vec<InputSpec>, Vec<usize>) {
+        let mut specs: Vec<InputSpec> = Vec::new();
+        let indices = self
+            .members
+            .iter()
+            .map(|member| {
+                let spec = self.input_of(member);
+                specs.iter().position(|s| s == spec).unwrap_or_else(|| {
+                    specs.push(spec.clone());
+                    specs.len() - 1
+                })
+            })
+            .collect();
+        (specs, indices)
+    }
+
     /// Class codes in output order.
     pub fn class_codes(&self) -> Vec<&str> {
         self.classes.iter().map(|c| c.code.as_str()).collect()
@@ -361,17 +388,11 @@ impl Manifest {
                 ));
             }
         }
-        let input = &self.input;
-        if !(1..=4096).contains(&input.width) || !(1..=4096).contains(&input.height) {
-            return Err(format!(
-                "input size {}x{} is out of range (1 to 4096 per side). Fix: set [input] width and height",
-                input.width, input.height
-            ));
-        }
-        if input.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
-            || input.mean.iter().any(|m| !m.is_finite())
-        {
-            return Err("[input] std must be positive and mean finite. Fix: correct them".into());
+        check_input(&self.input, "[input]")?;
+        for member in &self.members {
+            if let Some(input) = &member.input {
+                check_input(input, &format!("member {} input", member.file.display()))?;
+            }
         }
         let decision = &self.decision;
         if let Some(t) = decision.temperature {
@@ -430,6 +451,24 @@ impl Manifest {
     }
 }
 
+/// Checks a preprocessing spec; `name` says where it is written.
+fn check_input(input: &InputSpec, name: &str) -> Result<(), String> {
+    if !(1..=4096).contains(&input.width) || !(1..=4096).contains(&input.height) {
+        return Err(format!(
+            "{name} size {}x{} is out of range (1 to 4096 per side). Fix: set its width and height",
+            input.width, input.height
+        ));
+    }
+    if input.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
+        || input.mean.iter().any(|m| !m.is_finite())
+    {
+        return Err(format!(
+            "{name} std must be positive and mean finite. Fix: correct them"
+        ));
+    }
+    Ok(())
+}
+
 /// The seven HAM10000 diagnostic classes as `models/ensemble.toml` lists them, for tests; the
 /// tools and the runtime read the class list from a manifest.
 #[cfg(test)]
@@ -484,6 +523,7 @@ mod tests {
                 backbone: "tiny-cnn".into(),
                 precision: "f32".into(),
                 output: MemberOutput::Logits,
+                input: None,
             }],
             inference: InferenceSettings::default(),
             decision: DecisionSettings::default(),
@@ -496,6 +536,38 @@ mod tests {
         let back = Manifest::parse(&m.to_toml(), Path::new("x.toml")).unwrap();
         assert_eq!(back, m);
         assert_eq!(back.id(), "t@1");
+    }
+
+    /// A member with its own input round-trips, groups apart from the ensemble's `[input]`,
+    /// and is checked like it.
+    #[test]
+    fn members_may_take_their_own_input() {
+        let mut m = sample();
+        let mut other = m.members[0].clone();
+        other.file = "wide.onnx".into();
+        other.input = Some(InputSpec {
+            width: 20,
+            colour_constancy: ColourConstancy::ShadesOfGray,
+            ..m.input.clone()
+        });
+        let mut same = m.members[0].clone();
+        same.file = "same.onnx".into();
+        same.input = Some(m.input.clone());
+        m.members.extend([other.clone(), same]);
+        let back = Manifest::parse(&m.to_toml(), Path::new("x.toml")).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.input_of(&back.members[0]), &m.input);
+        assert_eq!(back.input_of(&back.members[1]).width, 20);
+        let (specs, indices) = back.input_groups();
+        assert_eq!(specs, vec![m.input.clone(), other.input.clone().unwrap()]);
+        assert_eq!(indices, vec![0, 1, 0]);
+
+        m.members[1].input.as_mut().unwrap().height = 0;
+        let err = Manifest::parse(&m.to_toml(), Path::new("e.toml")).unwrap_err();
+        assert!(
+            err.to_string().contains("member wide.onnx input size 20x0"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -42,7 +42,7 @@ use dermedge::inputs::{expand_inputs, InputItem};
 use dermedge::int8::KernelSet;
 use dermedge::integrity::PublicKey;
 use dermedge::journal::Journal;
-use dermedge::manifest::{EnsembleStatus, MemberOutput};
+use dermedge::manifest::{EnsembleStatus, InputSpec, MemberOutput};
 use dermedge::preprocess::{load_image_file, ImageLimits};
 use dermedge::quality::{self, GateSettings};
 use dermedge::record::{json_line, Outcome, DECISION_SUPPORT_NOTICE, FIXTURE_WARNING};
@@ -371,6 +371,17 @@ struct MemberInfo<'a> {
     sha256: &'a str,
     checksum_verified: bool,
     load_ms: f64,
+    /// The member's own input spec, when it differs from the manifest's `[input]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<&'a InputSpec>,
+}
+
+/// One line describing an input spec, as `inspect` prints it.
+fn describe_input(i: &InputSpec) -> String {
+    format!(
+        "1x3x{}x{} (NCHW f32), resize {:?}, channels {:?}, mean {:?}, std {:?}, colour constancy {:?}",
+        i.height, i.width, i.resize, i.channel_order, i.mean, i.std, i.colour_constancy
+    )
 }
 
 /// The int8 kernel set the members run on (checked when the ensemble was loaded).
@@ -394,6 +405,7 @@ fn inspect(cli: &Cli, args: &InspectArgs) -> Result<u8> {
             sha256: &member.spec.sha256,
             checksum_verified: true,
             load_ms: member.load_ms,
+            input: member.spec.input.as_ref().filter(|own| **own != m.input),
         })
         .collect();
     if args.json {
@@ -422,16 +434,7 @@ fn inspect(cli: &Cli, args: &InspectArgs) -> Result<u8> {
     if !m.description.is_empty() {
         outln!("about     {}", m.description);
     }
-    let i = &m.input;
-    outln!(
-        "input     1x3x{}x{} (NCHW f32), resize {:?}, channels {:?}, mean {:?}, std {:?}",
-        i.height,
-        i.width,
-        i.resize,
-        i.channel_order,
-        i.mean,
-        i.std
-    );
+    outln!("input     {}", describe_input(&m.input));
     outln!("classes   {}", m.classes.len());
     for (index, c) in m.classes.iter().enumerate() {
         let kind = if c.malignant { "malignant" } else { "benign" };
@@ -451,6 +454,9 @@ fn inspect(cli: &Cli, args: &InspectArgs) -> Result<u8> {
             member.sha256,
             member.load_ms
         );
+        if let Some(input) = member.input {
+            outln!("      its own input {}", describe_input(input));
+        }
     }
     let d = &m.decision;
     outln!(

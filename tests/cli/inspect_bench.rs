@@ -33,6 +33,40 @@ fn inspect_lists_members_with_verified_checksums() {
     assert_eq!(value["input"]["width"], 64);
 }
 
+/// A member with its own input is shown with it, in text and JSON, and the bench names both
+/// prepared inputs.
+#[test]
+fn inspect_and_bench_show_a_member_input() {
+    let fx = Fixture::new();
+    fx.edit_manifest(
+        "output = \"logits\"\n\n[decision]",
+        "output = \"logits\"\n\n[members.input]\nwidth = 64\nheight = 48\nresize = \"center-crop\"\nmean = [0.5, 0.5, 0.5]\nstd = [0.25, 0.25, 0.25]\nchannel_order = \"rgb\"\ncolour_constancy = \"shades-of-gray\"\n\n[decision]",
+    );
+    let out = fx.run(&["inspect"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let own: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("its own input"))
+        .collect();
+    assert_eq!(own.len(), 1, "{text}");
+    assert!(
+        own[0].contains("CenterCrop") && own[0].contains("ShadesOfGray"),
+        "{text}"
+    );
+    let out = fx.run(&["inspect", "--json"]);
+    let value = &json_lines(&stdout(&out))[0];
+    assert!(value["members"][0].get("input").is_none(), "{value}");
+    assert_eq!(
+        value["members"][1]["input"]["colour_constancy"],
+        "shades-of-gray"
+    );
+    let out = fx.run(&["bench", "--json", "--runs", "1", "--warmup", "0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = &json_lines(&stdout(&out))[0];
+    assert_eq!(report["input"], "1x3x48x64 + 1x3x48x64");
+}
+
 #[test]
 fn bench_reports_every_member_and_the_ensemble() {
     let fx = Fixture::new();

@@ -203,6 +203,7 @@ pub fn write_fixture_ensemble(
             backbone: arch.backbone().into(),
             precision: "f32".into(),
             output: MemberOutput::Logits,
+            input: None,
         });
     }
     let manifest = Manifest {

@@ -18,7 +18,7 @@ fn shipped() -> (Ensemble, TypedModel) {
     let member = &ensemble.members[0];
     let bytes = std::fs::read(&member.path).unwrap();
     let typed =
-        typed_model_for_input(&bytes, &member.path, &ensemble.manifest.input, &manifest).unwrap();
+        typed_model_for_input(&bytes, &member.path, ensemble.input_spec(0), &manifest).unwrap();
     (ensemble, typed)
 }
 
@@ -68,7 +68,7 @@ fn every_int8_op_matches_the_qdq_graph_on_real_images() {
     let mut kinds = HashSet::new();
     for path in samples().iter().take(2) {
         let image = load_image_file(path, &ImageLimits::default()).unwrap();
-        let results = plan.run(tvec!(ensemble.input_for(&image.rgb))).unwrap();
+        let results = plan.run(tvec!(ensemble.input_for(0, &image.rgb))).unwrap();
         let value_of = |outlet: &OutletId| {
             let at = outlets.iter().position(|o| o == outlet).unwrap();
             results[at].clone().into_tensor()
@@ -144,7 +144,7 @@ fn channels_last_tensors_leave_the_logits_unchanged() {
     assert!(planar_layouts.iter().all(|l| l == "ChannelsFirst"));
     for path in samples() {
         let image = load_image_file(&path, &ImageLimits::default()).unwrap();
-        let input = ensemble.input_for(&image.rgb);
+        let input = ensemble.input_for(0, &image.rgb);
         let moved_threaded = multithread_tract_scope(Executor::multithread(3), || {
             moved.run(tvec!(input.clone())).unwrap().remove(0)
         });
@@ -222,7 +222,7 @@ fn the_rewritten_member_tracks_the_qdq_graph() {
     };
     for path in samples() {
         let image = load_image_file(&path, &ImageLimits::default()).unwrap();
-        let input = ensemble.input_for(&image.rgb);
+        let input = ensemble.input_for(0, &image.rgb);
         let ours = softmax(&member.run_raw(&input).unwrap());
         let reference = plain.run(tvec!(input)).unwrap().remove(0);
         let reference = softmax(

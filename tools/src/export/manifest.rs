@@ -92,6 +92,7 @@ pub fn write_manifest(
                 backbone: m.backbone.clone(),
                 precision: "f32".into(),
                 output: MemberOutput::Logits,
+                input: None,
             })
             .collect(),
         inference: Default::default(),

@@ -20,8 +20,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use dermedge::ensemble::read_member_file;
-use dermedge::manifest::Manifest;
+use dermedge::manifest::{InputSpec, Manifest};
 use dermedge::preprocess::{load_image_file, sha256_hex, to_input_tensor, ImageLimits};
+use image::RgbImage;
 
 use crate::classes::Classes;
 use crate::compare::{compare, CompareRequest, Comparison};
@@ -65,11 +66,11 @@ pub struct QuantizedMember {
     pub int8_bytes: usize,
 }
 
-/// Preprocessed inputs of `request.calibration_images` training images drawn with its seed.
-fn calibration_inputs(
+/// `request.calibration_images` training images drawn with its seed, decoded.
+fn calibration_images(
     request: &QuantizeRequest,
     manifest: &Manifest,
-) -> anyhow::Result<Vec<Vec<f32>>> {
+) -> anyhow::Result<Vec<RgbImage>> {
     let classes = Classes::new(manifest.classes.clone())?;
     let (samples, mut indices) = side_samples(
         &request.data,
@@ -91,11 +92,17 @@ fn calibration_inputs(
     indices.truncate(request.calibration_images);
     indices
         .iter()
-        .map(|&i| {
-            let image = load_image_file(&samples[i].path, &ImageLimits::default())?;
-            Ok(to_input_tensor(&image.rgb, &manifest.input))
-        })
+        .map(|&i| Ok(load_image_file(&samples[i].path, &ImageLimits::default())?.rgb))
         .collect()
+}
+
+/// The calibration images prepared for a member with input `spec`, and the input's shape.
+fn calibration_inputs(images: &[RgbImage], spec: &InputSpec) -> (Vec<Vec<f32>>, [usize; 4]) {
+    let inputs = images
+        .iter()
+        .map(|image| to_input_tensor(image, spec))
+        .collect();
+    (inputs, [1, 3, spec.height as usize, spec.width as usize])
 }
 
 /// `model` (encoded as `bytes`) with the inputs of its depthwise layers equalized to
@@ -188,19 +195,13 @@ pub fn quantize(request: &QuantizeRequest) -> anyhow::Result<(Vec<QuantizedMembe
             "pointwise weights of {bits} bits are not supported. Fix: --pointwise-weight-bits 8 (the default) or 7"
         ),
     };
-    let inputs = calibration_inputs(request, &manifest)?;
-    let shape = [
-        1,
-        3,
-        manifest.input.height as usize,
-        manifest.input.width as usize,
-    ];
+    let images = calibration_images(request, &manifest)?;
     let mut int8_manifest = manifest.clone();
     int8_manifest.version = int8_version(&manifest.version, pointwise_bound);
     int8_manifest.description = format!(
         "{}; post-training int8 by dermedge-tools quantize (per-channel symmetric int8 weights, uint8 activations calibrated on {} training images, first {} Conv/Gemm layers kept in f32, depthwise inputs equalized with strength {}{}{})",
         manifest.description,
-        inputs.len(),
+        images.len(),
         request.float_layers,
         request.equalize,
         match request.equalize_pointwise {
@@ -217,6 +218,7 @@ pub fn quantize(request: &QuantizeRequest) -> anyhow::Result<(Vec<QuantizedMembe
         let path = source_dir.join(&spec.file);
         let bytes = read_member_file(&path, &spec.sha256, &request.manifest)?;
         let model = decode_model(&bytes).with_context(|| path.display().to_string())?;
+        let (inputs, shape) = calibration_inputs(&images, manifest.input_of(spec));
         let graph = model.graph.as_ref().context("the model has no graph")?;
         let float_layers: HashSet<String> = weight_layers(graph)
             .into_iter()

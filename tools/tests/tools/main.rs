@@ -4,6 +4,7 @@
 mod export;
 mod fixture;
 mod import;
+mod member_inputs;
 mod pipeline;
 mod quantize;
 mod recipe;
