@@ -91,8 +91,10 @@ pub const WEIGHT_BOUND_7_BITS: i8 = 63;
 
 /// Integer weights and one scale per output channel recovered from dequantized f32 weights
 /// `w[c, ..] = scale[c] * q[c, ..]` as the quantizer wrote them: the channel's largest value at
-/// `|q| = 127` (8 bits), else at `|q| = 63` (7 bits, `quantize --pointwise-weight-bits 7`).
-/// `None` when a channel's values are neither grid (then the layer is left in float).
+/// `|q| = 127` (8 bits), else at `|q| = 63` (7 bits, `quantize --pointwise-weight-bits 7`), else
+/// (a channel whose scale the quantizer raised so that its bias fits 32 bits) at the smallest
+/// `|q|` that puts every value on the grid within [`FALLBACK_GRID_TOLERANCE`] of a step.
+/// `None` when a channel's values are on no grid (then the layer is left in float).
 pub fn recover_int8_rows(weights: &[f32], rows: usize) -> Option<(Vec<i8>, Vec<f32>)> {
     if rows == 0 || !weights.len().is_multiple_of(rows) {
         return None;
@@ -110,11 +112,16 @@ pub fn recover_int8_rows(weights: &[f32], rows: usize) -> Option<(Vec<i8>, Vec<f
             scales.push(1.0);
             continue;
         }
+        let on_grid = |largest: i8, tolerance: f32| {
+            let scale = amax / f32::from(largest);
+            Some((row_on_grid(row, scale, tolerance)?, scale))
+        };
         let (values, scale) = [WEIGHT_BOUND_8_BITS, WEIGHT_BOUND_7_BITS]
             .into_iter()
-            .find_map(|bound| {
-                let scale = amax / f32::from(bound);
-                Some((row_on_grid(row, scale)?, scale))
+            .find_map(|bound| on_grid(bound, QUANTIZER_GRID_TOLERANCE))
+            .or_else(|| {
+                (1..=WEIGHT_BOUND_8_BITS)
+                    .find_map(|largest| on_grid(largest, FALLBACK_GRID_TOLERANCE))
             })?;
         q.extend(values);
         scales.push(scale);
@@ -122,13 +129,20 @@ pub fn recover_int8_rows(weights: &[f32], rows: usize) -> Option<(Vec<i8>, Vec<f
     Some((q, scales))
 }
 
-/// `row` in steps of `scale`, when every value lies within 1e-3 of a step in [-127, 127].
-fn row_on_grid(row: &[f32], scale: f32) -> Option<Vec<i8>> {
+/// How far from a step (in steps) a weight may lie on the quantizer's 8- or 7-bit grid.
+const QUANTIZER_GRID_TOLERANCE: f32 = 1e-3;
+/// The same on the grids tried for a raised scale: tighter, since with every largest `|q|` tried
+/// a row of float weights is likelier to come near one.
+pub const FALLBACK_GRID_TOLERANCE: f32 = 1e-4;
+
+/// `row` in steps of `scale`, when every value lies within `tolerance` of a step in [-127, 127].
+fn row_on_grid(row: &[f32], scale: f32, tolerance: f32) -> Option<Vec<i8>> {
     row.iter()
         .map(|w| {
             let steps = w / scale;
             let rounded = steps.round();
-            ((steps - rounded).abs() <= 1e-3 && rounded.abs() <= 127.0).then_some(rounded as i8)
+            ((steps - rounded).abs() <= tolerance && rounded.abs() <= 127.0)
+                .then_some(rounded as i8)
         })
         .collect()
 }
@@ -198,7 +212,26 @@ mod tests {
                 assert!((a - b).abs() <= b * 1e-6);
             }
         }
-        assert!(recover_int8_rows(&[1.0, 0.3, 0.0], 1).is_none());
+        assert!(recover_int8_rows(&[1.0, 0.3001, 0.0], 1).is_none());
+        assert!(recover_int8_rows(&[0.61, -0.2837, 0.0519, 0.9], 1).is_none());
         assert_eq!(recover_int8_rows(&[0.0; 4], 2).unwrap().0, vec![0; 4]);
+    }
+
+    /// A channel whose scale was raised above `max |w| / bound` (so that its bias fits 32 bits)
+    /// comes back as the same real weights on the coarsest exact grid, within 7 bits.
+    #[test]
+    fn recovers_a_channel_with_a_raised_scale() {
+        let scale = 3.7e-4f32;
+        let q: [i8; 5] = [40, -12, 0, 8, -36];
+        let w: Vec<f32> = q.iter().map(|v| f32::from(*v) * scale).collect();
+        let (back, back_scales) = recover_int8_rows(&w, 1).unwrap();
+        assert_eq!(back, vec![10, -3, 0, 2, -9]);
+        for (value, weight) in back.iter().zip(&w) {
+            let real = f32::from(*value) * back_scales[0];
+            assert!(
+                (real - weight).abs() <= weight.abs() * 1e-6,
+                "{real} {weight}"
+            );
+        }
     }
 }
