@@ -136,14 +136,9 @@ fn each_member_runs_on_its_own_input() {
 
 #[test]
 fn quantize_calibrates_each_member_on_its_own_input() {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/ham10000");
-    if !data.join("HAM10000_metadata.csv").is_file() {
-        eprintln!(
-            "SKIPPED: {} is absent; calibration needs the shared HAM10000 copy",
-            data.display()
-        );
+    let Some(data) = shared_ham10000() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let manifest = mixed_ensemble(dir.path());
     let out = dir.path().join("int8");

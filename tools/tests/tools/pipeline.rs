@@ -64,14 +64,9 @@ fn quick_config() -> TrainConfig {
 
 #[test]
 fn split_train_export_classify_beats_the_majority_baseline() {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/ham10000");
-    if !data.join("HAM10000_metadata.csv").is_file() {
-        eprintln!(
-            "SKIPPED: {} is absent; the pipeline needs the shared HAM10000 copy",
-            data.display()
-        );
+    let Some(data) = shared_ham10000() else {
         return;
-    }
+    };
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");

@@ -3,30 +3,15 @@
 //! CPU for a few steps: ResNet50 at 1/8 width with the committed small torchvision-layout weights,
 //! two seeds, a few images per class, then export and evaluation through tract.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::util::{data_dir, shipped_classes, shipped_manifest};
+use crate::util::{data_dir, shared_ham10000, shipped_classes, shipped_manifest};
 
 fn tools(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_dermedge-tools"))
         .args(args)
         .output()
         .unwrap()
-}
-
-/// `../shared/ham10000`, or `None` with a message where that copy is absent.
-fn shared_ham10000() -> Option<PathBuf> {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/ham10000");
-    if data.join("HAM10000_metadata.csv").is_file() {
-        Some(data)
-    } else {
-        eprintln!(
-            "SKIPPED: {} is absent; training needs the shared HAM10000 copy",
-            data.display()
-        );
-        None
-    }
 }
 
 #[test]

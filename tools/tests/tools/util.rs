@@ -16,6 +16,20 @@ pub fn shipped_classes() -> Classes {
     Classes::load(&shipped_manifest()).unwrap()
 }
 
+/// `../shared/ham10000`, or `None` with a message where that copy is absent.
+pub fn shared_ham10000() -> Option<PathBuf> {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/ham10000");
+    if data.join("HAM10000_metadata.csv").is_file() {
+        Some(data)
+    } else {
+        eprintln!(
+            "SKIPPED: {} is absent; the test needs the shared HAM10000 copy",
+            data.display()
+        );
+        None
+    }
+}
+
 /// `tools/tests/data`.
 pub fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
