@@ -8,6 +8,7 @@
 
 #[cfg(target_arch = "aarch64")]
 use super::aarch64::depthwise as arch;
+use super::general_depthwise::{DepthwiseGeometry, GeneralDepthwiseLayer};
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use super::grouped_depthwise::GroupedLayer;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
@@ -44,6 +45,8 @@ pub struct DepthwiseLayer {
     multiplier: Vec<f32>,
     offset: Vec<f32>,
     grid: OutputGrid,
+    /// The same layer for the loop over channels side by side (small planes, portable).
+    lanes: GeneralDepthwiseLayer,
     /// The layer for the AVX2 and NEON kernels.
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     grouped: GroupedLayer,
@@ -55,6 +58,7 @@ pub struct DepthwiseLayer {
 impl DepthwiseLayer {
     /// `weights` is `[channels, 9]`; `multiplier` and `offset` take a channel's sum of products
     /// (zero point removed) to output steps; `shape` is `(channels, height, width, stride)`.
+    /// `None` for an empty plane.
     pub fn new(
         shape: (usize, usize, usize, usize),
         weights: &[i8],
@@ -62,14 +66,31 @@ impl DepthwiseLayer {
         multiplier: Vec<f32>,
         offset: Vec<f32>,
         grid: OutputGrid,
-    ) -> DepthwiseLayer {
+    ) -> Option<DepthwiseLayer> {
         let (channels, height, width, stride) = shape;
         let float_weights: Vec<f32> = weights.iter().map(|w| f32::from(*w)).collect();
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         let triples =
             TripleDepthwise::new(shape, weights, input_zero_point, &multiplier, &offset, grid);
+        let geometry = DepthwiseGeometry {
+            channels,
+            height,
+            width,
+            kernel: 3,
+            stride,
+            padding: [1; 4],
+        };
+        let lanes = GeneralDepthwiseLayer::new(
+            geometry,
+            weights,
+            input_zero_point,
+            multiplier.clone(),
+            offset.clone(),
+            grid,
+        )?;
         let input_zero_point = f32::from(input_zero_point);
-        DepthwiseLayer {
+        Some(DepthwiseLayer {
+            lanes,
             #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
             triples,
             channels,
@@ -93,7 +114,7 @@ impl DepthwiseLayer {
             multiplier,
             offset,
             grid,
-        }
+        })
     }
 
     /// Output height and width.
@@ -116,17 +137,15 @@ impl DepthwiseLayer {
         if !channels_last && arch::convolve_planes(set, &self.grouped, input, first, out) {
             return;
         }
-        let task = PlanesTask {
+        if channels_last {
+            return self.lanes.convolve_planes(set, input, first, out);
+        }
+        set.run(Planar(PlanesTask {
             layer: self,
             input,
             first,
             out,
-        };
-        if channels_last {
-            set.run(ChannelsLastLanes(task))
-        } else {
-            set.run(Planar(task))
-        }
+        }))
     }
 
     /// Convolves output rows `first_row..` (as many as `out` holds) of channels-last `input`
@@ -150,63 +169,6 @@ impl DepthwiseLayer {
             first_row,
             out,
         })
-    }
-
-    /// Convolves up to [`LANES`] channels at once, each channel in one lane: the input is
-    /// copied into a zero-padded channels-last buffer, and every output position takes nine
-    /// lane-wide products. Fast where the planes are small and the channels many.
-    #[inline(always)]
-    fn run_channels_last(&self, input: &[i8], first: usize, out: &mut [i8]) {
-        let (h, w, s) = (self.height, self.width, self.stride);
-        let (oh, ow) = output_size(h, w, s);
-        let (pw, outputs) = (w + 2, oh * ow);
-        let channels = out.len() / outputs;
-        let mut padded = vec![[0f32; LANES]; (h + 2) * pw];
-        let planes = &input[first * h * w..(first + channels) * h * w];
-        for y in 0..h {
-            let at = (y + 1) * pw + 1;
-            for (x, d) in padded[at..at + w].iter_mut().enumerate() {
-                let position = y * w + x;
-                for (lane, d) in d[..channels].iter_mut().enumerate() {
-                    *d = f32::from(planes[lane * h * w + position]) - self.input_zero_point;
-                }
-            }
-        }
-        let lanes = |values: &[f32]| -> [f32; LANES] {
-            std::array::from_fn(|lane| values.get(first + lane).copied().unwrap_or(0.0))
-        };
-        let taps: [[f32; LANES]; 9] = std::array::from_fn(|tap| {
-            std::array::from_fn(|lane| {
-                self.weights
-                    .get((first + lane) * 9 + tap)
-                    .copied()
-                    .unwrap_or(0.0)
-            })
-        });
-        let (multiplier, offset) = (lanes(&self.multiplier), lanes(&self.offset));
-        let mut quantized = vec![[0i8; LANES]; outputs];
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let mut sum = [0f32; LANES];
-                for (tap, weights) in taps.iter().enumerate() {
-                    let x = &padded[(oy * s + tap / 3) * pw + ox * s + tap % 3];
-                    for lane in 0..LANES {
-                        sum[lane] += weights[lane] * x[lane];
-                    }
-                }
-                let q = &mut quantized[oy * ow + ox];
-                for lane in 0..LANES {
-                    q[lane] = self
-                        .grid
-                        .quantize(sum[lane] * multiplier[lane] + offset[lane]);
-                }
-            }
-        }
-        for (lane, plane) in out.chunks_exact_mut(outputs).enumerate() {
-            for (o, q) in plane.iter_mut().zip(&quantized) {
-                *o = q[lane];
-            }
-        }
     }
 
     /// Convolves output rows `first_row..` (as many as `out` holds) of channels-last `input`
@@ -394,17 +356,6 @@ struct PlanesTask<'a> {
     input: &'a [i8],
     first: usize,
     out: &'a mut [i8],
-}
-
-/// [`DepthwiseLayer::run_channels_last`], compiled per vector width.
-struct ChannelsLastLanes<'a>(PlanesTask<'a>);
-
-impl VectorLoop for ChannelsLastLanes<'_> {
-    #[inline(always)]
-    fn run(self) {
-        let t = self.0;
-        t.layer.run_channels_last(t.input, t.first, t.out)
-    }
 }
 
 /// [`DepthwiseLayer::run_planar`], compiled per vector width.

@@ -18,6 +18,7 @@ mod aarch64;
 pub mod depthwise;
 pub mod fixed_order;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub mod general_depthwise;
 pub mod grouped_depthwise;
 pub mod matmul;
 pub mod quads;

@@ -6,7 +6,7 @@ use tract_core::internal::*;
 use tract_core::ops::cnn::Conv;
 
 use super::{int8_fact, output_tensor};
-use crate::int8::grid::{recover_int8_rows, OutputGrid};
+use crate::int8::grid::{recover_int8_rows, InputGrid, OutputGrid};
 use crate::int8::kernels::depthwise::{
     output_size, DepthwiseLayer, BAND_ROWS, CHANNELS_LAST_MAX_POSITIONS, LANES,
 };
@@ -79,7 +79,8 @@ impl DepthwiseConvI8 {
             multiplier,
             offset,
             params.grid,
-        );
+        )
+        .with_context(|| format!("{}: an empty input plane", params.layer))?;
         Ok(DepthwiseConvI8 {
             layer: params.layer,
             output_shape: params.output_shape,
@@ -111,7 +112,7 @@ impl Pattern for DepthwisePattern {
     }
 
     fn fuse(&self, chain: &Chain) -> TractResult<Option<Fused>> {
-        let (model, node) = (chain.model, chain.layer);
+        let node = chain.layer;
         let Some(conv) = node.op_as::<Conv>() else {
             return Ok(None);
         };
@@ -121,48 +122,95 @@ impl Pattern for DepthwisePattern {
             Some(stride) if conv.group == channels && spec.output_channels == channels => stride,
             _ => return Ok(stays_float(&node.name, &format!("{conv:?}"))),
         };
+        let Some(parts) = DepthwiseParts::read(chain, channels, 9)? else {
+            return Ok(None);
+        };
+        let params = DepthwiseParams {
+            layer: node.name.clone(),
+            weights: &parts.weights,
+            weight_scales: &parts.weight_scales,
+            bias: &parts.bias,
+            input_scale: parts.input.scale,
+            input_zero_point: parts.input.zero_point,
+            output_inverse_scale: chain.quantize.scale,
+            grid: chain.grid,
+            stride,
+            height: parts.height,
+            width: parts.width,
+            output_shape: chain.output_shape.clone(),
+        };
+        let op = DepthwiseConvI8::new(params, chain.kernels)?;
+        Ok(Some(parts.fused(Box::new(op), chain)))
+    }
+}
+
+/// Logs why `layer` stays in float; no parts.
+fn declined(layer: &str, why: &str) -> Option<DepthwiseParts> {
+    stays_float(layer, why);
+    None
+}
+
+/// What a depthwise layer's int8 op needs from the QDQ graph, whatever its kernel: the int8
+/// tensor it reads, its integer weights and scales, its bias and its input plane size.
+pub struct DepthwiseParts {
+    pub source: usize,
+    pub input: InputGrid,
+    /// `[channels, taps]`.
+    pub weights: Vec<i8>,
+    pub weight_scales: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl DepthwiseParts {
+    /// The parts of the chain's depthwise layer of `channels` channels and `taps` weights per
+    /// channel, or `None` (logged) when its input is not dequantized, its weights are not
+    /// constant or not on an int8 grid, or its input is not `[.., channels, height, width]`.
+    pub fn read(chain: &Chain, channels: usize, taps: usize) -> TractResult<Option<Self>> {
+        let (model, node) = (chain.model, chain.layer);
         let Some((source, input)) = dequantized_source(model, node.inputs[0]) else {
-            return Ok(stays_float(&node.name, "its input is not dequantized"));
+            return Ok(declined(&node.name, "its input is not dequantized"));
         };
         let (Some(weights), Some(bias)) = (
             const_values(model, node.inputs[1]),
             const_values(model, node.inputs[2]),
         ) else {
             let why = "its weights or bias are not constant";
-            return Ok(stays_float(&node.name, why));
+            return Ok(declined(&node.name, why));
         };
-        if weights.len() != channels * 9 || bias.len() != channels {
-            return Ok(stays_float(&node.name, "weights or bias of another size"));
+        if weights.len() != channels * taps || bias.len() != channels {
+            let why = "weights or bias of another size";
+            return Ok(declined(&node.name, why));
         }
-        let Some((int_weights, scales)) = recover_int8_rows(&weights, channels) else {
-            return Ok(stays_float(&node.name, "its weights are not an int8 grid"));
+        let Some((weights, weight_scales)) = recover_int8_rows(&weights, channels) else {
+            let why = "its weights are not an int8 grid";
+            return Ok(declined(&node.name, why));
         };
         let input_shape = concrete_shape(model, node.inputs[0])?;
         let rank = input_shape.len();
         if rank < 3 || input_shape[rank - 3] != channels {
             let why = format!("input shape {input_shape:?}");
-            return Ok(stays_float(&node.name, &why));
+            return Ok(declined(&node.name, &why));
         }
-        let params = DepthwiseParams {
-            layer: node.name.clone(),
-            weights: &int_weights,
-            weight_scales: &scales,
-            bias: &bias,
-            input_scale: input.scale,
-            input_zero_point: input.zero_point,
-            output_inverse_scale: chain.quantize.scale,
-            grid: chain.grid,
-            stride,
+        Ok(Some(DepthwiseParts {
+            source,
+            input,
+            weights,
+            weight_scales,
+            bias,
             height: input_shape[rank - 2],
             width: input_shape[rank - 1],
-            output_shape: chain.output_shape.clone(),
-        };
-        let op = DepthwiseConvI8::new(params, chain.kernels)?;
-        Ok(Some(Fused {
-            op: Box::new(op),
-            sources: vec![source.into()],
-            absorbed: chain.absorbed.clone(),
         }))
+    }
+
+    /// The match: `op` reading the int8 source in place of the chain's layers.
+    pub fn fused(&self, op: Box<dyn TypedOp>, chain: &Chain) -> Fused {
+        Fused {
+            op,
+            sources: vec![self.source.into()],
+            absorbed: chain.absorbed.clone(),
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod add;
 pub mod depthwise;
+pub mod general_depthwise;
 pub mod mean_pool;
 pub mod pointwise;
 pub mod quantize;

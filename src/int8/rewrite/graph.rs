@@ -160,6 +160,32 @@ pub fn conv3x3_stride(conv: &Conv, node: &TypedNode) -> Option<usize> {
     ok.then_some(stride)
 }
 
+/// The kernel side, stride and padding (top, left, bottom, right) of an unquantized NCHW Conv
+/// with OIHW weights, a bias input, a square kernel, no dilation and the same stride both ways;
+/// `None` for any other Conv.
+pub fn square_conv_geometry(conv: &Conv, node: &TypedNode) -> Option<(usize, usize, [usize; 4])> {
+    let spec = &conv.pool_spec;
+    let stride = spec.strides.as_ref().map_or(Some(1), |s| match **s {
+        [a, b] if a == b => Some(a),
+        _ => None,
+    })?;
+    let padding = match &spec.padding {
+        PaddingSpec::Explicit(b, a) if b.len() == 2 && a.len() == 2 => [b[0], b[1], a[0], a[1]],
+        PaddingSpec::Valid => [0; 4],
+        _ => return None,
+    };
+    let ok = conv.q_params.is_none()
+        && conv.kernel_fmt == KernelFormat::OIHW
+        && matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
+        && matches!(*spec.kernel_shape, [a, b] if a == b)
+        && spec
+            .dilations
+            .as_ref()
+            .is_none_or(|d| d.iter().all(|d| *d == 1))
+        && node.inputs.len() == 3;
+    ok.then_some((spec.kernel_shape[0], stride, padding))
+}
+
 /// When `node` is `Max` or `Min` with a scalar constant: its other input, and `bounds` (low,
 /// high) tightened by it.
 pub fn clip_step(

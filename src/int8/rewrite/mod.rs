@@ -24,6 +24,7 @@ use super::grid::OutputGrid;
 use super::kernels::KernelSet;
 use super::ops::add::AddPattern;
 use super::ops::depthwise::DepthwisePattern;
+use super::ops::general_depthwise::GeneralDepthwisePattern;
 use super::ops::mean_pool::MeanPoolPattern;
 use super::ops::pointwise::PointwisePattern;
 use super::ops::quantize::QuantizeI8;
@@ -34,6 +35,7 @@ pub const PATTERNS: &[&dyn Pattern] = &[
     &AddPattern,
     &PointwisePattern,
     &MeanPoolPattern,
+    &GeneralDepthwisePattern,
     &DepthwisePattern,
 ];
 
