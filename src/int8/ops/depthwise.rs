@@ -13,7 +13,8 @@ use crate::int8::kernels::depthwise::{
 use crate::int8::kernels::{for_each_chunk, KernelSet};
 use crate::int8::layout::Layout;
 use crate::int8::rewrite::graph::{
-    concrete_shape, const_values, conv3x3_stride, dequantized_source, stays_float,
+    concrete_shape, const_values, conv3x3_stride, depthwise_channels, dequantized_source,
+    stays_float,
 };
 use crate::int8::rewrite::{Chain, Fused, Pattern};
 
@@ -116,11 +117,9 @@ impl Pattern for DepthwisePattern {
         let Some(conv) = node.op_as::<Conv>() else {
             return Ok(None);
         };
-        let spec = &conv.pool_spec;
-        let channels = spec.input_channels;
-        let stride = match conv3x3_stride(conv, node) {
-            Some(stride) if conv.group == channels && spec.output_channels == channels => stride,
-            _ => return Ok(stays_float(&node.name, &format!("{conv:?}"))),
+        let (Some(stride), Some(channels)) = (conv3x3_stride(conv, node), depthwise_channels(conv))
+        else {
+            return Ok(stays_float(&node.name, &format!("{conv:?}")));
         };
         let Some(parts) = DepthwiseParts::read(chain, channels, 9)? else {
             return Ok(None);

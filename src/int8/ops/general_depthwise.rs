@@ -14,7 +14,9 @@ use super::{int8_fact, output_tensor};
 use crate::int8::grid::OutputGrid;
 use crate::int8::kernels::general_depthwise::{DepthwiseGeometry, GeneralDepthwiseLayer, LANES};
 use crate::int8::kernels::{for_each_chunk, KernelSet};
-use crate::int8::rewrite::graph::{conv3x3_stride, square_conv_geometry, stays_float};
+use crate::int8::rewrite::graph::{
+    conv3x3_stride, depthwise_channels, square_conv_geometry, stays_float,
+};
 use crate::int8::rewrite::{Chain, Fused, Pattern};
 
 /// Channels one thread convolves at a time.
@@ -84,18 +86,18 @@ impl Pattern for GeneralDepthwisePattern {
 
     fn fuse(&self, chain: &Chain) -> TractResult<Option<Fused>> {
         let node = chain.layer;
-        let Some(conv) = node.op_as::<Conv>() else {
+        let Some((conv, channels)) = node
+            .op_as::<Conv>()
+            .and_then(|conv| Some((conv, depthwise_channels(conv)?)))
+        else {
             return Ok(None);
         };
-        let spec = &conv.pool_spec;
-        let channels = spec.input_channels;
-        let depthwise = conv.group == channels && spec.output_channels == channels;
-        let Some((kernel, stride, padding)) = square_conv_geometry(conv, node) else {
+        let taken_by_3x3_kernels = conv3x3_stride(conv, node).is_some();
+        let Some((kernel, stride, padding)) =
+            square_conv_geometry(conv, node).filter(|_| !taken_by_3x3_kernels)
+        else {
             return Ok(None);
         };
-        if !depthwise || conv3x3_stride(conv, node).is_some() {
-            return Ok(None);
-        }
         let Some(parts) = DepthwiseParts::read(chain, channels, kernel * kernel)? else {
             return Ok(None);
         };

@@ -160,6 +160,12 @@ pub fn conv3x3_stride(conv: &Conv, node: &TypedNode) -> Option<usize> {
     ok.then_some(stride)
 }
 
+/// The channel count of a Conv with one group per channel and as many outputs as inputs.
+pub fn depthwise_channels(conv: &Conv) -> Option<usize> {
+    let channels = conv.pool_spec.input_channels;
+    (conv.group == channels && conv.pool_spec.output_channels == channels).then_some(channels)
+}
+
 /// The kernel side, stride and padding (top, left, bottom, right) of an unquantized NCHW Conv
 /// with OIHW weights, a bias input, a square kernel, no dilation and the same stride both ways;
 /// `None` for any other Conv.
