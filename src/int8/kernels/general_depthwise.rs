@@ -142,28 +142,65 @@ impl GeneralDepthwiseLayer {
             .collect();
         let (multiplier, offset) = (lanes(&self.multiplier), lanes(&self.offset));
         let mut quantized = vec![[0i8; LANES]; outputs];
+        let sums = Sums {
+            taps: &taps,
+            padded: &padded,
+            columns,
+            stride: s,
+            output: (oh, ow),
+        };
+        let requantize = |sum: [f32; LANES], q: &mut [i8; LANES]| {
+            for lane in 0..LANES {
+                q[lane] = self
+                    .grid
+                    .quantize(sum[lane] * multiplier[lane] + offset[lane]);
+            }
+        };
+        match k {
+            3 => sums.each(3, &mut quantized, requantize),
+            5 => sums.each(5, &mut quantized, requantize),
+            _ => sums.each(k, &mut quantized, requantize),
+        }
+        for (lane, plane) in out.chunks_exact_mut(outputs).enumerate() {
+            for (o, q) in plane.iter_mut().zip(&quantized) {
+                *o = q[lane];
+            }
+        }
+    }
+}
+
+/// The sums of every output position over a zero-padded channels-last buffer.
+struct Sums<'a> {
+    taps: &'a [[f32; LANES]],
+    padded: &'a [[f32; LANES]],
+    columns: usize,
+    stride: usize,
+    output: (usize, usize),
+}
+
+impl Sums<'_> {
+    /// Writes each output position's requantized sums; inlined where it is called with a constant
+    /// `k`, so that the taps of the kernel sizes matched on are unrolled.
+    #[inline(always)]
+    fn each(
+        &self,
+        k: usize,
+        quantized: &mut [[i8; LANES]],
+        requantize: impl Fn([f32; LANES], &mut [i8; LANES]),
+    ) {
+        let (oh, ow) = self.output;
         for oy in 0..oh {
             for ox in 0..ow {
                 let mut sum = [0f32; LANES];
-                for (ky, row_taps) in taps.chunks_exact(k).enumerate() {
-                    let at = (oy * s + ky) * columns + ox * s;
-                    for (x, weights) in padded[at..at + k].iter().zip(row_taps) {
+                for (ky, row_taps) in self.taps.chunks_exact(k).enumerate() {
+                    let at = (oy * self.stride + ky) * self.columns + ox * self.stride;
+                    for (x, weights) in self.padded[at..at + k].iter().zip(row_taps) {
                         for lane in 0..LANES {
                             sum[lane] += weights[lane] * x[lane];
                         }
                     }
                 }
-                let q = &mut quantized[oy * ow + ox];
-                for lane in 0..LANES {
-                    q[lane] = self
-                        .grid
-                        .quantize(sum[lane] * multiplier[lane] + offset[lane]);
-                }
-            }
-        }
-        for (lane, plane) in out.chunks_exact_mut(outputs).enumerate() {
-            for (o, q) in plane.iter_mut().zip(&quantized) {
-                *o = q[lane];
+                requantize(sum, &mut quantized[oy * ow + ox]);
             }
         }
     }
