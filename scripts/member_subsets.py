@@ -5,6 +5,9 @@ usage: scripts/member_subsets.py write OUT_DIR MANIFEST...
          one folder per non-empty subset of the members of the exported f32 MANIFESTs (the first
          gives [input] and [[classes]]; a member whose input differs from that [input] keeps its
          own as [members.input]), each with its ONNX files and ensemble.toml
+       scripts/member_subsets.py compose OUT_DIR VERSION DESCRIPTION MANIFEST...
+         one ensemble of every member of the MANIFESTs (as `write` makes its largest subset), its
+         version and description set, e.g. to assemble members exported from several runs
        scripts/member_subsets.py rank OUT_DIR
          each candidate's validation top-1, balanced accuracy and their mean, from the
          predictions.csv that `dermedge-tools evaluate --out OUT_DIR/<candidate>/val` wrote, best first
@@ -39,7 +42,8 @@ def member_block(member, own_input):
     return "\n".join(lines)
 
 
-def write(out, manifests):
+def read_members(manifests):
+    """The text before the first manifest's [[members]], and each member's folder and table."""
     head = head_input = None
     members = {}
     for path in manifests:
@@ -51,17 +55,37 @@ def write(out, manifests):
             own = member.get("input", manifest["input"])
             block = member_block(member, None if own == head_input else own)
             members.setdefault(member["file"], (os.path.dirname(path), block))
+    return head, members
+
+
+def write_ensemble(folder, head, members, subset):
+    """`folder`/ensemble.toml with the members named in `subset`, and their ONNX files."""
+    os.makedirs(folder, exist_ok=True)
+    for name in subset:
+        shutil.copy(os.path.join(members[name][0], name), folder)
+    blocks = "\n\n".join(members[n][1] for n in subset)
+    with open(os.path.join(folder, "ensemble.toml"), "w") as f:
+        f.write(head + blocks + "\n")
+
+
+def write(out, manifests):
+    head, members = read_members(manifests)
     names = sorted(members)
     for size in range(1, len(names) + 1):
         for subset in itertools.combinations(names, size):
             folder = os.path.join(out, "+".join(n.removesuffix(".onnx") for n in subset))
-            os.makedirs(folder, exist_ok=True)
-            for name in subset:
-                shutil.copy(os.path.join(members[name][0], name), folder)
-            blocks = "\n\n".join(members[n][1] for n in subset)
-            with open(os.path.join(folder, "ensemble.toml"), "w") as f:
-                f.write(head + blocks + "\n")
+            write_ensemble(folder, head, members, subset)
             print(folder)
+
+
+def compose(out, version, description, manifests):
+    head, members = read_members(manifests)
+    lines = head.split("\n")
+    for key, value in (("version", version), ("description", description)):
+        at = next(i for i, line in enumerate(lines) if line.startswith(f"{key} = "))
+        lines[at] = f"{key} = {toml_value(value)}"
+    write_ensemble(out, "\n".join(lines), members, sorted(members))
+    print(out)
 
 
 def rank(out):
@@ -80,6 +104,8 @@ def rank(out):
 if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[1] == "write":
         write(sys.argv[2], sys.argv[3:])
+    elif len(sys.argv) >= 6 and sys.argv[1] == "compose":
+        compose(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:])
     elif len(sys.argv) == 3 and sys.argv[1] == "rank":
         rank(sys.argv[2])
     else:
