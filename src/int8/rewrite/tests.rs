@@ -12,14 +12,23 @@ use crate::preprocess::{load_image_file, ImageLimits};
 
 const MANIFEST: &str = "models/ensemble.toml";
 
-fn shipped() -> (Ensemble, TypedModel) {
+/// The two backbones of the shipped ensemble.
+const BACKBONES: [&str; 2] = ["mobilenet-v2", "efficientnet-lite0"];
+
+/// The shipped ensemble, the index of its first member of `backbone`, and that member's graph.
+fn shipped(backbone: &str) -> (Ensemble, usize, TypedModel) {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join(MANIFEST);
     let ensemble = Ensemble::load(&manifest).unwrap();
-    let member = &ensemble.members[0];
+    let at = ensemble
+        .members
+        .iter()
+        .position(|m| m.spec.backbone == backbone)
+        .unwrap_or_else(|| panic!("no {backbone} member in {MANIFEST}"));
+    let member = &ensemble.members[at];
     let bytes = std::fs::read(&member.path).unwrap();
     let typed =
-        typed_model_for_input(&bytes, &member.path, ensemble.input_spec(0), &manifest).unwrap();
-    (ensemble, typed)
+        typed_model_for_input(&bytes, &member.path, ensemble.input_spec(at), &manifest).unwrap();
+    (ensemble, at, typed)
 }
 
 fn samples() -> Vec<PathBuf> {
@@ -47,10 +56,18 @@ fn to_i8(u8_tensor: &Tensor) -> Tensor {
 
 /// Every fused op, fed the QDQ graph's own quantized tensors from real images, writes the
 /// QDQ graph's quantized output: the same integers, or one step apart where float
-/// summation order lands a value on the other side of a rounding boundary.
+/// summation order lands a value on the other side of a rounding boundary; for each backbone.
 #[test]
 fn every_int8_op_matches_the_qdq_graph_on_real_images() {
-    let (ensemble, model) = shipped();
+    for (backbone, kinds) in BACKBONES.into_iter().zip([5, 6]) {
+        every_int8_op_matches_the_qdq_graph(backbone, kinds);
+    }
+}
+
+/// The check above on the first shipped member of `backbone`, whose graph holds `expected_kinds`
+/// kinds of int8 op.
+fn every_int8_op_matches_the_qdq_graph(backbone: &str, expected_kinds: usize) {
+    let (ensemble, at, model) = shipped(backbone);
     let fused: Vec<(usize, Fused)> = model
         .nodes()
         .iter()
@@ -68,7 +85,7 @@ fn every_int8_op_matches_the_qdq_graph_on_real_images() {
     let mut kinds = HashSet::new();
     for path in samples().iter().take(2) {
         let image = load_image_file(path, &ImageLimits::default()).unwrap();
-        let results = plan.run(tvec!(ensemble.input_for(0, &image.rgb))).unwrap();
+        let results = plan.run(tvec!(ensemble.input_for(at, &image.rgb))).unwrap();
         let value_of = |outlet: &OutletId| {
             let at = outlets.iter().position(|o| o == outlet).unwrap();
             results[at].clone().into_tensor()
@@ -108,20 +125,26 @@ fn every_int8_op_matches_the_qdq_graph_on_real_images() {
             }
         }
     }
-    assert_eq!(kinds.len(), 5, "{kinds:?}");
+    assert_eq!(kinds.len(), expected_kinds, "{backbone}: {kinds:?}");
     let share = off_by_one as f64 / values as f64;
     assert!(
         share < 1e-4,
-        "{off_by_one} of {values} values one step apart"
+        "{backbone}: {off_by_one} of {values} values one step apart"
     );
 }
 
 /// Moving tensors to channels-last changes where values sit, not what they are: the
 /// member gives the same logits, bit for bit, with every int8 tensor channels-first, and
-/// with its ops splitting their work over threads.
+/// with its ops splitting their work over threads; for each backbone.
 #[test]
 fn channels_last_tensors_leave_the_logits_unchanged() {
-    let (ensemble, model) = shipped();
+    for backbone in BACKBONES {
+        channels_last_tensors_leave_the_logits_of(backbone);
+    }
+}
+
+fn channels_last_tensors_leave_the_logits_of(backbone: &str) {
+    let (ensemble, at, model) = shipped(backbone);
     let plan = |scope: Scope| {
         let (rewritten, _) = rewrite_layers(&model, scope, KernelSet::best())
             .unwrap()
@@ -144,7 +167,7 @@ fn channels_last_tensors_leave_the_logits_unchanged() {
     assert!(planar_layouts.iter().all(|l| l == "ChannelsFirst"));
     for path in samples() {
         let image = load_image_file(&path, &ImageLimits::default()).unwrap();
-        let input = ensemble.input_for(0, &image.rgb);
+        let input = ensemble.input_for(at, &image.rgb);
         let moved_threaded = multithread_tract_scope(Executor::multithread(3), || {
             moved.run(tvec!(input.clone())).unwrap().remove(0)
         });
@@ -155,32 +178,46 @@ fn channels_last_tensors_leave_the_logits_unchanged() {
     }
 }
 
-/// The shipped int8 member runs its quantized layers on the int8 ops, and gives the QDQ
+/// The shipped int8 members run their quantized layers on the int8 ops, and give the QDQ
 /// graph's probabilities on every sample image (the same top-1, or the same two on top
 /// where the reference's are within 0.03 of each other). The reference runs the same stem ops: a
 /// float stem computed in another order moves some values across a rounding step of the
 /// first quantization, and the int8 layers are checked here, not the stem.
 #[test]
-fn the_rewritten_member_tracks_the_qdq_graph() {
-    let (ensemble, model) = shipped();
+fn the_rewritten_members_track_the_qdq_graph() {
+    // Pointwise, 3x3 depthwise, general depthwise, add and mean-pool layers, stem layers, and
+    // clips left to tract: one of EfficientNet-Lite0's four float layers is not part of the
+    // fused stem and keeps its clip.
+    the_rewritten_member_tracks_the_qdq_graph("mobilenet-v2", (33, 16, 0, 10, 1, 4), 0);
+    the_rewritten_member_tracks_the_qdq_graph("efficientnet-lite0", (31, 4, 11, 9, 1, 3), 1);
+}
+
+fn the_rewritten_member_tracks_the_qdq_graph(
+    backbone: &str,
+    layers: (usize, usize, usize, usize, usize, usize),
+    float_clips: usize,
+) {
+    let (ensemble, at, model) = shipped(backbone);
     let (_, summary) = crate::int8::rewrite(&model).unwrap().unwrap();
     let count = |name: &str| summary.ops.get(name).copied().unwrap_or(0);
     assert_eq!(
         (
             count("PointwiseConvI8"),
             count("DepthwiseConvI8"),
+            count("GeneralDepthwiseI8"),
             count("AddI8"),
             count("MeanPoolI8"),
             summary.stem
         ),
-        (33, 16, 10, 1, 4)
+        layers,
+        "{backbone}"
     );
     let (same_stem, stem_only) = rewrite_layers(&model, Scope::StemOnly, KernelSet::best())
         .unwrap()
         .unwrap();
-    assert_eq!((stem_only.fused(), stem_only.stem), (0, 4));
+    assert_eq!((stem_only.fused(), stem_only.stem), (0, layers.5));
     let plain = same_stem.into_optimized().unwrap().into_runnable().unwrap();
-    let member = &ensemble.members[0];
+    let member = &ensemble.members[at];
     let int8_nodes = member
         .plan()
         .model()
@@ -199,7 +236,10 @@ fn the_rewritten_member_tracks_the_qdq_graph() {
         .iter()
         .filter(|n| n.op.name().contains("Max") || n.op.name().contains("Min"))
         .count();
-    assert_eq!(clips, 0, "the stem's clips run inside its convolutions");
+    assert_eq!(
+        clips, float_clips,
+        "{backbone}: the stem's clips run inside its convolutions"
+    );
     let ops_named = |name: &str| {
         member
             .plan()
@@ -222,7 +262,7 @@ fn the_rewritten_member_tracks_the_qdq_graph() {
     };
     for path in samples() {
         let image = load_image_file(&path, &ImageLimits::default()).unwrap();
-        let input = ensemble.input_for(0, &image.rgb);
+        let input = ensemble.input_for(at, &image.rgb);
         let ours = softmax(&member.run_raw(&input).unwrap());
         let reference = plain.run(tvec!(input)).unwrap().remove(0);
         let reference = softmax(
