@@ -6,8 +6,10 @@
 # schedule, and patience (epochs without a better smoothed validation balanced accuracy):
 # EfficientNet-Lite0 seed 21 (18 epochs; its smoothed curve peaked at epoch 7 and had not improved
 # for 9 epochs when the learning rate was down to 3% of its start, so patience 4 ends it where it
-# stands), then MobileNetV2 seeds 31 and 32 and EfficientNet-Lite0 seed 22 on 12-epoch schedules
-# (the 18-epoch runs peaked at epochs 7 and 12) with patience 6. Runs at nice 10; each member
+# stands), then MobileNetV2 seed 31, EfficientNet-Lite0 seed 22 (seed 21's fine-tuning epochs took
+# 6.5 to 7 minutes on idle cores, seed 31's at 200x150 about 18 in working sessions; seed 21 is the
+# strongest member so far) and MobileNetV2 seed 32, on 12-epoch schedules (the 18-epoch runs peaked
+# at epochs 7 and 12) with patience 6. Runs at nice 10; each member
 # appends to runs/v7/<arch>-s<seed>.log its per-epoch loss, validation balanced accuracy, melanoma
 # sensitivity, epoch time and ETA.
 # To resume after a stop, run this script again as it is: `scripts/resume-training.sh` (its build
@@ -20,8 +22,8 @@ cd "$(dirname "$0")/.."
 mkdir -p runs/v7
 queue='21 efficientnet-lite0 18 4
 31 mobilenet-v2 12 6
-32 mobilenet-v2 12 6
-22 efficientnet-lite0 12 6'
+22 efficientnet-lite0 12 6
+32 mobilenet-v2 12 6'
 nohup nice -n 10 bash -c '
   while read -r seed arch epochs patience; do
     EPOCHS=$epochs PATIENCE=$patience scripts/train-converged-member.sh "$seed" runs/v7 "$arch" >>"runs/v7/$arch-s$seed.log" 2>&1 ||
