@@ -1,7 +1,7 @@
 """Times dermedge (tract) and onnxruntime on the same member files and the same input tensor.
 
 dermedge runs through `dermedge bench --json --save-input`, which writes the preprocessed input it
-timed; onnxruntime then runs that exact tensor. Prints medians in milliseconds and the ratios the
+timed (one file per distinct member input); onnxruntime then runs each member on that exact tensor. Prints medians in milliseconds and the ratios the
 int8 issue asks for. An ensemble figure is the median wall time of running every member on the
 input: dermedge's `members_and_combine` (members share the thread pool at 2+ threads), and for
 onnxruntime the faster of its members one after another with all threads, and its members at once
@@ -38,8 +38,14 @@ def dermedge_bench(binary, manifest, image, threads, runs, save_input):
         [m["dermedge"]["median_ms"] for m in members],
         [m["tract_alone"]["median_ms"] for m in members],
         report["members_and_combine"]["median_ms"],
-        report["input"],
+        [saved_tensor(m) for m in members],
     )
+
+
+def saved_tensor(member):
+    """The input `dermedge bench --save-input` wrote for a member, shaped as its report says."""
+    dims = [int(d) for d in member["input"].split("x")]
+    return np.fromfile(member["saved_input"], dtype="<f4").reshape(dims)
 
 
 def ort_sessions(manifest, threads):
@@ -57,10 +63,10 @@ def ort_sessions(manifest, threads):
     return sessions
 
 
-def ort_timings(manifest, tensor, threads, runs):
+def ort_timings(manifest, tensors, threads, runs):
     """Per-member medians, and the ensemble median: sequential, or at once when that is faster."""
     sessions = ort_sessions(manifest, threads)
-    feeds = [{s.get_inputs()[0].name: tensor} for s in sessions]
+    feeds = [{s.get_inputs()[0].name: t} for s, t in zip(sessions, tensors)]
     per_member = [[] for _ in sessions]
     totals = []
     for run in range(5 + runs):
@@ -101,12 +107,10 @@ def time_in_rounds(args, threads, saved):
         if round_index % 2:
             order.reverse()
         for precision, manifest in order:
-            members, plain, whole, shape = dermedge_bench(
+            members, plain, whole, tensors = dermedge_bench(
                 args.dermedge, manifest, args.image, threads, per_round, saved
             )
-            dims = [int(d) for d in shape.split("x")]
-            tensor = np.fromfile(saved, dtype="<f4").reshape(dims)
-            ort_members, ort_ensemble, at_once = ort_timings(manifest, tensor, threads, per_round)
+            ort_members, ort_ensemble, at_once = ort_timings(manifest, tensors, threads, per_round)
             for key, row, whole_ms in (
                 (("dermedge", precision), members, whole),
                 (("plain tract", precision), plain, sum(plain)),

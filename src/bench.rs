@@ -41,6 +41,11 @@ pub struct MemberBench {
     pub backbone: String,
     pub precision: String,
     pub file_bytes: u64,
+    /// The member's input tensor shape, `1x3xHxW`.
+    pub input: String,
+    /// Where its preprocessed input was written (with `--save-input`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saved_input: Option<PathBuf>,
     /// Parse + type + declutter + optimise, in dermedge.
     pub load_ms: f64,
     /// The same file loaded with plain tract (`model_for_path` ... `into_runnable`).
@@ -94,7 +99,8 @@ pub struct BenchOptions {
     /// Also time every member's plan node by node.
     pub profile: bool,
     /// Write the first member's preprocessed input tensor here (raw little-endian f32, NCHW),
-    /// so that other engines can be timed on exactly the same input.
+    /// so that other engines can be timed on exactly the same input; a member whose input
+    /// differs from the first one's gets its own file, this path with `.N` added (N its index).
     pub save_input: Option<PathBuf>,
 }
 
@@ -235,6 +241,13 @@ fn save_tensor(input: &TValue, path: &Path) -> Result<(), BenchError> {
     std::fs::write(path, bytes).map_err(|e| fail(e.to_string()))
 }
 
+/// `path` with `.index` appended to its file name.
+fn numbered(path: &Path, index: usize) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{index}"));
+    PathBuf::from(name)
+}
+
 /// Runs the benchmark.
 pub fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     let key = options
@@ -259,15 +272,24 @@ pub fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         }
         None => (synthetic_image(first.width, first.height), None),
     };
-    if let Some(path) = &options.save_input {
-        save_tensor(&ensemble.input_for(0, &image), path)?;
-    }
     let temperature = ensemble.manifest.decision.temperature.unwrap_or(1.0);
 
     let mut members = Vec::new();
     for (index, member) in ensemble.members.iter().enumerate() {
         let spec = ensemble.input_spec(index);
         let input = ensemble.input_for(index, &image);
+        let saved_input = match &options.save_input {
+            Some(path) => {
+                let path = if index == 0 || spec == &first {
+                    path.clone()
+                } else {
+                    numbered(path, index)
+                };
+                save_tensor(&input, &path)?;
+                Some(path)
+            }
+            None => None,
+        };
         let baseline_error = |e: TractError| BenchError::Baseline {
             path: member.path.clone(),
             message: format!("{e:#}"),
@@ -301,6 +323,8 @@ pub fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
             backbone: member.spec.backbone.clone(),
             precision: member.spec.precision.clone(),
             file_bytes: member.file_bytes,
+            input: format!("1x3x{}x{}", spec.height, spec.width),
+            saved_input,
             load_ms: member.load_ms,
             tract_alone_load_ms,
             dermedge,

@@ -33,8 +33,8 @@ fn inspect_lists_members_with_verified_checksums() {
     assert_eq!(value["input"]["width"], 64);
 }
 
-/// A member with its own input is shown with it, in text and JSON, and the bench names both
-/// prepared inputs.
+/// A member with its own input is shown with it, in text and JSON; the bench names both
+/// prepared inputs and saves that member's to its own file.
 #[test]
 fn inspect_and_bench_show_a_member_input() {
     let fx = Fixture::new();
@@ -61,10 +61,29 @@ fn inspect_and_bench_show_a_member_input() {
         value["members"][1]["input"]["colour_constancy"],
         "shades-of-gray"
     );
-    let out = fx.run(&["bench", "--json", "--runs", "1", "--warmup", "0"]);
+    let saved = fx.dir.path().join("input.f32");
+    let out = fx.run(&[
+        "bench",
+        "--json",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--save-input",
+        saved.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report = &json_lines(&stdout(&out))[0];
     assert_eq!(report["input"], "1x3x48x64 + 1x3x48x64");
+    let own = fx.dir.path().join("input.f32.1");
+    let members = report["members"].as_array().unwrap();
+    assert_eq!(members[0]["saved_input"], saved.to_str().unwrap());
+    assert_eq!(members[1]["saved_input"], own.to_str().unwrap());
+    assert_eq!(members[1]["input"], "1x3x48x64");
+    let (first, second) = (std::fs::read(&saved).unwrap(), std::fs::read(&own).unwrap());
+    assert_eq!(first.len(), 3 * 48 * 64 * 4);
+    assert_eq!(second.len(), 3 * 48 * 64 * 4);
+    assert_ne!(first, second, "the member's own preprocessing");
 }
 
 #[test]
@@ -137,6 +156,10 @@ fn bench_profiles_members_and_saves_the_timed_input() {
     }
     assert_eq!(report["input"], "1x3x48x64");
     assert_eq!(std::fs::metadata(&saved).unwrap().len(), 3 * 48 * 64 * 4);
+    for member in report["members"].as_array().unwrap() {
+        assert_eq!(member["input"], "1x3x48x64");
+        assert_eq!(member["saved_input"], saved.to_str().unwrap());
+    }
 
     let out = fx.run(&["bench", "--runs", "1", "--profile"]);
     assert_eq!(out.status.code(), Some(0));
