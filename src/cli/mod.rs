@@ -181,7 +181,8 @@ struct BenchArgs {
     /// Also time every member's tract plan node by node, summed by operator.
     #[arg(long)]
     profile: bool,
-    /// Write the timed input tensor (raw little-endian f32, NCHW) to this file.
+    /// Write the timed input tensor (raw little-endian f32, NCHW) to this file; a member with
+    /// an input of its own gets this path with `.N` added (N its index).
     #[arg(long)]
     save_input: Option<PathBuf>,
 }
