@@ -13,7 +13,7 @@ use crate::ensemble::{Ensemble, EnsembleError, InferenceError};
 use crate::health::{peak_rss_bytes, TimingStats};
 use crate::integrity::PublicKey;
 use crate::journal::Journal;
-use crate::manifest::Flip;
+use crate::manifest::{Flip, InputSpec};
 use crate::preprocess::{load_image_file, ImageError, ImageLimits};
 use crate::profile::{profile_plan, OpTime};
 use crate::quality::{self, GateSettings};
@@ -241,6 +241,11 @@ fn save_tensor(input: &TValue, path: &Path) -> Result<(), BenchError> {
     std::fs::write(path, bytes).map_err(|e| fail(e.to_string()))
 }
 
+/// The input tensor shape of `spec`, `1x3xHxW`.
+fn tensor_shape(spec: &InputSpec) -> String {
+    format!("1x3x{}x{}", spec.height, spec.width)
+}
+
 /// `path` with `.index` appended to its file name.
 fn numbered(path: &Path, index: usize) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -279,8 +284,9 @@ pub fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         let spec = ensemble.input_spec(index);
         let input = ensemble.input_for(index, &image);
         let saved_input = match &options.save_input {
+            Some(path) if index > 0 && spec == &first => Some(path.clone()),
             Some(path) => {
-                let path = if index == 0 || spec == &first {
+                let path = if index == 0 {
                     path.clone()
                 } else {
                     numbered(path, index)
@@ -323,7 +329,7 @@ pub fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
             backbone: member.spec.backbone.clone(),
             precision: member.spec.precision.clone(),
             file_bytes: member.file_bytes,
-            input: format!("1x3x{}x{}", spec.height, spec.width),
+            input: tensor_shape(spec),
             saved_input,
             load_ms: member.load_ms,
             tract_alone_load_ms,
@@ -346,7 +352,7 @@ pub fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         input: ensemble
             .input_specs()
             .iter()
-            .map(|spec| format!("1x3x{}x{}", spec.height, spec.width))
+            .map(tensor_shape)
             .collect::<Vec<_>>()
             .join(" + "),
         image: options
