@@ -6,9 +6,9 @@
 # schedule, and patience (epochs without a better smoothed validation balanced accuracy):
 # EfficientNet-Lite0 seed 21 (18 epochs; its smoothed curve peaked at epoch 7 and had not improved
 # for 9 epochs when the learning rate was down to 3% of its start, so patience 4 ends it where it
-# stands), then MobileNetV2 seed 31, EfficientNet-Lite0 seed 22 (seed 21's fine-tuning epochs took
-# 6.5 to 7 minutes on idle cores, seed 31's at 200x150 about 18 in working sessions; seed 21 is the
-# strongest member so far) and MobileNetV2 seed 32, on 12-epoch schedules (the 18-epoch runs peaked
+# stands), then MobileNetV2 seed 31, EfficientNet-Lite0 seed 22 (seed 21 is the strongest member
+# so far; fine-tuning epochs take 6.5 to 7 minutes for the Lite0 and 5.5 for the MobileNetV2 at
+# 200x150 on idle cores) and MobileNetV2 seed 32, on 12-epoch schedules (the 18-epoch runs peaked
 # at epochs 7 and 12) with patience 6. Runs at nice 10; each member
 # appends to runs/v7/<arch>-s<seed>.log its per-epoch loss, validation balanced accuracy, melanoma
 # sensitivity, epoch time and ETA.
