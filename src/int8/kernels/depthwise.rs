@@ -8,7 +8,7 @@
 
 #[cfg(target_arch = "aarch64")]
 use super::aarch64::depthwise as arch;
-use super::general_depthwise::{DepthwiseGeometry, GeneralDepthwiseLayer};
+use super::general_depthwise::{DepthwiseGeometry, GeneralDepthwiseLayer, PlaneLoop};
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use super::grouped_depthwise::GroupedLayer;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
@@ -20,8 +20,6 @@ use crate::int8::grid::OutputGrid;
 
 /// The lanes of the channels-last kernel.
 pub const LANES: usize = 16;
-/// Outputs the planar kernel sums at a time.
-const PLANAR_BLOCK: usize = 64;
 /// Channels-first input planes up to this many positions run channels-last, larger ones plane
 /// by plane; layers of up to this many output positions run faster on channels-last tensors.
 pub const CHANNELS_LAST_MAX_POSITIONS: usize = 300;
@@ -37,16 +35,14 @@ pub struct DepthwiseLayer {
     pub stride: usize,
     pub height: usize,
     pub width: usize,
-    /// `[channels, 9]`.
-    weights: Vec<f32>,
     /// `[9, channels]`.
     tap_weights: Vec<f32>,
     input_zero_point: f32,
     multiplier: Vec<f32>,
     offset: Vec<f32>,
     grid: OutputGrid,
-    /// The same layer for the loop over channels side by side (small planes, portable).
-    lanes: GeneralDepthwiseLayer,
+    /// The same layer for the portable loops over channels-first planes.
+    general: GeneralDepthwiseLayer,
     /// The layer for the AVX2 and NEON kernels.
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     grouped: GroupedLayer,
@@ -68,7 +64,6 @@ impl DepthwiseLayer {
         grid: OutputGrid,
     ) -> Option<DepthwiseLayer> {
         let (channels, height, width, stride) = shape;
-        let float_weights: Vec<f32> = weights.iter().map(|w| f32::from(*w)).collect();
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         let triples =
             TripleDepthwise::new(shape, weights, input_zero_point, &multiplier, &offset, grid);
@@ -80,7 +75,7 @@ impl DepthwiseLayer {
             stride,
             padding: [1; 4],
         };
-        let lanes = GeneralDepthwiseLayer::new(
+        let general = GeneralDepthwiseLayer::new(
             geometry,
             weights,
             input_zero_point,
@@ -90,7 +85,7 @@ impl DepthwiseLayer {
         )?;
         let input_zero_point = f32::from(input_zero_point);
         Some(DepthwiseLayer {
-            lanes,
+            general,
             #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
             triples,
             channels,
@@ -104,12 +99,11 @@ impl DepthwiseLayer {
             grouped: GroupedLayer::new(
                 shape,
                 input_zero_point,
-                &float_weights,
+                &weights.iter().map(|w| f32::from(*w)).collect::<Vec<_>>(),
                 &multiplier,
                 &offset,
                 grid,
             ),
-            weights: float_weights,
             input_zero_point,
             multiplier,
             offset,
@@ -137,15 +131,12 @@ impl DepthwiseLayer {
         if !channels_last && arch::convolve_planes(set, &self.grouped, input, first, out) {
             return;
         }
-        if channels_last {
-            return self.lanes.convolve_planes(set, input, first, out);
-        }
-        set.run(Planar(PlanesTask {
-            layer: self,
-            input,
-            first,
-            out,
-        }))
+        let how = if channels_last {
+            PlaneLoop::Lanes
+        } else {
+            PlaneLoop::Planar
+        };
+        self.general.convolve_planes_by(how, set, input, first, out)
     }
 
     /// Convolves output rows `first_row..` (as many as `out` holds) of channels-last `input`
@@ -241,90 +232,6 @@ impl DepthwiseLayer {
             }
         }
     }
-
-    /// Convolves one channel at a time over a flattened padded plane.
-    #[inline(always)]
-    fn run_planar(&self, input: &[i8], first: usize, out: &mut [i8]) {
-        let (h, w, s) = (self.height, self.width, self.stride);
-        let (oh, ow) = output_size(h, w, s);
-        let pw = w + 2;
-        // Zero-padded planes in f32. With stride 2 the padded rows are split into an even-row
-        // plane and an odd-row plane, and each row into its even then its odd columns, so that
-        // every tap of every output reads one contiguous run.
-        let even = pw.div_ceil(2);
-        let plane_rows = if s == 1 { h + 2 } else { oh + 2 };
-        let odd_plane = plane_rows * pw;
-        let row_start = |padded_row: usize| match s {
-            1 => padded_row * pw,
-            _ => (padded_row % 2) * odd_plane + (padded_row / 2) * pw,
-        };
-        // Whole blocks of outputs, and spare values so the last block's taps stay in bounds.
-        let n = (oh * pw).div_ceil(PLANAR_BLOCK) * PLANAR_BLOCK;
-        let mut padded = vec![0f32; 2 * odd_plane + pw + PLANAR_BLOCK];
-        let mut rows = vec![0i8; n];
-        let zero_point = self.input_zero_point;
-        for (at, c) in (first..first + out.len() / (oh * ow)).enumerate() {
-            let plane = &input[c * h * w..(c + 1) * h * w];
-            for y in 0..h {
-                let start = row_start(y + 1);
-                let row = &mut padded[start..start + pw];
-                let src = &plane[y * w..(y + 1) * w];
-                if s == 1 {
-                    for (d, x) in row[1..=w].iter_mut().zip(src) {
-                        *d = f32::from(*x) - zero_point;
-                    }
-                } else {
-                    // Input column x is padded column x + 1: even x go to the odd half.
-                    let (evens, odds) = row.split_at_mut(even);
-                    let pairs = src.chunks_exact(2);
-                    if let [last] = pairs.remainder() {
-                        odds[w / 2] = f32::from(*last) - zero_point;
-                    }
-                    for ((pair, o), e) in pairs.zip(odds.iter_mut()).zip(&mut evens[1..]) {
-                        *o = f32::from(pair[0]) - zero_point;
-                        *e = f32::from(pair[1]) - zero_point;
-                    }
-                }
-            }
-            let taps: [f32; 9] = std::array::from_fn(|i| self.weights[c * 9 + i]);
-            let (m, b) = (self.multiplier[c], self.offset[c]);
-            // Position `oy * pw + ox` of `rows` is output (oy, ox); the columns past `ow`
-            // of each row are discarded.
-            let tap_rows: [&[f32]; 9] = std::array::from_fn(|tap| {
-                let (ky, kx) = (tap / 3, tap % 3);
-                let column = match (s, kx) {
-                    (1, _) => kx,
-                    (_, 0) => 0,
-                    (_, 1) => even,
-                    _ => 1,
-                };
-                let start = row_start(ky) + column;
-                &padded[start..start + n]
-            });
-            // Fixed-size blocks summed in a local array: the loop vectorizes whatever the
-            // compiler knows of the slices' aliasing.
-            for (start, block) in rows.chunks_exact_mut(PLANAR_BLOCK).enumerate() {
-                let start = start * PLANAR_BLOCK;
-                let mut sums = [0f32; PLANAR_BLOCK];
-                for (tap, row) in tap_rows.iter().enumerate() {
-                    if let Ok(row) =
-                        <&[f32; PLANAR_BLOCK]>::try_from(&row[start..start + PLANAR_BLOCK])
-                    {
-                        for lane in 0..PLANAR_BLOCK {
-                            sums[lane] += taps[tap] * row[lane];
-                        }
-                    }
-                }
-                for (o, sum) in block.iter_mut().zip(&sums) {
-                    *o = self.grid.quantize(sum * m + b);
-                }
-            }
-            let out = &mut out[at * oh * ow..(at + 1) * oh * ow];
-            for (row, o) in rows.chunks(pw).zip(out.chunks_mut(ow)) {
-                o.copy_from_slice(&row[..ow]);
-            }
-        }
-    }
 }
 
 /// `sum over taps t of weights(t)[i] * inputs(t)[i]` for `i < N`, accumulated in registers;
@@ -348,25 +255,6 @@ fn nine_taps<'a, const N: usize>(
 /// Output height and width of a 3x3, padding 1 convolution.
 pub fn output_size(height: usize, width: usize, stride: usize) -> (usize, usize) {
     ((height - 1) / stride + 1, (width - 1) / stride + 1)
-}
-
-/// Channels `first..` of a channels-first tensor, for the loops below.
-struct PlanesTask<'a> {
-    layer: &'a DepthwiseLayer,
-    input: &'a [i8],
-    first: usize,
-    out: &'a mut [i8],
-}
-
-/// [`DepthwiseLayer::run_planar`], compiled per vector width.
-struct Planar<'a>(PlanesTask<'a>);
-
-impl VectorLoop for Planar<'_> {
-    #[inline(always)]
-    fn run(self) {
-        let t = self.0;
-        t.layer.run_planar(t.input, t.first, t.out)
-    }
 }
 
 /// [`DepthwiseLayer::run_channels_last_rows`], compiled per vector width.

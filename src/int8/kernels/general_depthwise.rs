@@ -1,11 +1,12 @@
 //! Depthwise convolution of any square kernel up to [`MAX_KERNEL`], any stride and any padding on
 //! int8 tensors, channel plane by plane: the layers the 3x3 kernels of `depthwise` do not take
-//! (EfficientNet's 5x5 layers, its stride-2 layers padded on one side).
+//! (EfficientNet's 5x5 layers, its stride-2 layers padded on one side), and the 3x3 layers' loops
+//! where no kernel of their own applies.
 //!
-//! One portable loop, compiled per vector width, over [`LANES`] channels side by side (these
-//! layers have small planes and many channels): products and sums run in f32 on integer values
-//! (`|w| <= 127`, `|x - zero point| <= 255`, at most 49 taps, so every sum stays below 2^24 and
-//! is exact on every set), then requantize as the 3x3 kernels do.
+//! Two portable loops ([`PlaneLoop`]), compiled per vector width: [`LANES`] channels side by side
+//! for small planes, one channel's flattened plane at a time for large ones. Products and sums
+//! run in f32 on integer values (`|w| <= 127`, `|x - zero point| <= 255`, at most 49 taps, so
+//! every sum stays below 2^24 and is exact on every set), then requantize as the 3x3 kernels do.
 
 use super::{KernelSet, VectorLoop};
 use crate::int8::grid::OutputGrid;
@@ -14,6 +15,20 @@ use crate::int8::grid::OutputGrid;
 pub const MAX_KERNEL: usize = 7;
 /// Channels convolved side by side, one per lane.
 pub const LANES: usize = 16;
+/// Planes of up to this many input positions run on [`PlaneLoop::Lanes`].
+pub const LANES_MAX_POSITIONS: usize = 300;
+/// Outputs the planar loop sums at a time.
+const PLANAR_BLOCK: usize = 64;
+
+/// How a layer's channels are convolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaneLoop {
+    /// [`LANES`] channels side by side on a zero-padded channels-last copy of their planes.
+    Lanes,
+    /// One channel at a time over its zero-padded plane, split into one flattened plane per
+    /// stride phase so that every tap reads one contiguous run.
+    Planar,
+}
 
 /// A depthwise layer's size, kernel, stride and padding (top, left, bottom, right).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,15 +105,106 @@ impl GeneralDepthwiseLayer {
         self.output
     }
 
+    /// The loop [`convolve_planes`](Self::convolve_planes) takes: [`PlaneLoop::Planar`] for
+    /// planes over [`LANES_MAX_POSITIONS`], else [`PlaneLoop::Lanes`] (the faster on every x86-64
+    /// set for the shipped Lite0's layers, `cargo bench --bench int8-depthwise`).
+    pub fn plane_loop(&self) -> PlaneLoop {
+        let g = &self.geometry;
+        if g.height * g.width > LANES_MAX_POSITIONS {
+            PlaneLoop::Planar
+        } else {
+            PlaneLoop::Lanes
+        }
+    }
+
     /// Convolves channels `first..` of channels-first `input` into `out` (as many channels as
     /// it holds).
     pub fn convolve_planes(&self, set: KernelSet, input: &[i8], first: usize, out: &mut [i8]) {
+        self.convolve_planes_by(self.plane_loop(), set, input, first, out)
+    }
+
+    /// [`convolve_planes`](Self::convolve_planes) on the loop `how`; both give the same values.
+    pub fn convolve_planes_by(
+        &self,
+        how: PlaneLoop,
+        set: KernelSet,
+        input: &[i8],
+        first: usize,
+        out: &mut [i8],
+    ) {
         set.run(Planes {
             layer: self,
+            how,
             input,
             first,
             out,
         })
+    }
+
+    /// Convolves one channel at a time. The zero-padded plane is split by stride phase: padded
+    /// position `(py, px)` goes to phase `(py % s, px % s)` at `(py / s, px / s)`, each phase a
+    /// flattened `rows x columns` plane, so that output `oy * columns + ox` of every tap
+    /// `(ky, kx)` reads phase `(ky % s, kx % s)` at `(oy + ky / s) * columns + ox + kx / s`: one
+    /// contiguous run per tap. The columns past the output width are computed and discarded.
+    #[inline(always)]
+    fn run_planar(&self, input: &[i8], first: usize, out: &mut [i8]) {
+        let g = &self.geometry;
+        let (h, w, k, s) = (g.height, g.width, g.kernel, g.stride);
+        let [top, left, _, _] = g.padding;
+        let (oh, ow) = self.output;
+        let reach = (k - 1) / s;
+        let (rows, columns) = (oh + reach, ow + reach);
+        let phase_len = rows * columns;
+        let n = (oh * columns).div_ceil(PLANAR_BLOCK) * PLANAR_BLOCK;
+        let tap_at: Vec<usize> = (0..k * k)
+            .map(|tap| {
+                let (ky, kx) = (tap / k, tap % k);
+                ((ky % s) * s + kx % s) * phase_len + (ky / s) * columns + kx / s
+            })
+            .collect();
+        let mut padded = vec![0f32; s * s * phase_len + n];
+        let mut quantized = vec![0i8; n];
+        let zero_point = self.input_zero_point;
+        for (at, c) in (first..first + out.len() / (oh * ow)).enumerate() {
+            let plane = &input[c * h * w..(c + 1) * h * w];
+            for (y, source) in plane.chunks_exact(w).enumerate() {
+                let (a, row) = ((y + top) % s, (y + top) / s);
+                if row >= rows {
+                    break;
+                }
+                for b in 0..s {
+                    let x0 = (b + s - left % s) % s;
+                    let start = (a * s + b) * phase_len + row * columns + (x0 + left) / s;
+                    let end = (a * s + b) * phase_len + (row + 1) * columns;
+                    let Some(d) = padded.get_mut(start..end) else {
+                        continue;
+                    };
+                    fill_every(d, source.get(x0..).unwrap_or_default(), s, zero_point);
+                }
+            }
+            let weights = &self.weights[c * k * k..(c + 1) * k * k];
+            let (m, b) = (self.multiplier[c], self.offset[c]);
+            for (start, block) in quantized.chunks_exact_mut(PLANAR_BLOCK).enumerate() {
+                let start = start * PLANAR_BLOCK;
+                let mut sums = [0f32; PLANAR_BLOCK];
+                for (at, weight) in tap_at.iter().zip(weights) {
+                    if let Ok(x) = <&[f32; PLANAR_BLOCK]>::try_from(
+                        &padded[at + start..at + start + PLANAR_BLOCK],
+                    ) {
+                        for lane in 0..PLANAR_BLOCK {
+                            sums[lane] += weight * x[lane];
+                        }
+                    }
+                }
+                for (o, sum) in block.iter_mut().zip(&sums) {
+                    *o = self.grid.quantize(sum * m + b);
+                }
+            }
+            let plane_out = &mut out[at * oh * ow..(at + 1) * oh * ow];
+            for (row, o) in quantized.chunks(columns).zip(plane_out.chunks_mut(ow)) {
+                o.copy_from_slice(&row[..ow]);
+            }
+        }
     }
 
     /// Convolves up to [`LANES`] channels at once, each channel in one lane: their planes are
@@ -169,6 +275,36 @@ impl GeneralDepthwiseLayer {
     }
 }
 
+/// Writes every `step`-th value of `source` from the first, zero point removed, to `target`
+/// (as many as it holds); steps 1 and 2 in loops that vectorize.
+#[inline(always)]
+fn fill_every(target: &mut [f32], source: &[i8], step: usize, zero_point: f32) {
+    let value = |v: &i8| f32::from(*v) - zero_point;
+    match step {
+        1 => {
+            for (d, v) in target.iter_mut().zip(source) {
+                *d = value(v);
+            }
+        }
+        2 => {
+            let pairs = source.chunks_exact(2);
+            let last = pairs.remainder().first();
+            let whole = pairs.len();
+            for (d, pair) in target.iter_mut().zip(pairs) {
+                *d = value(&pair[0]);
+            }
+            if let (Some(d), Some(v)) = (target.get_mut(whole), last) {
+                *d = value(v);
+            }
+        }
+        _ => {
+            for (d, v) in target.iter_mut().zip(source.iter().step_by(step)) {
+                *d = value(v);
+            }
+        }
+    }
+}
+
 /// The sums of every output position over a zero-padded channels-last buffer.
 struct Sums<'a> {
     taps: &'a [[f32; LANES]],
@@ -206,9 +342,11 @@ impl Sums<'_> {
     }
 }
 
-/// [`GeneralDepthwiseLayer::run_planes`], compiled per vector width.
+/// [`GeneralDepthwiseLayer::run_planes`] or [`GeneralDepthwiseLayer::run_planar`], compiled per
+/// vector width.
 struct Planes<'a> {
     layer: &'a GeneralDepthwiseLayer,
+    how: PlaneLoop,
     input: &'a [i8],
     first: usize,
     out: &'a mut [i8],
@@ -217,6 +355,9 @@ struct Planes<'a> {
 impl VectorLoop for Planes<'_> {
     #[inline(always)]
     fn run(self) {
-        self.layer.run_planes(self.input, self.first, self.out)
+        match self.how {
+            PlaneLoop::Lanes => self.layer.run_planes(self.input, self.first, self.out),
+            PlaneLoop::Planar => self.layer.run_planar(self.input, self.first, self.out),
+        }
     }
 }

@@ -17,11 +17,12 @@
 mod aarch64;
 pub mod depthwise;
 pub mod fixed_order;
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub mod general_depthwise;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub mod grouped_depthwise;
 pub mod matmul;
 pub mod quads;
+pub mod shifted_depthwise;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub mod triple_depthwise;
 #[cfg(target_arch = "x86_64")]

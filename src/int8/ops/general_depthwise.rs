@@ -2,7 +2,8 @@
 //! activations and weights, with bias, zero points, per-channel scales and the activation clip
 //! fused; and the rewrite that finds it in a QDQ graph: a Conv with one group per channel
 //! reading a dequantized tensor that [`DepthwiseConvI8`] does not take (its 3x3 kernels cover
-//! padding 1 and strides 1 and 2), such as EfficientNet's 5x5 layers.
+//! padding 1 and strides 1 and 2), such as EfficientNet's 5x5 layers. Its 3x3 stride-2 layers
+//! padded after the input only run on the 3x3 kernels ([`ShiftedDepthwise`]).
 //!
 //! [`DepthwiseConvI8`]: super::depthwise::DepthwiseConvI8
 
@@ -13,6 +14,7 @@ use super::depthwise::DepthwiseParts;
 use super::{int8_fact, output_tensor};
 use crate::int8::grid::OutputGrid;
 use crate::int8::kernels::general_depthwise::{DepthwiseGeometry, GeneralDepthwiseLayer, LANES};
+use crate::int8::kernels::shifted_depthwise::ShiftedDepthwise;
 use crate::int8::kernels::{for_each_chunk, KernelSet};
 use crate::int8::rewrite::graph::{
     conv3x3_stride, depthwise_channels, square_conv_geometry, stays_float,
@@ -30,6 +32,8 @@ pub struct GeneralDepthwiseI8 {
     pub output_shape: TVec<usize>,
     kernels: KernelSet,
     conv: GeneralDepthwiseLayer,
+    /// The same layer on the 3x3 kernels, where its geometry allows.
+    shifted: Option<ShiftedDepthwise>,
 }
 impl Eq for GeneralDepthwiseI8 {}
 
@@ -46,16 +50,24 @@ impl GeneralDepthwiseI8 {
         output_shape: TVec<usize>,
         kernels: KernelSet,
     ) -> TractResult<GeneralDepthwiseI8> {
-        let multiplier = parts
+        let multiplier: Vec<f32> = parts
             .weight_scales
             .iter()
             .map(|s| parts.input.scale * s * output_inverse_scale)
             .collect();
-        let offset = parts
+        let offset: Vec<f32> = parts
             .bias
             .iter()
             .map(|b| b * output_inverse_scale)
             .collect();
+        let shifted = ShiftedDepthwise::new(
+            geometry,
+            &parts.weights,
+            parts.input.zero_point,
+            multiplier.clone(),
+            offset.clone(),
+            grid,
+        );
         let conv = GeneralDepthwiseLayer::new(
             geometry,
             &parts.weights,
@@ -72,6 +84,7 @@ impl GeneralDepthwiseI8 {
             output_shape,
             kernels,
             conv,
+            shifted,
         })
     }
 }
@@ -133,8 +146,19 @@ impl Op for GeneralDepthwiseI8 {
     fn info(&self) -> TractResult<Vec<String>> {
         let g = &self.conv.geometry;
         Ok(vec![format!(
-            "{} channels, {}x{}, kernel {}, stride {}, padding {:?}, {}",
-            g.channels, g.height, g.width, g.kernel, g.stride, g.padding, self.kernels
+            "{} channels, {}x{}, kernel {}, stride {}, padding {:?}, {}{}",
+            g.channels,
+            g.height,
+            g.width,
+            g.kernel,
+            g.stride,
+            g.padding,
+            self.kernels,
+            if self.shifted.is_some() {
+                ", on the 3x3 kernels"
+            } else {
+                ""
+            }
         )])
     }
 
@@ -153,10 +177,17 @@ impl EvalOp for GeneralDepthwiseI8 {
         let input = input.try_as_plain_ram()?;
         let input = input.as_slice::<i8>()?;
         let (oh, ow) = self.conv.output_size();
+        let shifted = self
+            .shifted
+            .as_ref()
+            .map(|layer| (layer, layer.shifted_input(input)));
         output_tensor(&self.output_shape, |out: &mut [i8]| {
             for_each_chunk(out, CHANNELS_PER_TASK * oh * ow, |task, out| {
-                self.conv
-                    .convolve_planes(self.kernels, input, task * CHANNELS_PER_TASK, out)
+                let first = task * CHANNELS_PER_TASK;
+                match &shifted {
+                    Some((layer, input)) => layer.convolve_planes(self.kernels, input, first, out),
+                    None => self.conv.convolve_planes(self.kernels, input, first, out),
+                }
             })
         })
     }
@@ -174,6 +205,7 @@ impl TypedOp for GeneralDepthwiseI8 {
 mod tests {
     use super::*;
     use crate::int8::grid::InputGrid;
+    use crate::int8::kernels::general_depthwise::PlaneLoop;
     use crate::int8::test_rng::TestRng;
 
     /// Direct convolution in f64 on the dequantized values, quantized on the same grid.
@@ -216,8 +248,10 @@ mod tests {
     }
 
     /// On random layers of several geometries (EfficientNet's 5x5 and one-sided stride-2
-    /// padding among them), every kernel set writes the same values, and they match a direct
-    /// convolution but for the odd value a rounding tie sends one step apart.
+    /// padding among them, planes small and large), every kernel set writes the same values on
+    /// both loops and, for 3x3 stride-2 layers padded after the input, on the 3x3 kernels; and
+    /// they match a direct convolution but for the odd value a rounding tie sends one step
+    /// apart.
     #[test]
     fn every_kernel_set_matches_a_direct_convolution() {
         let mut rng = TestRng(0x5151_2727_9e37_79b9);
@@ -230,6 +264,9 @@ mod tests {
             (2, 1, 1, 5, 2, [2, 2, 2, 2]),
             (33, 19, 25, 5, 1, [2, 2, 2, 2]),
             (6, 8, 9, 4, 3, [1, 0, 2, 1]),
+            (5, 75, 100, 3, 2, [0, 0, 1, 1]),
+            (18, 21, 17, 5, 2, [1, 1, 2, 2]),
+            (7, 12, 11, 3, 2, [0, 0, 0, 1]),
         ] {
             let geometry = DepthwiseGeometry {
                 channels,
@@ -260,8 +297,8 @@ mod tests {
             let grid = OutputGrid::new(rng.f32_in(5.0, 50.0), rng.next() as u8, 0.0, 6.0);
             let input = rng.i8s(channels * height * width);
             let expected = reference(&geometry, &parts, output_inverse_scale, grid, &input);
-            let run = |kernels| {
-                let op = GeneralDepthwiseI8::new(
+            let op = |kernels| {
+                GeneralDepthwiseI8::new(
                     "random".into(),
                     geometry,
                     &parts,
@@ -270,9 +307,11 @@ mod tests {
                     tvec![1, channels, oh, ow],
                     kernels,
                 )
-                .unwrap();
+                .unwrap()
+            };
+            let run = |kernels| {
                 let input = Tensor::from_shape(&[1, channels, height, width], &input).unwrap();
-                let out = op
+                let out = op(kernels)
                     .eval(&EvalContext::out_of_plan(), tvec!(input.into_tvalue()))
                     .unwrap()
                     .remove(0);
@@ -290,8 +329,18 @@ mod tests {
                 "{geometry:?}: {apart} of {} apart",
                 expected.len()
             );
+            let padded_after = kernel == 3 && stride == 2 && padding[..2] == [0, 0];
+            assert_eq!(op(KernelSet::PORTABLE).shifted.is_some(), padded_after);
             for kernels in KernelSet::runnable() {
                 assert_eq!(run(kernels), portable, "{kernels}, {geometry:?}");
+                for how in [PlaneLoop::Lanes, PlaneLoop::Planar] {
+                    let layer = op(kernels).conv;
+                    let mut out = vec![0; channels * oh * ow];
+                    for (task, out) in out.chunks_mut(LANES * oh * ow).enumerate() {
+                        layer.convolve_planes_by(how, kernels, &input, task * LANES, out);
+                    }
+                    assert_eq!(out, portable, "{kernels}, {how:?}, {geometry:?}");
+                }
             }
         }
     }
