@@ -10,10 +10,12 @@ use crate::int8::grid::OutputGrid;
 /// Zero-padded input planes, flattened so that each tap of all outputs reads one contiguous
 /// run: position `oy * row_len + ox` of a run is output `(oy, ox)`, and the columns past the
 /// output width are discarded. With stride 2 the even padded rows come first, then the odd
-/// ones, and each row holds its even columns, then its odd ones.
+/// ones, and each row holds its even columns, then its odd ones. The input starts at padded row
+/// and column `before` (1, or 0 for padding after the input only), and zeros follow it.
 pub struct PaddedPlanes {
     pub stride: usize,
     pub width: usize,
+    pub before: usize,
     pub row_len: usize,
     pub even_columns: usize,
     pub odd_rows_at: usize,
@@ -21,7 +23,9 @@ pub struct PaddedPlanes {
 }
 
 impl PaddedPlanes {
-    pub fn new(height: usize, width: usize, stride: usize) -> PaddedPlanes {
+    /// Planes of `height x width` inputs for a 3x3 kernel at `stride`, `before` (0 or 1) padded
+    /// rows and columns ahead of the input.
+    pub fn new(height: usize, width: usize, stride: usize, before: usize) -> PaddedPlanes {
         let row_len = width + 2;
         let (oh, _) = output_size(height, width, stride);
         let rows = if stride == 1 { height + 2 } else { oh + 2 };
@@ -29,6 +33,7 @@ impl PaddedPlanes {
         PaddedPlanes {
             stride,
             width,
+            before,
             row_len,
             even_columns: row_len.div_ceil(2),
             odd_rows_at,
@@ -49,19 +54,25 @@ impl PaddedPlanes {
     pub fn fill<V: FloatVector>(&self, source: &[f32], target: &mut [f32]) {
         let w = self.width;
         for (y, source) in source.chunks_exact(w).enumerate() {
-            let at = self.row_at(y + 1);
+            let at = self.row_at(y + self.before);
             let row = &mut target[at..at + self.row_len];
             if self.stride == 1 {
-                copy_run::<V>(source, &mut row[1..=w]);
+                copy_run::<V>(source, &mut row[self.before..self.before + w]);
             } else {
+                // Input column x is padded column x + before: the even x go to the odd half
+                // when `before` is 1, to the even half when it is 0.
                 let (evens, odds) = row.split_at_mut(self.even_columns);
+                let (even_x, odd_x) = match self.before {
+                    1 => (odds, &mut evens[1..]),
+                    _ => (evens, odds),
+                };
                 let pairs = source.chunks_exact(2);
                 if let [last] = pairs.remainder() {
-                    odds[w / 2] = *last;
+                    even_x[w / 2] = *last;
                 }
-                for ((pair, o), e) in pairs.zip(odds.iter_mut()).zip(&mut evens[1..]) {
-                    *o = pair[0];
-                    *e = pair[1];
+                for ((pair, e), o) in pairs.zip(even_x.iter_mut()).zip(odd_x.iter_mut()) {
+                    *e = pair[0];
+                    *o = pair[1];
                 }
             }
         }

@@ -17,7 +17,6 @@ use tract_core::internal::*;
 
 use super::output_tensor;
 use crate::int8::grid::OutputGrid;
-use crate::int8::kernels::depthwise::output_size;
 use crate::int8::kernels::fixed_order::{
     copy_run, shared_blocks, sum_channel_positions, sum_shared_positions, Finish, FloatLoop,
     FloatVector, PaddedPlanes, PlainLanes, SHARED_CHANNELS,
@@ -92,8 +91,9 @@ fn eval_exact<T: Exact + Sync>(
     })
 }
 
-/// A 3x3, padding 1, stride 1 or 2 convolution on f32 `[1, ci, h, w]`, with `groups` groups
-/// (1 for a full convolution, `ci` for a depthwise one) and a bias.
+/// A 3x3 convolution on f32 `[1, ci, h, w]`, stride 1 or 2 with padding 1, or stride 2 with
+/// padding after the input only (EfficientNet-Lite's stem), with `groups` groups (1 for a full
+/// convolution, `ci` for a depthwise one) and a bias.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExactConv3x3 {
     pub layer: String,
@@ -101,8 +101,12 @@ pub struct ExactConv3x3 {
     pub output_channels: usize,
     pub groups: usize,
     pub stride: usize,
+    /// Padded rows and columns ahead of the input: 1, or 0 for padding after it only.
+    pub before: usize,
     pub height: usize,
     pub width: usize,
+    /// Output height and width.
+    pub output: (usize, usize),
     pub output_shape: TVec<usize>,
     /// `[output_channels, input_channels / groups, 3, 3]`.
     weights: Vec<f32>,
@@ -121,6 +125,8 @@ pub struct Conv3x3Params {
     pub input_channels: usize,
     pub groups: usize,
     pub stride: usize,
+    /// Top, left, bottom and right padding.
+    pub padding: [usize; 4],
     pub height: usize,
     pub width: usize,
     pub weights: Vec<f32>,
@@ -139,7 +145,20 @@ impl ExactConv3x3 {
         ensure!(output_channels.is_multiple_of(groups));
         ensure!(params.weights.len() == output_channels * params.input_channels / groups * 9);
         ensure!(matches!(params.stride, 1 | 2) && params.height > 0 && params.width > 0);
-        let (oh, ow) = output_size(params.height, params.width, params.stride);
+        let before = match params.padding {
+            [1, 1, 1, 1] => 1,
+            [0, 0, bottom, right] if params.stride == 2 && bottom <= 1 && right <= 1 => 0,
+            padding => bail!("{}: padding {padding:?} is not supported", params.layer),
+        };
+        let [_, _, bottom, right] = params.padding;
+        let side = |length: usize, padded: usize| (length + padded).checked_sub(3);
+        let (Some(rows), Some(columns)) = (
+            side(params.height, before + bottom),
+            side(params.width, before + right),
+        ) else {
+            bail!("{}: an input smaller than the kernel", params.layer);
+        };
+        let (oh, ow) = (rows / params.stride + 1, columns / params.stride + 1);
         ensure!(params.output_shape.iter().product::<usize>() == output_channels * oh * ow);
         let shared = match groups {
             1 => shared_blocks(&params.weights, params.input_channels * 9),
@@ -151,8 +170,10 @@ impl ExactConv3x3 {
             output_channels,
             groups,
             stride: params.stride,
+            before,
             height: params.height,
             width: params.width,
+            output: (oh, ow),
             output_shape: params.output_shape,
             weights: params.weights,
             shared,
@@ -167,7 +188,7 @@ impl ExactConv3x3 {
     fn pad_group<V: FloatVector>(&self, input: &[f32], group: usize, planes: &mut Vec<f32>) {
         let (h, w) = (self.height, self.width);
         let group_inputs = self.input_channels / self.groups;
-        let padded = PaddedPlanes::new(h, w, self.stride);
+        let padded = PaddedPlanes::new(h, w, self.stride, self.before);
         planes.resize(group_inputs * padded.len, 0.0);
         let inputs = &input[group * group_inputs * h * w..][..group_inputs * h * w];
         for (source, target) in inputs
@@ -195,8 +216,7 @@ impl Exact for ExactConv3x3 {
     }
 
     fn plane_len(&self) -> usize {
-        let (oh, ow) = output_size(self.height, self.width, self.stride);
-        oh * ow
+        self.output.0 * self.output.1
     }
 
     /// Without groups, the input planes are padded once for every task.
@@ -215,11 +235,11 @@ impl Exact for ExactConv3x3 {
     #[inline(always)]
     fn kernel<V: FloatVector>(&self, input: &[f32], first: usize, out: &mut [f32]) {
         let (h, w, s) = (self.height, self.width, self.stride);
-        let (oh, ow) = output_size(h, w, s);
+        let (oh, ow) = self.output;
         let group_inputs = self.input_channels / self.groups;
         let group_outputs = self.output_channels / self.groups;
         let terms = group_inputs * 9;
-        let padded = PaddedPlanes::new(h, w, s);
+        let padded = PaddedPlanes::new(h, w, s, self.before);
         let starts: Vec<usize> = (0..terms)
             .map(|term| (term / 9) * padded.len + padded.tap_start(term % 9))
             .collect();
@@ -559,7 +579,8 @@ mod tests {
     /// The sum the ops promise, in the promised order, written out plainly.
     fn conv_reference(op: &ExactConv3x3, input: &[f32]) -> Vec<f32> {
         let (h, w, s) = (op.height, op.width, op.stride);
-        let (oh, ow) = output_size(h, w, s);
+        let (oh, ow) = op.output;
+        let before = op.before as isize;
         let group_inputs = op.input_channels / op.groups;
         let group_outputs = op.output_channels / op.groups;
         let mut out = Vec::new();
@@ -572,8 +593,8 @@ mod tests {
                         let ci = group * group_inputs + i;
                         for tap in 0..9 {
                             let (y, x) = (
-                                (oy * s + tap / 3) as isize - 1,
-                                (ox * s + tap % 3) as isize - 1,
+                                (oy * s + tap / 3) as isize - before,
+                                (ox * s + tap % 3) as isize - before,
                             );
                             let value = if y < 0 || x < 0 || y >= h as isize || x >= w as isize {
                                 0.0
@@ -590,24 +611,33 @@ mod tests {
         out
     }
 
-    /// On every kernel set.
+    /// On every kernel set, padded on every side and (stride 2) after the input only.
     #[test]
     fn convolutions_give_the_bits_of_the_written_order() {
         let mut rng = TestRng(0x5eed_0fc0_de00);
         let relu6 = (0.0, 6.0);
         let none = (f32::NEG_INFINITY, f32::INFINITY);
-        for (ci, co, groups, h, w, s, clip) in [
-            (3, 32, 1, 12, 16, 2, relu6),
-            (3, 5, 1, 7, 9, 1, none),
-            (3, 10, 1, 9, 70, 2, relu6),
-            (2, 8, 1, 5, 40, 1, none),
-            (24, 24, 24, 9, 11, 1, relu6),
-            (19, 19, 19, 20, 30, 2, none),
-            (4, 6, 2, 5, 5, 1, (-0.5, 0.5)),
+        let (around, after) = ([1; 4], [0, 0, 1, 1]);
+        for (ci, co, groups, h, w, s, padding, clip) in [
+            (3, 32, 1, 12, 16, 2, around, relu6),
+            (3, 5, 1, 7, 9, 1, around, none),
+            (3, 10, 1, 9, 70, 2, around, relu6),
+            (2, 8, 1, 5, 40, 1, around, none),
+            (24, 24, 24, 9, 11, 1, around, relu6),
+            (19, 19, 19, 20, 30, 2, around, none),
+            (4, 6, 2, 5, 5, 1, around, (-0.5, 0.5)),
+            (3, 32, 1, 12, 16, 2, after, relu6),
+            (3, 10, 1, 9, 71, 2, after, none),
+            (3, 5, 1, 8, 9, 2, [0, 0, 0, 1], none),
+            (19, 19, 19, 21, 30, 2, after, relu6),
         ] {
             let weights = random(&mut rng, co * ci / groups * 9);
             let bias = random(&mut rng, co);
-            let (oh, ow) = output_size(h, w, s);
+            let [top, left, bottom, right] = padding;
+            let (oh, ow) = (
+                (h + top + bottom - 3) / s + 1,
+                (w + left + right - 3) / s + 1,
+            );
             let input = random(&mut rng, ci * h * w);
             for kernels in KernelSet::runnable() {
                 let params = Conv3x3Params {
@@ -615,6 +645,7 @@ mod tests {
                     input_channels: ci,
                     groups,
                     stride: s,
+                    padding,
                     height: h,
                     width: w,
                     weights: weights.clone(),
@@ -623,6 +654,7 @@ mod tests {
                     output_shape: tvec![1, co, oh, ow],
                 };
                 let op = ExactConv3x3::new(params, kernels).unwrap();
+                assert_eq!(op.output, (oh, ow));
                 let ours = eval(&op, &[1, ci, h, w], &input);
                 let expected = conv_reference(&op, &input);
                 assert_eq!(ours.len(), expected.len());
@@ -630,10 +662,38 @@ mod tests {
                     assert_eq!(
                         a.to_bits(),
                         b.to_bits(),
-                        "{kernels}: {ci}->{co}/{groups} stride {s}: {a} against {b}"
+                        "{kernels}: {ci}->{co}/{groups} stride {s} {padding:?}: {a} against {b}"
                     );
                 }
             }
+        }
+    }
+
+    /// Padding it does not compute (one-sided at stride 1, two after, or before only) is
+    /// refused with the layer's name, so the layer stays on tract.
+    #[test]
+    fn other_paddings_are_refused() {
+        for (stride, padding) in [(1, [0, 0, 1, 1]), (2, [0, 0, 2, 2]), (2, [1, 1, 0, 0])] {
+            let [top, left, bottom, right] = padding;
+            let (oh, ow) = (
+                (8 + top + bottom - 3) / stride + 1,
+                (8 + left + right - 3) / stride + 1,
+            );
+            let params = Conv3x3Params {
+                layer: "odd".into(),
+                input_channels: 1,
+                groups: 1,
+                stride,
+                padding,
+                height: 8,
+                width: 8,
+                weights: vec![1.0; 9],
+                bias: vec![0.0],
+                clip: (f32::NEG_INFINITY, f32::INFINITY),
+                output_shape: tvec![1, 1, oh, ow],
+            };
+            let error = ExactConv3x3::new(params, KernelSet::PORTABLE).unwrap_err();
+            assert!(format!("{error}").contains("odd: padding"), "{error}");
         }
     }
 

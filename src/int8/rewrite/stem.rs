@@ -9,8 +9,8 @@ use tract_core::ops::math::Add;
 use tract_core::ops::quant::DequantizeLinearF32;
 
 use super::graph::{
-    before_reshapes, bin_op, clip_after, concrete_shape, const_values, conv3x3_stride,
-    einsum_with_bias, is_pointwise_form, pointwise_positions,
+    before_reshapes, bin_op, clip_after, concrete_shape, const_values, einsum_with_bias,
+    is_pointwise_form, pointwise_positions, square_conv_geometry,
 };
 use super::{Fused, Translator};
 use crate::int8::kernels::KernelSet;
@@ -34,7 +34,7 @@ pub fn exact_float_layer(
     };
     let output_shape = concrete_shape(model, node.id.into())?;
     if let Some(conv) = node.op_as::<Conv>() {
-        let Some(stride) = conv3x3_stride(conv, node) else {
+        let Some((3, stride, padding)) = square_conv_geometry(conv, node) else {
             return Ok(None);
         };
         let input_shape = concrete_shape(model, node.inputs[0])?;
@@ -60,6 +60,7 @@ pub fn exact_float_layer(
                 input_channels: input_shape[rank - 3],
                 groups: conv.group,
                 stride,
+                padding,
                 height: input_shape[rank - 2],
                 width: input_shape[rank - 1],
                 weights,
