@@ -67,17 +67,9 @@ fn main() {
     }
     println!();
     let mut totals = vec![[0f64; 3]; sets.len()];
-    for (index, (channels, height, width, kernel, stride, padding)) in
-        LAYERS.into_iter().enumerate()
-    {
-        let geometry = DepthwiseGeometry {
-            channels,
-            height,
-            width,
-            kernel,
-            stride,
-            padding,
-        };
+    for (index, layer) in LAYERS.into_iter().enumerate() {
+        let geometry = DepthwiseGeometry::from(layer);
+        let (channels, height, width, kernel, stride, padding) = layer;
         let seed = index as u64 + 1;
         let weights: Vec<i8> = bytes(seed, channels * kernel * kernel)
             .into_iter()

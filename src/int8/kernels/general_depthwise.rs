@@ -41,6 +41,29 @@ pub struct DepthwiseGeometry {
     pub padding: [usize; 4],
 }
 
+impl From<(usize, usize, usize, usize, usize, [usize; 4])> for DepthwiseGeometry {
+    /// `(channels, height, width, kernel, stride, padding)`.
+    fn from(
+        (channels, height, width, kernel, stride, padding): (
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            [usize; 4],
+        ),
+    ) -> DepthwiseGeometry {
+        DepthwiseGeometry {
+            channels,
+            height,
+            width,
+            kernel,
+            stride,
+            padding,
+        }
+    }
+}
+
 impl DepthwiseGeometry {
     /// Output height and width; `None` when the padded input is smaller than the kernel or the
     /// kernel, stride or input is empty.
@@ -192,7 +215,7 @@ impl GeneralDepthwiseLayer {
                         &padded[at + start..at + start + PLANAR_BLOCK],
                     ) {
                         for lane in 0..PLANAR_BLOCK {
-                            sums[lane] += weight * x[lane];
+                            sums[lane] = multiply_add(*weight, x[lane], sums[lane]);
                         }
                     }
                 }
@@ -275,6 +298,21 @@ impl GeneralDepthwiseLayer {
     }
 }
 
+/// `a * b + c` in one fused instruction on aarch64, where every CPU has it, and as a product then
+/// a sum elsewhere (a fused one would be a call where the vector set lacks it): the values here
+/// are integers whose products and sums are exact in f32, so both give the same bits.
+#[inline(always)]
+fn multiply_add(a: f32, b: f32, c: f32) -> f32 {
+    #[cfg(target_arch = "aarch64")]
+    {
+        a.mul_add(b, c)
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        a * b + c
+    }
+}
+
 /// Writes every `step`-th value of `source` from the first, zero point removed, to `target`
 /// (as many as it holds); steps 1 and 2 in loops that vectorize.
 #[inline(always)]
@@ -332,7 +370,7 @@ impl Sums<'_> {
                     let at = (oy * self.stride + ky) * self.columns + ox * self.stride;
                     for (x, weights) in self.padded[at..at + k].iter().zip(row_taps) {
                         for lane in 0..LANES {
-                            sum[lane] += weights[lane] * x[lane];
+                            sum[lane] = multiply_add(weights[lane], x[lane], sum[lane]);
                         }
                     }
                 }

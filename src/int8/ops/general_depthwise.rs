@@ -255,7 +255,7 @@ mod tests {
     #[test]
     fn every_kernel_set_matches_a_direct_convolution() {
         let mut rng = TestRng(0x5151_2727_9e37_79b9);
-        for (channels, height, width, kernel, stride, padding) in [
+        for layer in [
             (3, 9, 11, 5, 1, [2, 2, 2, 2]),
             (20, 10, 8, 5, 2, [1, 1, 2, 2]),
             (17, 7, 9, 3, 2, [0, 0, 1, 1]),
@@ -268,14 +268,8 @@ mod tests {
             (18, 21, 17, 5, 2, [1, 1, 2, 2]),
             (7, 12, 11, 3, 2, [0, 0, 0, 1]),
         ] {
-            let geometry = DepthwiseGeometry {
-                channels,
-                height,
-                width,
-                kernel,
-                stride,
-                padding,
-            };
+            let geometry = DepthwiseGeometry::from(layer);
+            let (channels, height, width, kernel, stride, padding) = layer;
             let (oh, ow) = geometry.output_size().unwrap();
             let parts = DepthwiseParts {
                 source: 0,
