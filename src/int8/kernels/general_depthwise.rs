@@ -8,6 +8,8 @@
 //! run in f32 on integer values (`|w| <= 127`, `|x - zero point| <= 255`, at most 49 taps, so
 //! every sum stays below 2^24 and is exact on every set), then requantize as the 3x3 kernels do.
 
+use std::borrow::Cow;
+
 use super::{KernelSet, VectorLoop};
 use crate::int8::grid::OutputGrid;
 
@@ -92,6 +94,11 @@ pub struct GeneralDepthwiseLayer {
     multiplier: Vec<f32>,
     offset: Vec<f32>,
     grid: OutputGrid,
+    /// `[channels / LANES rounded up][kernel * kernel]`: the weights of each group of
+    /// [`LANES`] channels (from channel `group * LANES`) as [`PlaneLoop::Lanes`] reads them.
+    lane_taps: Vec<[f32; LANES]>,
+    /// Each group's multipliers and offsets, lane by lane.
+    lane_scales: Vec<([f32; LANES], [f32; LANES])>,
 }
 
 impl GeneralDepthwiseLayer {
@@ -112,7 +119,10 @@ impl GeneralDepthwiseLayer {
             && weights.len() == c * geometry.kernel * geometry.kernel
             && multiplier.len() == c
             && offset.len() == c;
-        fits.then(|| GeneralDepthwiseLayer {
+        if !fits {
+            return None;
+        }
+        let mut layer = GeneralDepthwiseLayer {
             geometry,
             output,
             weights: weights.iter().map(|w| f32::from(*w)).collect(),
@@ -120,7 +130,40 @@ impl GeneralDepthwiseLayer {
             multiplier,
             offset,
             grid,
-        })
+            lane_taps: Vec::new(),
+            lane_scales: Vec::new(),
+        };
+        let firsts = (0..c).step_by(LANES);
+        layer.lane_taps = firsts
+            .clone()
+            .flat_map(|first| layer.taps_of_lanes(first))
+            .collect();
+        layer.lane_scales = firsts.map(|first| layer.scales_of_lanes(first)).collect();
+        Some(layer)
+    }
+
+    /// The weights of channels `first..first + LANES`, tap by tap, lane by lane (0 past the
+    /// last channel).
+    fn taps_of_lanes(&self, first: usize) -> Vec<[f32; LANES]> {
+        let taps = self.geometry.kernel * self.geometry.kernel;
+        (0..taps)
+            .map(|tap| {
+                std::array::from_fn(|lane| {
+                    self.weights
+                        .get((first + lane) * taps + tap)
+                        .copied()
+                        .unwrap_or(0.0)
+                })
+            })
+            .collect()
+    }
+
+    /// The multipliers and offsets of channels `first..first + LANES` (0 past the last).
+    fn scales_of_lanes(&self, first: usize) -> ([f32; LANES], [f32; LANES]) {
+        let lanes = |values: &[f32]| -> [f32; LANES] {
+            std::array::from_fn(|lane| values.get(first + lane).copied().unwrap_or(0.0))
+        };
+        (lanes(&self.multiplier), lanes(&self.offset))
     }
 
     /// Output height and width.
@@ -243,33 +286,46 @@ impl GeneralDepthwiseLayer {
         let channels = out.len() / outputs;
         let (rows, columns) = ((oh - 1) * s + k, (ow - 1) * s + k);
         let mut padded = vec![[0f32; LANES]; rows * columns];
-        for lane in 0..channels {
-            let plane = &input[(first + lane) * h * w..(first + lane + 1) * h * w];
-            for (y, source) in plane
-                .chunks_exact(w)
-                .enumerate()
-                .take(rows.saturating_sub(top))
-            {
-                let row = &mut padded[(y + top) * columns..(y + top + 1) * columns];
-                for (d, v) in row.iter_mut().skip(left).zip(source) {
-                    d[lane] = f32::from(*v) - self.input_zero_point;
+        let zero_point = self.input_zero_point;
+        let filled_rows = h.min(rows.saturating_sub(top));
+        let filled_columns = w.min(columns.saturating_sub(left));
+        if channels == LANES {
+            let planes: [&[i8]; LANES] =
+                std::array::from_fn(|lane| &input[(first + lane) * h * w..][..h * w]);
+            for y in 0..filled_rows {
+                let sources: [&[i8]; LANES] =
+                    std::array::from_fn(|lane| &planes[lane][y * w..][..w]);
+                let start = (y + top) * columns + left;
+                let Some(row) = padded.get_mut(start..start + filled_columns) else {
+                    continue;
+                };
+                for (x, d) in row.iter_mut().enumerate() {
+                    *d = std::array::from_fn(|lane| f32::from(sources[lane][x]) - zero_point);
+                }
+            }
+        } else {
+            for lane in 0..channels {
+                let plane = &input[(first + lane) * h * w..][..h * w];
+                for (y, source) in plane.chunks_exact(w).enumerate().take(filled_rows) {
+                    let start = (y + top) * columns + left;
+                    let Some(row) = padded.get_mut(start..start + filled_columns) else {
+                        continue;
+                    };
+                    for (d, v) in row.iter_mut().zip(source) {
+                        d[lane] = f32::from(*v) - zero_point;
+                    }
                 }
             }
         }
-        let lanes = |values: &[f32]| -> [f32; LANES] {
-            std::array::from_fn(|lane| values.get(first + lane).copied().unwrap_or(0.0))
+        let aligned = first.is_multiple_of(LANES);
+        let taps = match aligned {
+            true => Cow::Borrowed(&self.lane_taps[first / LANES * k * k..][..k * k]),
+            false => Cow::Owned(self.taps_of_lanes(first)),
         };
-        let taps: Vec<[f32; LANES]> = (0..k * k)
-            .map(|tap| {
-                std::array::from_fn(|lane| {
-                    self.weights
-                        .get((first + lane) * k * k + tap)
-                        .copied()
-                        .unwrap_or(0.0)
-                })
-            })
-            .collect();
-        let (multiplier, offset) = (lanes(&self.multiplier), lanes(&self.offset));
+        let (multiplier, offset) = match aligned {
+            true => self.lane_scales[first / LANES],
+            false => self.scales_of_lanes(first),
+        };
         let mut quantized = vec![[0i8; LANES]; outputs];
         let sums = Sums {
             taps: &taps,

@@ -334,6 +334,13 @@ mod tests {
                         layer.convolve_planes_by(how, kernels, &input, task * LANES, out);
                     }
                     assert_eq!(out, portable, "{kernels}, {how:?}, {geometry:?}");
+                    let from_second = &mut out[oh * ow..(channels.min(LANES + 1)) * oh * ow];
+                    from_second.fill(0);
+                    layer.convolve_planes_by(how, kernels, &input, 1, from_second);
+                    assert_eq!(
+                        out, portable,
+                        "{kernels}, {how:?}, {geometry:?} from channel 1"
+                    );
                 }
             }
         }
