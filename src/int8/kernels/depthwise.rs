@@ -8,7 +8,7 @@
 
 #[cfg(target_arch = "aarch64")]
 use super::aarch64::depthwise as arch;
-use super::general_depthwise::{DepthwiseGeometry, GeneralDepthwiseLayer, PlaneLoop};
+use super::general_depthwise::{DepthwiseGeometry, GeneralDepthwiseLayer};
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use super::grouped_depthwise::GroupedLayer;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
@@ -131,12 +131,7 @@ impl DepthwiseLayer {
         if !channels_last && arch::convolve_planes(set, &self.grouped, input, first, out) {
             return;
         }
-        let how = if channels_last {
-            PlaneLoop::Lanes
-        } else {
-            PlaneLoop::Planar
-        };
-        self.general.convolve_planes_by(how, set, input, first, out)
+        self.general.convolve_planes(set, input, first, out)
     }
 
     /// Convolves output rows `first_row..` (as many as `out` holds) of channels-last `input`
