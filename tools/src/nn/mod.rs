@@ -1,5 +1,5 @@
 //! The networks the tools train: one burn model code for every backend. A [`Classifier`] is a
-//! backbone (tiny CNN, MobileNetV2, EfficientNet-Lite0 or ResNet50) under the paper's modified
+//! backbone (tiny CNN, MobileNetV2, EfficientNet-Lite0/1/2 or ResNet50) under the paper's modified
 //! head: global average pooling, dropout, a hidden dense layer, dropout, a dense output per class.
 
 mod batch_norm;
@@ -54,6 +54,12 @@ pub enum Arch {
     #[serde(rename = "efficientnet-lite0")]
     #[value(name = "efficientnet-lite0")]
     EfficientNetLite0,
+    #[serde(rename = "efficientnet-lite1")]
+    #[value(name = "efficientnet-lite1")]
+    EfficientNetLite1,
+    #[serde(rename = "efficientnet-lite2")]
+    #[value(name = "efficientnet-lite2")]
+    EfficientNetLite2,
     /// The paper's backbone.
     #[serde(rename = "resnet50")]
     #[value(name = "resnet50")]
@@ -62,10 +68,12 @@ pub enum Arch {
 
 impl Arch {
     /// Every architecture, in a stable order.
-    pub const ALL: [Arch; 4] = [
+    pub const ALL: [Arch; 6] = [
         Arch::TinyCnn,
         Arch::MobileNetV2,
         Arch::EfficientNetLite0,
+        Arch::EfficientNetLite1,
+        Arch::EfficientNetLite2,
         Arch::ResNet50,
     ];
 
@@ -75,17 +83,32 @@ impl Arch {
             Arch::TinyCnn => "tiny-cnn",
             Arch::MobileNetV2 => "mobilenet-v2",
             Arch::EfficientNetLite0 => "efficientnet-lite0",
+            Arch::EfficientNetLite1 => "efficientnet-lite1",
+            Arch::EfficientNetLite2 => "efficientnet-lite2",
             Arch::ResNet50 => "resnet50",
+        }
+    }
+
+    /// The `(width, depth)` compound scaling of an EfficientNet-Lite variant; `None` for the
+    /// other backbones.
+    pub fn efficientnet_lite_scaling(self) -> Option<(f32, f32)> {
+        match self {
+            Arch::EfficientNetLite0 => Some((1.0, 1.0)),
+            Arch::EfficientNetLite1 => Some((1.0, 1.1)),
+            Arch::EfficientNetLite2 => Some((1.1, 1.2)),
+            _ => None,
         }
     }
 
     /// The input normalisation this backbone's ImageNet checkpoint expects.
     pub fn weights_normalisation(self) -> Normalisation {
         match self {
-            Arch::EfficientNetLite0 => Normalisation {
-                mean: [0.5; 3],
-                std: [0.5; 3],
-            },
+            Arch::EfficientNetLite0 | Arch::EfficientNetLite1 | Arch::EfficientNetLite2 => {
+                Normalisation {
+                    mean: [0.5; 3],
+                    std: [0.5; 3],
+                }
+            }
             _ => Normalisation::IMAGENET,
         }
     }
@@ -172,10 +195,13 @@ impl Backbone {
                 &InvertedSpec::mobilenet_v2().scaled(spec.width, spec.depth),
                 device,
             )),
-            Arch::EfficientNetLite0 => Backbone::Inverted(InvertedResidualNet::init(
-                &InvertedSpec::efficientnet_lite0().scaled(spec.width, spec.depth),
-                device,
-            )),
+            Arch::EfficientNetLite0 | Arch::EfficientNetLite1 | Arch::EfficientNetLite2 => {
+                Backbone::Inverted(InvertedResidualNet::init(
+                    &InvertedSpec::efficientnet_lite_variant(spec.arch)
+                        .scaled(spec.width, spec.depth),
+                    device,
+                ))
+            }
             Arch::ResNet50 => Backbone::ResNet(ResNet::init(
                 &ResNetSpec::resnet50().scaled(spec.width, spec.depth),
                 device,

