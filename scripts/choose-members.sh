@@ -3,10 +3,12 @@
 # chosen by: every non-empty subset of the members of the given exported f32 manifests is
 # calibrated (`calibrate --side val --tta none`) and evaluated (`evaluate --side val`), then ranked
 # by the mean of validation top-1 and balanced accuracy; the leader is calibrated and evaluated
-# again with horizontal-flip views, which ship if they raise that mean.
+# again with horizontal-flip views, which ship if they raise that mean. Subsets that OUT_DIR already
+# holds validation predictions of (the same members, from an earlier run) are not evaluated again,
+# so adding a new member's manifest costs only the subsets it is in.
 # usage: scripts/choose-members.sh OUT_DIR SPLIT_CSV MANIFEST...
 set -euo pipefail
-[[ $# -ge 3 ]] || { sed -n '2,7p' "$0"; exit 2; }
+[[ $# -ge 3 ]] || { sed -n '2,9p' "$0"; exit 2; }
 out=$1 split=$2
 shift 2
 cd "$(dirname "$0")/.."

@@ -4,7 +4,9 @@
 usage: scripts/member_subsets.py write OUT_DIR MANIFEST...
          one folder per non-empty subset of the members of the exported f32 MANIFESTs (the first
          gives [input] and [[classes]]; a member whose input differs from that [input] keeps its
-         own as [members.input]), each with its ONNX files and ensemble.toml
+         own as [members.input]), each with its ONNX files and ensemble.toml, and prints the
+         folders it wrote; a folder that already holds validation predictions of the same ensemble
+         (the same members and head, calibrated or not) is kept as it is and not printed
        scripts/member_subsets.py compose OUT_DIR VERSION DESCRIPTION MANIFEST...
          one ensemble of every member of the MANIFESTs (as `write` makes its largest subset), its
          version and description set, e.g. to assemble members exported from several runs
@@ -58,14 +60,30 @@ def read_members(manifests):
     return head, members
 
 
+def ensemble_text(head, members, subset):
+    """The ensemble.toml of the members named in `subset`."""
+    return head + "\n\n".join(members[n][1] for n in subset) + "\n"
+
+
 def write_ensemble(folder, head, members, subset):
     """`folder`/ensemble.toml with the members named in `subset`, and their ONNX files."""
     os.makedirs(folder, exist_ok=True)
     for name in subset:
         shutil.copy(os.path.join(members[name][0], name), folder)
-    blocks = "\n\n".join(members[n][1] for n in subset)
     with open(os.path.join(folder, "ensemble.toml"), "w") as f:
-        f.write(head + blocks + "\n")
+        f.write(ensemble_text(head, members, subset))
+
+
+def evaluated(folder, text):
+    """Whether `folder` holds validation predictions of the ensemble `text` describes: its
+    ensemble.toml is `text` with the [decision] that calibrate appended."""
+    manifest = os.path.join(folder, "ensemble.toml")
+    if not os.path.isfile(os.path.join(folder, "val", "predictions.csv")):
+        return False
+    if not os.path.isfile(manifest):
+        return False
+    existing = open(manifest).read().split("\n[decision]")[0]
+    return existing.rstrip() == text.rstrip()
 
 
 def write(out, manifests):
@@ -74,6 +92,8 @@ def write(out, manifests):
     for size in range(1, len(names) + 1):
         for subset in itertools.combinations(names, size):
             folder = os.path.join(out, "+".join(n.removesuffix(".onnx") for n in subset))
+            if evaluated(folder, ensemble_text(head, members, subset)):
+                continue
             write_ensemble(folder, head, members, subset)
             print(folder)
 
