@@ -5,10 +5,11 @@
 # by the mean of validation top-1 and balanced accuracy; the leader is calibrated and evaluated
 # again with horizontal-flip views, which ship if they raise that mean. Subsets that OUT_DIR already
 # holds validation predictions of (the same members, from an earlier run) are not evaluated again,
-# so adding a new member's manifest costs only the subsets it is in.
+# so adding a new member's manifest costs only the subsets it is in. The ranking also gives how far
+# each candidate's mean may lie from the leader's by chance (a bootstrap over validation lesions).
 # usage: scripts/choose-members.sh OUT_DIR SPLIT_CSV MANIFEST...
 set -euo pipefail
-[[ $# -ge 3 ]] || { sed -n '2,9p' "$0"; exit 2; }
+[[ $# -ge 3 ]] || { sed -n '2,11p' "$0"; exit 2; }
 out=$1 split=$2
 shift 2
 cd "$(dirname "$0")/.."
@@ -22,7 +23,7 @@ while read -r candidate; do
     --out "$candidate/val" > "$candidate/evaluate.txt"
 done < "$out.list"
 rm "$out.list"
-python3 scripts/member_subsets.py rank "$out" | tee "$out/ranking.md"
+python3 scripts/member_subsets.py rank "$out" "$split" | tee "$out/ranking.md"
 leader=$(sed -n '3p' "$out/ranking.md" | cut -d'|' -f2 | tr -d ' ')
 mirrored="$out/$leader+hflip"
 rm -rf "$mirrored" && cp -r "$out/$leader" "$mirrored" && rm -rf "$mirrored/val"
@@ -31,4 +32,4 @@ $T calibrate --manifest "$mirrored/ensemble.toml" --split "$split" --side val \
 $T evaluate --manifest "$mirrored/ensemble.toml" --split "$split" --side val \
   --out "$mirrored/val" > "$mirrored/evaluate.txt"
 echo "with horizontal-flip views:"
-python3 scripts/member_subsets.py rank "$out" | grep -F "| $leader" || true
+python3 scripts/member_subsets.py rank "$out" "$split" | grep -F "| $leader" || true

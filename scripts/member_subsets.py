@@ -10,9 +10,12 @@ usage: scripts/member_subsets.py write OUT_DIR MANIFEST...
        scripts/member_subsets.py compose OUT_DIR VERSION DESCRIPTION MANIFEST...
          one ensemble of every member of the MANIFESTs (as `write` makes its largest subset), its
          version and description set, e.g. to assemble members exported from several runs
-       scripts/member_subsets.py rank OUT_DIR
+       scripts/member_subsets.py rank OUT_DIR [SPLIT_CSV]
          each candidate's validation top-1, balanced accuracy and their mean, from the
-         predictions.csv that `dermedge-tools evaluate --out OUT_DIR/<candidate>/val` wrote, best first
+         predictions.csv that `dermedge-tools evaluate --out OUT_DIR/<candidate>/val` wrote, best
+         first; with the split, also how far each candidate's mean may lie from the leader's
+         (5th to 95th percentile of the difference over 400 draws of the validation lesions with
+         replacement, the same draws for every candidate): how much of the ranking is chance
 """
 import itertools
 import json
@@ -108,17 +111,87 @@ def compose(out, version, description, manifests):
     print(out)
 
 
-def rank(out):
-    table = []
+def top1_hits(probabilities, labels):
+    """Whether each image's top-1 class is its label."""
+    return [max(range(len(p)), key=p.__getitem__) == label for p, label in zip(probabilities, labels)]
+
+
+def mean_of_top1_and_balanced(hits, labels, weights, classes):
+    """The ranking figure (percent) of the images counted `weights` times each."""
+    correct, seen = [0] * classes, [0] * classes
+    for hit, label, weight in zip(hits, labels, weights):
+        seen[label] += weight
+        correct[label] += weight * hit
+    present = [c / n for c, n in zip(correct, seen) if n]
+    return 50 * (sum(correct) / sum(seen) + sum(present) / len(present))
+
+
+def bootstrap_differences(candidates, leader, lesion_of, resamples=400, seed=1):
+    """For each candidate, the 5th and 95th percentiles of its ranking figure minus the leader's
+    over `resamples` draws of the validation lesions with replacement (every image of a drawn
+    lesion counted as often as it was drawn): the same images for every candidate."""
+    import random
+
+    rng = random.Random(seed)
+    images = candidates[leader][0]
+    lesions = sorted({lesion_of[i] for i in images})
+    index = {lesion: at for at, lesion in enumerate(lesions)}
+    image_lesion = [index[lesion_of[i]] for i in images]
+    draws = {name: [] for name in candidates}
+    for _ in range(resamples):
+        counts = [0] * len(lesions)
+        for _ in lesions:
+            counts[rng.randrange(len(lesions))] += 1
+        weights = [counts[at] for at in image_lesion]
+        _, hits, labels, classes = candidates[leader]
+        base = mean_of_top1_and_balanced(hits, labels, weights, classes)
+        for name, (_, hits, labels, classes) in candidates.items():
+            draws[name].append(mean_of_top1_and_balanced(hits, labels, weights, classes) - base)
+    interval = {}
+    for name, values in draws.items():
+        values.sort()
+        interval[name] = (values[len(values) // 20], values[len(values) * 19 // 20])
+    return interval
+
+
+def lesions_of(split):
+    """Each image's lesion, from a split CSV."""
+    import csv
+
+    with open(split, newline="") as f:
+        return {row["image_id"]: row["lesion_id"] for row in csv.DictReader(f)}
+
+
+def rank(out, split=None):
+    table, candidates = [], {}
     for name in sorted(os.listdir(out)):
         predictions = os.path.join(out, name, "val", "predictions.csv")
         if os.path.isfile(predictions):
-            f = figures(*read_predictions(predictions))
+            probabilities, labels, classes = read_predictions(predictions)
+            f = figures(probabilities, labels, classes)
             top1, balanced = 100 * f["top1"], 100 * f["balanced"]
             table.append(((top1 + balanced) / 2, top1, balanced, name))
-    print("| members | top-1 | balanced | mean |\n| --- | --- | --- | --- |")
-    for mean, top1, balanced, name in sorted(table, reverse=True):
-        print(f"| {name} | {top1:.2f}% | {balanced:.2f}% | {mean:.3f} |")
+            with open(predictions, newline="") as rows:
+                images = [line.split(",", 1)[0] for line in rows.read().splitlines()[1:]]
+            candidates[name] = (images, top1_hits(probabilities, labels), labels, len(classes))
+    table.sort(reverse=True)
+    interval = {}
+    if split and table:
+        leader = table[0][3]
+        same_images = all(c[0] == candidates[leader][0] for c in candidates.values())
+        if same_images:
+            interval = bootstrap_differences(candidates, leader, lesions_of(split))
+    if interval:
+        print("| members | top-1 | balanced | mean | mean - leader's, 90% lesion bootstrap |")
+        print("| --- | --- | --- | --- | --- |")
+    else:
+        print("| members | top-1 | balanced | mean |\n| --- | --- | --- | --- |")
+    for mean, top1, balanced, name in table:
+        row = f"| {name} | {top1:.2f}% | {balanced:.2f}% | {mean:.3f} |"
+        if interval:
+            low, high = interval[name]
+            row += f" {low:+.2f} to {high:+.2f} |"
+        print(row)
 
 
 if __name__ == "__main__":
@@ -126,7 +199,7 @@ if __name__ == "__main__":
         write(sys.argv[2], sys.argv[3:])
     elif len(sys.argv) >= 6 and sys.argv[1] == "compose":
         compose(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:])
-    elif len(sys.argv) == 3 and sys.argv[1] == "rank":
-        rank(sys.argv[2])
+    elif len(sys.argv) in (3, 4) and sys.argv[1] == "rank":
+        rank(*sys.argv[2:])
     else:
         sys.exit(__doc__)
