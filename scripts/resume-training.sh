@@ -9,8 +9,9 @@
 # stands), then MobileNetV2 seed 31, EfficientNet-Lite0 seed 22 (seed 21 is the strongest member
 # so far; fine-tuning epochs take 6.5 to 7 minutes for the Lite0 and 5.5 for the MobileNetV2 at
 # 200x150 on idle cores), EfficientNet-Lite2 seed 41 (1.4x the Lite0's training time per image:
-# 16.7 against 23.5 images/s, `dermedge-tools throughput --backend tch --batch 32`) and
-# MobileNetV2 seed 32, on 12-epoch schedules (the 18-epoch runs peaked at epochs 7 and 12) with
+# 16.7 against 23.5 images/s, `dermedge-tools throughput --backend tch --batch 32`),
+# EfficientNet-Lite1 seed 51 (17.6 images/s) and MobileNetV2 seed 32 (seed 31 at 200x150 did not
+# join the shipped ensemble: last), on 12-epoch schedules (the 18-epoch runs peaked at epochs 7 and 12) with
 # patience 6. Runs at nice 10; each member appends to runs/v7/<arch>-s<seed>.log its per-epoch
 # loss, validation balanced accuracy, melanoma sensitivity, epoch time and ETA. A queue started
 # while a training run is still under way waits for it to end, so two runs never share a member.
@@ -26,6 +27,7 @@ queue='21 efficientnet-lite0 18 4
 31 mobilenet-v2 12 6
 22 efficientnet-lite0 12 6
 41 efficientnet-lite2 12 6
+51 efficientnet-lite1 12 6
 32 mobilenet-v2 12 6'
 nohup nice -n 10 bash -c '
   while pgrep -f "dermedge-tools[ ]train" >/dev/null; do sleep 30; done
