@@ -24,7 +24,7 @@ import shutil
 import sys
 import tomllib
 
-from predictions import figures, read_predictions
+from predictions import hit_rates, read_predictions_with_images
 
 def toml_value(value):
     """A TOML literal of a string, number, boolean or list of them."""
@@ -118,12 +118,8 @@ def top1_hits(probabilities, labels):
 
 def mean_of_top1_and_balanced(hits, labels, weights, classes):
     """The ranking figure (percent) of the images counted `weights` times each."""
-    correct, seen = [0] * classes, [0] * classes
-    for hit, label, weight in zip(hits, labels, weights):
-        seen[label] += weight
-        correct[label] += weight * hit
-    present = [c / n for c, n in zip(correct, seen) if n]
-    return 50 * (sum(correct) / sum(seen) + sum(present) / len(present))
+    top1, balanced, _ = hit_rates(hits, labels, classes, weights)
+    return 50 * (top1 + balanced)
 
 
 def bootstrap_differences(candidates, leader, lesion_of, resamples=400, seed=1):
@@ -167,13 +163,11 @@ def rank(out, split=None):
     for name in sorted(os.listdir(out)):
         predictions = os.path.join(out, name, "val", "predictions.csv")
         if os.path.isfile(predictions):
-            probabilities, labels, classes = read_predictions(predictions)
-            f = figures(probabilities, labels, classes)
-            top1, balanced = 100 * f["top1"], 100 * f["balanced"]
-            table.append(((top1 + balanced) / 2, top1, balanced, name))
-            with open(predictions, newline="") as rows:
-                images = [line.split(",", 1)[0] for line in rows.read().splitlines()[1:]]
-            candidates[name] = (images, top1_hits(probabilities, labels), labels, len(classes))
+            images, probabilities, labels, classes = read_predictions_with_images(predictions)
+            hits = top1_hits(probabilities, labels)
+            top1, balanced, _ = hit_rates(hits, labels, len(classes))
+            table.append((50 * (top1 + balanced), 100 * top1, 100 * balanced, name))
+            candidates[name] = (images, hits, labels, len(classes))
     table.sort(reverse=True)
     interval = {}
     if split and table:

@@ -18,13 +18,33 @@ def watched_class(manifest=MANIFEST):
 
 def read_predictions(path):
     """(probabilities, labels, class codes) of a predictions.csv."""
+    return read_predictions_with_images(path)[1:]
+
+
+def read_predictions_with_images(path):
+    """(image ids, probabilities, labels, class codes) of a predictions.csv."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         classes = [c[2:] for c in reader.fieldnames if c.startswith("p_")]
         rows = list(reader)
+    images = [r["image_id"] for r in rows]
     probabilities = [[float(r["p_" + c]) for c in classes] for r in rows]
     labels = [classes.index(r["label"]) for r in rows]
-    return probabilities, labels, classes
+    return images, probabilities, labels, classes
+
+
+def hit_rates(hits, labels, classes, weights=None):
+    """Accuracy, balanced accuracy (mean recall over the classes present) and each class's recall
+    (0 for a class without images) of top-1 `hits`, image `i` counted `weights[i]` times (once
+    by default); `classes` is the number of classes."""
+    weights = weights or [1] * len(hits)
+    correct, seen = [0] * classes, [0] * classes
+    for hit, label, weight in zip(hits, labels, weights):
+        seen[label] += weight
+        correct[label] += weight * hit
+    recall = [c / n if n else 0.0 for c, n in zip(correct, seen)]
+    present = [r for r, n in zip(recall, seen) if n]
+    return sum(correct) / sum(seen), sum(present) / len(present), recall
 
 
 def figures(probabilities, labels, classes, prior=None, tau=0.0):
@@ -32,19 +52,17 @@ def figures(probabilities, labels, classes, prior=None, tau=0.0):
     `prior` raised to `tau` (no correction by default)."""
     prior = prior or [1.0] * len(classes)
     k = len(classes)
-    correct, seen, top3 = [0] * k, [0] * k, 0
+    hits, top3 = [], 0
     for p, label in zip(probabilities, labels):
         adjusted = [pi / prior_i**tau for pi, prior_i in zip(p, prior)]
         ranked = sorted(range(k), key=lambda i: -adjusted[i])
-        seen[label] += 1
-        correct[label] += ranked[0] == label
+        hits.append(ranked[0] == label)
         top3 += label in ranked[:3]
-    recall = [c / s if s else 0.0 for c, s in zip(correct, seen)]
+    top1, balanced, recall = hit_rates(hits, labels, k)
     watched = watched_class()
-    present = [r for r, s in zip(recall, seen) if s]
     return {
-        "top1": sum(correct) / len(labels),
+        "top1": top1,
         "top3": top3 / len(labels),
-        "balanced": sum(present) / len(present),
+        "balanced": balanced,
         "melanoma": recall[classes.index(watched)] if watched in classes else float("nan"),
     }
